@@ -1,0 +1,44 @@
+# Kubeforge developer commands. `make demo` and `make test` are the two that matter; see README.md.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRAS ?= dev
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)-$(EXTRAS)
+CLUSTER_DIR ?= $(CURDIR)/.cluster
+export PYTHONPATH := $(CURDIR)/tests/cluster
+
+.PHONY: venv minicp lint test test-unit test-cluster bench demo cluster-up cluster-down
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)
+
+minicp:  ## build (or reuse the cached) control-plane binary
+	tests/cluster/build-minicp.sh
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy operator trainer_image dashboard tests/cluster/minicluster
+	$(VENV)/bin/lint-imports
+
+test: lint minicp
+	$(PY) -m pytest -q -ra
+
+test-unit: venv
+	$(PY) -m pytest -q -ra tests/unit
+
+bench: venv
+	@echo "no benchmarks yet"
+
+cluster-up: venv minicp  ## start the embedded cluster in the background; prints the admin kubeconfig path last
+	@tests/cluster/cluster-up.sh "$(CLUSTER_DIR)" "$(PY)"
+
+cluster-down:
+	@tests/cluster/cluster-down.sh "$(CLUSTER_DIR)"
+
+demo: cluster-up
+	@echo "demo: the embedded cluster is up; export KUBECONFIG=$(CLUSTER_DIR)/admin.kubeconfig"

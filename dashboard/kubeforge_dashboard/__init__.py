@@ -1,0 +1,1 @@
+"""The Kubeforge dashboard: data access and view models."""

@@ -1,0 +1,1 @@
+"""The Kubeforge API contract: typed models of the TrainingJob and ServingJob resources."""

@@ -1,0 +1,1 @@
+"""The Kubeforge operator: reconciles TrainingJobs and ServingJobs into pods."""

@@ -1,0 +1,78 @@
+"""`python -m minicluster up --dir D`: start the control plane and the node agent, print one JSON
+line with the admin kubeconfig once the cluster is ready, and run until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .agent import AgentSettings, NodeAgent
+from .controlplane import NODE_NAME, ControlPlane
+from .kubeapi import KubeClient
+
+HERE = Path(__file__).resolve().parent.parent
+
+
+def build_binary() -> Path:
+    out = subprocess.run([str(HERE / "build-minicp.sh")], check=True, capture_output=False,
+                         stdout=subprocess.PIPE, text=True).stdout
+    return Path(out.strip().splitlines()[-1])
+
+
+def up(args: argparse.Namespace) -> int:
+    root = Path(args.dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "ready.json").unlink(missing_ok=True)
+    binary = Path(args.binary) if args.binary else build_binary()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    t0 = time.monotonic()
+    cp = ControlPlane(binary, root)
+    agent: NodeAgent | None = None
+    try:
+        cp.start()
+        settings = AgentSettings(NODE_NAME, root / "node", gpus=args.gpus, bridge=args.bridge, cidr=args.cidr,
+                                 tls_cert=cp.pki / "apiserver.crt", tls_key=cp.pki / "apiserver.key")
+        agent = NodeAgent(KubeClient.from_kubeconfig(cp.kubeconfig("node")),
+                          KubeClient.from_kubeconfig(cp.kubeconfig("admin")), settings)
+        agent.start()
+        info = {"ready": True, "seconds": round(time.monotonic() - t0, 1), **cp.describe(),
+                "controlPlaneRssBytes": cp.rss_bytes()}
+        (root / "ready.json").write_text(json.dumps(info))
+        print(json.dumps(info), flush=True)
+        stop.wait()
+        return 0
+    finally:
+        if agent is not None:
+            agent.stop()
+        cp.stop()
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="minicluster")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("up", help="start the cluster and run until interrupted")
+    p.add_argument("--dir", required=True)
+    p.add_argument("--binary", help="a built minicp binary (default: build or reuse the cached one)")
+    p.add_argument("--gpus", type=int, default=0, help="nvidia.com/gpu capacity the node advertises")
+    p.add_argument("--bridge", default="kf0")
+    p.add_argument("--cidr", default="10.244.0.0/16")
+    sub.add_parser("build", help="build (or find the cached) control-plane binary and print its path")
+    args = parser.parse_args()
+    if args.cmd == "build":
+        print(build_binary())
+        return 0
+    return up(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,320 @@
+"""The node agent: registers a Node, keeps its Lease fresh, runs the pods bound to it (see
+`pods.PodWorker`), answers cluster DNS, serves container logs on the kubelet endpoint so
+`kubectl logs` works, and provisions PersistentVolumes for the default StorageClass from
+host directories. It acts as `system:node:<name>`; only the provisioner uses admin rights."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import platform
+import shutil
+import ssl
+import sys
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from .containers import cgroup_parent, now
+from .dns import DnsServer, resolve
+from .kubeapi import ApiError, Informer, KubeClient, NotFound
+from .network import PodNetwork
+from .pods import PodWorker
+
+Obj = dict[str, Any]
+log = logging.getLogger(__name__)
+STORAGE_CLASS = "standard"
+PROVISIONER = "kubeforge.dev/host-directory"
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    node_name: str
+    state_dir: Path
+    cpu: str = "32"
+    memory: str = "64Gi"
+    pods: int = 110
+    gpus: int = 0
+    bridge: str = "kf0"
+    cidr: str = "10.244.0.0/16"
+    backoff: tuple[float, float] = (1.0, 20.0)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+
+class NodeClient:
+    """The `pods.Api` protocol over the node's own credentials."""
+
+    def __init__(self, client: KubeClient) -> None:
+        self.client = client
+
+    def patch_pod_status(self, ns: str, name: str, status: Obj) -> None:
+        with contextlib.suppress(NotFound):
+            self.client.patch(f"/api/v1/namespaces/{ns}/pods/{name}/status", {"status": status}, "strategic-merge")
+
+    def finish_delete(self, ns: str, name: str, uid: str) -> None:
+        try:
+            self.client.delete(f"/api/v1/namespaces/{ns}/pods/{name}",
+                               {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}})
+        except ApiError as e:
+            if e.status not in (404, 409):
+                raise
+
+    def get(self, path: str) -> Obj:
+        # The Node authorizer learns about a new pod's references a moment after the pod.
+        for _ in range(20):
+            try:
+                return self.client.get(path)
+            except ApiError as e:
+                if e.status != 403:
+                    raise
+                time.sleep(0.25)
+        return self.client.get(path)
+
+
+class NodeAgent:
+    def __init__(self, node: KubeClient, admin: KubeClient, settings: AgentSettings) -> None:
+        self.node = node
+        self.admin = admin
+        self.s = settings
+        self.api = NodeClient(node)
+        self.network = PodNetwork(settings.bridge, settings.cidr)
+        self.workers: dict[str, PodWorker] = {}
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.pods_root = settings.state_dir / "pods"
+        self.volumes_root = settings.state_dir / "volumes"
+        self.cgroup = cgroup_parent(f"kubeforge-{settings.bridge}")
+        self.base_env = {
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "HOME": "/root", "LANG": "C.UTF-8",
+        }
+        self.pod_informer = Informer(node, f"/api/v1/pods?fieldSelector=spec.nodeName%3D{settings.node_name}",
+                                     self._on_pod)
+        self.svc_informer = Informer(node, "/api/v1/services", lambda _t, _o: None)
+        self.pvc_informer = Informer(admin, "/api/v1/persistentvolumeclaims", self._on_pvc)
+        self.pv_informer = Informer(admin, "/api/v1/persistentvolumes", self._on_pv)
+        self.dns: DnsServer | None = None
+        self.log_server: ThreadingHTTPServer | None = None
+
+    # ----- start / stop -----
+    def start(self) -> None:
+        self.pods_root.mkdir(parents=True, exist_ok=True)
+        self.volumes_root.mkdir(parents=True, exist_ok=True)
+        self.network.up()
+        self.dns = DnsServer(self.network.gateway, self.lookup)
+        self.dns.start()
+        log_port = self._start_log_server()
+        self._ensure_storage_class()
+        self._register(log_port)
+        threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
+        for inf in (self.svc_informer, self.pvc_informer, self.pv_informer, self.pod_informer):
+            inf.start()
+        for inf in (self.svc_informer, self.pod_informer):
+            inf.synced.wait(30)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        for inf in (self.pod_informer, self.svc_informer, self.pvc_informer, self.pv_informer):
+            inf.stopped.set()
+        with self.lock:
+            workers = list(self.workers.values())
+        for w in workers:
+            w.deleting.set()
+            w.wake.set()
+        for w in workers:
+            w.thread.join(60)
+        if self.dns:
+            self.dns.close()
+        if self.log_server:
+            self.log_server.shutdown()
+        self.network.down()
+
+    # ----- the Node and its Lease -----
+    def _register(self, log_port: int) -> None:
+        name = self.s.node_name
+        capacity = {"cpu": self.s.cpu, "memory": self.s.memory, "pods": str(self.s.pods),
+                    "ephemeral-storage": "100Gi"}
+        if self.s.gpus:
+            capacity["nvidia.com/gpu"] = str(self.s.gpus)
+        body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {
+            "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+            "node-role.kubernetes.io/worker": ""}}}
+        try:
+            self.node.create("/api/v1/nodes", body)
+        except ApiError as e:
+            if e.status != 409:
+                raise
+        t = now()
+        conds = [{"type": ctype, "status": "False", "reason": f"KubeletHas{reason}", "message": "ok",
+                  "lastHeartbeatTime": t, "lastTransitionTime": t}
+                 for ctype, reason in (("MemoryPressure", "SufficientMemory"), ("DiskPressure", "NoDiskPressure"),
+                                       ("PIDPressure", "SufficientPID"))]
+        conds.append({"type": "Ready", "status": "True", "reason": "KubeletReady",
+                      "message": "node agent is posting ready status", "lastHeartbeatTime": t,
+                      "lastTransitionTime": t})
+        status = {
+            "capacity": capacity, "allocatable": capacity, "conditions": conds,
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": name}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": log_port}},
+            "nodeInfo": {"machineID": name, "systemUUID": name, "bootID": name,
+                         "kernelVersion": platform.release(), "osImage": "kubeforge node agent",
+                         "containerRuntimeVersion": "kubeforge://0.1", "kubeletVersion": "v1.34.4",
+                         "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"},
+        }
+        self.node.patch(f"/api/v1/nodes/{name}/status", {"status": status}, "strategic-merge")
+
+    def _heartbeat(self) -> None:
+        name = self.s.node_name
+        path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}"
+        while not self.stopped.is_set():
+            renew = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            spec = {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": renew}
+            try:
+                try:
+                    self.node.patch(path, {"spec": spec})
+                except NotFound:
+                    self.node.create("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+                                     {"metadata": {"name": name}, "spec": spec})
+            except (ApiError, OSError) as e:
+                log.warning("lease renewal failed: %s", e)
+            self.stopped.wait(10)
+
+    # ----- pods -----
+    def _on_pod(self, etype: str, pod: Obj) -> None:
+        uid = pod["metadata"]["uid"]
+        with self.lock:
+            worker = self.workers.get(uid)
+            if worker is None:
+                if etype == "DELETED" or pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+                    if pod["metadata"].get("deletionTimestamp") and etype != "DELETED":
+                        self.api.finish_delete(pod["metadata"]["namespace"], pod["metadata"]["name"], uid)
+                    return
+                worker = PodWorker(pod, self.api, self.network, self.pods_root, self.network.gateway,
+                                   self.base_env, self.cgroup, self.s.backoff, self._forget)
+                self.workers[uid] = worker
+                worker.thread.start()
+        if etype == "DELETED":
+            worker.deleting.set()
+            worker.wake.set()
+        else:
+            worker.update(pod)
+
+    def _forget(self, uid: str) -> None:
+        with self.lock:
+            self.workers.pop(uid, None)
+
+    def find_worker(self, ns: str, name: str) -> PodWorker | None:
+        with self.lock:
+            for w in self.workers.values():
+                if w.meta["namespace"] == ns and w.meta["name"] == name:
+                    return w
+        return None
+
+    def lookup(self, name: str) -> list[str] | None:
+        return resolve(name, list(self.pod_informer.items.values()), list(self.svc_informer.items.values()))
+
+    # ----- storage -----
+    def _ensure_storage_class(self) -> None:
+        body = {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                "metadata": {"name": STORAGE_CLASS,
+                             "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+                "provisioner": PROVISIONER, "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate"}
+        try:
+            self.admin.create("/apis/storage.k8s.io/v1/storageclasses", body)
+        except ApiError as e:
+            if e.status != 409:
+                raise
+
+    def _on_pvc(self, etype: str, pvc: Obj) -> None:
+        spec, meta = pvc.get("spec", {}), pvc["metadata"]
+        if etype == "DELETED" or spec.get("volumeName") or spec.get("storageClassName") != STORAGE_CLASS:
+            return
+        pv_name = f"pvc-{meta['uid']}"
+        path = self.volumes_root / pv_name
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o777)
+        body = {"apiVersion": "v1", "kind": "PersistentVolume",
+                "metadata": {"name": pv_name, "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
+                "spec": {"capacity": {"storage": spec.get("resources", {}).get("requests", {}).get("storage", "1Gi")},
+                         "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
+                         "persistentVolumeReclaimPolicy": "Delete", "storageClassName": STORAGE_CLASS,
+                         "hostPath": {"path": str(path), "type": "DirectoryOrCreate"},
+                         "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                                      "namespace": meta["namespace"], "name": meta["name"], "uid": meta["uid"]}}}
+        try:
+            self.admin.create("/api/v1/persistentvolumes", body)
+        except ApiError as e:
+            if e.status != 409:
+                log.warning("provisioning %s failed: %s", pv_name, e)
+
+    def _on_pv(self, etype: str, pv: Obj) -> None:
+        annotations = pv["metadata"].get("annotations") or {}
+        if etype == "DELETED" or annotations.get("pv.kubernetes.io/provisioned-by") != PROVISIONER:
+            return
+        if pv.get("status", {}).get("phase") == "Released":
+            shutil.rmtree(self.volumes_root / pv["metadata"]["name"], ignore_errors=True)
+            with contextlib.suppress(NotFound):
+                self.admin.delete(f"/api/v1/persistentvolumes/{pv['metadata']['name']}")
+
+    # ----- kubelet log endpoint -----
+    def _start_log_server(self) -> int:
+        agent = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                url = urllib.parse.urlparse(self.path)
+                parts = url.path.strip("/").split("/")
+                q = dict(urllib.parse.parse_qsl(url.query))
+                if len(parts) != 4 or parts[0] != "containerLogs":
+                    self.send_error(404)
+                    return
+                worker = agent.find_worker(parts[1], parts[2])
+                path = worker.log_file(parts[3], q.get("previous") == "true") if worker else None
+                if worker is None or path is None:
+                    self.send_error(404, f"no logs for container {parts[3]} in pod {parts[1]}/{parts[2]}")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                data = path.read_bytes()
+                if "tailLines" in q:
+                    data = b"".join(data.splitlines(keepends=True)[-int(q["tailLines"]):])
+                if "limitBytes" in q:
+                    data = data[: int(q["limitBytes"])]
+                self.wfile.write(data)
+                if q.get("follow") == "true":
+                    self._follow(worker, parts[3], path, len(path.read_bytes()))
+
+            def _follow(self, worker: PodWorker, container: str, path: Path, offset: int) -> None:
+                while not worker.deleting.is_set() and not agent.stopped.is_set():
+                    data = path.read_bytes()[offset:]
+                    if data:
+                        self.wfile.write(data)
+                        self.wfile.flush()
+                        offset += len(data)
+                    if worker.log_file(container, False) != path:
+                        return
+                    c = next((c for c in worker.init + worker.main if c.name == container), None)
+                    if c is None or (c.proc is not None and c.proc.poll() is not None and not data):
+                        return
+                    time.sleep(0.2)
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        if self.s.tls_cert and self.s.tls_key:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(self.s.tls_cert, self.s.tls_key)
+            server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        self.log_server = server
+        threading.Thread(target=server.serve_forever, name="logs", daemon=True).start()
+        return int(server.server_address[1])

@@ -1,0 +1,231 @@
+"""Containers as local processes. Each container runs in its pod's network namespace with a
+private mount and UTS namespace (its own hostname, /etc/hosts, /etc/resolv.conf and volume
+mounts at their `mountPath`) and, where the memory cgroup is writable, a cgroup of its own that
+enforces `resources.limits.memory` and reports OOM kills. Images are not pulled: the command
+runs in this machine's Python environment (see `entrypoint`)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+Obj = dict[str, Any]
+CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
+
+# Images whose entrypoint we know; any other image must give `command`.
+IMAGE_ENTRYPOINTS: dict[str, list[str]] = {
+    "kubeforge/trainer": ["python", "-m", "kubeforge_trainer"],
+    "kubeforge/operator": ["python", "-m", "kubeforge_operator"],
+}
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def image_pull_error(image: str) -> str | None:
+    """Images are not pulled; references that can never resolve fail as a pull would.
+    A registry host ending in `.invalid` (RFC 2606) or the tag `does-not-exist` fails."""
+    host = image.split("/", 1)[0] if "/" in image else ""
+    if host.endswith(".invalid") or image.endswith(":does-not-exist"):
+        return f'failed to pull and unpack image "{image}": not found'
+    return None
+
+
+def entrypoint(container: Obj) -> list[str]:
+    command = list(container.get("command") or [])
+    args = list(container.get("args") or [])
+    if not command:
+        repo = container.get("image", "").split("@")[0].rsplit(":", 1)[0]
+        repo = repo.split("/", 1)[1] if repo.count("/") >= 2 else repo
+        if repo not in IMAGE_ENTRYPOINTS:
+            raise ValueError(f"image {container.get('image')!r} has no known entrypoint; set command")
+        command = IMAGE_ENTRYPOINTS[repo]
+    return [*command, *args]
+
+
+def parse_quantity(q: str | int | float) -> int:
+    """Bytes for a memory quantity such as `512Mi`, `1G` or `1e9`."""
+    s = str(q)
+    for suffix, mult in (("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30), ("Ti", 1 << 40),
+                         ("k", 10**3), ("M", 10**6), ("G", 10**9), ("T", 10**12)):
+        if s.endswith(suffix):
+            return int(float(s[: -len(suffix)]) * mult)
+    return int(float(s))
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: Path
+    target: str
+    read_only: bool = False
+
+
+@dataclass
+class Process:
+    """One run of a container."""
+
+    popen: subprocess.Popen[bytes]
+    started_at: str
+    cgroup: Path | None
+    log_path: Path
+
+    def poll(self) -> int | None:
+        return self.popen.poll()
+
+    def exit_code(self) -> int:
+        rc = self.popen.returncode
+        return 128 - rc if rc < 0 else rc
+
+    def oom_killed(self) -> bool:
+        if self.cgroup is None:
+            return False
+        try:
+            for line in (self.cgroup / "memory.oom_control").read_text().splitlines():
+                if line.startswith("oom_kill ") and int(line.split()[1]) > 0:
+                    return True
+        except OSError:
+            pass
+        return False
+
+    def pids(self) -> list[int]:
+        if self.cgroup is not None:
+            try:
+                return [int(p) for p in (self.cgroup / "cgroup.procs").read_text().split()]
+            except OSError:
+                pass
+        return [self.popen.pid] if self.popen.poll() is None else []
+
+    def signal_all(self, sig: int) -> None:
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, sig)
+
+    def stop(self, grace: float) -> None:
+        """SIGTERM, wait up to `grace` seconds, then SIGKILL whatever is left."""
+        if self.poll() is None:
+            self.signal_all(signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and self.poll() is None:
+                time.sleep(0.05)
+        self.signal_all(signal.SIGKILL)
+        self.popen.wait()
+        self.release()
+
+    def release(self) -> None:
+        if self.cgroup is None:
+            return
+        for _ in range(50):
+            if not self.pids():
+                break
+            self.signal_all(signal.SIGKILL)
+            time.sleep(0.05)
+        with contextlib.suppress(OSError):
+            self.cgroup.rmdir()
+
+
+@dataclass
+class PodFiles:
+    """Where a pod's files live on the host: logs, volumes and the per-pod /etc files."""
+
+    root: Path
+    hostname: str
+    fqdn: str | None
+    ip: str
+    netns_path: str
+    nameserver: str
+    namespace: str
+    cgroup_parent: Path | None = field(default=None)
+
+    def prepare(self) -> None:
+        (self.root / "logs").mkdir(parents=True, exist_ok=True)
+        (self.root / "volumes").mkdir(exist_ok=True)
+        names = f"{self.fqdn} {self.hostname}" if self.fqdn else self.hostname
+        (self.root / "hosts").write_text(
+            f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{self.ip}\t{names}\n")
+        search = f"{self.namespace}.svc.cluster.local svc.cluster.local cluster.local"
+        (self.root / "resolv.conf").write_text(
+            f"nameserver {self.nameserver}\nsearch {search}\noptions ndots:5\n")
+
+    def log_path(self, container: str, restart: int) -> Path:
+        return self.root / "logs" / f"{container}.{restart}.log"
+
+    def start(self, name: str, argv: list[str], env: dict[str, str], workdir: str | None,
+              mounts: list[Mount], memory_limit: int | None, restart: int) -> Process:
+        cgroup = self._cgroup(name, restart, memory_limit)
+        lines = ["set -e"]
+        if cgroup is not None:
+            lines.append(f"echo $$ > {shlex.quote(str(cgroup / 'cgroup.procs'))}")
+        lines += [
+            f"hostname {shlex.quote(self.hostname)}",
+            f"mount --bind {shlex.quote(str(self.root / 'hosts'))} /etc/hosts",
+            f"mount --bind {shlex.quote(str(self.root / 'resolv.conf'))} /etc/resolv.conf",
+        ]
+        for m in mounts:
+            target = shlex.quote(m.target)
+            kind = "-d" if m.source.is_dir() else "-f"
+            make = f"mkdir -p {target}" if m.source.is_dir() else \
+                f"mkdir -p {shlex.quote(str(Path(m.target).parent))} && touch {target}"
+            lines.append(f"[ {kind} {target} ] || {make}")
+            lines.append(f"mount --bind {shlex.quote(str(m.source))} {target}")
+            if m.read_only:
+                lines.append(f"mount -o remount,bind,ro {target}")
+        lines.append(f"cd {shlex.quote(workdir or '/')}")
+        lines.append('exec "$@"')
+        script = self.root / f"start-{name}.sh"
+        script.write_text("\n".join(lines) + "\n")
+        log_path = self.log_path(name, restart)
+        with log_path.open("ab") as log:
+            popen = subprocess.Popen(
+                ["nsenter", f"--net={self.netns_path}", "--", "unshare", "--mount", "--uts",
+                 "--propagation", "private", "--", "/bin/sh", str(script), *argv],
+                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        return Process(popen, now(), cgroup, log_path)
+
+    def _cgroup(self, name: str, restart: int, memory_limit: int | None) -> Path | None:
+        if self.cgroup_parent is None:
+            return None
+        path = self.cgroup_parent / f"{self.root.name}-{name}-{restart}"
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            if memory_limit:
+                (path / "memory.limit_in_bytes").write_text(str(memory_limit))
+                with contextlib.suppress(OSError):  # without swap accounting the memory limit alone applies
+                    (path / "memory.memsw.limit_in_bytes").write_text(str(memory_limit))
+        except OSError:
+            return None
+        return path
+
+
+def cgroup_parent(name: str) -> Path | None:
+    """A memory cgroup for this node's containers, or None where cgroups v1 memory is not writable."""
+    path = CGROUP_ROOT / name
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "memory.use_hierarchy").write_text("1")
+    except OSError:
+        return path if path.is_dir() else None
+    return path
+
+
+def exec_in(pid: int, argv: list[str], timeout: float) -> int:
+    """Run `argv` inside the namespaces of process `pid` (exec probes)."""
+    try:
+        return subprocess.run(
+            ["nsenter", f"--target={pid}", "--net", "--mount", "--uts", "--", *argv],
+            capture_output=True, timeout=timeout,
+        ).returncode
+    except subprocess.TimeoutExpired:
+        return -1

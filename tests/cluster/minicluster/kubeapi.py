@@ -1,0 +1,149 @@
+"""A small JSON client for the Kubernetes API (token + CA from a kubeconfig), with list-then-watch
+informers. The harness uses it instead of a generated client so raw objects stay plain dicts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+Obj = dict[str, Any]
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"HTTP {status}: {body[:500]}")
+        self.status = status
+        self.body = body
+
+    def json(self) -> Obj:
+        try:
+            return dict(json.loads(self.body))
+        except ValueError:
+            return {}
+
+
+class NotFound(ApiError, LookupError):
+    pass
+
+
+class KubeClient:
+    def __init__(self, server: str, token: str, ca: str) -> None:
+        self.server = server.rstrip("/")
+        self.token = token
+        self.ctx = ssl.create_default_context(cafile=ca)
+
+    @classmethod
+    def from_kubeconfig(cls, path: str | Path) -> KubeClient:
+        cfg = yaml.safe_load(Path(path).read_text())
+        ctx = next(c["context"] for c in cfg["contexts"] if c["name"] == cfg["current-context"])
+        cluster = next(c["cluster"] for c in cfg["clusters"] if c["name"] == ctx["cluster"])
+        user = next(u["user"] for u in cfg["users"] if u["name"] == ctx["user"])
+        return cls(cluster["server"], user["token"], cluster["certificate-authority"])
+
+    def _open(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
+              query: dict[str, Any] | None = None, timeout: float = 30) -> Any:
+        url = self.server + path
+        if query:
+            url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(url, data=data, method=method, headers={
+            "Authorization": f"Bearer {self.token}", "Content-Type": content_type, "Accept": "application/json"})
+        try:
+            return urllib.request.urlopen(req, context=self.ctx, timeout=timeout)
+        except urllib.error.HTTPError as e:
+            text = e.read().decode(errors="replace")
+            raise (NotFound if e.code == 404 else ApiError)(e.code, text) from None
+
+    def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
+                query: dict[str, Any] | None = None) -> Obj:
+        with self._open(method, path, body, content_type, query) as resp:
+            raw = resp.read()
+        return dict(json.loads(raw)) if raw else {}
+
+    def text(self, path: str, query: dict[str, Any] | None = None) -> str:
+        with self._open("GET", path, query=query) as resp:
+            return str(resp.read().decode(errors="replace"))
+
+    def get(self, path: str) -> Obj:
+        return self.request("GET", path)
+
+    def create(self, path: str, body: Obj) -> Obj:
+        return self.request("POST", path, body)
+
+    def patch(self, path: str, body: Obj, kind: str = "merge") -> Obj:
+        return self.request("PATCH", path, body, f"application/{kind}-patch+json")
+
+    def delete(self, path: str, body: Obj | None = None) -> Obj:
+        return self.request("DELETE", path, body)
+
+    def watch(self, path: str, resource_version: str, timeout: int = 300) -> Iterator[tuple[str, Obj]]:
+        query = {"watch": "1", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
+                 "timeoutSeconds": str(timeout)}
+        with self._open("GET", path, query=query, timeout=timeout + 30) as resp:
+            for line in resp:
+                if line.strip():
+                    event = json.loads(line)
+                    yield event["type"], event["object"]
+
+
+class Informer:
+    """Keeps `items` (by uid) in step with `path`, calling `on_event(type, obj)` for each change."""
+
+    def __init__(self, client: KubeClient, path: str, on_event: Callable[[str, Obj], None]) -> None:
+        self.client = client
+        self.path = path
+        self.on_event = on_event
+        self.items: dict[str, Obj] = {}
+        self.synced = threading.Event()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name=f"informer{path}", daemon=True)
+
+    def start(self) -> Informer:
+        self.thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                listing = self.client.get(self.path)
+                rv = listing["metadata"]["resourceVersion"]
+                fresh = {o["metadata"]["uid"]: o for o in listing["items"]}
+                for uid, obj in list(self.items.items()):
+                    if uid not in fresh:
+                        self.items.pop(uid)
+                        self.on_event("DELETED", obj)
+                for uid, obj in fresh.items():
+                    self.items[uid] = obj
+                    self.on_event("ADDED", obj)
+                self.synced.set()
+                while not self.stopped.is_set():
+                    for etype, obj in self.client.watch(self.path, rv):
+                        if etype == "ERROR":
+                            raise ApiError(int(obj.get("code", 500)), json.dumps(obj))
+                        rv = obj["metadata"]["resourceVersion"]
+                        if etype == "BOOKMARK":
+                            continue
+                        uid = obj["metadata"]["uid"]
+                        if etype == "DELETED":
+                            self.items.pop(uid, None)
+                        else:
+                            self.items[uid] = obj
+                        self.on_event(etype, obj)
+            except (ApiError, OSError, ValueError):  # 410 Gone, a dropped connection...: relist
+                if not self.stopped.is_set():
+                    time.sleep(0.5)
+            except Exception:
+                log.exception("informer %s: handler failed; relisting", self.path)
+                time.sleep(0.5)

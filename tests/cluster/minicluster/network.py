@@ -1,0 +1,84 @@
+"""Pod networking: a Linux bridge on the host and one network namespace per pod, joined to the
+bridge by a veth pair, so every pod has its own IP and pods can listen on the same port.
+Traffic never leaves the machine: the bridge has no uplink."""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+import threading
+from dataclasses import dataclass
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+def _ip_ok(*args: str) -> bool:
+    return subprocess.run(["ip", *args], capture_output=True).returncode == 0
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """A pod's network namespace and address."""
+
+    netns: str
+    ip: str
+
+    @property
+    def netns_path(self) -> str:
+        return f"/run/netns/{self.netns}"
+
+
+class PodNetwork:
+    """Allocates pod IPs from `cidr` and creates/destroys network namespaces on `bridge`."""
+
+    def __init__(self, bridge: str = "kf0", cidr: str = "10.244.0.0/16") -> None:
+        self.bridge = bridge
+        self.net = ipaddress.ip_network(cidr)
+        self.gateway = str(next(self.net.hosts()))
+        self._used: set[str] = {self.gateway}
+        self._lock = threading.Lock()
+        self._seq = 0
+
+    def up(self) -> None:
+        self.down()
+        _ip("link", "add", self.bridge, "type", "bridge")
+        _ip("addr", "add", f"{self.gateway}/{self.net.prefixlen}", "dev", self.bridge)
+        _ip("link", "set", self.bridge, "up")
+
+    def down(self) -> None:
+        if _ip_ok("link", "show", self.bridge):
+            _ip("link", "del", self.bridge)
+        out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            name = line.split()[0] if line.split() else ""
+            if name.startswith(f"{self.bridge}-"):
+                _ip("netns", "del", name)
+
+    def _allocate(self) -> tuple[str, int]:
+        with self._lock:
+            self._seq += 1
+            for host in self.net.hosts():
+                if str(host) not in self._used:
+                    self._used.add(str(host))
+                    return str(host), self._seq
+        raise RuntimeError("pod network exhausted")
+
+    def create(self) -> Sandbox:
+        ip, seq = self._allocate()
+        netns = f"{self.bridge}-{seq}"
+        veth = f"{self.bridge}v{seq}"
+        _ip("netns", "add", netns)
+        _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
+        _ip("link", "set", veth, "master", self.bridge, "up")
+        _ip("-n", netns, "addr", "add", f"{ip}/{self.net.prefixlen}", "dev", "eth0")
+        _ip("-n", netns, "link", "set", "eth0", "up")
+        _ip("-n", netns, "link", "set", "lo", "up")
+        _ip("-n", netns, "route", "add", "default", "via", self.gateway)
+        return Sandbox(netns, ip)
+
+    def destroy(self, sandbox: Sandbox) -> None:
+        _ip_ok("netns", "del", sandbox.netns)
+        with self._lock:
+            self._used.discard(sandbox.ip)

@@ -1,0 +1,533 @@
+"""The life of one pod on the node: sandbox, volumes, init containers in order, the main
+containers with restartPolicy and probes, status written back to the API server, and graceful
+deletion (SIGTERM, grace period, SIGKILL, then the final delete)."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from .containers import Mount, PodFiles, Process, entrypoint, exec_in, image_pull_error, now, parse_quantity
+
+Obj = dict[str, Any]
+
+
+class Api(Protocol):
+    """What a pod worker needs from the API server (raw JSON dicts in and out)."""
+
+    def patch_pod_status(self, ns: str, name: str, status: Obj) -> None: ...
+    def finish_delete(self, ns: str, name: str, uid: str) -> None: ...
+    def get(self, path: str) -> Obj: ...
+
+
+class SandboxProvider(Protocol):
+    def create(self) -> Any: ...
+    def destroy(self, sandbox: Any) -> None: ...
+
+
+class SpecError(Exception):
+    """The pod cannot be started as written (a missing ConfigMap key, an unknown image...)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass
+class Probe:
+    spec: Obj
+    started: float
+    successes: int = 0
+    failures: int = 0
+    last: float = 0.0
+    ok: bool = False
+
+    def due(self, t: float) -> bool:
+        if t < self.started + float(self.spec.get("initialDelaySeconds", 0)):
+            return False
+        return t >= self.last + float(self.spec.get("periodSeconds", 10))
+
+    def record(self, t: float, success: bool) -> bool:
+        """Record a result; returns the probe's (possibly changed) verdict."""
+        self.last = t
+        if success:
+            self.successes, self.failures = self.successes + 1, 0
+            if self.successes >= int(self.spec.get("successThreshold", 1)):
+                self.ok = True
+        else:
+            self.failures, self.successes = self.failures + 1, 0
+            if self.failures >= int(self.spec.get("failureThreshold", 3)):
+                self.ok = False
+        return self.ok
+
+
+@dataclass
+class ContainerState:
+    spec: Obj
+    runs: int = 0
+    proc: Process | None = None
+    state: Obj = field(default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}})
+    last_state: Obj = field(default_factory=dict)
+    ready: bool = False
+    next_start: float = 0.0
+    done: bool = False  # terminated and will not restart
+    readiness: Probe | None = None
+    liveness: Probe | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.spec["name"])
+
+    def status(self) -> Obj:
+        out: Obj = {
+            "name": self.name, "image": self.spec.get("image", ""), "imageID": "",
+            "ready": self.ready, "restartCount": max(self.runs - 1, 0), "state": self.state,
+            "lastState": self.last_state, "started": "running" in self.state,
+        }
+        if self.proc is not None:
+            out["containerID"] = f"kubeforge://{self.proc.popen.pid}"
+        return out
+
+
+def probe_once(spec: Obj, ip: str, pid: int | None) -> bool:
+    timeout = float(spec.get("timeoutSeconds", 1))
+    try:
+        if "httpGet" in spec:
+            g = spec["httpGet"]
+            conn = http.client.HTTPConnection(g.get("host") or ip, int(g["port"]), timeout=timeout)
+            conn.request("GET", g.get("path", "/"),
+                         headers={h["name"]: h["value"] for h in g.get("httpHeaders") or []})
+            status = conn.getresponse().status
+            conn.close()
+            return 200 <= status < 400
+        if "tcpSocket" in spec:
+            with socket.create_connection((spec["tcpSocket"].get("host") or ip,
+                                           int(spec["tcpSocket"]["port"])), timeout=timeout):
+                return True
+        if "exec" in spec and pid is not None:
+            return exec_in(pid, list(spec["exec"]["command"]), timeout) == 0
+    except (OSError, http.client.HTTPException, ValueError):
+        return False
+    return False
+
+
+def expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes `$(VAR)` expansion; `$$(VAR)` escapes."""
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)",
+                  lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), value)
+
+
+class PodWorker:
+    """Runs one pod (identified by uid) until it is deleted."""
+
+    def __init__(self, pod: Obj, api: Api, network: SandboxProvider, root: Path, nameserver: str,
+                 base_env: dict[str, str], cgroup_parent: Path | None, backoff: tuple[float, float],
+                 on_exit: Callable[[str], None]) -> None:
+        self.pod = pod
+        self.api = api
+        self.network = network
+        self.meta = pod["metadata"]
+        self.uid: str = self.meta["uid"]
+        self.root = root / f"{self.meta['namespace']}_{self.meta['name']}_{self.uid}"
+        self.nameserver = nameserver
+        self.base_env = base_env
+        self.cgroup_parent = cgroup_parent
+        self.backoff = backoff
+        self.on_exit = on_exit
+        self.wake = threading.Event()
+        self.deleting = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"pod-{self.meta['name']}", daemon=True)
+        self.sandbox: Any = None
+        self.files: PodFiles | None = None
+        self.last_status: Obj = {}
+        self.init = [ContainerState(c) for c in pod["spec"].get("initContainers") or []]
+        self.main = [ContainerState(c) for c in pod["spec"]["containers"]]
+        self.phase = "Pending"
+        self.start_time = now()
+
+    # ----- driven by the watch -----
+    def update(self, pod: Obj) -> None:
+        self.pod = pod
+        if pod["metadata"].get("deletionTimestamp"):
+            self.deleting.set()
+        self.wake.set()
+
+    def log_file(self, container: str, previous: bool) -> Path | None:
+        for c in self.init + self.main:
+            if c.name == container:
+                n = c.runs - 2 if previous else c.runs - 1
+                if self.files is None or n < 0:
+                    return None
+                path = self.files.log_path(container, n)
+                return path if path.exists() else None
+        return None
+
+    # ----- the pod's life -----
+    def _run(self) -> None:
+        try:
+            self._live()
+        except Exception as e:  # never let one pod take the node down
+            self._write(reason_msg=("NodeAgentError", f"{type(e).__name__}: {e}"))
+        finally:
+            self._terminate()
+            if self.sandbox is not None:
+                self.network.destroy(self.sandbox)
+            self._cleanup_volumes()
+            if self.deleting.is_set():
+                self.api.finish_delete(self.meta["namespace"], self.meta["name"], self.uid)
+            self.on_exit(self.uid)
+
+    def _live(self) -> None:
+        spec = self.pod["spec"]
+        for c in self.init + self.main:
+            err = image_pull_error(c.spec.get("image", ""))
+            if err:
+                c.state = {"waiting": {"reason": "ErrImagePull", "message": err}}
+                self._write()
+                c.state = {"waiting": {"reason": "ImagePullBackOff",
+                                       "message": f'Back-off pulling image "{c.spec.get("image")}"'}}
+                self._write()
+                self.deleting.wait()
+                return
+        self.sandbox = self.network.create()
+        hostname = spec.get("hostname") or self.meta["name"]
+        sub = spec.get("subdomain")
+        fqdn = f"{hostname}.{sub}.{self.meta['namespace']}.svc.cluster.local" if sub else None
+        self.files = PodFiles(self.root, hostname[:63], fqdn, self.sandbox.ip, self.sandbox.netns_path,
+                              self.nameserver, self.meta["namespace"], self.cgroup_parent)
+        self.files.prepare()
+        try:
+            volumes = self._volumes()
+        except SpecError as e:
+            for c in self.init + self.main:
+                c.state = {"waiting": {"reason": e.reason, "message": e.message}}
+            self._write()
+            self.deleting.wait()
+            return
+        self._write()
+        policy = spec.get("restartPolicy", "Always")
+        for c in self.init:
+            while not self.deleting.is_set():
+                code = self._run_to_completion(c, volumes)
+                if code is None or code == 0:
+                    break
+                if policy == "Never":
+                    self.phase = "Failed"
+                    self._write()
+                    self.deleting.wait()
+                    return
+                self._wait_backoff(c, init=True)
+            if self.deleting.is_set():
+                return
+            c.done = True
+        self._supervise(volumes, policy)
+
+    def _run_to_completion(self, c: ContainerState, volumes: dict[str, Path]) -> int | None:
+        self._start(c, volumes)
+        self._write()
+        while not self.deleting.is_set():
+            assert c.proc is not None
+            if c.proc.poll() is not None:
+                self._record_exit(c)
+                self._write()
+                return int(c.state["terminated"]["exitCode"])
+            self.wake.wait(0.2)
+            self.wake.clear()
+        return None
+
+    def _wait_backoff(self, c: ContainerState, init: bool = False) -> None:
+        delay = min(self.backoff[0] * 2 ** max(c.runs - 1, 0), self.backoff[1])
+        c.next_start = time.monotonic() + delay
+        if "terminated" in c.state:
+            c.last_state = {"terminated": c.state["terminated"]}
+        c.state = {"waiting": {"reason": "CrashLoopBackOff",
+                               "message": f"back-off {delay:g}s restarting failed container={c.name}"}}
+        self._write()
+        if init:
+            self.deleting.wait(delay)
+
+    def _supervise(self, volumes: dict[str, Path], policy: str) -> None:
+        for c in self.main:
+            self._start(c, volumes)
+        self._write()
+        while not self.deleting.is_set():
+            t = time.monotonic()
+            for c in self.main:
+                if c.done:
+                    continue
+                if c.proc is None:
+                    if t >= c.next_start:
+                        self._start(c, volumes)
+                    continue
+                if c.proc.poll() is not None:
+                    self._record_exit(c)
+                    code = int(c.state["terminated"]["exitCode"])
+                    if policy == "Always" or (policy == "OnFailure" and code != 0):
+                        c.proc = None
+                        self._wait_backoff(c)
+                    else:
+                        c.done = True
+                    continue
+                self._probe(c, t)
+            if all(c.done for c in self.main):
+                failed = any(c.state["terminated"]["exitCode"] != 0 for c in self.main)
+                self.phase = "Failed" if failed else "Succeeded"
+                self._write()
+                self.deleting.wait()
+                return
+            self.phase = "Running"
+            self._write()
+            self.wake.wait(0.2)
+            self.wake.clear()
+
+    def _probe(self, c: ContainerState, t: float) -> None:
+        assert c.proc is not None and self.sandbox is not None
+        if c.liveness is not None and c.liveness.due(t):
+            c.liveness.record(t, probe_once(c.liveness.spec, self.sandbox.ip, c.proc.popen.pid))
+            if c.liveness.failures >= int(c.liveness.spec.get("failureThreshold", 3)):
+                grace = float(c.liveness.spec.get("terminationGracePeriodSeconds")
+                              or self.pod["spec"].get("terminationGracePeriodSeconds", 30))
+                c.proc.stop(grace)
+                return
+        if c.readiness is None:
+            c.ready = True
+        elif c.readiness.due(t):
+            c.ready = c.readiness.record(t, probe_once(c.readiness.spec, self.sandbox.ip, c.proc.popen.pid))
+
+    def _start(self, c: ContainerState, volumes: dict[str, Path]) -> None:
+        assert self.files is not None
+        try:
+            env = self._env(c.spec)
+            argv = [expand(a, env) for a in entrypoint(c.spec)]
+            mounts = [self._mount(m, volumes) for m in c.spec.get("volumeMounts") or []]
+        except SpecError as e:
+            c.state = {"waiting": {"reason": e.reason, "message": e.message}}
+            c.next_start = time.monotonic() + self.backoff[1]
+            return
+        except ValueError as e:
+            c.state = {"waiting": {"reason": "CreateContainerError", "message": str(e)}}
+            c.next_start = time.monotonic() + self.backoff[1]
+            return
+        limit = (c.spec.get("resources") or {}).get("limits", {}).get("memory")
+        c.proc = self.files.start(c.name, argv, env, c.spec.get("workingDir"), mounts,
+                                  parse_quantity(limit) if limit else None, c.runs)
+        c.runs += 1
+        c.state = {"running": {"startedAt": c.proc.started_at}}
+        t = time.monotonic()
+        c.readiness = Probe(c.spec["readinessProbe"], t) if c.spec.get("readinessProbe") else None
+        c.liveness = Probe(c.spec["livenessProbe"], t) if c.spec.get("livenessProbe") else None
+        c.ready = c.readiness is None
+
+    def _record_exit(self, c: ContainerState) -> None:
+        assert c.proc is not None
+        c.proc.release()
+        code = c.proc.exit_code()
+        reason = "OOMKilled" if c.proc.oom_killed() else "Completed" if code == 0 else "Error"
+        term = {"exitCode": code, "reason": reason, "startedAt": c.proc.started_at, "finishedAt": now(),
+                "containerID": f"kubeforge://{c.proc.popen.pid}"}
+        message = self._termination_message(c)
+        if message:
+            term["message"] = message
+        c.state = {"terminated": term}
+        c.ready = False
+
+    def _termination_message(self, c: ContainerState) -> str:
+        assert c.proc is not None
+        if c.spec.get("terminationMessagePolicy") != "FallbackToLogsOnError" or c.proc.exit_code() == 0:
+            return ""
+        lines = c.proc.log_path.read_text(errors="replace").splitlines()[-80:]
+        return "\n".join(lines)[-2048:]
+
+    # ----- status -----
+    def _conditions(self) -> list[Obj]:
+        t = now()
+        started = self.sandbox is not None
+        initialized = all(c.done for c in self.init)
+        ready = started and initialized and self.phase == "Running" and all(c.ready for c in self.main)
+        out = [("PodReadyToStartContainers", started), ("Initialized", initialized),
+               ("ContainersReady", ready), ("Ready", ready)]
+        old = {c["type"]: c for c in self.last_status.get("conditions", [])}
+        conds = []
+        for ctype, value in out:
+            status = "True" if value else "False"
+            prev = old.get(ctype)
+            ltt = prev["lastTransitionTime"] if prev and prev["status"] == status else t
+            conds.append({"type": ctype, "status": status, "lastTransitionTime": ltt})
+        return conds
+
+    def _write(self, reason_msg: tuple[str, str] | None = None) -> None:
+        status: Obj = {
+            "phase": self.phase, "startTime": self.start_time, "hostIP": "127.0.0.1",
+            "hostIPs": [{"ip": "127.0.0.1"}], "conditions": self._conditions(),
+            "containerStatuses": [c.status() for c in self.main],
+            "qosClass": self.pod.get("status", {}).get("qosClass", "BestEffort"),
+        }
+        if self.init:
+            status["initContainerStatuses"] = [c.status() for c in self.init]
+        if self.sandbox is not None:
+            status["podIP"] = self.sandbox.ip
+            status["podIPs"] = [{"ip": self.sandbox.ip}]
+        if reason_msg:
+            status["reason"], status["message"] = reason_msg
+            status["phase"] = "Failed"
+        if status != self.last_status:
+            self.api.patch_pod_status(self.meta["namespace"], self.meta["name"], status)
+            self.last_status = status
+
+    # ----- teardown -----
+    def _terminate(self) -> None:
+        grace = self.pod["metadata"].get("deletionGracePeriodSeconds")
+        if grace is None:
+            grace = self.pod["spec"].get("terminationGracePeriodSeconds", 30)
+        procs = [c.proc for c in self.init + self.main if c.proc is not None and c.proc.poll() is None]
+        threads = [threading.Thread(target=p.stop, args=(float(grace),)) for p in procs]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+
+    def _cleanup_volumes(self) -> None:
+        vols = self.root / "volumes"
+        if vols.exists():
+            for d in vols.iterdir():
+                subprocess.run(["umount", "-l", str(d)], capture_output=True)
+            shutil.rmtree(vols, ignore_errors=True)
+
+    # ----- volumes and environment -----
+    def _volumes(self) -> dict[str, Path]:
+        ns = self.meta["namespace"]
+        out: dict[str, Path] = {}
+        for v in self.pod["spec"].get("volumes") or []:
+            name = v["name"]
+            local = self.root / "volumes" / name
+            if "emptyDir" in v:
+                local.mkdir(parents=True, exist_ok=True)
+                ed = v["emptyDir"] or {}
+                if ed.get("medium") == "Memory":
+                    size = ed.get("sizeLimit")
+                    opts = f"size={parse_quantity(size)}" if size else "size=50%"
+                    subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(local)], check=True)
+                local.chmod(0o777)
+            elif "configMap" in v or "secret" in v:
+                kind = "configMap" if "configMap" in v else "secret"
+                src = v[kind]
+                obj_name = src.get("name") if kind == "configMap" else src.get("secretName")
+                path = f"/api/v1/namespaces/{ns}/{'configmaps' if kind == 'configMap' else 'secrets'}/{obj_name}"
+                data = self._get_data(path, kind, obj_name, bool(src.get("optional")))
+                local.mkdir(parents=True, exist_ok=True)
+                items = src.get("items") or [{"key": k, "path": k} for k in data]
+                for item in items:
+                    if item["key"] not in data:
+                        raise SpecError("CreateContainerConfigError",
+                                        f'{kind} "{obj_name}" has no key "{item["key"]}"')
+                    f = local / item["path"]
+                    f.parent.mkdir(parents=True, exist_ok=True)
+                    f.write_bytes(data[item["key"]])
+                    f.chmod(int(item.get("mode", src.get("defaultMode", 0o644))))
+            elif "persistentVolumeClaim" in v:
+                claim = v["persistentVolumeClaim"]["claimName"]
+                pvc = self.api.get(f"/api/v1/namespaces/{ns}/persistentvolumeclaims/{claim}")
+                pv_name = pvc.get("spec", {}).get("volumeName")
+                if not pv_name:
+                    raise SpecError("FailedMount", f'persistentvolumeclaim "{claim}" is not bound')
+                pv = self.api.get(f"/api/v1/persistentvolumes/{pv_name}")
+                host = (pv["spec"].get("hostPath") or pv["spec"].get("local") or {}).get("path")
+                if not host:
+                    raise SpecError("FailedMount", f'persistentvolume "{pv_name}" has no host path')
+                local = Path(host)
+                local.mkdir(parents=True, exist_ok=True)
+            elif "hostPath" in v:
+                local = Path(v["hostPath"]["path"])
+                if v["hostPath"].get("type") in ("DirectoryOrCreate", None, "") and not local.exists():
+                    local.mkdir(parents=True, exist_ok=True)
+            else:
+                raise SpecError("CreateContainerConfigError", f"volume {name!r}: unsupported volume type")
+            out[name] = local
+        return out
+
+    def _get_data(self, path: str, kind: str, name: str, optional: bool) -> dict[str, bytes]:
+        try:
+            obj = self.api.get(path)
+        except LookupError:
+            if optional:
+                return {}
+            raise SpecError("CreateContainerConfigError", f'{kind} "{name}" not found') from None
+        data = {k: v.encode() for k, v in (obj.get("data") or {}).items()}
+        binary = obj.get("binaryData") if kind == "configMap" else None
+        if kind == "secret":
+            data = {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
+        for k, v in (binary or {}).items():
+            data[k] = base64.b64decode(v)
+        return data
+
+    def _mount(self, m: Obj, volumes: dict[str, Path]) -> Mount:
+        if m["name"] not in volumes:
+            raise SpecError("CreateContainerConfigError", f"volumeMount {m['name']!r} names no volume")
+        src = volumes[m["name"]]
+        if m.get("subPath"):
+            src = src / m["subPath"]
+            if not src.exists():
+                src.mkdir(parents=True)
+        return Mount(src, m["mountPath"], bool(m.get("readOnly")))
+
+    def _field(self, path: str) -> str:
+        meta = self.pod["metadata"]
+        m = re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path)
+        if m:
+            return str((meta.get(m.group(1)) or {}).get(m.group(2), ""))
+        simple = {
+            "metadata.name": meta["name"], "metadata.namespace": meta["namespace"], "metadata.uid": meta["uid"],
+            "spec.nodeName": self.pod["spec"].get("nodeName", ""),
+            "spec.serviceAccountName": self.pod["spec"].get("serviceAccountName", ""),
+            "status.podIP": self.sandbox.ip if self.sandbox else "", "status.hostIP": "127.0.0.1",
+        }
+        if path not in simple:
+            raise SpecError("CreateContainerConfigError", f"unsupported fieldRef {path!r}")
+        return str(simple[path])
+
+    def _env(self, container: Obj) -> dict[str, str]:
+        ns = self.meta["namespace"]
+        hostname = self.pod["spec"].get("hostname") or self.meta["name"]
+        env = dict(self.base_env)
+        env["HOSTNAME"] = hostname
+        for src in container.get("envFrom") or []:
+            kind = "configMap" if "configMapRef" in src else "secret"
+            ref = src.get("configMapRef") or src.get("secretRef") or {}
+            path = f"/api/v1/namespaces/{ns}/{'configmaps' if kind == 'configMap' else 'secrets'}/{ref['name']}"
+            for k, v in self._get_data(path, kind, ref["name"], bool(ref.get("optional"))).items():
+                env[src.get("prefix", "") + k] = v.decode(errors="replace")
+        for e in container.get("env") or []:
+            if "valueFrom" not in e:
+                env[e["name"]] = expand(str(e.get("value", "")), env)
+                continue
+            vf = e["valueFrom"]
+            if "fieldRef" in vf:
+                env[e["name"]] = self._field(vf["fieldRef"]["fieldPath"])
+            elif "configMapKeyRef" in vf or "secretKeyRef" in vf:
+                kind = "configMap" if "configMapKeyRef" in vf else "secret"
+                ref = vf.get("configMapKeyRef") or vf["secretKeyRef"]
+                plural = "configmaps" if kind == "configMap" else "secrets"
+                data = self._get_data(f"/api/v1/namespaces/{ns}/{plural}/{ref['name']}", kind, ref["name"],
+                                      bool(ref.get("optional")))
+                if ref["key"] in data:
+                    env[e["name"]] = data[ref["key"]].decode(errors="replace")
+                elif not ref.get("optional"):
+                    raise SpecError("CreateContainerConfigError",
+                                    f"couldn't find key {ref['key']} in {kind} {ns}/{ref['name']}")
+            elif "resourceFieldRef" in vf:
+                res = vf["resourceFieldRef"]["resource"]
+                group, _, rname = res.partition(".")
+                value = ((container.get("resources") or {}).get(group) or {}).get(rname, "0")
+                env[e["name"]] = str(value)
+        return env

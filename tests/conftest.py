@@ -1,0 +1,107 @@
+"""Shared fixtures: the embedded cluster (started once per session; tests isolate by namespace)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from minicluster.kubeapi import ApiError, KubeClient, NotFound
+
+REPO = Path(__file__).resolve().parent.parent
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Cluster:
+    root: Path
+    kubeconfig: Path
+    client: KubeClient
+    info: Obj
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["kubectl", f"--kubeconfig={self.kubeconfig}", *args], input=input, text=True,
+                              capture_output=True, check=check, timeout=120)
+
+    def apply(self, docs: list[Obj] | Obj | str | Path, namespace: str | None = None) -> None:
+        """`kubectl apply` a manifest file/folder, YAML text or objects."""
+        ns = [f"--namespace={namespace}"] if namespace else []
+        if isinstance(docs, Path):
+            self.kubectl("apply", "--server-side", "-f", str(docs), *ns)
+            return
+        text = docs if isinstance(docs, str) else yaml.safe_dump_all(docs if isinstance(docs, list) else [docs])
+        self.kubectl("apply", "--server-side", "-f", "-", *ns, input=text)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.25, what: str = "") -> Any:
+    """Poll `predicate` until it returns something truthy; return that, or fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except (NotFound, KeyError, IndexError):
+            last = None
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}; last={last!r}")
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    root = Path(tempfile.mkdtemp(prefix="kubeforge-cluster-"))
+    log = (root / "minicluster.log").open("wb")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests" / "cluster")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "minicluster", "up", "--dir", str(root), "--bridge", "kft0",
+         "--cidr", "10.245.0.0/16", "--gpus", "1"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    ready = root / "ready.json"
+    deadline = time.monotonic() + 3600  # includes a cold build of the control plane
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("embedded cluster failed to start:\n" + (root / "minicluster.log").read_text()[-4000:])
+        time.sleep(0.5)
+    info = json.loads(ready.read_text())
+    kubeconfig = Path(info["kubeconfig"])
+    yield Cluster(root, kubeconfig, KubeClient.from_kubeconfig(kubeconfig), info)
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    cluster.client.create("/api/v1/namespaces", {"metadata": {"name": name}})
+    wait_for(lambda: cluster.client.get(f"/api/v1/namespaces/{name}/serviceaccounts/default"),
+             what="the default ServiceAccount")
+    yield name
+    with contextlib.suppress(ApiError):
+        cluster.client.delete(f"/api/v1/namespaces/{name}")
+
+
+def pod_phase(cluster: Cluster, ns: str, name: str) -> str:
+    return str(cluster.client.get(f"/api/v1/namespaces/{ns}/pods/{name}").get("status", {}).get("phase", ""))
+
+
+def pod_logs(cluster: Cluster, ns: str, name: str, container: str | None = None) -> str:
+    """The `kubectl logs` equivalent: through the API server to the node's log endpoint."""
+    query = {"container": container} if container else None
+    return cluster.client.text(f"/api/v1/namespaces/{ns}/pods/{name}/log", query)

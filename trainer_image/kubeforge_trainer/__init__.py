@@ -1,0 +1,1 @@
+"""The Kubeforge trainer: what runs inside training pods."""
