@@ -66,6 +66,9 @@ class NodeClient:
             if e.status not in (404, 409):
                 raise
 
+    def create(self, path: str, body: Obj) -> Obj:
+        return self.client.create(path, body)
+
     def get(self, path: str) -> Obj:
         # The Node authorizer learns about a new pod's references a moment after the pod.
         for _ in range(20):
@@ -144,8 +147,7 @@ class NodeAgent:
         if self.s.gpus:
             capacity["nvidia.com/gpu"] = str(self.s.gpus)
         body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {
-            "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-            "node-role.kubernetes.io/worker": ""}}}
+            "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}}}
         try:
             self.node.create("/api/v1/nodes", body)
         except ApiError as e:

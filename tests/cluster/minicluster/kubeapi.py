@@ -60,11 +60,15 @@ class KubeClient:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(url, data=data, method=method, headers={
             "Authorization": f"Bearer {self.token}", "Content-Type": content_type, "Accept": "application/json"})
-        try:
-            return urllib.request.urlopen(req, context=self.ctx, timeout=timeout)
-        except urllib.error.HTTPError as e:
-            text = e.read().decode(errors="replace")
-            raise (NotFound if e.code == 404 else ApiError)(e.code, text) from None
+        for attempt in range(30):
+            try:
+                return urllib.request.urlopen(req, context=self.ctx, timeout=timeout)
+            except urllib.error.HTTPError as e:
+                text = e.read().decode(errors="replace")
+                if e.code == 429 and attempt < 29:  # honour Retry-After, as client-go does
+                    time.sleep(float(e.headers.get("Retry-After") or 1))
+                    continue
+                raise (NotFound if e.code == 404 else ApiError)(e.code, text) from None
 
     def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
                 query: dict[str, Any] | None = None) -> Obj:

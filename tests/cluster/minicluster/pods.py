@@ -28,6 +28,7 @@ class Api(Protocol):
     def patch_pod_status(self, ns: str, name: str, status: Obj) -> None: ...
     def finish_delete(self, ns: str, name: str, uid: str) -> None: ...
     def get(self, path: str) -> Obj: ...
+    def create(self, path: str, body: Obj) -> Obj: ...
 
 
 class SandboxProvider(Protocol):
@@ -331,9 +332,9 @@ class PodWorker:
 
     def _record_exit(self, c: ContainerState) -> None:
         assert c.proc is not None
-        c.proc.release()
         code = c.proc.exit_code()
         reason = "OOMKilled" if c.proc.oom_killed() else "Completed" if code == 0 else "Error"
+        c.proc.release()  # only after reading the cgroup's OOM counter
         term = {"exitCode": code, "reason": reason, "startedAt": c.proc.started_at, "finishedAt": now(),
                 "containerID": f"kubeforge://{c.proc.popen.pid}"}
         message = self._termination_message(c)
@@ -419,22 +420,12 @@ class PodWorker:
                     opts = f"size={parse_quantity(size)}" if size else "size=50%"
                     subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(local)], check=True)
                 local.chmod(0o777)
-            elif "configMap" in v or "secret" in v:
-                kind = "configMap" if "configMap" in v else "secret"
-                src = v[kind]
-                obj_name = src.get("name") if kind == "configMap" else src.get("secretName")
-                path = f"/api/v1/namespaces/{ns}/{'configmaps' if kind == 'configMap' else 'secrets'}/{obj_name}"
-                data = self._get_data(path, kind, obj_name, bool(src.get("optional")))
-                local.mkdir(parents=True, exist_ok=True)
-                items = src.get("items") or [{"key": k, "path": k} for k in data]
-                for item in items:
-                    if item["key"] not in data:
-                        raise SpecError("CreateContainerConfigError",
-                                        f'{kind} "{obj_name}" has no key "{item["key"]}"')
-                    f = local / item["path"]
-                    f.parent.mkdir(parents=True, exist_ok=True)
-                    f.write_bytes(data[item["key"]])
-                    f.chmod(int(item.get("mode", src.get("defaultMode", 0o644))))
+            elif kinds := [k for k in ("configMap", "secret", "downwardAPI") if k in v]:
+                self._project(kinds[0], v[kinds[0]], local, (v[kinds[0]] or {}).get("defaultMode", 0o644))
+            elif "projected" in v:
+                for source in v["projected"].get("sources") or []:
+                    for kind, src in source.items():
+                        self._project(kind, src, local, v["projected"].get("defaultMode", 0o644))
             elif "persistentVolumeClaim" in v:
                 claim = v["persistentVolumeClaim"]["claimName"]
                 pvc = self.api.get(f"/api/v1/namespaces/{ns}/persistentvolumeclaims/{claim}")
@@ -455,6 +446,41 @@ class PodWorker:
                 raise SpecError("CreateContainerConfigError", f"volume {name!r}: unsupported volume type")
             out[name] = local
         return out
+
+    def _project(self, kind: str, src: Obj, local: Path, default_mode: int) -> None:
+        """Write the files of a configMap, secret, downwardAPI or serviceAccountToken source."""
+        ns = self.meta["namespace"]
+        local.mkdir(parents=True, exist_ok=True)
+        if kind == "serviceAccountToken":
+            sa = self.pod["spec"].get("serviceAccountName", "default")
+            req = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {
+                "audiences": [src["audience"]] if src.get("audience") else [],
+                "expirationSeconds": int(src.get("expirationSeconds", 3600)),
+                "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": self.meta["name"], "uid": self.uid}}}
+            token = self.api.create(f"/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token", req)["status"]["token"]
+            data, items = {"token": token.encode()}, [{"key": "token", "path": src["path"]}]
+        elif kind == "downwardAPI":
+            items = src.get("items") or []
+            data = {i["path"]: self._field(i["fieldRef"]["fieldPath"]).encode() for i in items if "fieldRef" in i}
+            items = [{"key": i["path"], "path": i["path"], **({"mode": i["mode"]} if "mode" in i else {})}
+                     for i in items if "fieldRef" in i]
+        elif kind in ("configMap", "secret"):
+            name = src.get("name") or src.get("secretName") or ""
+            plural = "configmaps" if kind == "configMap" else "secrets"
+            data = self._get_data(f"/api/v1/namespaces/{ns}/{plural}/{name}", kind, name, bool(src.get("optional")))
+            items = src.get("items") or [{"key": k, "path": k} for k in data]
+            missing = [i["key"] for i in items if i["key"] not in data]
+            if missing and not src.get("optional"):
+                raise SpecError("CreateContainerConfigError", f'{kind} "{name}" has no key "{missing[0]}"')
+        else:
+            raise SpecError("CreateContainerConfigError", f"unsupported volume source {kind!r}")
+        for item in items:
+            if item["key"] not in data:
+                continue
+            f = local / item["path"]
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_bytes(data[item["key"]])
+            f.chmod(int(item.get("mode", default_mode)))
 
     def _get_data(self, path: str, kind: str, name: str, optional: bool) -> dict[str, bytes]:
         try:
