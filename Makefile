@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 export PYTHONPATH := $(CURDIR)/tests/cluster
 
-.PHONY: venv minicp lint test test-unit test-cluster bench demo cluster-up cluster-down
+.PHONY: venv minicp lint test test-unit bench demo cluster-up cluster-down operator-up operator-down
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -39,6 +39,12 @@ cluster-up: venv minicp  ## start the embedded cluster in the background; prints
 
 cluster-down:
 	@tests/cluster/cluster-down.sh "$(CLUSTER_DIR)"
+
+operator-up: venv  ## install CRDs+RBAC into the current kubeconfig's cluster; run the operator as its SA
+	$(PY) -m minicluster operator-up --dir "$(CLUSTER_DIR)-operator"
+
+operator-down:
+	$(PY) -m minicluster operator-down --dir "$(CLUSTER_DIR)-operator"
 
 demo: cluster-up
 	@echo "demo: the embedded cluster is up; export KUBECONFIG=$(CLUSTER_DIR)/admin.kubeconfig"

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from minicluster.kubeapi import ApiError, KubeClient, NotFound
+from minicluster.operator_process import OperatorProcess, install, operator_kubeconfig
 
 REPO = Path(__file__).resolve().parent.parent
 Obj = dict[str, Any]
@@ -105,3 +106,32 @@ def pod_logs(cluster: Cluster, ns: str, name: str, container: str | None = None)
     """The `kubectl logs` equivalent: through the API server to the node's log endpoint."""
     query = {"container": container} if container else None
     return cluster.client.text(f"/api/v1/namespaces/{ns}/pods/{name}/log", query)
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster) -> Iterator[OperatorProcess]:
+    """The operator, running under its shipped RBAC with a token of its own ServiceAccount."""
+    install(cluster.kubeconfig)
+    kubeconfig = operator_kubeconfig(cluster.kubeconfig, cluster.root / "operator.kubeconfig")
+    op = OperatorProcess(kubeconfig, cluster.root / "operator.log", {
+        "KUBEFORGE_RESTART_BACKOFF_SECONDS": "1", "KUBEFORGE_LOG_FORMAT": "plain"}).start()
+    yield op
+    op.stop()
+
+
+def job(cluster: Cluster, ns: str, name: str) -> Obj:
+    return cluster.client.get(f"/apis/kubeforge.dev/v1alpha1/namespaces/{ns}/trainingjobs/{name}")
+
+
+def condition(obj: Obj, ctype: str) -> Obj | None:
+    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == ctype), None)
+
+
+def wait_condition(cluster: Cluster, ns: str, name: str, ctype: str, timeout: float = 120,
+                   reason: str | None = None) -> Obj:
+    def check() -> Obj | None:
+        obj = job(cluster, ns, name)
+        c = condition(obj, ctype)
+        return obj if c and c["status"] == "True" and (reason is None or c["reason"] == reason) else None
+
+    return dict(wait_for(check, timeout, what=f"{ctype}{'/' + reason if reason else ''} on {ns}/{name}"))

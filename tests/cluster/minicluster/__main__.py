@@ -4,8 +4,10 @@ line with the admin kubeconfig once the cluster is ready, and run until SIGTERM/
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -16,6 +18,7 @@ from pathlib import Path
 from .agent import AgentSettings, NodeAgent
 from .controlplane import NODE_NAME, ControlPlane
 from .kubeapi import KubeClient
+from .operator_process import OperatorProcess, install, operator_kubeconfig
 
 HERE = Path(__file__).resolve().parent.parent
 
@@ -67,11 +70,40 @@ def main() -> int:
     p.add_argument("--bridge", default="kf0")
     p.add_argument("--cidr", default="10.244.0.0/16")
     sub.add_parser("build", help="build (or find the cached) control-plane binary and print its path")
+    o = sub.add_parser("operator-up", help="install CRDs+RBAC and run the operator in the background as its SA")
+    o.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG", str(Path.home() / ".kube" / "config")))
+    o.add_argument("--dir", required=True)
+    d = sub.add_parser("operator-down", help="stop the operator started by operator-up")
+    d.add_argument("--dir", required=True)
     args = parser.parse_args()
     if args.cmd == "build":
         print(build_binary())
         return 0
+    if args.cmd == "operator-up":
+        return operator_up(Path(args.kubeconfig), Path(args.dir))
+    if args.cmd == "operator-down":
+        return operator_down(Path(args.dir))
     return up(args)
+
+
+def operator_up(admin: Path, root: Path) -> int:
+    root.mkdir(parents=True, exist_ok=True)
+    operator_down(root)
+    install(admin)
+    op = OperatorProcess(operator_kubeconfig(admin, root / "operator.kubeconfig"), root / "operator.log").start()
+    assert op.proc is not None
+    (root / "operator.pid").write_text(str(op.proc.pid))
+    print(f"operator running (pid {op.proc.pid}); log: {root / 'operator.log'}")
+    return 0
+
+
+def operator_down(root: Path) -> int:
+    pid_file = root / "operator.pid"
+    if pid_file.exists():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+        pid_file.unlink()
+    return 0
 
 
 if __name__ == "__main__":

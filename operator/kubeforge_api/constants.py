@@ -1,0 +1,111 @@
+"""Named constants of the contract: API group, labels, annotations, the env vars the operator
+gives pods, condition types and reasons. Everything that crosses a process boundary is named here."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+GROUP: Final = "kubeforge.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+TRAININGJOB_PLURAL: Final = "trainingjobs"
+
+# Labels on every child; selectors and the operator's pod cache key on them.
+LABEL_JOB: Final = "kubeforge.dev/job-name"
+LABEL_ROLE: Final = "kubeforge.dev/role"
+LABEL_RANK: Final = "kubeforge.dev/rank"
+LABEL_ATTEMPT: Final = "kubeforge.dev/attempt"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY: Final = "kubeforge-operator"
+
+ROLE_NODE: Final = "node"
+ROLE_PS: Final = "ps"
+RENDEZVOUS_PORT: Final = 29500
+PROGRESS_PORT: Final = 29400
+CONTAINER_NAME: Final = "trainer"
+STORAGE_MOUNT: Final = "/kubeforge/storage"
+
+
+class Env(StrEnum):
+    """Environment the operator sets in every training pod (torchrun reads PET_*)."""
+
+    NNODES = "PET_NNODES"
+    NPROC_PER_NODE = "PET_NPROC_PER_NODE"
+    NODE_RANK = "PET_NODE_RANK"
+    MASTER_ADDR = "PET_MASTER_ADDR"
+    MASTER_PORT = "PET_MASTER_PORT"
+    RDZV_BACKEND = "PET_RDZV_BACKEND"
+    RDZV_ENDPOINT = "PET_RDZV_ENDPOINT"
+    RDZV_ID = "PET_RDZV_ID"
+    MAX_RESTARTS = "PET_MAX_RESTARTS"
+    JOB_NAME = "KUBEFORGE_JOB_NAME"
+    JOB_NAMESPACE = "KUBEFORGE_JOB_NAMESPACE"
+    JOB_UID = "KUBEFORGE_JOB_UID"
+    JOB_GENERATION = "KUBEFORGE_JOB_GENERATION"
+    ROLE = "KUBEFORGE_ROLE"
+    ROLE_RANK = "KUBEFORGE_ROLE_RANK"
+    ATTEMPT = "KUBEFORGE_ATTEMPT"
+    STRATEGY = "KUBEFORGE_STRATEGY"
+    NUM_NODES = "KUBEFORGE_NUM_NODES"
+    NUM_PARAMETER_SERVERS = "KUBEFORGE_NUM_PARAMETER_SERVERS"
+    PS_ADDRESSES = "KUBEFORGE_PS_ADDRESSES"
+    SPEC = "KUBEFORGE_SPEC"
+    STORAGE_DIR = "KUBEFORGE_STORAGE_DIR"
+    PROGRESS_PORT = "KUBEFORGE_PROGRESS_PORT"
+    DIST_BACKEND = "KUBEFORGE_DIST_BACKEND"
+
+
+# Names a user may not set in spec.env (the CRD rejects them too).
+RESERVED_ENV_NAMES: Final = frozenset(
+    {"MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK",
+     "NODE_RANK", "NNODES", "NPROC_PER_NODE"})
+RESERVED_ENV_PREFIXES: Final = ("PET_", "TORCHELASTIC_", "KUBEFORGE_")
+
+
+class ConditionType(StrEnum):
+    CREATED = "Created"
+    RUNNING = "Running"
+    RESTARTING = "Restarting"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+    COMPRESSED = "Compressed"
+
+
+class State(StrEnum):
+    """The one-word `status.state` shown by `kubectl get tj`."""
+
+    PENDING = "Pending"
+    CREATED = "Created"
+    RUNNING = "Running"
+    RESTARTING = "Restarting"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class Reason(StrEnum):
+    """CamelCase reasons on conditions and events."""
+
+    PODS_CREATED = "PodsCreated"
+    PODS_PENDING = "PodsPending"
+    CONTAINER_CREATING = "ContainerCreating"
+    ALL_RUNNING = "AllPodsRunning"
+    UNSCHEDULABLE = "Unschedulable"
+    IMAGE_PULL_BACKOFF = "ImagePullBackOff"
+    CRASH_LOOP_BACKOFF = "CrashLoopBackOff"
+    CONFIG_ERROR = "CreateContainerConfigError"
+    OOM_KILLED = "OOMKilled"
+    EXIT_CODE = "ExitCode"
+    DISRUPTED = "Disrupted"
+    DEADLINE_EXCEEDED = "DeadlineExceeded"
+    STARTUP_DEADLINE_EXCEEDED = "StartupDeadlineExceeded"
+    BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
+    INVALID_SPEC = "InvalidSpec"
+    GANG_RESTART = "GangRestart"
+    RESTARTED = "Restarted"
+    SUSPENDED = "Suspended"
+    RESUMED = "Resumed"
+    COMPLETED = "Completed"
+    POD_DELETED = "PodDeleted"

@@ -1,0 +1,179 @@
+"""Pure rendering of a TrainingJob's children: one headless Service and one bare pod per
+(role, rank), with deterministic names so a restarted operator can never create a duplicate and
+the API server itself refuses a second live pod for the same rank."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from kubeforge_api.constants import (
+    API_VERSION,
+    CONTAINER_NAME,
+    LABEL_ATTEMPT,
+    LABEL_JOB,
+    LABEL_MANAGED_BY,
+    LABEL_RANK,
+    LABEL_ROLE,
+    MANAGED_BY,
+    PROGRESS_PORT,
+    RENDEZVOUS_PORT,
+    ROLE_NODE,
+    ROLE_PS,
+    STORAGE_MOUNT,
+    Env,
+)
+from kubeforge_api.trainingjob import Strategy, TrainingJobSpec
+
+Obj = dict[str, Any]
+TRAINER_COMMAND = ["torchrun", "--module", "kubeforge_trainer", "train"]
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """What rendering needs of the TrainingJob object besides its spec."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+
+    @classmethod
+    def of(cls, job: Obj) -> JobRef:
+        m = job["metadata"]
+        return cls(m["name"], m["namespace"], m["uid"], int(m.get("generation", 1)))
+
+
+@dataclass(frozen=True)
+class Member:
+    """One pod of the gang."""
+
+    role: str
+    rank: int  # index within the role
+    node_rank: int  # torchrun node rank across the whole world
+
+
+def pod_name(job: str, role: str, rank: int) -> str:
+    return f"{job}-{role}-{rank}"
+
+
+def members(spec: TrainingJobSpec) -> list[Member]:
+    """Worker pods first (node ranks 0..n-1), then parameter servers (n..n+p-1)."""
+    nodes = [Member(ROLE_NODE, i, i) for i in range(spec.nodes)]
+    servers = [Member(ROLE_PS, i, spec.nodes + i) for i in range(spec.parameter_servers)]
+    return nodes + servers
+
+
+def master_addr(job: JobRef) -> str:
+    return f"{pod_name(job.name, ROLE_NODE, 0)}.{job.name}.{job.namespace}.svc.cluster.local"
+
+
+def owner_reference(job: JobRef) -> Obj:
+    return {"apiVersion": API_VERSION, "kind": "TrainingJob", "name": job.name, "uid": job.uid,
+            "controller": True, "blockOwnerDeletion": True}
+
+
+def selector_labels(job: JobRef) -> dict[str, str]:
+    return {LABEL_JOB: job.name}
+
+
+def render_service(job: JobRef) -> Obj:
+    """Headless, publishing not-ready pods: rank 0's name must resolve before anyone is ready."""
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": job.name, "namespace": job.namespace,
+                     "labels": {**selector_labels(job), LABEL_MANAGED_BY: MANAGED_BY},
+                     "ownerReferences": [owner_reference(job)]},
+        "spec": {"clusterIP": "None", "publishNotReadyAddresses": True, "selector": selector_labels(job),
+                 "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT},
+                           {"name": "progress", "port": PROGRESS_PORT, "targetPort": PROGRESS_PORT}]},
+    }
+
+
+def _env(job: JobRef, spec: TrainingJobSpec, member: Member, attempt: int) -> list[Obj]:
+    world_nodes = spec.nodes + spec.parameter_servers
+    gpu = spec.resources.gpus > 0
+    env: dict[str, str] = {
+        Env.NNODES: f"{spec.elastic.min_nodes}:{spec.elastic.max_nodes}" if spec.elastic else str(world_nodes),
+        Env.NPROC_PER_NODE: str(spec.procs_per_node),
+        Env.NODE_RANK: str(member.node_rank),
+        Env.MASTER_ADDR: master_addr(job),
+        Env.MASTER_PORT: str(RENDEZVOUS_PORT),
+        Env.JOB_NAME: job.name, Env.JOB_NAMESPACE: job.namespace, Env.JOB_UID: job.uid,
+        Env.JOB_GENERATION: str(job.generation),
+        Env.ROLE: member.role, Env.ROLE_RANK: str(member.rank), Env.ATTEMPT: str(attempt),
+        Env.STRATEGY: spec.strategy.value, Env.NUM_NODES: str(spec.nodes),
+        Env.NUM_PARAMETER_SERVERS: str(spec.parameter_servers),
+        Env.STORAGE_DIR: STORAGE_MOUNT, Env.PROGRESS_PORT: str(PROGRESS_PORT),
+        Env.DIST_BACKEND: "nccl" if gpu else "gloo",
+        Env.SPEC: json.dumps(spec.dump(), sort_keys=True, separators=(",", ":")),
+    }
+    if spec.elastic:
+        env[Env.RDZV_BACKEND] = "c10d"
+        env[Env.RDZV_ENDPOINT] = f"{master_addr(job)}:{RENDEZVOUS_PORT}"
+        env[Env.RDZV_ID] = job.uid
+        env[Env.MAX_RESTARTS] = str(spec.elastic.max_restarts)
+    if spec.strategy == Strategy.PARAMETER_SERVER:
+        env[Env.PS_ADDRESSES] = ",".join(
+            f"{pod_name(job.name, ROLE_PS, i)}.{job.name}.{job.namespace}.svc.cluster.local"
+            for i in range(spec.parameter_servers))
+    user = [{"name": e.name, "value": e.value} for e in spec.env]
+    return [{"name": str(k), "value": v} for k, v in env.items()] + user
+
+
+def render_pod(job: JobRef, spec: TrainingJobSpec, member: Member, attempt: int, default_image: str,
+               shm_size: str) -> Obj:
+    name = pod_name(job.name, member.role, member.rank)
+    tmpl = spec.pod_template
+    labels = {**tmpl.labels, **selector_labels(job), LABEL_ROLE: member.role, LABEL_RANK: str(member.rank),
+              LABEL_ATTEMPT: str(attempt), LABEL_MANAGED_BY: MANAGED_BY}
+    storage: Obj = {"name": "storage", "emptyDir": {}}
+    sub_path = job.name
+    if spec.storage and spec.storage.persistent_volume_claim:
+        storage = {"name": "storage",
+                   "persistentVolumeClaim": {"claimName": spec.storage.persistent_volume_claim.claim_name}}
+        sub_path = spec.storage.path or job.name
+    resources = spec.resources.dump()
+    if member.role == ROLE_PS:  # servers hold parameters in memory; they never need a GPU
+        resources = {k: {r: q for r, q in v.items() if r != GPU_RESOURCE} for k, v in resources.items()}
+    container: Obj = {
+        "name": CONTAINER_NAME,
+        "image": spec.image or default_image,
+        "command": spec.command or TRAINER_COMMAND,
+        "env": _env(job, spec, member, attempt),
+        "ports": [{"name": "rendezvous", "containerPort": RENDEZVOUS_PORT},
+                  {"name": "progress", "containerPort": PROGRESS_PORT}],
+        "resources": {k: v for k, v in resources.items() if v},
+        "volumeMounts": [{"name": "shm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"},
+                         {"name": "storage", "mountPath": STORAGE_MOUNT, "subPath": sub_path}],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                            "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+    }
+    if spec.args is not None:
+        container["args"] = spec.args
+    pod_spec: Obj = {
+        "hostname": name, "subdomain": job.name, "restartPolicy": "Never",
+        "enableServiceLinks": False, "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": 30,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": [{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size}},
+                    {"name": "tmp", "emptyDir": {}}, storage],
+    }
+    tolerations = list(tmpl.tolerations)
+    if spec.resources.gpus and member.role == ROLE_NODE:
+        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+    optional = {"nodeSelector": tmpl.node_selector, "tolerations": tolerations, "affinity": tmpl.affinity,
+                "priorityClassName": tmpl.priority_class_name, "imagePullSecrets": tmpl.image_pull_secrets}
+    pod_spec.update({k: v for k, v in optional.items() if v})
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": job.namespace, "labels": labels,
+                     "annotations": dict(tmpl.annotations), "ownerReferences": [owner_reference(job)]},
+        "spec": pod_spec,
+    }

@@ -1,0 +1,21 @@
+"""The operator's one typed settings object, loaded once from the environment at startup and
+passed explicitly to whatever needs it."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KUBEFORGE_", frozen=True)
+
+    trainer_image: str = "kubeforge/trainer:0.1.0"
+    namespaces: list[str] = Field(default_factory=list, description="watch only these; empty = cluster-wide")
+    restart_backoff_seconds: float = Field(default=10.0, gt=0, description="first gang-restart delay; doubles")
+    restart_backoff_max_seconds: float = Field(default=300.0, gt=0)
+    metrics_port: int = Field(default=8080, ge=0, le=65535, description="0 disables the metrics server")
+    liveness_port: int = Field(default=8081, ge=0, le=65535)
+    workers: int = Field(default=8, ge=1, le=256, description="jobs reconciled concurrently")
+    shm_size: str = "1Gi"
+    log_format: str = Field(default="json", pattern="^(json|plain)$")

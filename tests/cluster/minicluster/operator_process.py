@@ -1,0 +1,92 @@
+"""Run the Kubeforge operator as a local process under exactly the RBAC it ships: install the CRDs,
+namespace and RBAC from manifests/base, mint a token for its ServiceAccount (TokenRequest) and
+hand the operator a kubeconfig holding only that token."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from .controlplane import free_port, write_kubeconfig
+
+REPO = Path(__file__).resolve().parents[3]
+NAMESPACE = "kubeforge-system"
+SERVICE_ACCOUNT = "kubeforge-operator"
+
+
+def kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> str:
+    out = subprocess.run(["kubectl", f"--kubeconfig={kubeconfig}", *args], input=input, text=True,
+                         capture_output=True, timeout=120)
+    if out.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)} failed: {out.stderr.strip()}")
+    return out.stdout
+
+
+def install(admin_kubeconfig: Path) -> None:
+    """CRDs, namespace and RBAC of manifests/base (everything but the operator Deployment)."""
+    rendered = kubectl(admin_kubeconfig, "kustomize", str(REPO / "manifests" / "base"))
+    docs = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] != "Deployment"]
+    kubectl(admin_kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-",
+            input=yaml.safe_dump_all(docs))
+    kubectl(admin_kubeconfig, "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+
+
+def operator_kubeconfig(admin_kubeconfig: Path, out: Path) -> Path:
+    token = kubectl(admin_kubeconfig, "create", "token", SERVICE_ACCOUNT, "-n", NAMESPACE,
+                    "--duration=24h").strip()
+    cfg = yaml.safe_load(admin_kubeconfig.read_text())
+    cluster = cfg["clusters"][0]["cluster"]
+    return write_kubeconfig(out, cluster["server"], Path(cluster["certificate-authority"]), token,
+                            f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}")
+
+
+class OperatorProcess:
+    """`python -m kubeforge_operator` in the background; can be killed and started again."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.liveness_port = 0
+        self.metrics_port = 0
+
+    def start(self, timeout: float = 60) -> OperatorProcess:
+        self.liveness_port, self.metrics_port = free_port(), free_port()
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "KUBEFORGE_LIVENESS_PORT": str(self.liveness_port),
+               "KUBEFORGE_METRICS_PORT": str(self.metrics_port), **self.env}
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "kubeforge_operator"], env=env, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"operator exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.2)
+        raise TimeoutError(f"operator not live:\n{self.tail()}")
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return str(r.read().decode())
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)

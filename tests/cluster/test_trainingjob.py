@@ -1,0 +1,207 @@
+"""TrainingJob end to end on the real control plane, with the operator under its shipped RBAC."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import REPO, Cluster, condition, job, pod_logs, wait_condition, wait_for
+from minicluster.kubeapi import NotFound
+from minicluster.operator_process import OperatorProcess
+
+Obj = dict[str, Any]
+SAMPLES = sorted((REPO / "manifests" / "samples").glob("trainingjob-*.yaml"))
+TJ = "/apis/kubeforge.dev/v1alpha1/namespaces/{ns}/trainingjobs"
+
+
+def pods_of(cluster: Cluster, ns: str, name: str) -> list[Obj]:
+    return list(cluster.client.get(f"/api/v1/namespaces/{ns}/pods?labelSelector=kubeforge.dev%2Fjob-name%3D{name}")[
+        "items"])
+
+
+def command_job(name: str, script: str, nodes: int = 2, **spec: Any) -> Obj:
+    return {"apiVersion": "kubeforge.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": name},
+            "spec": {"nodes": nodes, "command": ["python", "-c", script], **spec}}
+
+
+def create_job(cluster: Cluster, ns: str, body: Obj) -> Obj:
+    return cluster.client.create(TJ.format(ns=ns), body)
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=[s.stem for s in SAMPLES])
+def test_sample_succeeds_with_the_wiring_pods_expect(cluster: Cluster, operator: OperatorProcess, namespace: str,
+                                                     sample: Path) -> None:
+    doc = yaml.safe_load(sample.read_text())
+    name = doc["metadata"]["name"]
+    cluster.kubectl("apply", "-n", namespace, "-f", str(sample))
+    cluster.kubectl("wait", "-n", namespace, "--for=condition=Succeeded", f"tj/{name}", "--timeout=300s")
+    obj = job(cluster, namespace, name)
+    assert obj["status"]["state"] == "Succeeded" and obj["status"]["restartCount"] == 0
+    logs = {p["metadata"]["name"]: pod_logs(cluster, namespace, p["metadata"]["name"])
+            for p in pods_of(cluster, namespace, name)} if doc["spec"].get("runPolicy", {}).get(
+        "cleanPodPolicy") == "None" else {}
+    if name == "env-check":
+        assert len(logs) == 3
+        master_ip = cluster.client.get(f"/api/v1/namespaces/{namespace}/pods/{name}-node-0")["status"]["podIP"]
+        for rank in range(3):
+            fields = dict(kv.split("=", 1) for kv in logs[f"{name}-node-{rank}"].split())
+            assert fields["PET_NODE_RANK"] == str(rank)
+            assert fields["PET_NNODES"] == "3" and fields["PET_NPROC_PER_NODE"] == "1"
+            assert fields["PET_MASTER_ADDR"] == f"{name}-node-0.{name}.{namespace}.svc.cluster.local"
+            assert fields["HOSTNAME"] == f"{name}-node-{rank}"
+            assert fields["MASTER_IP"] == master_ip
+            assert fields["KUBEFORGE_JOB_UID"] == obj["metadata"]["uid"]
+    if name == "allreduce":
+        out = operator.tail(400)
+        assert "Traceback" not in out
+
+
+def test_allreduce_ranks_are_all_seen(cluster: Cluster, operator: OperatorProcess, namespace: str) -> None:
+    doc = yaml.safe_load((REPO / "manifests" / "samples" / "trainingjob-torchrun-allreduce.yaml").read_text())
+    doc["spec"]["runPolicy"]["cleanPodPolicy"] = "None"
+    create_job(cluster, namespace, doc)
+    wait_condition(cluster, namespace, "allreduce", "Succeeded", 300)
+    lines = [line for p in pods_of(cluster, namespace, "allreduce")
+             for line in pod_logs(cluster, namespace, p["metadata"]["name"]).splitlines() if line.startswith("rank=")]
+    seen = sorted(int(re.search(r"rank=(\d+)", line).group(1)) for line in lines)  # type: ignore[union-attr]
+    assert seen == [0, 1, 2, 3]
+    assert all("world=4" in line and "sum=10" in line for line in lines)
+    nodes = {re.search(r"node_rank=(\d+) host=(\S+)", line).groups() for line in lines}  # type: ignore[union-attr]
+    assert nodes == {("0", "allreduce-node-0"), ("1", "allreduce-node-1")}
+
+
+def test_worker_killed_by_sigkill_restarts_the_whole_gang_once(cluster: Cluster, operator: OperatorProcess,
+                                                               namespace: str) -> None:
+    script = ("import os, signal, time\n"
+              "time.sleep(1)\n"
+              "if os.environ['KUBEFORGE_ATTEMPT'] == '0' and os.environ['PET_NODE_RANK'] == '1':\n"
+              "    os.kill(os.getpid(), signal.SIGKILL)\n"
+              "time.sleep(2 if os.environ['KUBEFORGE_ATTEMPT'] == '0' else 0)\n"
+              "print('attempt', os.environ['KUBEFORGE_ATTEMPT'])\n")
+    create_job(cluster, namespace, command_job("sigkill", script, 2, runPolicy={"cleanPodPolicy": "None"}))
+    obj = wait_condition(cluster, namespace, "sigkill", "Succeeded", 180)
+    st = obj["status"]
+    assert st["restartCount"] == 1
+    assert st["lastFailure"]["pod"] == "sigkill-node-1" and st["lastFailure"]["exitCode"] == 137
+    assert condition(obj, "Restarting")["status"] == "False"  # type: ignore[index]
+    pods = pods_of(cluster, namespace, "sigkill")
+    assert sorted(p["metadata"]["labels"]["kubeforge.dev/attempt"] for p in pods) == ["1", "1"]
+    assert all(pod_logs(cluster, namespace, p["metadata"]["name"]).strip() == "attempt 1" for p in pods)
+    reasons = [e["reason"] for e in cluster.client.get(
+        f"/api/v1/namespaces/{namespace}/events?fieldSelector=involvedObject.name%3Dsigkill")["items"]]
+    assert "GangRestart" in reasons and "Completed" in reasons
+
+
+def test_worker_exiting_1_fails_the_job_naming_pod_and_code(cluster: Cluster, operator: OperatorProcess,
+                                                            namespace: str) -> None:
+    script = ("import os, sys, time\n"
+              "if os.environ['PET_NODE_RANK'] == '1':\n"
+              "    print('bad hyper-parameters', file=sys.stderr); sys.exit(1)\n"
+              "time.sleep(600)\n")
+    create_job(cluster, namespace, command_job("exit1", script, 2))
+    obj = wait_condition(cluster, namespace, "exit1", "Failed", 120)
+    st = obj["status"]
+    assert st["state"] == "Failed" and st["reason"] == "ExitCode" and st["restartCount"] == 0
+    assert st["lastFailure"]["pod"] == "exit1-node-1" and st["lastFailure"]["exitCode"] == 1
+    assert "bad hyper-parameters" in st["lastFailure"]["message"]
+    assert "exit1-node-1" in condition(obj, "Failed")["message"]  # type: ignore[index]
+    wait_for(lambda: not pods_of(cluster, namespace, "exit1"), 60, what="running pods cleaned up")
+    out = cluster.kubectl("get", "tj", "-n", namespace).stdout
+    assert re.search(r"exit1\s+Failed\s+2", out), out
+
+
+def test_gpu_job_on_a_cluster_without_enough_gpus_is_unschedulable_then_fails(
+        cluster: Cluster, operator: OperatorProcess, namespace: str) -> None:
+    body = command_job("gpus", "print('never')", 2, resources={"limits": {"nvidia.com/gpu": 8}},
+                       runPolicy={"startupDeadlineSeconds": 8})
+    create_job(cluster, namespace, body)
+
+    def unschedulable() -> Obj | None:
+        obj = job(cluster, namespace, "gpus")
+        c = condition(obj, "Running")
+        return obj if c and c["reason"] == "Unschedulable" else None
+
+    obj = wait_for(unschedulable, 60, what="Running=False/Unschedulable")
+    assert "nvidia.com/gpu" in condition(obj, "Running")["message"]  # type: ignore[index]
+    desc = cluster.kubectl("describe", "tj", "gpus", "-n", namespace).stdout
+    assert "Unschedulable" in desc
+    obj = wait_condition(cluster, namespace, "gpus", "Failed", 60, reason="StartupDeadlineExceeded")
+    assert "Unschedulable" in condition(obj, "Failed")["message"] or "nvidia.com/gpu" in condition(  # type: ignore[index]
+        obj, "Failed")["message"]  # type: ignore[index]
+    wait_for(lambda: not pods_of(cluster, namespace, "gpus"), 60, what="pods removed")
+
+
+def test_active_deadline_fails_the_job_and_removes_its_pods(cluster: Cluster, operator: OperatorProcess,
+                                                            namespace: str) -> None:
+    create_job(cluster, namespace, command_job("slow", "import time; time.sleep(600)", 2,
+                                               runPolicy={"activeDeadlineSeconds": 5, "cleanPodPolicy": "None"}))
+    wait_condition(cluster, namespace, "slow", "Running", 60)
+    obj = wait_condition(cluster, namespace, "slow", "Failed", 60, reason="DeadlineExceeded")
+    assert obj["status"]["state"] == "Failed"
+    wait_for(lambda: not pods_of(cluster, namespace, "slow"), 60, what="pods gone after the deadline")
+
+
+def test_suspend_deletes_pods_and_resume_recreates_them(cluster: Cluster, operator: OperatorProcess,
+                                                        namespace: str) -> None:
+    create_job(cluster, namespace, command_job("pausable", "import time; time.sleep(600)", 2))
+    wait_condition(cluster, namespace, "pausable", "Running", 60)
+    path = TJ.format(ns=namespace) + "/pausable"
+    cluster.client.patch(path, {"spec": {"runPolicy": {"suspend": True}}})
+    obj = wait_condition(cluster, namespace, "pausable", "Suspended", 60)
+    assert obj["status"]["state"] == "Suspended"
+    wait_for(lambda: not pods_of(cluster, namespace, "pausable"), 60, what="pods deleted while suspended")
+    cluster.client.patch(path, {"spec": {"runPolicy": {"suspend": False}}})
+    obj = wait_condition(cluster, namespace, "pausable", "Running", 60)
+    assert condition(obj, "Suspended")["status"] == "False"  # type: ignore[index]
+    assert obj["status"]["restartCount"] == 0
+    assert len(pods_of(cluster, namespace, "pausable")) == 2
+
+
+def test_ttl_deletes_a_finished_job_and_cleanup_policy_all_removes_pods(
+        cluster: Cluster, operator: OperatorProcess, namespace: str) -> None:
+    create_job(cluster, namespace, command_job("brief", "print('done')", 1,
+                                               runPolicy={"ttlSecondsAfterFinished": 3, "cleanPodPolicy": "All"}))
+    wait_condition(cluster, namespace, "brief", "Succeeded", 60)
+    wait_for(lambda: not pods_of(cluster, namespace, "brief"), 30, what="cleanPodPolicy All")
+
+    def deleted() -> bool:
+        try:
+            job(cluster, namespace, "brief")
+            return False
+        except NotFound:
+            return True
+
+    wait_for(deleted, 30, what="TTL deletion")
+
+
+def test_deleting_a_job_removes_all_children(cluster: Cluster, operator: OperatorProcess, namespace: str) -> None:
+    create_job(cluster, namespace, command_job("doomed", "import time; time.sleep(600)", 3))
+    wait_condition(cluster, namespace, "doomed", "Running", 60)
+    assert cluster.client.get(f"/api/v1/namespaces/{namespace}/services/doomed")["spec"]["clusterIP"] == "None"
+    cluster.kubectl("delete", "tj", "doomed", "-n", namespace, "--wait=false")
+    wait_for(lambda: not pods_of(cluster, namespace, "doomed"), 60, what="pods garbage-collected")
+
+    def service_gone() -> bool:
+        try:
+            cluster.client.get(f"/api/v1/namespaces/{namespace}/services/doomed")
+            return False
+        except NotFound:
+            return True
+
+    wait_for(service_gone, 60, what="service garbage-collected")
+
+
+def test_status_fields_and_printer_columns(cluster: Cluster, operator: OperatorProcess, namespace: str) -> None:
+    create_job(cluster, namespace, command_job("cols", "import time; time.sleep(600)", 2))
+    obj = wait_condition(cluster, namespace, "cols", "Running", 60)
+    st = obj["status"]
+    assert st["observedGeneration"] == obj["metadata"]["generation"]
+    assert st["replicaStatuses"] == {"node": {"active": 2, "succeeded": 0, "failed": 0}}
+    assert st["startTime"] and st["state"] == "Running"
+    out = cluster.kubectl("get", "tj", "-n", namespace, "-o", "wide").stdout
+    assert re.search(r"cols\s+Running\s+2\s+.*\s0\s", out), out
+    assert json.loads(cluster.kubectl("get", "kubeforge", "-n", namespace, "-o", "json").stdout)["items"]
