@@ -109,7 +109,9 @@ def test_worker_exiting_1_fails_the_job_naming_pod_and_code(cluster: Cluster, op
     assert st["lastFailure"]["pod"] == "exit1-node-1" and st["lastFailure"]["exitCode"] == 1
     assert "bad hyper-parameters" in st["lastFailure"]["message"]
     assert "exit1-node-1" in condition(obj, "Failed")["message"]  # type: ignore[index]
-    wait_for(lambda: not pods_of(cluster, namespace, "exit1"), 60, what="running pods cleaned up")
+    # cleanPodPolicy Running (the default): the running peer goes, the failed pod stays for its logs.
+    wait_for(lambda: [p["metadata"]["name"] for p in pods_of(cluster, namespace, "exit1")] == ["exit1-node-1"], 60,
+             what="running pods cleaned up")
     out = cluster.kubectl("get", "tj", "-n", namespace).stdout
     assert re.search(r"exit1\s+Failed\s+2", out), out
 

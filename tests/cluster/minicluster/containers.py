@@ -19,6 +19,7 @@ from typing import Any
 
 Obj = dict[str, Any]
 CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
+STAGE_ROOT = Path("/run/kubeforge-stage")  # mount points for staged volume sources
 
 # Images whose entrypoint we know; any other image must give `command`.
 IMAGE_ENTRYPOINTS: dict[str, list[str]] = {
@@ -171,13 +172,21 @@ class PodFiles:
             f"mount --bind {shlex.quote(str(self.root / 'hosts'))} /etc/hosts",
             f"mount --bind {shlex.quote(str(self.root / 'resolv.conf'))} /etc/resolv.conf",
         ]
-        for m in mounts:
-            target = shlex.quote(m.target)
-            kind = "-d" if m.source.is_dir() else "-f"
+        # Stage every source first: a mount over e.g. /tmp must not hide a later mount's source.
+        stage = STAGE_ROOT / self.root.name / name
+        for i, m in enumerate(mounts):
+            staged, target = shlex.quote(str(stage / str(i))), shlex.quote(m.target)
+            if m.source.is_dir():
+                lines.append(f"mkdir -p {staged}")
+            else:
+                lines.append(f"mkdir -p {shlex.quote(str(stage))} && touch {staged}")
+            lines.append(f"mount --bind {shlex.quote(str(m.source))} {staged}")
+        for i, m in enumerate(mounts):
+            staged, target = shlex.quote(str(stage / str(i))), shlex.quote(m.target)
             make = f"mkdir -p {target}" if m.source.is_dir() else \
                 f"mkdir -p {shlex.quote(str(Path(m.target).parent))} && touch {target}"
-            lines.append(f"[ {kind} {target} ] || {make}")
-            lines.append(f"mount --bind {shlex.quote(str(m.source))} {target}")
+            lines.append(f"[ -e {target} ] || {make}")
+            lines.append(f"mount --bind {staged} {target}")
             if m.read_only:
                 lines.append(f"mount -o remount,bind,ro {target}")
         lines.append(f"cd {shlex.quote(workdir or '/')}")

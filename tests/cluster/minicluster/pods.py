@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .containers import Mount, PodFiles, Process, entrypoint, exec_in, image_pull_error, now, parse_quantity
+from .containers import STAGE_ROOT, Mount, PodFiles, Process, entrypoint, exec_in, image_pull_error, now, parse_quantity
 
 Obj = dict[str, Any]
 
@@ -399,6 +399,7 @@ class PodWorker:
             th.join()
 
     def _cleanup_volumes(self) -> None:
+        shutil.rmtree(STAGE_ROOT / self.root.name, ignore_errors=True)
         vols = self.root / "volumes"
         if vols.exists():
             for d in vols.iterdir():
