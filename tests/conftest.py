@@ -88,9 +88,12 @@ def cluster() -> Iterator[Cluster]:
 
 
 @pytest.fixture
-def namespace(cluster: Cluster) -> Iterator[str]:
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace; tests of Kubeforge's own pods get Pod Security `restricted` enforced."""
     name = f"t-{uuid.uuid4().hex[:8]}"
-    cluster.client.create("/api/v1/namespaces", {"metadata": {"name": name}})
+    restricted = "operator" in request.fixturenames
+    labels = {"pod-security.kubernetes.io/enforce": "restricted"} if restricted else {}
+    cluster.client.create("/api/v1/namespaces", {"metadata": {"name": name, "labels": labels}})
     wait_for(lambda: cluster.client.get(f"/api/v1/namespaces/{name}/serviceaccounts/default"),
              what="the default ServiceAccount")
     yield name

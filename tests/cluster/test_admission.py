@@ -1,0 +1,131 @@
+"""Bad TrainingJobs are rejected at `kubectl apply` by the CRD schema and CEL rules, with a message
+naming the field; nothing is stored. No operator is needed for any of this."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import yaml
+from conftest import Cluster
+from minicluster.operator_process import install
+
+Obj = dict[str, Any]
+BASE: Obj = {"apiVersion": "kubeforge.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": "bad"},
+             "spec": {"command": ["python", "-c", "print()"]}}
+RECIPE = {"model": "mlp", "dataset": "digits"}
+
+
+def with_spec(**changes: Any) -> Obj:
+    doc = copy.deepcopy(BASE)
+    for key, value in changes.items():
+        if value is None:
+            doc["spec"].pop(key, None)
+        else:
+            doc["spec"][key] = value
+    return doc
+
+
+def named(name: str) -> Obj:
+    doc = copy.deepcopy(BASE)
+    doc["metadata"]["name"] = name
+    return doc
+
+
+CORPUS: list[tuple[str, Obj, str]] = [
+    ("unknown-strategy", with_spec(strategy="horovod"), "spec.strategy"),
+    ("negative-nodes", with_spec(nodes=-1), "spec.nodes"),
+    ("zero-nodes", with_spec(nodes=0), "spec.nodes"),
+    ("huge-nodes", with_spec(nodes=1_000_000), "spec.nodes"),
+    ("zero-procs", with_spec(procsPerNode=0), "spec.procsPerNode"),
+    ("recipe-and-command", with_spec(recipe=RECIPE), "spec.recipe"),
+    ("neither-recipe-nor-command", with_spec(command=None), "spec.recipe"),
+    ("args-without-command", with_spec(command=None, recipe=RECIPE, args=["x"]), "spec.args"),
+    ("reserved-env-master-addr", with_spec(env=[{"name": "MASTER_ADDR", "value": "evil"}]), "spec.env[0]"),
+    ("reserved-env-pet", with_spec(env=[{"name": "PET_NNODES", "value": "9"}]), "spec.env[0]"),
+    ("reserved-env-kubeforge", with_spec(env=[{"name": "KUBEFORGE_SPEC", "value": "{}"}]), "spec.env[0]"),
+    ("env-from-secret", with_spec(env=[{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]),
+     "spec.env[0].valueFrom"),
+    ("privileged-security-context", with_spec(podTemplate={"securityContext": {"privileged": True}}),
+     "spec.podTemplate.securityContext"),
+    ("hostpath-volume", with_spec(podTemplate={"volumes": [{"name": "h", "hostPath": {"path": "/"}}]}),
+     "spec.podTemplate.volumes"),
+    ("other-service-account", with_spec(podTemplate={"serviceAccountName": "admin"}),
+     "spec.podTemplate.serviceAccountName"),
+    ("host-network", with_spec(podTemplate={"hostNetwork": True}), "spec.podTemplate.hostNetwork"),
+    ("raw-containers", with_spec(podTemplate={"containers": [{"name": "x", "image": "evil"}]}),
+     "spec.podTemplate.containers"),
+    ("privileged-at-spec-level", with_spec(privileged=True), "spec.privileged"),
+    ("ps-count-with-ddp", with_spec(parameterServers=2), "spec.parameterServers"),
+    ("ps-strategy-without-servers", with_spec(strategy="parameter-server"), "spec.parameterServers"),
+    ("pipeline-one-rank", with_spec(strategy="pipeline"), "spec.nodes"),
+    ("elastic-min-above-max", with_spec(nodes=2, elastic={"minNodes": 3, "maxNodes": 2}), "spec.elastic"),
+    ("nodes-outside-elastic-range", with_spec(nodes=5, elastic={"minNodes": 1, "maxNodes": 2}), "spec.elastic"),
+    ("name-too-long", named("x" * 60), "metadata.name"),
+    ("oversized-env-value", with_spec(env=[{"name": "BIG", "value": "x" * 5000}]), "spec.env[0].value"),
+    ("too-many-env-vars", with_spec(env=[{"name": f"V{i}", "value": ""} for i in range(65)]), "spec.env"),
+    ("unknown-recipe-model", with_spec(command=None, recipe={"model": "resnet", "dataset": "digits"}),
+     "spec.recipe.model"),
+    ("negative-learning-rate", with_spec(command=None, recipe={**RECIPE, "learningRate": -1}),
+     "spec.recipe.learningRate"),
+    ("negative-backoff-limit", with_spec(runPolicy={"backoffLimit": -1}), "spec.runPolicy.backoffLimit"),
+    ("unknown-clean-pod-policy", with_spec(runPolicy={"cleanPodPolicy": "Sometimes"}),
+     "spec.runPolicy.cleanPodPolicy"),
+    ("storage-path-escape", with_spec(storage={"path": "a/../../etc"}), "spec.storage.path"),
+    ("image-with-spaces", with_spec(image="python; rm -rf /"), "spec.image"),
+    ("bad-quantity", with_spec(resources={"limits": {"memory": "lots"}}), "spec.resources.limits"),
+]
+
+
+@pytest.fixture(scope="module")
+def crds(cluster: Cluster) -> None:
+    install(cluster.kubeconfig)
+
+
+def test_the_corpus_is_big_enough() -> None:
+    assert len(CORPUS) >= 25
+
+
+@pytest.mark.parametrize(("case", "doc", "field"), CORPUS, ids=[c[0] for c in CORPUS])
+def test_invalid_trainingjob_is_rejected_naming_the_field(cluster: Cluster, crds: None, namespace: str, case: str,
+                                                          doc: Obj, field: str) -> None:
+    out = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc), check=False)
+    assert out.returncode != 0, f"{case} was accepted"
+    assert field in out.stderr, out.stderr
+    listed = cluster.kubectl("get", "tj", "-n", namespace, "-o", "name").stdout
+    assert listed.strip() == ""
+
+
+def test_fields_that_shape_the_gang_are_immutable(cluster: Cluster, crds: None, namespace: str) -> None:
+    ok = copy.deepcopy(BASE)
+    ok["metadata"]["name"] = "fixed"
+    ok["spec"]["runPolicy"] = {"suspend": True}
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(ok))
+    for change, message in [({"nodes": 4}, "immutable"), ({"strategy": "fsdp"}, "immutable"),
+                            ({"command": ["python", "-c", "print(1)"]}, "immutable")]:
+        patched = copy.deepcopy(ok)
+        patched["spec"].update(change)
+        out = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(patched), check=False)
+        assert out.returncode != 0 and message in out.stderr, (change, out.stderr)
+    # While suspended, scheduling knobs may change (as for a suspended Job).
+    patched = copy.deepcopy(ok)
+    patched["spec"]["podTemplate"] = {"nodeSelector": {"pool": "gpu"}}
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(patched))
+    running = copy.deepcopy(patched)
+    running["spec"]["runPolicy"] = {"suspend": False}
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(running))
+    changed = copy.deepcopy(running)
+    changed["spec"]["podTemplate"] = {"nodeSelector": {"pool": "cpu"}}
+    out = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(changed), check=False)
+    assert out.returncode != 0 and "suspend" in out.stderr, out.stderr
+
+
+def test_defaults_are_filled_in_by_the_api_server(cluster: Cluster, crds: None, namespace: str) -> None:
+    doc = copy.deepcopy(BASE)
+    doc["metadata"]["name"] = "defaults"
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
+    spec = cluster.client.get(f"/apis/kubeforge.dev/v1alpha1/namespaces/{namespace}/trainingjobs/defaults")["spec"]
+    assert spec["strategy"] == "ddp" and spec["nodes"] == 1 and spec["procsPerNode"] == 1
+    assert spec["runPolicy"] == {"backoffLimit": 3, "suspend": False, "cleanPodPolicy": "Running"}
+    assert spec["checkpoint"] == {"intervalSteps": 100, "keep": 3}
