@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import signal
 import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 from minicluster.kubeapi import ApiError, KubeClient, NotFound
+from minicluster.launch import start_cluster
 from minicluster.operator_process import OperatorProcess, install, operator_kubeconfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,28 +59,13 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60, interval: float 
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
-    root = Path(tempfile.mkdtemp(prefix="kubeforge-cluster-"))
-    log = (root / "minicluster.log").open("wb")
-    env = {**os.environ, "PYTHONPATH": str(REPO / "tests" / "cluster")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "minicluster", "up", "--dir", str(root), "--bridge", "kft0",
-         "--cidr", "10.245.0.0/16", "--gpus", "1"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    ready = root / "ready.json"
-    deadline = time.monotonic() + 3600  # includes a cold build of the control plane
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("embedded cluster failed to start:\n" + (root / "minicluster.log").read_text()[-4000:])
-        time.sleep(0.5)
-    info = json.loads(ready.read_text())
-    kubeconfig = Path(info["kubeconfig"])
-    yield Cluster(root, kubeconfig, KubeClient.from_kubeconfig(kubeconfig), info)
-    os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        running = start_cluster("kft0", "10.245.0.0/16", gpus=1)
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    kubeconfig = running.kubeconfig
+    yield Cluster(running.root, kubeconfig, KubeClient.from_kubeconfig(kubeconfig), running.info)
+    running.stop()
 
 
 @pytest.fixture

@@ -15,8 +15,19 @@ from typing import Any
 import aiohttp
 import yaml
 
+from . import metrics
+
 Obj = dict[str, Any]
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+def _kind(path: str) -> str:
+    """The resource a request path names (`pods`, `events`, `trainingjobs/status`...)."""
+    parts = path.split("?")[0].strip("/").split("/")
+    if "namespaces" in parts and len(parts) > parts.index("namespaces") + 2:
+        rest = parts[parts.index("namespaces") + 2:]
+        return "/".join(rest[::2]) if len(rest) > 2 else rest[0]
+    return parts[-1]
 
 
 class ApiError(Exception):
@@ -100,6 +111,7 @@ class Kube:
                       params: dict[str, str] | None = None) -> Obj:
         if method != "GET":
             self.writes[method] += 1
+            metrics.API_WRITES.labels(method, _kind(path)).inc()
         s = await self.session()
         async with s.request(method, path, json=body, params=params, headers={"Content-Type": content_type}) as r:
             text = await r.text()

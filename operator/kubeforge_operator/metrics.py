@@ -11,3 +11,4 @@ JOBS_RESTARTED = Counter("kubeforge_trainingjobs_restarted_total", "Gang restart
 RECONCILE_SECONDS = Histogram(
     "kubeforge_reconcile_duration_seconds", "Time of one reconcile pass",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
+API_WRITES = Counter("kubeforge_api_writes_total", "Mutating API requests made by the reconciler", ["verb", "kind"])

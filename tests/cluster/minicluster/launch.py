@@ -1,0 +1,55 @@
+"""Start `python -m minicluster up` as a child process and wait for it (tests and benchmarks)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class RunningCluster:
+    root: Path
+    proc: subprocess.Popen[bytes]
+    info: dict[str, Any]
+
+    @property
+    def kubeconfig(self) -> Path:
+        return Path(self.info["kubeconfig"])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(120)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def start_cluster(bridge: str, cidr: str, gpus: int = 0, timeout: float = 3600) -> RunningCluster:
+    """`timeout` covers a cold build of the control plane."""
+    root = Path(tempfile.mkdtemp(prefix="kubeforge-cluster-"))
+    env = {**os.environ, "PYTHONPATH": str(HERE)}
+    with (root / "minicluster.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "minicluster", "up", "--dir", str(root), "--bridge", bridge, "--cidr", cidr,
+             "--gpus", str(gpus)], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    ready = root / "ready.json"
+    deadline = time.monotonic() + timeout
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise RuntimeError("embedded cluster failed to start:\n" + (root / "minicluster.log").read_text()[-4000:])
+        time.sleep(0.5)
+    return RunningCluster(root, proc, json.loads(ready.read_text()))

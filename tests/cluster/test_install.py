@@ -1,0 +1,27 @@
+"""The shipped RBAC, as the API server itself evaluates it for the operator's ServiceAccount."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import Cluster
+from minicluster.operator_process import NAMESPACE, SERVICE_ACCOUNT, install
+
+AS = f"--as=system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
+
+
+@pytest.mark.parametrize(("verb", "resource", "allowed"), [
+    ("create", "pods", True), ("delete", "pods", True), ("watch", "trainingjobs.kubeforge.dev", True),
+    ("patch", "trainingjobs.kubeforge.dev/status", True), ("create", "services", True),
+    ("create", "events", True),
+    ("get", "secrets", False), ("list", "secrets", False), ("create", "pods/exec", False),
+    ("update", "trainingjobs.kubeforge.dev", False), ("create", "deployments.apps", False),
+    ("create", "rolebindings.rbac.authorization.k8s.io", False), ("impersonate", "users", False),
+    ("create", "serviceaccounts/token", False), ("delete", "nodes", False),
+])
+def test_operator_service_account_can_do_exactly_what_it_needs(cluster: Cluster, verb: str, resource: str,
+                                                               allowed: bool) -> None:
+    install(cluster.kubeconfig)
+    resource, _, sub = resource.partition("/")
+    extra = [f"--subresource={sub}"] if sub else []
+    out = cluster.kubectl("auth", "can-i", verb, resource, *extra, AS, "-n", "default", check=False)
+    assert out.stdout.strip() == ("yes" if allowed else "no"), (verb, resource, out.stdout, out.stderr)
