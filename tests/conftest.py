@@ -60,7 +60,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60, interval: float 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     try:
-        running = start_cluster("kft0", "10.245.0.0/16", gpus=1)
+        running = start_cluster(gpus=1)
     except RuntimeError as e:
         pytest.fail(str(e))
     kubeconfig = running.kubeconfig

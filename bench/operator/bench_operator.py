@@ -178,7 +178,7 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "operator.json"))
     args = ap.parse_args()
-    cluster = start_cluster("kfb0", "10.246.0.0/16")
+    cluster = start_cluster()
     op: OperatorProcess | None = None
     try:
         admin = KubeClient.from_kubeconfig(cluster.kubeconfig)

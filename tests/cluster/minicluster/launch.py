@@ -36,8 +36,18 @@ class RunningCluster:
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def start_cluster(bridge: str, cidr: str, gpus: int = 0, timeout: float = 3600) -> RunningCluster:
+def free_network() -> tuple[str, str]:
+    """A bridge name and pod CIDR no other embedded cluster on this machine uses."""
+    for k in range(1, 100):
+        bridge = f"kft{k}"
+        if subprocess.run(["ip", "link", "show", bridge], capture_output=True).returncode != 0:
+            return bridge, f"10.{100 + k}.0.0/16"
+    raise RuntimeError("no free bridge name for another embedded cluster")
+
+
+def start_cluster(gpus: int = 0, timeout: float = 3600) -> RunningCluster:
     """`timeout` covers a cold build of the control plane."""
+    bridge, cidr = free_network()
     root = Path(tempfile.mkdtemp(prefix="kubeforge-cluster-"))
     env = {**os.environ, "PYTHONPATH": str(HERE)}
     with (root / "minicluster.log").open("wb") as log:

@@ -1,0 +1,68 @@
+"""The trained model as an artifact: `model.safetensors` plus `model-card.json` (architecture,
+metrics, dataset, lineage, trainer version). Loading checks the digest and rebuilds the model from
+the architecture config; no pickle is ever read."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+
+WEIGHTS = "model.safetensors"
+CARD = "model-card.json"
+FORMAT = "kubeforge-model/v1"
+
+
+class ArtifactError(Exception):
+    pass
+
+
+def digest_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def write(directory: Path, state: dict[str, torch.Tensor], card: dict[str, Any]) -> dict[str, Any]:
+    """Write the artifact atomically; returns {path, digest, sizeBytes} for status.artifact."""
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / WEIGHTS))
+    digest = digest_of(tmp / WEIGHTS)
+    full = {"format": FORMAT, "weights": {"file": WEIGHTS, "digest": digest}, "createdAt":
+            datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "trainer": {"version": __version__, "torch": torch.__version__, "python": platform.python_version()},
+            **card}
+    (tmp / CARD).write_text(json.dumps(full, indent=2, sort_keys=True))
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.replace(tmp, directory)
+    size = sum(f.stat().st_size for f in directory.iterdir())
+    return {"path": directory.name, "digest": digest, "sizeBytes": size}
+
+
+def read(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(model card, weights) after checking the weights' digest against the card."""
+    try:
+        card = json.loads((directory / CARD).read_text())
+    except (OSError, ValueError) as e:
+        raise ArtifactError(f"{directory}: no readable {CARD} ({e})") from None
+    if card.get("format") != FORMAT:
+        raise ArtifactError(f"{directory}: not a Kubeforge model (format {card.get('format')!r})")
+    weights = directory / card["weights"]["file"]
+    if not weights.name.endswith(".safetensors") or digest_of(weights) != card["weights"]["digest"]:
+        raise ArtifactError(f"{directory}: weights missing, not safetensors, or digest mismatch")
+    return card, load_file(str(weights))

@@ -1,0 +1,118 @@
+"""Models defined in code, each an `nn.Sequential` of single-tensor layers so the pipeline strategy
+can cut it into stages anywhere. `architecture()` is the JSON config that rebuilds the model (the
+model card carries it; serving rebuilds from it, never from pickled code)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..context import ConfigError
+from ..data import Data
+
+
+class Reshape(nn.Module):
+    def __init__(self, *shape: int) -> None:
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], *self.shape)
+
+
+class TokenEmbedding(nn.Module):
+    def __init__(self, vocab: int, dim: int, seq_len: int) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(vocab, dim)
+        self.pos = nn.Parameter(torch.zeros(seq_len, dim))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.tok(ids) + self.pos[: ids.shape[1]]
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with causal self-attention."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
+        q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))
+        att = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(att.transpose(1, 2).reshape(b, t, d))
+        return x + self.mlp(self.ln2(x))
+
+
+class LMHead(nn.Module):
+    def __init__(self, dim: int, vocab: int) -> None:
+        super().__init__()
+        self.ln = nn.LayerNorm(dim)
+        self.out = nn.Linear(dim, vocab, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.ln(x))
+
+
+def architecture(model: str, data: Data, cfg: dict[str, int | str]) -> dict[str, Any]:
+    """The full, defaulted configuration of `model` for `data`."""
+    if model in ("mlp", "cnn") and data.task != "classify":
+        raise ConfigError(f"model {model} needs a classification dataset; {data.name} is a text dataset")
+    if model == "gpt" and data.task != "lm":
+        raise ConfigError(f"model gpt needs a text dataset; {data.name} is a classification dataset")
+    if model == "mlp":
+        return {"model": "mlp", "inputDim": data.input_dim, "hidden": int(cfg.get("hidden", 128)),
+                "layers": int(cfg.get("layers", 2)), "numClasses": data.num_classes}
+    if model == "cnn":
+        if data.image_shape is None:
+            raise ConfigError(f"model cnn needs an image dataset (digits); {data.name} has none")
+        return {"model": "cnn", "imageShape": list(data.image_shape), "channels": int(cfg.get("channels", 16)),
+                "numClasses": data.num_classes}
+    dim, heads = int(cfg.get("dim", 64)), int(cfg.get("heads", 4))
+    if dim % heads:
+        raise ConfigError(f"modelConfig.dim ({dim}) must be divisible by heads ({heads})")
+    return {"model": "gpt", "vocab": data.num_classes, "dim": dim, "heads": heads, "layers": int(cfg.get("layers", 2)),
+            "seqLen": int(data.x_train.shape[1])}
+
+
+def build(arch: dict[str, Any]) -> nn.Sequential:
+    if arch["model"] == "mlp":
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = arch["inputDim"]
+        for _ in range(arch["layers"]):
+            layers += [nn.Linear(width, arch["hidden"]), nn.ReLU()]
+            width = arch["hidden"]
+        return nn.Sequential(*layers, nn.Linear(width, arch["numClasses"]))
+    if arch["model"] == "cnn":
+        c, h, w = arch["imageShape"]
+        ch = arch["channels"]
+        return nn.Sequential(Reshape(c, h, w), nn.Conv2d(c, ch, 3, padding=1), nn.ReLU(),
+                             nn.Conv2d(ch, ch, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                             nn.Linear(ch * h * w, arch["numClasses"]))
+    if arch["model"] == "gpt":
+        blocks = [Block(arch["dim"], arch["heads"]) for _ in range(arch["layers"])]
+        return nn.Sequential(TokenEmbedding(arch["vocab"], arch["dim"], arch["seqLen"]), *blocks,
+                             LMHead(arch["dim"], arch["vocab"]))
+    raise ConfigError(f"unknown model {arch['model']!r}")
+
+
+def loss_fn(task: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if task == "lm":
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
+    return F.cross_entropy(logits.float(), y)
+
+
+def flops_per_sample(arch: dict[str, Any], model: nn.Module) -> float:
+    """Approximate training FLOPs per sample (6 x parameters x tokens), for MFU."""
+    params = sum(p.numel() for p in model.parameters())
+    tokens = arch.get("seqLen", 1) if arch["model"] == "gpt" else 1
+    return 6.0 * params * tokens * (1 if arch["model"] != "cnn" else math.prod(arch["imageShape"][1:]) / 8)

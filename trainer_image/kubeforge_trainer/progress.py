@@ -1,0 +1,105 @@
+"""Live progress of rank 0: a JSON `/progress` endpoint and Prometheus `/metrics` on the progress
+port, plus an append-only metrics history (`metrics.jsonl`) under the job's storage that the
+operator and the dashboard read for loss curves."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Progress:
+    step: int = 0
+    total_steps: int = 0
+    epoch: int = 0
+    loss: float | None = None
+    eval: dict[str, float] = field(default_factory=dict)
+    samples_per_second: float = 0.0
+    eta_seconds: float | None = None
+    last_checkpoint_step: int | None = None
+    attempt: int = 0
+    phase: str = "starting"  # starting | training | finished
+
+    def dump(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["percent"] = round(100.0 * self.step / self.total_steps, 1) if self.total_steps else 0.0
+        return d
+
+
+class ProgressReporter:
+    """Thread-safe holder of rank 0's progress, served over HTTP and appended to a history file."""
+
+    def __init__(self, history: Path | None, port: int | None) -> None:
+        self.progress = Progress()
+        self.lock = threading.Lock()
+        self.history = history
+        self.started = time.monotonic()
+        self.server: ThreadingHTTPServer | None = None
+        if port is not None:
+            self.server = ThreadingHTTPServer(("0.0.0.0", port), self._handler())
+            threading.Thread(target=self.server.serve_forever, name="progress", daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1]) if self.server else 0
+
+    def update(self, **fields: Any) -> None:
+        with self.lock:
+            for k, v in fields.items():
+                setattr(self.progress, k, v)
+
+    def record(self, kind: str, **values: Any) -> None:
+        """Append one point to the history ({"kind": "train"|"eval", "step": ..., "loss": ...})."""
+        if self.history is None:
+            return
+        self.history.parent.mkdir(parents=True, exist_ok=True)
+        with self.history.open("a") as f:
+            f.write(json.dumps({"kind": kind, "time": round(time.time(), 3), **values}) + "\n")
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return self.progress.dump()
+
+    def prometheus(self) -> str:
+        p = self.snapshot()
+        lines = [f"kubeforge_trainer_step {p['step']}", f"kubeforge_trainer_total_steps {p['total_steps']}",
+                 f"kubeforge_trainer_epoch {p['epoch']}",
+                 f"kubeforge_trainer_samples_per_second {p['samples_per_second']}"]
+        if p["loss"] is not None:
+            lines.append(f"kubeforge_trainer_loss {p['loss']}")
+        lines += [f'kubeforge_trainer_eval{{metric="{k}"}} {v}' for k, v in p["eval"].items()]
+        return "\n".join(lines) + "\n"
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        reporter = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                if self.path == "/progress":
+                    body, ctype = json.dumps(reporter.snapshot()).encode(), "application/json"
+                elif self.path == "/metrics":
+                    body, ctype = reporter.prometheus().encode(), "text/plain; version=0.0.4"
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        return Handler
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()

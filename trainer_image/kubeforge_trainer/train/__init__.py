@@ -1,0 +1,1 @@
+"""Training strategies: data parallel (single, ddp, fsdp), pipeline, parameter server."""

@@ -1,0 +1,200 @@
+"""Pieces every strategy shares: the process group, the deterministic data order, the learning-rate
+schedule, optimizer state as plain tensors + JSON (for pickle-free checkpoints), evaluation and the
+final artifact/termination message."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from kubeforge_api.trainingjob import Recipe
+from torch import nn
+
+from .. import artifacts
+from ..context import ConfigError, JobContext
+from ..data import Data
+from ..models import loss_fn
+
+TERMINATION_LOG = Path("/dev/termination-log")
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int
+    size: int
+    local_rank: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_world(backend: str) -> World:
+    """Join the torchrun process group (or run alone when not under torchrun)."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend)
+    return World(int(os.environ.get("RANK", "0")), size, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def barrier(world: World) -> None:
+    if world.size > 1:
+        dist.barrier()
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def threads_for(world: World) -> None:
+    """Split the machine's cores between the local ranks (torchrun defaults to 1 thread each)."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+
+
+def global_batch(recipe: Recipe, data: Data, step: int, steps_per_epoch: int) -> torch.Tensor:
+    """Indices of the global batch for `step`: a seeded permutation per epoch, cut into batches.
+    Every rank computes the same list and takes its slice, so any world size sees the same data."""
+    epoch, i = divmod(step, steps_per_epoch)
+    g = torch.Generator().manual_seed(recipe.seed * 1_000_003 + epoch)
+    perm = torch.randperm(len(data.x_train), generator=g)
+    return perm[i * recipe.batch_size : (i + 1) * recipe.batch_size]
+
+
+def shard(indices: torch.Tensor, rank: int, size: int) -> torch.Tensor:
+    per = len(indices) // size
+    return indices[rank * per : (rank + 1) * per]
+
+
+def schedule(recipe: Recipe, total_steps: int) -> Any:
+    def factor(step: int) -> float:
+        if recipe.warmup_steps and step < recipe.warmup_steps:
+            return (step + 1) / recipe.warmup_steps
+        progress = min(1.0, (step - recipe.warmup_steps) / max(1, total_steps - recipe.warmup_steps))
+        if recipe.lr_schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        if recipe.lr_schedule == "linear":
+            return 1.0 - progress
+        return 1.0
+
+    return factor
+
+
+def make_optimizer(recipe: Recipe, params: Any) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=recipe.learning_rate, momentum=0.9)
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(params, lr=recipe.learning_rate)
+    return torch.optim.AdamW(params, lr=recipe.learning_rate, weight_decay=0.01)
+
+
+def steps_plan(recipe: Recipe, data: Data, world_size: int) -> tuple[int, int]:
+    """(steps per epoch, total steps); the global batch must split evenly over ranks and micro-batches."""
+    per_rank, rem = divmod(recipe.batch_size, world_size)
+    if rem or per_rank % recipe.gradient_accumulation:
+        raise ConfigError(f"recipe.batchSize={recipe.batch_size} must be divisible by the {world_size} ranks "
+                          f"x gradientAccumulation={recipe.gradient_accumulation}")
+    steps_per_epoch = len(data.x_train) // recipe.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(f"recipe.batchSize={recipe.batch_size} exceeds the {len(data.x_train)} training samples")
+    total = steps_per_epoch * recipe.epochs
+    return steps_per_epoch, min(total, recipe.max_steps) if recipe.max_steps else total
+
+
+def autocast(recipe: Recipe) -> Any:
+    if recipe.precision == "bf16":
+        return torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Optimizer state as flat tensors plus JSON-able leftovers (never pickled)."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for idx, state in sd["state"].items():
+        for key, value in state.items():
+            name = f"{idx}.{key}"
+            if isinstance(value, torch.Tensor):
+                tensors[name] = value.to_local() if hasattr(value, "to_local") else value
+            else:
+                scalars[name] = value
+    return tensors, {"scalars": scalars, "param_groups": sd["param_groups"]}
+
+
+def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    for name, value in meta["scalars"].items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    current = opt.state_dict()
+    # Sharded (DTensor) states: copy the loaded local shard into the freshly initialised DTensor.
+    for idx, entries in state.items():
+        for key, value in entries.items():
+            live = current["state"].get(idx, {}).get(key)
+            if live is not None and hasattr(live, "to_local"):
+                live.to_local().copy_(value)
+                entries[key] = live
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Data, recipe: Recipe, batch: int = 512) -> dict[str, float]:
+    model.eval()
+    total_loss, correct, count = 0.0, 0, 0
+    for i in range(0, len(data.x_eval), batch):
+        x, y = data.x_eval[i : i + batch], data.y_eval[i : i + batch]
+        with autocast(recipe):
+            logits = model(x)
+        total_loss += float(loss_fn(data.task, logits, y)) * len(x)
+        if data.task == "classify":
+            correct += int((logits.argmax(-1) == y).sum())
+        count += len(x)
+    model.train()
+    loss = total_loss / count
+    if data.task == "classify":
+        return {"evalLoss": loss, "accuracy": correct / count}
+    return {"evalLoss": loss, "perplexity": math.exp(min(loss, 50.0))}
+
+
+def micro_batches(x: torch.Tensor, y: torch.Tensor, n: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    size = len(x) // n
+    for i in range(n):
+        yield x[i * size : (i + 1) * size], y[i * size : (i + 1) * size]
+
+
+def finish(ctx: JobContext, world: World, state: dict[str, torch.Tensor], arch: dict[str, Any], data: Data,
+           metrics: dict[str, float], final: dict[str, Any]) -> dict[str, Any] | None:
+    """Rank 0 writes the artifact and the pod's termination message (read by the operator)."""
+    if not world.is_main:
+        return None
+    assert ctx.spec.recipe is not None
+    card = {
+        "architecture": arch, "metrics": metrics,
+        "dataset": {"name": data.name, "digest": data.digest, "trainSamples": len(data.x_train),
+                    "evalSamples": len(data.x_eval)},
+        "recipe": ctx.spec.recipe.dump(), "strategy": ctx.spec.strategy.value,
+        "lineage": {"trainingJob": ctx.name, "namespace": ctx.namespace, "uid": ctx.uid,
+                    "generation": ctx.generation, "attempt": ctx.attempt},
+    }
+    info = artifacts.write(ctx.storage / "artifact", state, card)
+    message = json.dumps({"artifact": info, "progress": final}, separators=(",", ":"))
+    with contextlib.suppress(OSError):  # outside a pod (local runs, tests) there is no termination log
+        TERMINATION_LOG.write_text(message[:4096])
+    return info

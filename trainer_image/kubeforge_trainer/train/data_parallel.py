@@ -1,0 +1,175 @@
+"""Data-parallel training: one process alone, DistributedDataParallel (`ddp`: distributed slices of
+each global batch, gradient accumulation under `no_sync`, configurable bucket size) or fully
+sharded (`fsdp`: FSDP2 `fully_shard`, each rank checkpoints only its own shards). All three see the
+same global batches, so their losses agree with a single process of the same seed."""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from kubeforge_api.trainingjob import Strategy
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from .. import checkpoint
+from ..context import JobContext
+from ..data import load
+from ..models import architecture, build, loss_fn
+from ..progress import ProgressReporter
+from .common import (
+    World,
+    autocast,
+    barrier,
+    evaluate,
+    finish,
+    global_batch,
+    make_optimizer,
+    micro_batches,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    schedule,
+    seed_all,
+    shard,
+    steps_plan,
+)
+
+
+def _wrap(model: nn.Module, strategy: Strategy, world: World, bucket_mb: int) -> nn.Module:
+    if world.size == 1:
+        return model
+    if strategy == Strategy.FSDP:
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in model:  # shard each layer that holds parameters, then the root
+            if any(True for _ in layer.parameters(recurse=True)):
+                fully_shard(layer)
+        fully_shard(model)
+        return model
+    return DDP(model, bucket_cap_mb=bucket_mb)
+
+
+def _model_tensors(model: nn.Module, sharded: bool) -> dict[str, torch.Tensor]:
+    sd = model.state_dict()
+    if sharded:
+        return {k: v.to_local() if hasattr(v, "to_local") else v for k, v in sd.items()}
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def _load_model(model: nn.Module, tensors: dict[str, torch.Tensor], sharded: bool) -> None:
+    with torch.no_grad():
+        for k, v in model.state_dict().items():
+            src = tensors[k.removeprefix("module.")]
+            (v.to_local() if sharded and hasattr(v, "to_local") else v).copy_(src)
+
+
+def _full_state(model: nn.Module, sharded: bool) -> dict[str, torch.Tensor]:
+    if sharded:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return _model_tensors(model, False)
+
+
+def train(ctx: JobContext, world: World, reporter: ProgressReporter | None) -> dict[str, Any]:
+    recipe = ctx.spec.recipe
+    assert recipe is not None
+    strategy = ctx.spec.strategy
+    sharded = strategy == Strategy.FSDP and world.size > 1
+    seed_all(recipe.seed)
+    data = load(recipe, ctx.storage)
+    arch = architecture(recipe.model, data, recipe.model_config_)
+    model = _wrap(build(arch), strategy, world, recipe.bucket_cap_mb)
+    opt = make_optimizer(recipe, model.parameters())
+    steps_per_epoch, total = steps_plan(recipe, data, world.size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(recipe, total))
+    ckpt_dir = ctx.storage / "checkpoints"
+    start = 0
+    metrics: dict[str, float] = {}
+    resumed = checkpoint.latest(ckpt_dir)
+    if resumed is not None:
+        suffix = f"-rank{world.rank}" if sharded else ""
+        _load_model(model, resumed.tensors[f"model{suffix}"], sharded)
+        optimizer_from_tensors(opt, resumed.tensors.get(f"optim{suffix}", {}), resumed.meta["optimizer"])
+        sched.load_state_dict(resumed.meta["scheduler"])
+        checkpoint.set_rng_state(resumed.tensors["rng"], resumed.meta["rng"])
+        start, metrics = resumed.step, resumed.meta.get("metrics", {})
+    if reporter:
+        reporter.update(total_steps=total, step=start, phase="training", attempt=ctx.attempt,
+                        last_checkpoint_step=resumed.step if resumed else None)
+        reporter.record("start", step=start, attempt=ctx.attempt, resumedFrom=resumed.step if resumed else None)
+    log_every = max(1, total // 400)
+    t_last, samples = time.perf_counter(), 0
+    model.train()
+    for step in range(start, total):
+        batch = shard(global_batch(recipe, data, step, steps_per_epoch), world.rank, world.size)
+        x, y = data.x_train[batch], data.y_train[batch]
+        loss_sum = torch.zeros(())
+        n_micro = recipe.gradient_accumulation
+        for i, (mx, my) in enumerate(micro_batches(x, y, n_micro)):
+            sync = i == n_micro - 1
+            ctx_sync = model.no_sync() if isinstance(model, DDP) and not sync else nullcontext()
+            if sharded:
+                model.set_requires_gradient_sync(sync)  # type: ignore[operator]
+            with ctx_sync, autocast(recipe):
+                loss = loss_fn(data.task, model(mx), my) / n_micro
+            loss.backward()
+            loss_sum += loss.detach()
+        if recipe.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if world.size > 1:
+            torch.distributed.all_reduce(loss_sum, op=torch.distributed.ReduceOp.AVG)
+        samples += recipe.batch_size
+        done = step + 1
+        epoch_end = done % steps_per_epoch == 0 or done == total
+        if epoch_end:
+            metrics = evaluate(model, data, recipe)
+        if reporter and (done % log_every == 0 or epoch_end):
+            now = time.perf_counter()
+            rate = samples / max(now - t_last, 1e-9)
+            t_last, samples = now, 0
+            reporter.update(step=done, epoch=step // steps_per_epoch, loss=float(loss_sum), samples_per_second=rate,
+                            eta_seconds=(total - done) * recipe.batch_size / max(rate, 1e-9), eval=metrics)
+            reporter.record("train", step=done, loss=float(loss_sum), lr=sched.get_last_lr()[0], samplesPerSecond=rate)
+            if epoch_end:
+                reporter.record("eval", step=done, epoch=step // steps_per_epoch, **metrics)
+        if done % ctx.spec.checkpoint.interval_steps == 0 and done < total:
+            _checkpoint(ctx, world, model, opt, sched, done, metrics, sharded)
+            if reporter:
+                reporter.update(last_checkpoint_step=done)
+    final = reporter.snapshot() if reporter else {}
+    state = _full_state(model, sharded)
+    info = finish(ctx, world, state, arch, data, metrics, {**final, "phase": "finished"})
+    if reporter:
+        reporter.update(phase="finished")
+    barrier(world)
+    return {"metrics": metrics, "artifact": info, "steps": total, "resumedFrom": resumed.step if resumed else None}
+
+
+def _checkpoint(ctx: JobContext, world: World, model: nn.Module, opt: torch.optim.Optimizer, sched: Any, step: int,
+                metrics: dict[str, float], sharded: bool) -> None:
+    ckpt_dir = ctx.storage / "checkpoints"
+    model_t = _model_tensors(model, sharded)
+    opt_t, opt_meta = optimizer_to_tensors(opt)
+    rng_t, rng_meta = checkpoint.rng_state()
+    meta = {"step": step, "optimizer": opt_meta, "scheduler": sched.state_dict(), "rng": rng_meta,
+            "metrics": metrics, "worldSize": world.size, "sharded": sharded}
+    if not sharded:
+        if world.is_main:
+            checkpoint.save(ckpt_dir, step, {"model": model_t, "optim": opt_t, "rng": rng_t}, meta,
+                            ctx.spec.checkpoint.keep)
+        barrier(world)
+        return
+    staging = checkpoint.staging(ckpt_dir, step, create=world.is_main)
+    barrier(world)
+    checkpoint.write_tensors(staging, f"model-rank{world.rank}", model_t)
+    checkpoint.write_tensors(staging, f"optim-rank{world.rank}", opt_t)
+    barrier(world)
+    if world.is_main:
+        checkpoint.commit(ckpt_dir, staging, step, {"rng": rng_t}, meta, ctx.spec.checkpoint.keep)
+    barrier(world)
