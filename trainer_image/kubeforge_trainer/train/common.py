@@ -143,14 +143,18 @@ def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
     for name, value in meta["scalars"].items():
         idx, key = name.split(".", 1)
         state.setdefault(int(idx), {})[key] = value
-    current = opt.state_dict()
-    # Sharded (DTensor) states: copy the loaded local shard into the freshly initialised DTensor.
+    # Sharded (FSDP) parameters: their states were saved as local shards; wrap them back into DTensors.
+    params = [p for group in opt.param_groups for p in group["params"]]
     for idx, entries in state.items():
+        param = params[idx]
+        if not hasattr(param, "to_local"):
+            continue
+        from torch.distributed.tensor import DTensor
+
         for key, value in entries.items():
-            live = current["state"].get(idx, {}).get(key)
-            if live is not None and hasattr(live, "to_local"):
-                live.to_local().copy_(value)
-                entries[key] = live
+            if isinstance(value, torch.Tensor) and value.shape == param.to_local().shape and value.dim() > 0:
+                entries[key] = DTensor.from_local(value, param.device_mesh, param.placements, shape=param.shape,
+                                                  stride=param.stride())
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
