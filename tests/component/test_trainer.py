@@ -176,3 +176,24 @@ def test_file_datasets(tmp_path: Path) -> None:
         assert result["metrics"]["accuracy"] > 0.8, name
         for d in ("checkpoints", "artifact"):
             shutil.rmtree(storage / d, ignore_errors=True)
+
+
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
+def test_pipeline_matches_the_unsplit_model(tmp_path: Path, schedule: str) -> None:
+    """Same global batches, so identical losses (outputs) and identical weights after each update
+    (gradients) show the stages compute exactly what the unsplit model computes."""
+    run(spec(), tmp_path / "single")
+    run(spec("pipeline", 2, microBatches=4, pipelineSchedule=schedule), tmp_path / "pp", procs=2)
+    single = [r["loss"] for r in history(tmp_path / "single")]
+    piped = [r["loss"] for r in history(tmp_path / "pp")]
+    assert len(single) == len(piped) and max(abs(a - b) for a, b in zip(single, piped, strict=True)) < 1e-5
+    a, b = weights(tmp_path / "single"), weights(tmp_path / "pp")
+    assert a.keys() == b.keys() and max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+    ckpt = sorted((tmp_path / "pp" / "checkpoints").glob("step-*"))[-1]
+    assert {"model-stage0.safetensors", "model-stage1.safetensors"} <= {p.name for p in ckpt.iterdir()}
+
+
+def test_parameter_server_converges_on_digits(tmp_path: Path) -> None:
+    job = {**spec("parameter-server", 1, epochs=10, maxStaleness=2), "nodes": 2, "parameterServers": 1}
+    result = run(job, tmp_path, procs=3)  # 2 workers + 1 server
+    assert result["metrics"]["accuracy"] >= 0.9
