@@ -154,8 +154,9 @@ def _work(ctx: JobContext, world: World, model: nn.Module, params: list[nn.Param
             now = time.perf_counter()
             rate = samples / max(now - t_last, 1e-9)
             t_last, samples = now, 0
-            reporter.update(step=done, epoch=step // steps_per_epoch, loss=float(loss.detach()), samples_per_second=rate,
-                            eval=metrics, eta_seconds=(total - done) * recipe.batch_size / max(rate, 1e-9))
+            reporter.update(step=done, epoch=step // steps_per_epoch, loss=float(loss.detach()),
+                            samples_per_second=rate, eval=metrics,
+                            eta_seconds=(total - done) * recipe.batch_size / max(rate, 1e-9))
             reporter.record("train", step=done, loss=float(loss.detach()), samplesPerSecond=rate)
             if epoch_end:
                 reporter.record("eval", step=done, epoch=step // steps_per_epoch, **metrics)

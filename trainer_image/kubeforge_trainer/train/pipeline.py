@@ -59,7 +59,8 @@ def train(ctx: JobContext, world: World, reporter: ProgressReporter | None) -> d
     if world.size < 2:
         raise ConfigError("strategy pipeline needs at least 2 ranks")
     if recipe.batch_size % recipe.micro_batches:
-        raise ConfigError(f"recipe.batchSize={recipe.batch_size} must be divisible by microBatches={recipe.micro_batches}")
+        raise ConfigError(
+            f"recipe.batchSize={recipe.batch_size} must be divisible by microBatches={recipe.micro_batches}")
     seed_all(recipe.seed)
     data = load(recipe, ctx.storage)
     arch = architecture(recipe.model, data, recipe.model_config_)
