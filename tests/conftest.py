@@ -30,7 +30,7 @@ class Cluster:
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["kubectl", f"--kubeconfig={self.kubeconfig}", *args], input=input, text=True,
-                              capture_output=True, check=check, timeout=120)
+                              capture_output=True, check=check, timeout=600)
 
     def apply(self, docs: list[Obj] | Obj | str | Path, namespace: str | None = None) -> None:
         """`kubectl apply` a manifest file/folder, YAML text or objects."""

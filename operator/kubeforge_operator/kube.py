@@ -93,6 +93,7 @@ class Kube:
         self.creds = creds
         self.writes: Counter[str] = Counter()
         self._session: aiohttp.ClientSession | None = None
+        self._pods: aiohttp.ClientSession | None = None
 
     async def session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -104,8 +105,20 @@ class Kube:
         return self._session
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for s in (self._session, self._pods):
+            if s is not None:
+                await s.close()
+        self._session = self._pods = None
+
+    async def progress(self, ip: str, port: int, since: int) -> Obj | None:
+        """Rank 0's JSON progress (with history points after `since`), or None if it does not answer."""
+        if self._pods is None:
+            self._pods = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
+        try:
+            async with self._pods.get(f"http://{ip}:{port}/progress", params={"since": str(since)}) as r:
+                return dict(await r.json()) if r.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
 
     async def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
                       params: dict[str, str] | None = None) -> Obj:

@@ -3,6 +3,7 @@ needs (which attempt, running or not, the first failure and why, why a pod is no
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,8 @@ class PodView:
     disrupted: bool
     failure: Failure | None
     blocked: tuple[str, str] | None  # (reason, message) why the pod is not running yet
+    ip: str = ""
+    result: dict[str, Any] | None = None  # rank 0's termination message on success (artifact, progress)
 
     @property
     def running(self) -> bool:
@@ -96,5 +99,18 @@ def view(pod: Obj) -> PodView:
         rank=int(labels.get(LABEL_RANK, 0)), attempt=int(labels.get(LABEL_ATTEMPT, 0)),
         phase=status.get("phase", "Pending"), created=meta.get("creationTimestamp", ""),
         deleting=bool(meta.get("deletionTimestamp")), disrupted=disrupted, failure=_failure(pod),
-        blocked=_blocked(pod),
+        blocked=_blocked(pod), ip=status.get("podIP", ""), result=_result(pod),
     )
+
+
+def _result(pod: Obj) -> dict[str, Any] | None:
+    """The trainer's JSON termination message of a container that exited 0, if any."""
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        t = (cs.get("state") or {}).get("terminated") or {}
+        if t.get("exitCode") == 0 and t.get("message"):
+            try:
+                parsed = json.loads(t["message"])
+            except ValueError:
+                return None
+            return parsed if isinstance(parsed, dict) else None
+    return None

@@ -11,11 +11,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from kubeforge_api.constants import GROUP, LABEL_JOB, TRAININGJOB_PLURAL, VERSION
+from kubeforge_api.constants import GROUP, LABEL_JOB, PROGRESS_PORT, ROLE_NODE, TRAININGJOB_PLURAL, VERSION
 
 from . import metrics
 from .kube import ApiError, Kube
-from .observe import view
+from .observe import PodView, view
+from .progress import last_step
 from .status import Config, Plan, decide, ts
 
 Obj = dict[str, Any]
@@ -175,10 +176,23 @@ class Reconciler:
         uid = job["metadata"]["uid"]
         pods = [view(p) for p in self.pods.get(key, {}).values() if _owned_by(p, uid)]
         service_exists = key in self.services and _owned_by(self.services[key], uid)
-        plan = decide(job, pods, service_exists, frozenset(expected), now, self.config)
+        progress = await self._progress(job, pods)
+        plan = decide(job, pods, service_exists, frozenset(expected), now, self.config, progress)
         await self.apply(key, job, plan)
         metrics.RECONCILE_SECONDS.observe(time.perf_counter() - t0)
         return plan
+
+    async def _progress(self, job: Obj, pods: list[PodView]) -> Obj | None:
+        """Ask rank 0 of the current attempt how training goes (recipe jobs only)."""
+        if not (job.get("spec") or {}).get("recipe"):
+            return None
+        attempt = int((job.get("status") or {}).get("restartCount", 0))
+        rank0 = next((p for p in pods if p.role == ROLE_NODE and p.rank == 0 and p.attempt == attempt
+                      and p.running and p.ip), None)
+        if rank0 is None:
+            return None
+        since = last_step((job.get("status") or {}).get("history") or {})
+        return await self.kube.progress(rank0.ip, PROGRESS_PORT, since)
 
     async def apply(self, key: Key, job: Obj, plan: Plan) -> None:
         ns, name = key

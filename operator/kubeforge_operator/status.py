@@ -16,6 +16,7 @@ from kubeforge_api.trainingjob import CleanPodPolicy, TrainingJobSpec
 from pydantic import ValidationError
 
 from .observe import Failure, PodView
+from .progress import merge_history, summary
 from .render.trainingjob import JobRef, members, pod_name, render_pod, render_service
 
 Obj = dict[str, Any]
@@ -32,6 +33,7 @@ class Config:
     shm_size: str = "1Gi"
     backoff_seconds: float = 10.0
     backoff_max_seconds: float = 300.0
+    progress_interval_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -146,8 +148,9 @@ def _root_failure(current: list[PodView], missing_while_running: list[str], now:
 
 
 def decide(job: Obj, pods: list[PodView], service_exists: bool, expected: frozenset[str], now: datetime,
-           cfg: Config) -> Plan:
-    """The next status and actions. `expected` names pods created but not yet seen in `pods`."""
+           cfg: Config, progress: Obj | None = None) -> Plan:
+    """The next status and actions. `expected` names pods created but not yet seen in `pods`;
+    `progress` is what rank 0's progress endpoint said this pass (None when not asked or silent)."""
     p = _Pass(job, now)
     st = p.status
     st["observedGeneration"] = p.gen
@@ -234,8 +237,13 @@ def decide(job: Obj, pods: list[PodView], service_exists: bool, expected: frozen
         p.plan.delete = [(v.name, v.uid) for v in pods if not v.deleting]
         return _finish(p, [])
 
+    if progress is not None:
+        _record_progress(st, progress)
     node_pods = [v for v in current if v.role == ROLE_NODE]
     if len(node_pods) == spec.nodes and all(v.phase == "Succeeded" for v in node_pods):
+        rank0 = next((v for v in node_pods if v.rank == 0), None)
+        if rank0 is not None and rank0.result:
+            _record_result(st, rank0.result, spec, ref)
         p.terminal(ConditionType.SUCCEEDED, Reason.COMPLETED, f"all {spec.nodes} worker pods succeeded")
         st["reason"] = Reason.COMPLETED
         p.plan.delete = _cleanup(pods, policy.clean_pod_policy)
@@ -268,6 +276,8 @@ def decide(job: Obj, pods: list[PodView], service_exists: bool, expected: frozen
         p.set_if_present(ConditionType.RESTARTING, False, Reason.RESTARTED, f"attempt {restarts} is running")
         st["state"] = State.RUNNING
         st["reason"] = Reason.ALL_RUNNING
+        if spec.recipe is not None:
+            p.plan.requeue(cfg.progress_interval_seconds)  # poll rank 0's progress
         return _finish(p, current)
 
     blocked = sorted((v.blocked for v in current if v.blocked), key=lambda b: BLOCKED_ORDER.index(Reason(b[0])))
@@ -284,6 +294,27 @@ def decide(job: Obj, pods: list[PodView], service_exists: bool, expected: frozen
                         f"{message}", kill_all=True)
         p.plan.requeue((expiry - now).total_seconds())
     return _finish(p, current)
+
+
+def _record_progress(st: Obj, progress: Obj) -> None:
+    st["progress"] = summary(progress)
+    st["history"] = merge_history(st.get("history") or {}, progress.get("history") or [])
+    if progress.get("last_checkpoint_step") is not None:
+        st["lastCheckpoint"] = {"step": int(progress["last_checkpoint_step"])}
+
+
+def _record_result(st: Obj, result: Obj, spec: TrainingJobSpec, ref: JobRef) -> None:
+    """Rank 0's termination message: the artifact it wrote and its final progress."""
+    if isinstance(result.get("progress"), dict):
+        _record_progress(st, result["progress"])
+    art = result.get("artifact")
+    if isinstance(art, dict) and art.get("digest"):
+        if spec.storage and spec.storage.persistent_volume_claim:
+            base = f"pvc://{spec.storage.persistent_volume_claim.claim_name}/{spec.storage.path or ref.name}"
+        else:
+            base = f"emptydir://{ref.namespace}/{ref.name}"  # gone with the pod: use storage to keep artifacts
+        st["artifact"] = {"uri": f"{base}/{art.get('path', 'artifact')}", "digest": art["digest"],
+                          "sizeBytes": int(art.get("sizeBytes", 0))}
 
 
 def _finish(p: _Pass, current: list[PodView]) -> Plan:

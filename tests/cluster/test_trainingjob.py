@@ -35,7 +35,7 @@ def create_job(cluster: Cluster, ns: str, body: Obj) -> Obj:
 @pytest.mark.parametrize("sample", SAMPLES, ids=[s.stem for s in SAMPLES])
 def test_sample_succeeds_with_the_wiring_pods_expect(cluster: Cluster, operator: OperatorProcess, namespace: str,
                                                      sample: Path) -> None:
-    doc = yaml.safe_load(sample.read_text())
+    doc = next(d for d in yaml.safe_load_all(sample.read_text()) if d["kind"] == "TrainingJob")
     name = doc["metadata"]["name"]
     cluster.kubectl("apply", "-n", namespace, "-f", str(sample))
     cluster.kubectl("wait", "-n", namespace, "--for=condition=Succeeded", f"tj/{name}", "--timeout=300s")
@@ -55,6 +55,8 @@ def test_sample_succeeds_with_the_wiring_pods_expect(cluster: Cluster, operator:
             assert fields["HOSTNAME"] == f"{name}-node-{rank}"
             assert fields["MASTER_IP"] == master_ip
             assert fields["KUBEFORGE_JOB_UID"] == obj["metadata"]["uid"]
+    if name == "digits":
+        assert_trained(cluster, namespace, obj)
     if name == "allreduce":
         out = operator.tail(400)
         assert "Traceback" not in out
@@ -207,3 +209,21 @@ def test_status_fields_and_printer_columns(cluster: Cluster, operator: OperatorP
     out = cluster.kubectl("get", "tj", "-n", namespace, "-o", "wide").stdout
     assert re.search(r"cols\s+Running\s+2\s+.*\s0\s", out), out
     assert json.loads(cluster.kubectl("get", "kubeforge", "-n", namespace, "-o", "json").stdout)["items"]
+
+
+def assert_trained(cluster: Cluster, namespace: str, obj: Obj) -> None:
+    """A recipe job that succeeded reports progress, curves, its last checkpoint and its artifact."""
+    st = obj["status"]
+    assert st["progress"]["step"] == st["progress"]["totalSteps"] > 0 and st["progress"]["percent"] == "100.0%"
+    assert st["progress"]["eval"]["accuracy"] >= 0.9
+    assert 0 < len(st["history"]["loss"]) <= 200 and st["history"]["loss"][-1][0] == st["progress"]["step"]
+    assert st["history"]["accuracy"]
+    assert st["lastCheckpoint"]["step"] > 0
+    art = st["artifact"]
+    assert art["uri"] == "pvc://training-data/runs/digits/artifact" and art["digest"].startswith("sha256:")
+    pvc = cluster.client.get(f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/training-data")
+    pv = cluster.client.get(f"/api/v1/persistentvolumes/{pvc['spec']['volumeName']}")
+    host = Path(pv["spec"]["hostPath"]["path"])
+    card = json.loads((host / "runs/digits/artifact/model-card.json").read_text())
+    assert card["weights"]["digest"] == art["digest"]
+    assert card["lineage"]["uid"] == obj["metadata"]["uid"] and card["lineage"]["trainingJob"] == "digits"

@@ -7,10 +7,13 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.parse
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+MAX_POINTS = 2000
 
 
 @dataclass
@@ -40,6 +43,7 @@ class ProgressReporter:
         self.lock = threading.Lock()
         self.history = history
         self.started = time.monotonic()
+        self.points: list[dict[str, Any]] = []  # recent history, served to the operator
         self.server: ThreadingHTTPServer | None = None
         if port is not None:
             self.server = ThreadingHTTPServer(("0.0.0.0", port), self._handler())
@@ -56,15 +60,27 @@ class ProgressReporter:
 
     def record(self, kind: str, **values: Any) -> None:
         """Append one point to the history ({"kind": "train"|"eval", "step": ..., "loss": ...})."""
+        point = {"kind": kind, "time": round(time.time(), 3), **values}
+        with self.lock:
+            self.points = [*self.points[-(MAX_POINTS - 1):], point]
         if self.history is None:
             return
         self.history.parent.mkdir(parents=True, exist_ok=True)
         with self.history.open("a") as f:
-            f.write(json.dumps({"kind": kind, "time": round(time.time(), 3), **values}) + "\n")
+            f.write(json.dumps(point) + "\n")
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             return self.progress.dump()
+
+    def final(self) -> dict[str, Any]:
+        """The progress plus the recent curve points, for the termination message."""
+        with self.lock:
+            return {**self.progress.dump(), "history": list(self.points)}
+
+    def since(self, step: int) -> list[dict[str, Any]]:
+        with self.lock:
+            return [p for p in self.points if p["kind"] in ("train", "eval") and p.get("step", 0) > step]
 
     def prometheus(self) -> str:
         p = self.snapshot()
@@ -84,9 +100,12 @@ class ProgressReporter:
                 pass
 
             def do_GET(self) -> None:
-                if self.path == "/progress":
-                    body, ctype = json.dumps(reporter.snapshot()).encode(), "application/json"
-                elif self.path == "/metrics":
+                url = urllib.parse.urlparse(self.path)
+                if url.path == "/progress":
+                    since = int(dict(urllib.parse.parse_qsl(url.query)).get("since", "-1"))
+                    payload = {**reporter.snapshot(), "history": reporter.since(since)}
+                    body, ctype = json.dumps(payload).encode(), "application/json"
+                elif url.path == "/metrics":
                     body, ctype = reporter.prometheus().encode(), "text/plain; version=0.0.4"
                 else:
                     self.send_error(404)

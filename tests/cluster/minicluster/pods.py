@@ -208,14 +208,16 @@ class PodWorker:
         self.files = PodFiles(self.root, hostname[:63], fqdn, self.sandbox.ip, self.sandbox.netns_path,
                               self.nameserver, self.meta["namespace"], self.cgroup_parent)
         self.files.prepare()
-        try:
-            volumes = self._volumes()
-        except SpecError as e:
-            for c in self.init + self.main:
-                c.state = {"waiting": {"reason": e.reason, "message": e.message}}
-            self._write()
-            self.deleting.wait()
-            return
+        while True:  # as the kubelet does, retry mounts until their sources exist (claims bind, maps appear)
+            try:
+                volumes = self._volumes()
+                break
+            except SpecError as e:
+                for c in self.init + self.main:
+                    c.state = {"waiting": {"reason": e.reason, "message": e.message}}
+                self._write()
+                if self.deleting.wait(1.0):
+                    return
         self._write()
         policy = spec.get("restartPolicy", "Always")
         for c in self.init:
@@ -312,6 +314,9 @@ class PodWorker:
             env = self._env(c.spec)
             argv = [expand(a, env) for a in entrypoint(c.spec)]
             mounts = [self._mount(m, volumes) for m in c.spec.get("volumeMounts") or []]
+            term = self._termination_file(c)
+            term.write_text("")
+            mounts.append(Mount(term, c.spec.get("terminationMessagePath", "/dev/termination-log")))
         except SpecError as e:
             c.state = {"waiting": {"reason": e.reason, "message": e.message}}
             c.next_start = time.monotonic() + self.backoff[1]
@@ -343,10 +348,16 @@ class PodWorker:
         c.state = {"terminated": term}
         c.ready = False
 
+    def _termination_file(self, c: ContainerState) -> Path:
+        return self.root / f"termination-{c.name}"
+
     def _termination_message(self, c: ContainerState) -> str:
+        """The container's terminationMessagePath file, else (FallbackToLogsOnError, on error) its log tail."""
         assert c.proc is not None
-        if c.spec.get("terminationMessagePolicy") != "FallbackToLogsOnError" or c.proc.exit_code() == 0:
-            return ""
+        written = self._termination_file(c)
+        text = written.read_text(errors="replace")[:4096] if written.exists() else ""
+        if text or c.spec.get("terminationMessagePolicy") != "FallbackToLogsOnError" or c.proc.exit_code() == 0:
+            return text
         lines = c.proc.log_path.read_text(errors="replace").splitlines()[-80:]
         return "\n".join(lines)[-2048:]
 
@@ -429,11 +440,14 @@ class PodWorker:
                         self._project(kind, src, local, v["projected"].get("defaultMode", 0o644))
             elif "persistentVolumeClaim" in v:
                 claim = v["persistentVolumeClaim"]["claimName"]
-                pvc = self.api.get(f"/api/v1/namespaces/{ns}/persistentvolumeclaims/{claim}")
-                pv_name = pvc.get("spec", {}).get("volumeName")
-                if not pv_name:
-                    raise SpecError("FailedMount", f'persistentvolumeclaim "{claim}" is not bound')
-                pv = self.api.get(f"/api/v1/persistentvolumes/{pv_name}")
+                try:
+                    pvc = self.api.get(f"/api/v1/namespaces/{ns}/persistentvolumeclaims/{claim}")
+                    pv_name = pvc.get("spec", {}).get("volumeName")
+                    if not pv_name:
+                        raise SpecError("FailedMount", f'persistentvolumeclaim "{claim}" is not bound')
+                    pv = self.api.get(f"/api/v1/persistentvolumes/{pv_name}")
+                except LookupError:
+                    raise SpecError("FailedMount", f'persistentvolumeclaim "{claim}" not found') from None
                 host = (pv["spec"].get("hostPath") or pv["spec"].get("local") or {}).get("path")
                 if not host:
                     raise SpecError("FailedMount", f'persistentvolume "{pv_name}" has no host path')

@@ -183,6 +183,19 @@ def micro_batches(x: torch.Tensor, y: torch.Tensor, n: int) -> Iterator[tuple[to
         yield x[i * size : (i + 1) * size], y[i * size : (i + 1) * size]
 
 
+def termination_message(artifact: dict[str, Any], final: dict[str, Any], limit: int = 4096) -> str:
+    """JSON for the pod's termination message (the kubelet keeps 4 KiB): the artifact, the final
+    progress and as much of the curve history as fits, thinned evenly and always ending at the end."""
+    points = [p for p in final.get("history", []) if p.get("kind") in ("train", "eval")]
+    while True:
+        keep = ("kind", "step", "loss", "evalLoss", "accuracy", "perplexity")
+        slim = [{k: round(v, 5) if isinstance(v, float) else v for k, v in p.items() if k in keep} for p in points]
+        message = json.dumps({"artifact": artifact, "progress": {**final, "history": slim}}, separators=(",", ":"))
+        if len(message) <= limit or not points:
+            return message
+        points = [*points[-2::-2][::-1], points[-1]] if len(points) > 2 else points[1:]
+
+
 def finish(ctx: JobContext, world: World, state: dict[str, torch.Tensor], arch: dict[str, Any], data: Data,
            metrics: dict[str, float], final: dict[str, Any]) -> dict[str, Any] | None:
     """Rank 0 writes the artifact and the pod's termination message (read by the operator)."""
@@ -198,7 +211,6 @@ def finish(ctx: JobContext, world: World, state: dict[str, torch.Tensor], arch: 
                     "generation": ctx.generation, "attempt": ctx.attempt},
     }
     info = artifacts.write(ctx.storage / "artifact", state, card)
-    message = json.dumps({"artifact": info, "progress": final}, separators=(",", ":"))
     with contextlib.suppress(OSError):  # outside a pod (local runs, tests) there is no termination log
-        TERMINATION_LOG.write_text(message[:4096])
+        TERMINATION_LOG.write_text(termination_message(info, final))
     return info

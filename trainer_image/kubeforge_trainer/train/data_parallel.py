@@ -142,7 +142,7 @@ def train(ctx: JobContext, world: World, reporter: ProgressReporter | None) -> d
             _checkpoint(ctx, world, model, opt, sched, done, metrics, sharded)
             if reporter:
                 reporter.update(last_checkpoint_step=done)
-    final = reporter.snapshot() if reporter else {}
+    final = reporter.final() if reporter else {}
     state = _full_state(model, sharded)
     info = finish(ctx, world, state, arch, data, metrics, {**final, "phase": "finished"})
     if reporter:

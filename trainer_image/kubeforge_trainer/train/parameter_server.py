@@ -68,7 +68,7 @@ def train(ctx: JobContext, world: World, reporter: ProgressReporter | None) -> d
             for i in owned(params, servers, s):
                 dist.recv(params[i].data, src=s, tag=DATA_TAG)
         metrics = evaluate(model, data, recipe)
-    final = reporter.snapshot() if reporter else {}
+    final = reporter.final() if reporter else {}
     info = finish(ctx, world, {k: v.detach() for k, v in model.state_dict().items()}, arch, data, metrics,
                   {**final, "eval": metrics, "phase": "finished"})
     barrier(world)

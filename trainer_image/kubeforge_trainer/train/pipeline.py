@@ -141,7 +141,7 @@ def train(ctx: JobContext, world: World, reporter: ProgressReporter | None) -> d
                     reporter.update(last_checkpoint_step=done)
             barrier(world)
     state = _merge(ctx, world, module, start_layer)
-    final = reporter.snapshot() if reporter else {}
+    final = reporter.final() if reporter else {}
     info = finish(ctx, world, state, arch, data, metrics, {**final, "phase": "finished"}) if state else None
     barrier(world)
     return {"metrics": metrics, "artifact": info, "steps": total, "resumedFrom": resumed.step if resumed else None}
