@@ -22,7 +22,7 @@ minicp:  ## build (or reuse the cached) control-plane binary
 
 lint: venv
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy operator trainer_image dashboard tests/cluster/minicluster
+	$(VENV)/bin/mypy operator trainer_image dashboard tests/cluster/minicluster bench
 	$(VENV)/bin/lint-imports
 
 test: lint minicp

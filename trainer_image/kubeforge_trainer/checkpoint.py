@@ -44,7 +44,7 @@ def _sha256(path: Path) -> str:
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     py = random.getstate()
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()
     meta = {"python": [py[0], list(py[1]), py[2]],
             "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])]}
     return {"torch_cpu": torch.get_rng_state()}, meta

@@ -21,7 +21,8 @@ class Reshape(nn.Module):
         self.shape = shape
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(x.shape[0], *self.shape)
+        out: torch.Tensor = x.reshape(x.shape[0], *self.shape)
+        return out
 
 
 class TokenEmbedding(nn.Module):
@@ -31,7 +32,8 @@ class TokenEmbedding(nn.Module):
         self.pos = nn.Parameter(torch.zeros(seq_len, dim))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.tok(ids) + self.pos[: ids.shape[1]]
+        out: torch.Tensor = self.tok(ids) + self.pos[: ids.shape[1]]
+        return out
 
 
 class Block(nn.Module):
@@ -50,7 +52,8 @@ class Block(nn.Module):
         q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))
         att = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         x = x + self.proj(att.transpose(1, 2).reshape(b, t, d))
-        return x + self.mlp(self.ln2(x))
+        out: torch.Tensor = x + self.mlp(self.ln2(x))
+        return out
 
 
 class LMHead(nn.Module):
@@ -60,7 +63,8 @@ class LMHead(nn.Module):
         self.out = nn.Linear(dim, vocab, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(self.ln(x))
+        out: torch.Tensor = self.out(self.ln(x))
+        return out
 
 
 def architecture(model: str, data: Data, cfg: dict[str, int | str]) -> dict[str, Any]:

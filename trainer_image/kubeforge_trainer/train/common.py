@@ -145,8 +145,8 @@ def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
         state.setdefault(int(idx), {})[key] = value
     # Sharded (FSDP) parameters: their states were saved as local shards; wrap them back into DTensors.
     params = [p for group in opt.param_groups for p in group["params"]]
-    for idx, entries in state.items():
-        param = params[idx]
+    for index, entries in state.items():
+        param = params[index]
         if not hasattr(param, "to_local"):
             continue
         from torch.distributed.tensor import DTensor

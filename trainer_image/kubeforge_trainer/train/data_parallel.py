@@ -37,7 +37,7 @@ from .common import (
 )
 
 
-def _wrap(model: nn.Module, strategy: Strategy, world: World, bucket_mb: int) -> nn.Module:
+def _wrap(model: nn.Sequential, strategy: Strategy, world: World, bucket_mb: int) -> nn.Module:
     if world.size == 1:
         return model
     if strategy == Strategy.FSDP:
@@ -69,7 +69,8 @@ def _full_state(model: nn.Module, sharded: bool) -> dict[str, torch.Tensor]:
     if sharded:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return {k: v for k, v in full.items() if isinstance(v, torch.Tensor)}
     return _model_tensors(model, False)
 
 
@@ -115,7 +116,7 @@ def train(ctx: JobContext, world: World, reporter: ProgressReporter | None) -> d
                 model.set_requires_gradient_sync(sync)  # type: ignore[operator]
             with ctx_sync, autocast(recipe):
                 loss = loss_fn(data.task, model(mx), my) / n_micro
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             loss_sum += loss.detach()
         if recipe.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)

@@ -135,7 +135,7 @@ def _work(ctx: JobContext, world: World, model: nn.Module, params: list[nn.Param
         idx = shard(global_batch(recipe, data, step, steps_per_epoch), world.rank, len(workers))
         model.zero_grad(set_to_none=True)
         loss = loss_fn(data.task, model(data.x_train[idx]), data.y_train[idx])
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         if recipe.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
         for s in servers:
