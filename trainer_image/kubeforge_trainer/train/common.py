@@ -159,11 +159,14 @@ def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Data, recipe: Recipe, batch: int = 512) -> dict[str, float]:
+def evaluate(model: nn.Module, data: Data, recipe: Recipe, device: torch.device | None = None,
+             batch: int = 512) -> dict[str, float]:
     model.eval()
     total_loss, correct, count = 0.0, 0, 0
     for i in range(0, len(data.x_eval), batch):
         x, y = data.x_eval[i : i + batch], data.y_eval[i : i + batch]
+        if device is not None:
+            x, y = x.to(device), y.to(device)
         with autocast(recipe):
             logits = model(x)
         total_loss += float(loss_fn(data.task, logits, y)) * len(x)

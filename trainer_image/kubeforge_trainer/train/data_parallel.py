@@ -37,7 +37,8 @@ from .common import (
 )
 
 
-def _wrap(model: nn.Sequential, strategy: Strategy, world: World, bucket_mb: int) -> nn.Module:
+def _wrap(model: nn.Sequential, strategy: Strategy, world: World, bucket_mb: int, device: torch.device) -> nn.Module:
+    model = model.to(device)
     if world.size == 1:
         return model
     if strategy == Strategy.FSDP:
@@ -48,7 +49,7 @@ def _wrap(model: nn.Sequential, strategy: Strategy, world: World, bucket_mb: int
                 fully_shard(layer)
         fully_shard(model)
         return model
-    return DDP(model, bucket_cap_mb=bucket_mb)
+    return DDP(model, bucket_cap_mb=bucket_mb, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def _model_tensors(model: nn.Module, sharded: bool) -> dict[str, torch.Tensor]:
@@ -82,7 +83,10 @@ def train(ctx: JobContext, world: World, reporter: ProgressReporter | None) -> d
     seed_all(recipe.seed)
     data = load(recipe, ctx.storage)
     arch = architecture(recipe.model, data, recipe.model_config_)
-    model = _wrap(build(arch), strategy, world, recipe.bucket_cap_mb)
+    device = torch.device(f"cuda:{world.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    model = _wrap(build(arch), strategy, world, recipe.bucket_cap_mb, device)
     opt = make_optimizer(recipe, model.parameters())
     steps_per_epoch, total = steps_plan(recipe, data, world.size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(recipe, total))
@@ -106,8 +110,8 @@ def train(ctx: JobContext, world: World, reporter: ProgressReporter | None) -> d
     model.train()
     for step in range(start, total):
         batch = shard(global_batch(recipe, data, step, steps_per_epoch), world.rank, world.size)
-        x, y = data.x_train[batch], data.y_train[batch]
-        loss_sum = torch.zeros(())
+        x, y = data.x_train[batch].to(device, non_blocking=True), data.y_train[batch].to(device, non_blocking=True)
+        loss_sum = torch.zeros((), device=device)
         n_micro = recipe.gradient_accumulation
         for i, (mx, my) in enumerate(micro_batches(x, y, n_micro)):
             sync = i == n_micro - 1
@@ -129,7 +133,7 @@ def train(ctx: JobContext, world: World, reporter: ProgressReporter | None) -> d
         done = step + 1
         epoch_end = done % steps_per_epoch == 0 or done == total
         if epoch_end:
-            metrics = evaluate(model, data, recipe)
+            metrics = evaluate(model, data, recipe, device)
         if reporter and (done % log_every == 0 or epoch_end):
             now = time.perf_counter()
             rate = samples / max(now - t_last, 1e-9)
