@@ -31,8 +31,10 @@ test: lint minicp
 test-unit: venv
 	$(PY) -m pytest -q -ra tests/unit
 
-bench: venv
-	@echo "no benchmarks yet"
+bench: venv minicp  ## side-by-side benchmarks -> bench/results/*.json -> docs/benchmarks.md
+	$(PY) bench/operator/bench_operator.py
+	$(PY) bench/train/bench_train.py
+	$(PY) bench/report.py
 
 cluster-up: venv minicp  ## start the embedded cluster in the background; prints the admin kubeconfig path last
 	@tests/cluster/cluster-up.sh "$(CLUSTER_DIR)" "$(PY)"
@@ -46,5 +48,5 @@ operator-up: venv  ## install CRDs+RBAC into the current kubeconfig's cluster; r
 operator-down:
 	$(PY) -m minicluster operator-down --dir "$(CLUSTER_DIR)-operator"
 
-demo: cluster-up
-	@echo "demo: the embedded cluster is up; export KUBECONFIG=$(CLUSTER_DIR)/admin.kubeconfig"
+demo: venv minicp  ## the embedded cluster + operator; every sample TrainingJob to Succeeded, with progress
+	@$(PY) -m minicluster demo --samples manifests/samples

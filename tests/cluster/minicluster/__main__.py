@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .agent import AgentSettings, NodeAgent
 from .controlplane import NODE_NAME, ControlPlane
+from .demo import demo
 from .kubeapi import KubeClient
 from .operator_process import OperatorProcess, install, operator_kubeconfig
 
@@ -73,6 +74,9 @@ def main() -> int:
     o = sub.add_parser("operator-up", help="install CRDs+RBAC and run the operator in the background as its SA")
     o.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG", str(Path.home() / ".kube" / "config")))
     o.add_argument("--dir", required=True)
+    m = sub.add_parser("demo", help="cluster + operator + every sample TrainingJob to a terminal state")
+    m.add_argument("--samples", type=Path, default=HERE.parent.parent / "manifests" / "samples")
+    m.add_argument("--keep", action="store_true", help="leave the cluster and operator running")
     d = sub.add_parser("operator-down", help="stop the operator started by operator-up")
     d.add_argument("--dir", required=True)
     args = parser.parse_args()
@@ -81,6 +85,8 @@ def main() -> int:
         return 0
     if args.cmd == "operator-up":
         return operator_up(Path(args.kubeconfig), Path(args.dir))
+    if args.cmd == "demo":
+        return demo(args.samples, args.keep)
     if args.cmd == "operator-down":
         return operator_down(Path(args.dir))
     return up(args)
