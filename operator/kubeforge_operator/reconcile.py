@@ -76,6 +76,9 @@ class Reconciler:
         if etype == "DELETED":
             self.jobs.pop(key, None)
             self.expected.pop(key, None)
+            timer = self.timers.pop(key, None)
+            if timer:
+                timer.cancel()
             return
         if _newer(self.jobs.get(key), job):
             self.jobs[key] = job
@@ -91,6 +94,8 @@ class Reconciler:
         if etype == "DELETED":
             if pods.get(meta["name"], {}).get("metadata", {}).get("uid") == meta.get("uid"):
                 pods.pop(meta["name"], None)
+            if not pods:
+                self.pods.pop(key, None)
         elif _newer(pods.get(meta["name"]), pod):
             pods[meta["name"]] = pod
             self.expected.get(key, {}).pop(meta["name"], None)
