@@ -200,17 +200,12 @@ class Reconciler:
         return await self.kube.progress(rank0.ip, PROGRESS_PORT, since)
 
     async def apply(self, key: Key, job: Obj, plan: Plan) -> None:
+        """Status first, guarded by resourceVersion: a pass that decided on stale data gets a 409
+        and acts on nothing; a decision (e.g. a restart counted) is durable before it is carried out."""
         ns, name = key
         if plan.delete_job:
             await self.kube.delete(job_path(ns, name))
             return
-        await asyncio.gather(*(self.kube.delete_pod(ns, pod, uid) for pod, uid in plan.delete))
-        created = await asyncio.gather(*(self.kube.create(obj) for obj in plan.create))
-        for obj, _ in zip(plan.create, created, strict=True):
-            if obj["kind"] == "Pod":
-                self.expected.setdefault(key, {})[obj["metadata"]["name"]] = time.monotonic()
-            else:
-                self.services[key] = obj
         old = job.get("status") or {}
         patch = status_patch(old, plan.status)
         if patch:
@@ -218,6 +213,13 @@ class Reconciler:
             if _newer(self.jobs.get(key), updated):
                 self.jobs[key] = updated
             self._count(ns, old, plan.status)
+        await asyncio.gather(*(self.kube.delete_pod(ns, pod, uid) for pod, uid in plan.delete))
+        await asyncio.gather(*(self.kube.create(obj) for obj in plan.create))
+        for obj in plan.create:
+            if obj["kind"] == "Pod":
+                self.expected.setdefault(key, {})[obj["metadata"]["name"]] = time.monotonic()
+            else:
+                self.services[key] = obj
         now = ts(self.clock())
         for ev in plan.events:
             await self.kube.event(job, ev.type, ev.reason, ev.message, now)

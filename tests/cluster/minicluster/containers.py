@@ -11,6 +11,7 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +21,8 @@ from typing import Any
 Obj = dict[str, Any]
 CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
 STAGE_ROOT = Path("/run/kubeforge-stage")  # mount points for staged volume sources
+# What containers run from, in place of an image: the Python environment and the project it has installed.
+IMAGE_DIRS = sorted({Path(sys.prefix).resolve(), Path(__file__).resolve().parents[3]})
 
 # Images whose entrypoint we know; any other image must give `command`.
 IMAGE_ENTRYPOINTS: dict[str, list[str]] = {
@@ -172,23 +175,27 @@ class PodFiles:
             f"mount --bind {shlex.quote(str(self.root / 'hosts'))} /etc/hosts",
             f"mount --bind {shlex.quote(str(self.root / 'resolv.conf'))} /etc/resolv.conf",
         ]
-        # Stage every source first: a mount over e.g. /tmp must not hide a later mount's source.
+        # Stage every source first: a mount over e.g. /tmp must not hide a later mount's source. The
+        # "image" is this machine's Python environment and project: directories of it that a volume
+        # would hide (an emptyDir at /tmp, the project under /tmp) are staged too and bound back last.
         stage = STAGE_ROOT / self.root.name / name
+        hidden = [d for d in IMAGE_DIRS if any(d.is_relative_to(m.target) for m in mounts)]
+        sources = [(m.source, stage / str(i)) for i, m in enumerate(mounts)]
+        sources += [(d, stage / f"image-{i}") for i, d in enumerate(hidden)]
+        for source, staged in sources:
+            make = f"mkdir -p {shlex.quote(str(staged))}" if source.is_dir() else \
+                f"mkdir -p {shlex.quote(str(stage))} && touch {shlex.quote(str(staged))}"
+            lines += [make, f"mount --bind {shlex.quote(str(source))} {shlex.quote(str(staged))}"]
         for i, m in enumerate(mounts):
-            staged, target = shlex.quote(str(stage / str(i))), shlex.quote(m.target)
-            if m.source.is_dir():
-                lines.append(f"mkdir -p {staged}")
-            else:
-                lines.append(f"mkdir -p {shlex.quote(str(stage))} && touch {staged}")
-            lines.append(f"mount --bind {shlex.quote(str(m.source))} {staged}")
-        for i, m in enumerate(mounts):
-            staged, target = shlex.quote(str(stage / str(i))), shlex.quote(m.target)
+            from_q, target = shlex.quote(str(stage / str(i))), shlex.quote(m.target)
             make = f"mkdir -p {target}" if m.source.is_dir() else \
                 f"mkdir -p {shlex.quote(str(Path(m.target).parent))} && touch {target}"
-            lines.append(f"[ -e {target} ] || {make}")
-            lines.append(f"mount --bind {staged} {target}")
+            lines += [f"[ -e {target} ] || {make}", f"mount --bind {from_q} {target}"]
             if m.read_only:
                 lines.append(f"mount -o remount,bind,ro {target}")
+        for i, d in enumerate(hidden):
+            lines.append(f"mkdir -p {shlex.quote(str(d))} && mount --bind "
+                         f"{shlex.quote(str(stage / f'image-{i}'))} {shlex.quote(str(d))}")
         lines.append(f"cd {shlex.quote(workdir or '/')}")
         lines.append('exec "$@"')
         script = self.root / f"start-{name}.sh"

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import random
+import time
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from .. import artifacts
 from ..context import ConfigError, JobContext
 from ..data import Data
 from ..models import loss_fn
+from ..progress import ProgressReporter
 
 TERMINATION_LOG = Path("/dev/termination-log")
 
@@ -184,6 +186,40 @@ def micro_batches(x: torch.Tensor, y: torch.Tensor, n: int) -> Iterator[tuple[to
     size = len(x) // n
     for i in range(n):
         yield x[i * size : (i + 1) * size], y[i * size : (i + 1) * size]
+
+
+class StepLog:
+    """Rank 0's reporting after each optimizer step: progress, throughput and ETA, plus history
+    points every ~1/400 of the run and at each epoch end. A no-op on other ranks."""
+
+    def __init__(self, reporter: ProgressReporter | None, ctx: JobContext, start: int, total: int, batch: int,
+                 steps_per_epoch: int, resumed_from: int | None) -> None:
+        self.reporter, self.total, self.batch, self.steps_per_epoch = reporter, total, batch, steps_per_epoch
+        self.every = max(1, total // 400)
+        self.t_last, self.samples = time.perf_counter(), 0
+        if reporter:
+            reporter.update(total_steps=total, step=start, phase="training", attempt=ctx.attempt,
+                            last_checkpoint_step=resumed_from)
+            reporter.record("start", step=start, attempt=ctx.attempt, resumedFrom=resumed_from)
+
+    def after(self, done: int, loss: float, metrics: dict[str, float], lr: float | None, epoch_end: bool) -> None:
+        self.samples += self.batch
+        if self.reporter is None or not (done % self.every == 0 or epoch_end):
+            return
+        now = time.perf_counter()
+        rate = self.samples / max(now - self.t_last, 1e-9)
+        self.t_last, self.samples = now, 0
+        epoch = (done - 1) // self.steps_per_epoch
+        self.reporter.update(step=done, epoch=epoch, loss=loss, samples_per_second=rate, eval=metrics,
+                             eta_seconds=(self.total - done) * self.batch / max(rate, 1e-9))
+        point = {"lr": lr} if lr is not None else {}
+        self.reporter.record("train", step=done, loss=loss, samplesPerSecond=rate, **point)
+        if epoch_end:
+            self.reporter.record("eval", step=done, epoch=epoch, **metrics)
+
+    def checkpointed(self, step: int) -> None:
+        if self.reporter:
+            self.reporter.update(last_checkpoint_step=step)
 
 
 def termination_message(artifact: dict[str, Any], final: dict[str, Any], limit: int = 4096) -> str:

@@ -5,7 +5,6 @@ same global batches, so their losses agree with a single process of the same see
 
 from __future__ import annotations
 
-import time
 from contextlib import nullcontext
 from typing import Any
 
@@ -20,6 +19,7 @@ from ..data import load
 from ..models import architecture, build, loss_fn
 from ..progress import ProgressReporter
 from .common import (
+    StepLog,
     World,
     autocast,
     barrier,
@@ -101,12 +101,7 @@ def train(ctx: JobContext, world: World, reporter: ProgressReporter | None) -> d
         sched.load_state_dict(resumed.meta["scheduler"])
         checkpoint.set_rng_state(resumed.tensors["rng"], resumed.meta["rng"])
         start, metrics = resumed.step, resumed.meta.get("metrics", {})
-    if reporter:
-        reporter.update(total_steps=total, step=start, phase="training", attempt=ctx.attempt,
-                        last_checkpoint_step=resumed.step if resumed else None)
-        reporter.record("start", step=start, attempt=ctx.attempt, resumedFrom=resumed.step if resumed else None)
-    log_every = max(1, total // 400)
-    t_last, samples = time.perf_counter(), 0
+    log = StepLog(reporter, ctx, start, total, recipe.batch_size, steps_per_epoch, resumed.step if resumed else None)
     model.train()
     for step in range(start, total):
         batch = shard(global_batch(recipe, data, step, steps_per_epoch), world.rank, world.size)
@@ -129,24 +124,14 @@ def train(ctx: JobContext, world: World, reporter: ProgressReporter | None) -> d
         opt.zero_grad(set_to_none=True)
         if world.size > 1:
             torch.distributed.all_reduce(loss_sum, op=torch.distributed.ReduceOp.AVG)
-        samples += recipe.batch_size
         done = step + 1
         epoch_end = done % steps_per_epoch == 0 or done == total
         if epoch_end:
             metrics = evaluate(model, data, recipe, device)
-        if reporter and (done % log_every == 0 or epoch_end):
-            now = time.perf_counter()
-            rate = samples / max(now - t_last, 1e-9)
-            t_last, samples = now, 0
-            reporter.update(step=done, epoch=step // steps_per_epoch, loss=float(loss_sum), samples_per_second=rate,
-                            eta_seconds=(total - done) * recipe.batch_size / max(rate, 1e-9), eval=metrics)
-            reporter.record("train", step=done, loss=float(loss_sum), lr=sched.get_last_lr()[0], samplesPerSecond=rate)
-            if epoch_end:
-                reporter.record("eval", step=done, epoch=step // steps_per_epoch, **metrics)
+        log.after(done, float(loss_sum), metrics, float(sched.get_last_lr()[0]), epoch_end)
         if done % ctx.spec.checkpoint.interval_steps == 0 and done < total:
             _checkpoint(ctx, world, model, opt, sched, done, metrics, sharded)
-            if reporter:
-                reporter.update(last_checkpoint_step=done)
+            log.checkpointed(done)
     final = reporter.final() if reporter else {}
     state = _full_state(model, sharded)
     info = finish(ctx, world, state, arch, data, metrics, {**final, "phase": "finished"})

@@ -9,7 +9,6 @@ progress, evaluates, checkpoints the parameters, and writes the artifact."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
@@ -21,7 +20,7 @@ from ..context import ConfigError, JobContext
 from ..data import Data, load
 from ..models import architecture, build, loss_fn
 from ..progress import ProgressReporter
-from .common import World, barrier, evaluate, finish, global_batch, make_optimizer, seed_all, shard, steps_plan
+from .common import StepLog, World, barrier, evaluate, finish, global_batch, make_optimizer, seed_all, shard, steps_plan
 
 PULL, PUSH, DONE = 1, 2, 3
 HEADER_TAG, DATA_TAG = 1, 2
@@ -125,11 +124,8 @@ def _work(ctx: JobContext, world: World, model: nn.Module, params: list[nn.Param
     recipe = ctx.spec.recipe
     assert recipe is not None
     metrics: dict[str, float] = {}
-    if reporter:
-        reporter.update(total_steps=total, step=start, phase="training", attempt=ctx.attempt)
-        reporter.record("start", step=start, attempt=ctx.attempt, resumedFrom=start or None)
-    log_every = max(1, total // 400)
-    t_last, samples = time.perf_counter(), 0
+    log = StepLog(reporter if world.rank == 0 else None, ctx, start, total, recipe.batch_size, steps_per_epoch,
+                  start or None)
     for step in range(start, total):
         versions = _pull(params, servers)
         idx = shard(global_batch(recipe, data, step, steps_per_epoch), world.rank, len(workers))
@@ -144,26 +140,15 @@ def _work(ctx: JobContext, world: World, model: nn.Module, params: list[nn.Param
                 grad = params[i].grad
                 dist.send(grad if grad is not None else torch.zeros_like(params[i]), dst=s, tag=DATA_TAG)
         done = step + 1
-        samples += recipe.batch_size
         if world.rank != 0:
             continue
         epoch_end = done % steps_per_epoch == 0 or done == total
         if epoch_end:
             metrics = evaluate(model, data, recipe)
-        if reporter and (done % log_every == 0 or epoch_end):
-            now = time.perf_counter()
-            rate = samples / max(now - t_last, 1e-9)
-            t_last, samples = now, 0
-            reporter.update(step=done, epoch=step // steps_per_epoch, loss=float(loss.detach()),
-                            samples_per_second=rate, eval=metrics,
-                            eta_seconds=(total - done) * recipe.batch_size / max(rate, 1e-9))
-            reporter.record("train", step=done, loss=float(loss.detach()), samplesPerSecond=rate)
-            if epoch_end:
-                reporter.record("eval", step=done, epoch=step // steps_per_epoch, **metrics)
+        log.after(done, float(loss.detach()), metrics, None, epoch_end)
         if done % ctx.spec.checkpoint.interval_steps == 0 and done < total:
             checkpoint.save(ctx.storage / "checkpoints", done, {"model": {k: v.detach() for k, v in
                                                                             model.state_dict().items()}},
                             {"step": done, "metrics": metrics}, ctx.spec.checkpoint.keep)
-            if reporter:
-                reporter.update(last_checkpoint_step=done)
+            log.checkpointed(done)
     return metrics

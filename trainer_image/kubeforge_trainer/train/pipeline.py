@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from typing import Any
 
 import torch
@@ -22,6 +21,7 @@ from ..data import load
 from ..models import architecture, build, loss_fn
 from ..progress import ProgressReporter
 from .common import (
+    StepLog,
     World,
     barrier,
     finish,
@@ -84,12 +84,7 @@ def train(ctx: JobContext, world: World, reporter: ProgressReporter | None) -> d
         lr.load_state_dict(resumed.meta["scheduler"])
         checkpoint.set_rng_state(resumed.tensors["rng"], resumed.meta["rng"])
         begin, metrics = resumed.step, resumed.meta.get("metrics", {})
-    if reporter:
-        reporter.update(total_steps=total, step=begin, phase="training", attempt=ctx.attempt,
-                        last_checkpoint_step=resumed.step if resumed else None)
-        reporter.record("start", step=begin, attempt=ctx.attempt, resumedFrom=resumed.step if resumed else None)
-    log_every = max(1, total // 400)
-    t_last, samples = time.perf_counter(), 0
+    log = StepLog(reporter, ctx, begin, total, recipe.batch_size, steps_per_epoch, resumed.step if resumed else None)
     for step in range(begin, total):
         idx = global_batch(recipe, data, step, steps_per_epoch)
         x, y = data.x_train[idx], data.y_train[idx]
@@ -106,20 +101,11 @@ def train(ctx: JobContext, world: World, reporter: ProgressReporter | None) -> d
         opt.zero_grad(set_to_none=True)
         loss = torch.stack(losses).mean() if last else torch.zeros(())
         dist.broadcast(loss, src=world.size - 1)
-        samples += recipe.batch_size
         done = step + 1
         epoch_end = done % steps_per_epoch == 0 or done == total
         if epoch_end:
             metrics = _evaluate(sched_pp, data, recipe.batch_size, world)
-        if reporter and (done % log_every == 0 or epoch_end):
-            now = time.perf_counter()
-            rate = samples / max(now - t_last, 1e-9)
-            t_last, samples = now, 0
-            reporter.update(step=done, epoch=step // steps_per_epoch, loss=float(loss), samples_per_second=rate,
-                            eta_seconds=(total - done) * recipe.batch_size / max(rate, 1e-9), eval=metrics)
-            reporter.record("train", step=done, loss=float(loss), lr=lr.get_last_lr()[0], samplesPerSecond=rate)
-            if epoch_end:
-                reporter.record("eval", step=done, epoch=step // steps_per_epoch, **metrics)
+        log.after(done, float(loss), metrics, float(lr.get_last_lr()[0]), epoch_end)
         if done % ctx.spec.checkpoint.interval_steps == 0 and done < total:
             staging = checkpoint.staging(ckpt_dir, done, create=first)
             barrier(world)
@@ -137,8 +123,7 @@ def train(ctx: JobContext, world: World, reporter: ProgressReporter | None) -> d
                 checkpoint.commit(ckpt_dir, staging, done, {"rng": rng_t},
                                   {"step": done, "scheduler": lr.state_dict(), "rng": rng_meta, "metrics": metrics,
                                    **metas}, ctx.spec.checkpoint.keep)
-                if reporter:
-                    reporter.update(last_checkpoint_step=done)
+                log.checkpointed(done)
             barrier(world)
     state = _merge(ctx, world, module, start_layer)
     final = reporter.final() if reporter else {}
