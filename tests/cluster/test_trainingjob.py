@@ -16,6 +16,7 @@ from minicluster.operator_process import OperatorProcess
 Obj = dict[str, Any]
 SAMPLES = sorted((REPO / "manifests" / "samples").glob("trainingjob-*.yaml"))
 TJ = "/apis/kubeforge.dev/v1alpha1/namespaces/{ns}/trainingjobs"
+TERMINAL = ("Succeeded", "Failed")
 
 
 def pods_of(cluster: Cluster, ns: str, name: str) -> list[Obj]:
@@ -38,9 +39,11 @@ def test_sample_succeeds_with_the_wiring_pods_expect(cluster: Cluster, operator:
     doc = next(d for d in yaml.safe_load_all(sample.read_text()) if d["kind"] == "TrainingJob")
     name = doc["metadata"]["name"]
     cluster.kubectl("apply", "-n", namespace, "-f", str(sample))
-    cluster.kubectl("wait", "-n", namespace, "--for=condition=Succeeded", f"tj/{name}", "--timeout=300s")
-    obj = job(cluster, namespace, name)
-    assert obj["status"]["state"] == "Succeeded" and obj["status"]["restartCount"] == 0
+    obj = wait_for(lambda: (o := job(cluster, namespace, name)).get("status", {}).get("state") in TERMINAL and o,
+                   300, what=f"{name} to finish")
+    assert obj["status"]["state"] == "Succeeded", obj["status"]
+    cluster.kubectl("wait", "-n", namespace, "--for=condition=Succeeded", f"tj/{name}", "--timeout=10s")
+    assert obj["status"]["restartCount"] == 0
     logs = {p["metadata"]["name"]: pod_logs(cluster, namespace, p["metadata"]["name"])
             for p in pods_of(cluster, namespace, name)} if doc["spec"].get("runPolicy", {}).get(
         "cleanPodPolicy") == "None" else {}
