@@ -116,6 +116,12 @@ def wait_condition(cluster: Cluster, ns: str, name: str, ctype: str, timeout: fl
     def check() -> Obj | None:
         obj = job(cluster, ns, name)
         c = condition(obj, ctype)
-        return obj if c and c["status"] == "True" and (reason is None or c["reason"] == reason) else None
+        if c and c["status"] == "True" and (reason is None or c["reason"] == reason):
+            return obj
+        for terminal in ("Succeeded", "Failed"):  # a terminal state never changes: stop waiting at once
+            t = condition(obj, terminal)
+            if terminal != ctype and t and t["status"] == "True":
+                raise AssertionError(f"{ns}/{name} ended {terminal} while waiting for {ctype}: {obj['status']}")
+        return None
 
     return dict(wait_for(check, timeout, what=f"{ctype}{'/' + reason if reason else ''} on {ns}/{name}"))
