@@ -83,6 +83,22 @@ def progress(port: int) -> Obj | None:
         return None
 
 
+def final_progress(storage: Path, last: Obj | None) -> Obj | None:
+    """The end of training from the history file (rank 0 exits before a last poll can see it)."""
+    history = storage / "metrics.jsonl"
+    if last is None or not history.exists():
+        return last
+    rows = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
+    train = [r for r in rows if r["kind"] == "train"]
+    evals = [r for r in rows if r["kind"] == "eval"]
+    if not train:
+        return last
+    total = int(last.get("total_steps", 0)) or train[-1]["step"]
+    metrics = {k: v for k, v in evals[-1].items() if k not in ("kind", "time", "step", "epoch")} if evals else {}
+    return {**last, "step": train[-1]["step"], "loss": train[-1]["loss"], "eval": metrics or last.get("eval", {}),
+            "percent": round(100.0 * train[-1]["step"] / total, 1), "eta_seconds": 0}
+
+
 def run_attempt(name: str, spec: TrainingJobSpec, ref: JobRef, attempt: int, storage: Path, logs: Path,
                 quiet: bool) -> tuple[int, str, Obj | None]:
     """Start every pod of the gang as a process; returns (exit code, pod, last progress)."""
@@ -155,6 +171,11 @@ def run(path: Path, runs: Path, storage: Path | None, quiet: bool) -> int:
             record["progress"] = {k: v for k, v in last.items() if k != "history"}
         if code == 0:
             record["state"] = "Succeeded"
+            final = final_progress(storage, last)
+            if final:
+                record["progress"] = final
+                if not quiet:
+                    print(bar(final), flush=True)
             card = storage / "artifact" / "model-card.json"
             if card.exists():
                 digest = json.loads(card.read_text())["weights"]["digest"]
