@@ -148,6 +148,18 @@ def writes(op: OperatorProcess) -> dict[str, float]:
     return out
 
 
+def settle(op: OperatorProcess, quiet_for: float = 5.0, timeout: float = 300.0) -> None:
+    """Wait until the operator has made no write for `quiet_for` seconds (its queue has drained)."""
+    deadline, last, since = time.monotonic() + timeout, writes(op), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = writes(op)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_for:
+            return
+
+
 def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
     return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)}
 
@@ -185,46 +197,47 @@ def main() -> int:
         install(cluster.kubeconfig)
         opcfg = operator_kubeconfig(cluster.kubeconfig, cluster.root / "operator.kubeconfig")
         op = OperatorProcess(opcfg, cluster.root / "operator.log", {"KUBEFORGE_LOG_FORMAT": "plain"}).start()
-        kube_op = Kube(Credentials.load(str(opcfg)))  # the operator's own rights, for creating CRs as a user would
         kube_admin = Kube(Credentials.load(str(cluster.kubeconfig)))
+        # Writes per lifecycle first, on a quiet operator: jobs that run to Succeeded.
+        ns_w = new_namespace(admin, "bench-lifecycle")
+        settle(op)
+        before = writes(op)
+        for i in range(args.lifecycle_jobs):
+            admin.create(TJ.format(ns=ns_w), tj(f"life-{i}", 2))
+        wait_states(admin, ns_w, args.lifecycle_jobs, "Succeeded")
+        settle(op)
+        life = delta(writes(op), before)
         ratios, op_lat, op_rates, base_rates = [], [], [], []
         for r in range(args.rounds):
             ns_a = new_namespace(admin, f"bench-op-{r}")
             ns_b = new_namespace(admin, f"bench-base-{r}")
+            settle(op)
             rate_a, lat = operator_round(kube_admin, admin, ns_a, "j", args.jobs, 4, args.concurrency)
+            settle(op)
             rate_b, _ = baseline_round(kube_admin, admin, ns_b, "j", args.jobs, 4, args.concurrency)
             ratios.append(rate_a / rate_b)
             op_lat += lat
             op_rates.append(rate_a)
             base_rates.append(rate_b)
             print(f"round {r}: operator {rate_a:.1f} jobs/s, baseline {rate_b:.1f} jobs/s", flush=True)
-        del kube_op
         # Latency with no queue: one job at a time.
         ns_l = new_namespace(admin, "bench-latency")
         single: list[float] = []
         for i in range(50):
+            settle(op, quiet_for=0.5)
             single += operator_round(kube_admin, admin, ns_l, f"s{i}", 1, 4, 1)[1]
-        # Writes per lifecycle: jobs that run to Succeeded.
-        ns_w = new_namespace(admin, "bench-lifecycle")
-        before = writes(op)
-        for i in range(args.lifecycle_jobs):
-            admin.create(TJ.format(ns=ns_w), tj(f"life-{i}", 2))
-        wait_states(admin, ns_w, args.lifecycle_jobs, "Succeeded")
-        time.sleep(2)
-        life = delta(writes(op), before)
         # 1,000 jobs: RSS, then a no-op resync (operator restart over settled jobs).
         ns_r = new_namespace(admin, "bench-rss")
         for i in range(args.rss_jobs):
             admin.create(TJ.format(ns=ns_r), tj(f"r{i}", 1, NOWHERE))
         wait_states(admin, ns_r, args.rss_jobs, "Created", timeout=900)
-        time.sleep(5)
+        settle(op)
         assert op.proc is not None
         rss = rss_mb(op.proc.pid)
         op.stop()
         op.start()
-        before = writes(op)
-        time.sleep(20)
-        resync = delta(writes(op), before)
+        settle(op, quiet_for=10)
+        resync = {k: v for k, v in writes(op).items() if v}  # a fresh process: its counters start at zero
         total_jobs = args.rounds * args.jobs
         result = {
             "machine": "2-core CPU, embedded control plane (k8s 1.34.4) on the same machine",

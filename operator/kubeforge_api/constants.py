@@ -89,7 +89,6 @@ class Reason(StrEnum):
     """CamelCase reasons on conditions and events."""
 
     PODS_CREATED = "PodsCreated"
-    PODS_PENDING = "PodsPending"
     CONTAINER_CREATING = "ContainerCreating"
     ALL_RUNNING = "AllPodsRunning"
     UNSCHEDULABLE = "Unschedulable"

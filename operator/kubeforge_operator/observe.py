@@ -10,6 +10,7 @@ from typing import Any
 from kubeforge_api.constants import LABEL_ATTEMPT, LABEL_RANK, LABEL_ROLE, Reason
 
 Obj = dict[str, Any]
+WAITING = "waiting for the pods to start"
 WAITING_REASONS = {
     "ImagePullBackOff": Reason.IMAGE_PULL_BACKOFF, "ErrImagePull": Reason.IMAGE_PULL_BACKOFF,
     "InvalidImageName": Reason.IMAGE_PULL_BACKOFF, "CrashLoopBackOff": Reason.CRASH_LOOP_BACKOFF,
@@ -83,8 +84,8 @@ def _blocked(pod: Obj) -> tuple[str, str] | None:
         waiting = (cs.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in WAITING_REASONS:
             return WAITING_REASONS[waiting["reason"]], f"pod {name}: {waiting.get('message', waiting['reason'])}"
-    if status.get("phase", "Pending") == "Pending":
-        return Reason.CONTAINER_CREATING, f"pod {name} is pending"
+    if status.get("phase", "Pending") == "Pending":  # one message for all: pods starting is no news
+        return Reason.CONTAINER_CREATING, WAITING
     return None
 
 

@@ -213,16 +213,15 @@ class Reconciler:
             if _newer(self.jobs.get(key), updated):
                 self.jobs[key] = updated
             self._count(ns, old, plan.status)
+        now = ts(self.clock())
         await asyncio.gather(*(self.kube.delete_pod(ns, pod, uid) for pod, uid in plan.delete))
-        await asyncio.gather(*(self.kube.create(obj) for obj in plan.create))
+        await asyncio.gather(*(self.kube.create(obj) for obj in plan.create),
+                             *(self.kube.event(job, ev.type, ev.reason, ev.message, now) for ev in plan.events))
         for obj in plan.create:
             if obj["kind"] == "Pod":
                 self.expected.setdefault(key, {})[obj["metadata"]["name"]] = time.monotonic()
             else:
                 self.services[key] = obj
-        now = ts(self.clock())
-        for ev in plan.events:
-            await self.kube.event(job, ev.type, ev.reason, ev.message, now)
         if plan.requeue_after is not None:
             self.requeue_after(key, plan.requeue_after)
 

@@ -15,7 +15,7 @@ from kubeforge_api.exitcodes import FailureClass, classify
 from kubeforge_api.trainingjob import CleanPodPolicy, TrainingJobSpec
 from pydantic import ValidationError
 
-from .observe import Failure, PodView
+from .observe import WAITING, Failure, PodView
 from .progress import merge_history, summary
 from .render.trainingjob import JobRef, members, pod_name, render_pod, render_service
 
@@ -281,7 +281,7 @@ def decide(job: Obj, pods: list[PodView], service_exists: bool, expected: frozen
         return _finish(p, current)
 
     blocked = sorted((v.blocked for v in current if v.blocked), key=lambda b: BLOCKED_ORDER.index(Reason(b[0])))
-    reason, message = blocked[0] if blocked else (str(Reason.PODS_PENDING), "waiting for the pods to start")
+    reason, message = blocked[0] if blocked else (str(Reason.CONTAINER_CREATING), WAITING)
     p.set(ConditionType.RUNNING, False, reason, message)
     st["state"] = State.RESTARTING if is_true(p.conds, ConditionType.RESTARTING) else State.CREATED
     st["reason"] = reason
