@@ -151,6 +151,7 @@ def decide(job: Obj, pods: list[PodView], service_exists: bool, expected: frozen
            cfg: Config, progress: Obj | None = None) -> Plan:
     """The next status and actions. `expected` names pods created but not yet seen in `pods`;
     `progress` is what rank 0's progress endpoint said this pass (None when not asked or silent)."""
+    pods = sorted(pods, key=lambda v: (v.role, v.rank, v.attempt, v.name))  # the same world in any order
     p = _Pass(job, now)
     st = p.status
     st["observedGeneration"] = p.gen

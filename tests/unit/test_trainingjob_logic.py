@@ -172,6 +172,14 @@ def test_pods_merely_starting_give_one_stable_message() -> None:
     assert cond(later, "Running") == cond(first, "Running")
 
 
+def test_the_order_pods_are_seen_in_does_not_change_the_status() -> None:
+    """Caches fill in event order, which differs after an operator restart: no write may follow."""
+    blocked = {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                               "message": "0/1 nodes are available"}]}
+    pods = [pod(0, "Pending", **blocked), pod(1, "Pending", **blocked)]
+    assert run(tj(), pods).status == run(tj(), pods[::-1]).status
+
+
 def test_all_running_then_all_succeeded() -> None:
     plan = run(tj(), [pod(0), pod(1)])
     assert cond(plan, "Running")["status"] == "True" and plan.status["state"] == "Running"
