@@ -12,7 +12,7 @@ if [ ! -x "$bin" ]; then
   LD="-s -w -X $P.gitVersion=$V -X $P.gitMajor=1 -X $P.gitMinor=34 -X $P.gitTreeState=clean"
   LD="$LD -X $C.gitVersion=$V -X $C.gitMajor=1 -X $C.gitMinor=34 -X $C.gitTreeState=clean"
   echo "building the control plane (cold build takes 10-30 minutes on 2 cores)..." >&2
-  (cd "$here" && CGO_ENABLED=0 go build -trimpath -ldflags "$LD" -o "$bin.tmp" .)
+  (cd "$here" && CGO_ENABLED=0 go build -buildvcs=false -trimpath -ldflags "$LD" -o "$bin.tmp" .)
   mv "$bin.tmp" "$bin"
 fi
 echo "$bin"
