@@ -4,7 +4,6 @@ the architecture config; no pickle is ever read."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -17,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from . import __version__
+from .checkpoint import sha256_file
 
 WEIGHTS = "model.safetensors"
 CARD = "model-card.json"
@@ -28,11 +28,7 @@ class ArtifactError(Exception):
 
 
 def digest_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
+    return "sha256:" + sha256_file(path)
 
 
 def write(directory: Path, state: dict[str, torch.Tensor], card: dict[str, Any]) -> dict[str, Any]:

@@ -34,7 +34,7 @@ class Loaded:
     meta: dict[str, Any]
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -77,7 +77,7 @@ def commit(root: Path, tmp: Path, step: int, tensors: dict[str, dict[str, torch.
     for stem, group in tensors.items():
         write_tensors(tmp, stem, group)
     (tmp / "meta.json").write_text(json.dumps(meta))
-    files = {f.name: _sha256(f) for f in sorted(tmp.iterdir())}
+    files = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
     (tmp / MANIFEST).write_text(json.dumps({"format": FORMAT, "step": step, "files": files}))
     for f in tmp.iterdir():
         with f.open("rb") as fh:
@@ -117,7 +117,7 @@ def load(path: Path) -> Loaded:
         raise CheckpointError(f"{path}: not a Kubeforge checkpoint (format {manifest.get('format')!r})")
     for name, digest in manifest["files"].items():
         f = path / name
-        if not f.is_file() or _sha256(f) != digest:
+        if not f.is_file() or sha256_file(f) != digest:
             raise CheckpointError(f"{path}: {name} is missing or corrupt (digest mismatch)")
     extra = {p.name for p in path.iterdir()} - set(manifest["files"]) - {MANIFEST}
     if extra:
