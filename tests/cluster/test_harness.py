@@ -246,7 +246,7 @@ def test_env_volumes_init_containers_and_exit_codes(cluster: Cluster, namespace:
         "out = {k: os.environ.get(k) for k in keys}\n"
         "out['cm'] = open('/etc/cfg/file.txt').read()\n"
         "out['secret'] = open('/etc/sec/token').read()\n"
-        "out['init'] = open('/work/order.txt').read()\n"
+        "out['init'] = open('/scratch/order.txt').read()\n"
         "out['shm'] = os.statvfs('/dev/shm').f_blocks > 0\n"
         "out['cwd'] = os.getcwd()\n"
         "open('/data/result.txt', 'w').write('persisted')\n"
@@ -256,10 +256,10 @@ def test_env_volumes_init_containers_and_exit_codes(cluster: Cluster, namespace:
     p = pod("env", check, labels={"team": "ml"})
     p["metadata"]["annotations"] = {"note": "hi"}
     mounts = [{"name": "cfg", "mountPath": "/etc/cfg"}, {"name": "sec", "mountPath": "/etc/sec", "readOnly": True},
-              {"name": "work", "mountPath": "/work"}, {"name": "shm", "mountPath": "/dev/shm"},
+              {"name": "work", "mountPath": "/scratch"}, {"name": "shm", "mountPath": "/dev/shm"},
               {"name": "data", "mountPath": "/data"}]
     p["spec"]["containers"][0].update({
-        "workingDir": "/work", "volumeMounts": mounts,
+        "workingDir": "/scratch", "volumeMounts": mounts,
         "env": [
             {"name": "NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
@@ -272,8 +272,8 @@ def test_env_volumes_init_containers_and_exit_codes(cluster: Cluster, namespace:
             {"name": "MIX", "value": "$(GREETING)-$(NAME)"},
         ]})
     p["spec"]["initContainers"] = [
-        {"name": f"init{i}", "image": "python:3.11", "volumeMounts": [{"name": "work", "mountPath": "/work"}],
-         "command": ["sh", "-c", f"sleep 0.{3 - i}; echo -n {i} >> /work/order.txt"]} for i in (1, 2)]
+        {"name": f"init{i}", "image": "python:3.11", "volumeMounts": [{"name": "work", "mountPath": "/scratch"}],
+         "command": ["sh", "-c", f"sleep 0.{3 - i}; echo -n {i} >> /scratch/order.txt"]} for i in (1, 2)]
     p["spec"]["volumes"] = [
         {"name": "cfg", "configMap": {"name": "cfg"}}, {"name": "sec", "secret": {"secretName": "sec"}},
         {"name": "work", "emptyDir": {}}, {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
@@ -289,7 +289,7 @@ def test_env_volumes_init_containers_and_exit_codes(cluster: Cluster, namespace:
     assert out == {
         "NAME": "env", "NS": namespace, "UID": created["metadata"]["uid"], "TEAM": "ml", "NOTE": "hi",
         "IP": got["status"]["podIP"], "GREETING": "hello", "TOKEN": "s3cret", "MIX": "hello-env",
-        "cm": "from configmap", "secret": "s3cret", "init": "12", "shm": True, "cwd": "/work"}
+        "cm": "from configmap", "secret": "s3cret", "init": "12", "shm": True, "cwd": "/scratch"}
     pvc = cluster.client.get(f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/data")
     assert pvc["status"]["phase"] == "Bound"
     pv = cluster.client.get(f"/api/v1/persistentvolumes/{pvc['spec']['volumeName']}")
