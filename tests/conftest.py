@@ -82,6 +82,15 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
         cluster.client.delete(f"/api/v1/namespaces/{name}")
 
 
+def absent(cluster: Cluster, path: str) -> bool:
+    """Whether the object at API `path` is gone."""
+    try:
+        cluster.client.get(path)
+        return False
+    except NotFound:
+        return True
+
+
 def pod_phase(cluster: Cluster, ns: str, name: str) -> str:
     return str(cluster.client.get(f"/api/v1/namespaces/{ns}/pods/{name}").get("status", {}).get("phase", ""))
 

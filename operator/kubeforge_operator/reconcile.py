@@ -39,6 +39,12 @@ def _newer(a: Obj | None, b: Obj) -> bool:
         return True
 
 
+def _job_key(meta: Obj) -> Key | None:
+    """The (namespace, job) a child belongs to, from its job-name label."""
+    job = (meta.get("labels") or {}).get(LABEL_JOB)
+    return (meta["namespace"], job) if job else None
+
+
 def _owned_by(obj: Obj, uid: str) -> bool:
     """Children of an earlier job of the same name may linger until garbage-collected: skip them."""
     return any(ref.get("uid") == uid and ref.get("controller") for ref in obj["metadata"].get("ownerReferences") or [])
@@ -86,10 +92,9 @@ class Reconciler:
 
     def on_pod(self, etype: str | None, pod: Obj) -> None:
         meta = pod["metadata"]
-        job = (meta.get("labels") or {}).get(LABEL_JOB)
-        if not job:
+        key = _job_key(meta)
+        if key is None:
             return
-        key = (meta["namespace"], job)
         pods = self.pods.setdefault(key, {})
         if etype == "DELETED":
             if pods.get(meta["name"], {}).get("metadata", {}).get("uid") == meta.get("uid"):
@@ -103,10 +108,9 @@ class Reconciler:
 
     def on_service(self, etype: str | None, svc: Obj) -> None:
         meta = svc["metadata"]
-        job = (meta.get("labels") or {}).get(LABEL_JOB)
-        if not job:
+        key = _job_key(meta)
+        if key is None:
             return
-        key = (meta["namespace"], job)
         if etype == "DELETED":
             if self.services.get(key, {}).get("metadata", {}).get("uid") == meta.get("uid"):
                 self.services.pop(key, None)

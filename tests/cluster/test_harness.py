@@ -8,8 +8,8 @@ import time
 from typing import Any
 
 import pytest
-from conftest import Cluster, pod_logs, pod_phase, wait_for
-from minicluster.kubeapi import ApiError, NotFound
+from conftest import Cluster, absent, pod_logs, pod_phase, wait_for
+from minicluster.kubeapi import ApiError
 
 Obj = dict[str, Any]
 PY = "python"
@@ -128,15 +128,8 @@ def test_deleting_an_owner_garbage_collects_its_children(cluster: Cluster, names
     wait_for(lambda: pod_phase(cluster, namespace, "child") == "Running", 60, what="child Running")
     cluster.client.delete(f"/api/v1/namespaces/{namespace}/configmaps/owner")
 
-    def gone(path: str) -> bool:
-        try:
-            cluster.client.get(path)
-            return False
-        except NotFound:
-            return True
-
-    wait_for(lambda: gone(f"/api/v1/namespaces/{namespace}/secrets/child-secret"), 60, what="secret GC")
-    wait_for(lambda: gone(f"/api/v1/namespaces/{namespace}/pods/child"), 60, what="pod GC")
+    wait_for(lambda: absent(cluster, f"/api/v1/namespaces/{namespace}/secrets/child-secret"), 60, what="secret GC")
+    wait_for(lambda: absent(cluster, f"/api/v1/namespaces/{namespace}/pods/child"), 60, what="pod GC")
 
 
 SERVE_NAME = (
@@ -199,19 +192,14 @@ def test_deleting_a_pod_sends_sigterm_and_honours_the_grace_period(cluster: Clus
     cluster.client.delete(f"/api/v1/namespaces/{namespace}/pods/graceful")
     cluster.client.delete(f"/api/v1/namespaces/{namespace}/pods/stubborn")
     for name in ("graceful", "stubborn"):
-        wait_for(lambda n=name: _absent(cluster, namespace, n), 60, what=f"{name} deleted")
+        wait_for(lambda n=name: absent(cluster, f"/api/v1/namespaces/{namespace}/pods/{n}"), 60,
+                 what=f"{name} deleted")
     elapsed = time.monotonic() - t0
     text = (logs_dir / "main.0.log").read_text()
     assert "got SIGTERM" in text and "cleaned up" in text  # the handler ran its 2 s cleanup to the end
     assert 2 <= elapsed < 15
 
 
-def _absent(cluster: Cluster, ns: str, name: str) -> bool:
-    try:
-        cluster.client.get(f"/api/v1/namespaces/{ns}/pods/{name}")
-        return False
-    except NotFound:
-        return True
 
 
 def test_pod_asking_for_more_gpus_than_the_node_has_stays_pending_unschedulable(

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO, Cluster, condition, job, pod_logs, wait_condition, wait_for
-from minicluster.kubeapi import NotFound
+from conftest import REPO, Cluster, absent, condition, job, pod_logs, wait_condition, wait_for
 from minicluster.operator_process import OperatorProcess
 
 Obj = dict[str, Any]
@@ -175,14 +174,7 @@ def test_ttl_deletes_a_finished_job_and_cleanup_policy_all_removes_pods(
     wait_condition(cluster, namespace, "brief", "Succeeded", 60)
     wait_for(lambda: not pods_of(cluster, namespace, "brief"), 30, what="cleanPodPolicy All")
 
-    def deleted() -> bool:
-        try:
-            job(cluster, namespace, "brief")
-            return False
-        except NotFound:
-            return True
-
-    wait_for(deleted, 30, what="TTL deletion")
+    wait_for(lambda: absent(cluster, TJ.format(ns=namespace) + "/brief"), 30, what="TTL deletion")
 
 
 def test_deleting_a_job_removes_all_children(cluster: Cluster, operator: OperatorProcess, namespace: str) -> None:
@@ -192,14 +184,8 @@ def test_deleting_a_job_removes_all_children(cluster: Cluster, operator: Operato
     cluster.kubectl("delete", "tj", "doomed", "-n", namespace, "--wait=false")
     wait_for(lambda: not pods_of(cluster, namespace, "doomed"), 60, what="pods garbage-collected")
 
-    def service_gone() -> bool:
-        try:
-            cluster.client.get(f"/api/v1/namespaces/{namespace}/services/doomed")
-            return False
-        except NotFound:
-            return True
-
-    wait_for(service_gone, 60, what="service garbage-collected")
+    wait_for(lambda: absent(cluster, f"/api/v1/namespaces/{namespace}/services/doomed"), 60,
+             what="service garbage-collected")
 
 
 def test_status_fields_and_printer_columns(cluster: Cluster, operator: OperatorProcess, namespace: str) -> None:
