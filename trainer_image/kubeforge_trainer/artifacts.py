@@ -62,3 +62,17 @@ def read(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     if not weights.name.endswith(".safetensors") or digest_of(weights) != card["weights"]["digest"]:
         raise ArtifactError(f"{directory}: weights missing, not safetensors, or digest mismatch")
     return card, load_file(str(weights))
+
+
+def load_model(directory: Path) -> tuple[dict[str, Any], torch.nn.Module]:
+    """The one loader: (model card, model in eval mode) rebuilt from the card's architecture and the
+    checked weights. Serving, compression and the dashboard all load through here."""
+    from .models import build
+
+    card, state = read(directory)
+    model = build(card["architecture"])
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ArtifactError(f"{directory}: weights do not fit the architecture ({str(e).splitlines()[0]})") from None
+    return card, model.eval()
