@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import statistics
 import sys
@@ -24,8 +25,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO / "tests" / "cluster"), str(REPO / "operator")]
 
+import kopf  # noqa: E402
 from kubeforge_api.trainingjob import TrainingJobSpec  # noqa: E402
-from kubeforge_operator.kube import Credentials, Kube  # noqa: E402
+from kubeforge_operator.kube import Kube  # noqa: E402
 from kubeforge_operator.render.trainingjob import JobRef, members, render_pod, render_service  # noqa: E402
 from minicluster.kubeapi import KubeClient  # noqa: E402
 from minicluster.launch import start_cluster  # noqa: E402
@@ -197,7 +199,9 @@ def main() -> int:
         install(cluster.kubeconfig)
         opcfg = operator_kubeconfig(cluster.kubeconfig, cluster.root / "operator.kubeconfig")
         op = OperatorProcess(opcfg, cluster.root / "operator.log", {"KUBEFORGE_LOG_FORMAT": "plain"}).start()
-        kube_admin = Kube(Credentials.load(str(cluster.kubeconfig)))
+        os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
+        admin_login = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
+        kube_admin = Kube(lambda: admin_login)
         # Writes per lifecycle first, on a quiet operator: jobs that run to Succeeded.
         ns_w = new_namespace(admin, "bench-lifecycle")
         settle(op)

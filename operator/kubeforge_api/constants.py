@@ -54,6 +54,10 @@ class Env(StrEnum):
     STORAGE_DIR = "KUBEFORGE_STORAGE_DIR"
     PROGRESS_PORT = "KUBEFORGE_PROGRESS_PORT"
     DIST_BACKEND = "KUBEFORGE_DIST_BACKEND"
+    TERMINATION_LOG = "KUBEFORGE_TERMINATION_LOG"  # set only outside a pod (local runs); default below
+
+
+TERMINATION_LOG_PATH: Final = "/dev/termination-log"
 
 
 # Names a user may not set in spec.env (the CRD rejects them too).

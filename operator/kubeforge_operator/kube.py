@@ -1,28 +1,40 @@
-"""The operator's Kubernetes API adapter (aiohttp, JSON dicts): credentials from a kubeconfig or
-the in-cluster service account, the few calls the reconciler makes, and a count of writes."""
+"""The operator's Kubernetes API adapter (aiohttp, JSON dicts): the few calls the controller makes,
+a count of writes, and the progress client for pods. Credentials come from kopf's own login (the
+same `ConnectionInfo` kopf uses), so there is one credential source; a 401 logs in again.
+
+The progress client trusts nothing a pod says: no redirects, no decompression, a capped body,
+every error contained, and the reply validated by the typed contract."""
 
 from __future__ import annotations
 
 import base64
-import os
 import ssl
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
+from kubeforge_api.constants import GROUP, LABEL_MANAGED_BY, MANAGED_BY, VERSION
+from kubeforge_api.contracts import ProgressDoc, parse_progress
 
 from . import metrics
 
 Obj = dict[str, Any]
-SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+MAX_PROGRESS_BYTES = 64 * 1024
+# kind -> (API prefix, plural) for every child kind the operator creates.
+RESOURCES: dict[str, tuple[str, str]] = {
+    "Pod": ("/api/v1", "pods"),
+    "Service": ("/api/v1", "services"),
+    "Deployment": ("/apis/apps/v1", "deployments"),
+    "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
+    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
+}
 
 
 def _kind(path: str) -> str:
-    """The resource a request path names (`pods`, `events`, `trainingjobs/status`...)."""
+    """The resource a request path names (`pods`, `trainingjobs/status`...)."""
     parts = path.split("?")[0].strip("/").split("/")
     if "namespaces" in parts and len(parts) > parts.index("namespaces") + 2:
         rest = parts[parts.index("namespaces") + 2:]
@@ -36,71 +48,52 @@ class ApiError(Exception):
         self.status = status
 
 
-@dataclass(frozen=True)
-class Credentials:
-    server: str
-    token: str | None = None
-    ca_path: str | None = None
-    cert_path: str | None = None
-    key_path: str | None = None
-    namespace: str = "default"
+def _pem(data: str | bytes) -> bytes:
+    """kubeconfig `*-data` fields are base64 of PEM; tolerate PEM given as is."""
+    raw = data.encode() if isinstance(data, str) else data
+    return raw if raw.lstrip().startswith(b"-----") else base64.b64decode(raw)
 
-    @classmethod
-    def load(cls, kubeconfig: str | None = None) -> Credentials:
-        """From `kubeconfig` (or $KUBECONFIG, ~/.kube/config), else the in-cluster service account."""
-        path = kubeconfig or os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
-        if Path(path).exists():
-            return cls._from_kubeconfig(Path(path))
-        if (SA_DIR / "token").exists():
-            host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"]
-            return cls(f"https://{host}:{port}", (SA_DIR / "token").read_text().strip(), str(SA_DIR / "ca.crt"),
-                       namespace=(SA_DIR / "namespace").read_text().strip())
-        raise RuntimeError("no kubeconfig and not running in a cluster")
 
-    @classmethod
-    def _from_kubeconfig(cls, path: Path) -> Credentials:
-        cfg = yaml.safe_load(path.read_text())
-        ctx = next(c["context"] for c in cfg["contexts"] if c["name"] == cfg["current-context"])
-        cluster = next(c["cluster"] for c in cfg["clusters"] if c["name"] == ctx["cluster"])
-        user = next(u["user"] for u in cfg["users"] if u["name"] == ctx["user"])
+def ssl_context(info: Any) -> ssl.SSLContext:
+    """TLS settings from a kopf `ConnectionInfo`; in-memory keys never outlive this call on disk."""
+    ctx = ssl.create_default_context(cafile=str(info.ca_path) if info.ca_path else None,
+                                     cadata=_pem(info.ca_data).decode() if info.ca_data else None)
+    if info.insecure:
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    if info.certificate_path and info.private_key_path:
+        ctx.load_cert_chain(str(info.certificate_path), str(info.private_key_path))
+    elif info.certificate_data and info.private_key_data:
+        with tempfile.TemporaryDirectory() as tmp:
+            cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+            cert.write_bytes(_pem(info.certificate_data))
+            key.write_bytes(_pem(info.private_key_data))
+            ctx.load_cert_chain(str(cert), str(key))
+    return ctx
 
-        def file(key: str, data_key: str, base: dict[str, Any]) -> str | None:
-            if base.get(key):
-                return str((path.parent / base[key]).resolve())
-            if base.get(data_key):
-                f = tempfile.NamedTemporaryFile(delete=False, suffix=".pem")  # noqa: SIM115 (lives with the process)
-                f.write(base64.b64decode(base[data_key]))
-                f.close()
-                return f.name
-            return None
 
-        return cls(cluster["server"], user.get("token"), file("certificate-authority", "certificate-authority-data",
-                                                              cluster),
-                   file("client-certificate", "client-certificate-data", user),
-                   file("client-key", "client-key-data", user), ctx.get("namespace", "default"))
-
-    def ssl_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=self.ca_path)
-        if self.cert_path and self.key_path:
-            ctx.load_cert_chain(self.cert_path, self.key_path)
-        return ctx
+def auth_headers(info: Any) -> dict[str, str]:
+    if info.token:
+        return {"Authorization": f"{info.scheme or 'Bearer'} {info.token}"}
+    if info.username and info.password:
+        return {"Authorization": aiohttp.BasicAuth(info.username, info.password).encode()}
+    return {}
 
 
 class Kube:
-    """The calls the reconciler makes. `writes` counts every mutating request by verb."""
+    """The calls the controller makes. `writes` counts every mutating request by verb."""
 
-    def __init__(self, creds: Credentials) -> None:
-        self.creds = creds
+    def __init__(self, login: Callable[[], Any]) -> None:
+        self.login = login
         self.writes: Counter[str] = Counter()
         self._session: aiohttp.ClientSession | None = None
         self._pods: aiohttp.ClientSession | None = None
 
     async def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            headers = {"Authorization": f"Bearer {self.creds.token}"} if self.creds.token else {}
+            info = self.login()
             self._session = aiohttp.ClientSession(
-                base_url=self.creds.server, headers=headers,
-                connector=aiohttp.TCPConnector(ssl=self.creds.ssl_context(), limit=64),
+                base_url=info.server, headers=auth_headers(info),
+                connector=aiohttp.TCPConnector(ssl=ssl_context(info), limit=64),
                 timeout=aiohttp.ClientTimeout(total=30))
         return self._session
 
@@ -110,49 +103,59 @@ class Kube:
                 await s.close()
         self._session = self._pods = None
 
-    async def progress(self, ip: str, port: int, since: int) -> Obj | None:
-        """Rank 0's JSON progress (with history points after `since`), or None if it does not answer."""
-        if self._pods is None:
-            self._pods = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
-        try:
-            async with self._pods.get(f"http://{ip}:{port}/progress", params={"since": str(since)}) as r:
-                return dict(await r.json()) if r.status == 200 else None
-        except (aiohttp.ClientError, TimeoutError, ValueError):
-            return None
+    @staticmethod
+    def custom_path(plural: str, ns: str, name: str) -> str:
+        return f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{plural}/{name}"
+
+    @staticmethod
+    def child_path(kind: str, ns: str, name: str = "") -> str:
+        prefix, plural = RESOURCES[kind]
+        return f"{prefix}/namespaces/{ns}/{plural}" + (f"/{name}" if name else "")
 
     async def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
                       params: dict[str, str] | None = None) -> Obj:
         if method != "GET":
             self.writes[method] += 1
             metrics.API_WRITES.labels(method, _kind(path)).inc()
-        s = await self.session()
-        async with s.request(method, path, json=body, params=params, headers={"Content-Type": content_type}) as r:
-            text = await r.text()
-            if r.status >= 400:
-                raise ApiError(r.status, text)
-            return dict(await r.json(content_type=None)) if text else {}
+        for attempt in range(2):
+            s = await self.session()
+            async with s.request(method, path, json=body, params=params,
+                                 headers={"Content-Type": content_type}) as r:
+                text = await r.text()
+                if r.status == 401 and attempt == 0:  # credentials rotated (projected tokens do): log in again
+                    await self.close()
+                    continue
+                if r.status >= 400:
+                    raise ApiError(r.status, text)
+                return dict(await r.json(content_type=None)) if text else {}
+        raise AssertionError("unreachable")
 
-    async def list(self, path: str, label_selector: str) -> list[Obj]:
-        return list((await self.request("GET", path, params={"labelSelector": label_selector}))["items"])
+    async def list_children(self, kind: str, namespaces: list[str]) -> list[Obj]:
+        """Every `kind` object the operator manages, in `namespaces` (all when empty)."""
+        prefix, plural = RESOURCES[kind]
+        paths = [f"{prefix}/namespaces/{ns}/{plural}" for ns in namespaces] or [f"{prefix}/{plural}"]
+        items: list[Obj] = []
+        for path in paths:
+            reply = await self.request("GET", path, params={"labelSelector": f"{LABEL_MANAGED_BY}={MANAGED_BY}"})
+            items.extend(reply["items"])
+        return items
 
     async def create(self, obj: Obj) -> bool:
         """Create `obj`; False when it already exists (deterministic names make that safe)."""
-        ns = obj["metadata"]["namespace"]
-        plural = {"Pod": "pods", "Service": "services"}[obj["kind"]]
         try:
-            await self.request("POST", f"/api/v1/namespaces/{ns}/{plural}", obj)
+            await self.request("POST", self.child_path(obj["kind"], obj["metadata"]["namespace"]), obj)
             return True
         except ApiError as e:
             if e.status == 409:
                 return False
             raise
 
-    async def delete_pod(self, ns: str, name: str, uid: str) -> None:
+    async def delete_child(self, ns: str, kind: str, name: str, uid: str) -> None:
         body = {"preconditions": {"uid": uid}, "propagationPolicy": "Background"}
         try:
-            await self.request("DELETE", f"/api/v1/namespaces/{ns}/pods/{name}", body)
+            await self.request("DELETE", self.child_path(kind, ns, name), body)
         except ApiError as e:
-            if e.status not in (404, 409):  # gone already, or a different pod by now
+            if e.status not in (404, 409):  # gone already, or a different object by now
                 raise
 
     async def patch_status(self, path: str, status: Obj, resource_version: str) -> Obj:
@@ -167,15 +170,16 @@ class Kube:
             if e.status != 404:
                 raise
 
-    async def event(self, involved: Obj, type_: str, reason: str, message: str, now: str) -> None:
-        meta = involved["metadata"]
-        ns = meta["namespace"]
-        body = {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": ns},
-            "involvedObject": {"apiVersion": involved["apiVersion"], "kind": involved["kind"], "name": meta["name"],
-                               "namespace": ns, "uid": meta["uid"], "resourceVersion": meta.get("resourceVersion")},
-            "type": type_, "reason": reason, "message": message[:1024], "firstTimestamp": now, "lastTimestamp": now,
-            "count": 1, "source": {"component": "kubeforge-operator"}, "reportingComponent": "kubeforge-operator",
-        }
-        await self.request("POST", f"/api/v1/namespaces/{ns}/events", body)
+    async def progress(self, ip: str, port: int, since: int) -> ProgressDoc | None:
+        """Rank 0's progress (history after `since`), or None when it does not answer usefully."""
+        if self._pods is None:
+            self._pods = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2), auto_decompress=False)
+        try:
+            async with self._pods.get(f"http://{ip}:{port}/progress", params={"since": str(since)},
+                                      allow_redirects=False, headers={"Accept-Encoding": "identity"}) as r:
+                if r.status != 200 or r.headers.get("Content-Encoding", "identity") != "identity":
+                    return None
+                body = await r.content.read(MAX_PROGRESS_BYTES + 1)
+        except (aiohttp.ClientError, TimeoutError, ValueError, OSError):
+            return None
+        return parse_progress(body) if len(body) <= MAX_PROGRESS_BYTES else None

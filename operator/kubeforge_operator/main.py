@@ -1,26 +1,39 @@
-"""kopf wiring only: every trigger (job, pod and service events; startup) funnels into the
-Reconciler, which does all the work. Run with `python -m kubeforge_operator`."""
+"""kopf wiring only: login, startup and shutdown, and every watch event (our kinds and the children
+they own) routed into the controller core, which does all the work. `python -m kubeforge_operator`."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import kopf
-from kubeforge_api.constants import GROUP, LABEL_JOB, TRAININGJOB_PLURAL, VERSION
+from kubeforge_api.constants import GROUP, LABEL_MANAGED_BY, MANAGED_BY, TRAININGJOB_PLURAL, VERSION
 from prometheus_client import start_http_server
 
-from .kube import Credentials, Kube
-from .reconcile import Reconciler
+from .controller import Controller
+from .kube import Kube
+from .plan import Obj
 from .settings import Settings
-from .status import Config
+from .trainingjob.kind import TrainingJobKind
+
+MANAGED = {LABEL_MANAGED_BY: MANAGED_BY}
 
 
 @kopf.on.login()
-def login(**_: Any) -> kopf.ConnectionInfo:
-    c = Credentials.load()
-    return kopf.ConnectionInfo(server=c.server, token=c.token, ca_path=c.ca_path, certificate_path=c.cert_path,
-                               private_key_path=c.key_path, default_namespace=c.namespace)
+def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """kopf's own logins, first that applies: the official client when installed (kubeconfig exec
+    plugins and auth providers), the in-cluster service account, the kubeconfig. The API adapter
+    uses what this returns: one credential source."""
+    for method in (kopf.login_via_client, kopf.login_with_service_account, kopf.login_with_kubeconfig):
+        info = method(**kwargs)
+        if info is not None:
+            memo["connection"] = info
+            return info
+    return None
+
+
+def post_event(obj: Obj, type_: str, reason: str, message: str) -> None:
+    kopf.event(cast(Any, obj), type=type_, reason=reason, message=message[:1024])  # kopf reads its metadata only
 
 
 @kopf.on.startup()
@@ -32,30 +45,30 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.networking.request_timeout = 30
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port, addr="0.0.0.0")
-    rec = Reconciler(Kube(Credentials.load()), Config(cfg.trainer_image, cfg.shm_size, cfg.restart_backoff_seconds,
-                                                      cfg.restart_backoff_max_seconds), cfg.workers)
-    memo["reconciler"] = rec
-    await rec.prime(cfg.namespaces)
-    rec.start()
+    kube = Kube(lambda: memo["connection"])
+    memo["controllers"] = {"TrainingJob": Controller(TrainingJobKind(cfg.policy()), kube, post_event, cfg.workers)}
+    memo["kube"] = kube
+    for controller in memo["controllers"].values():
+        await controller.prime(cfg.namespaces)
+        controller.start()
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    rec: Reconciler = memo["reconciler"]
-    await rec.stop()
-    await rec.kube.close()
+    for controller in memo["controllers"].values():
+        await controller.stop()
+    await memo["kube"].close()
 
 
 @kopf.on.event(GROUP, VERSION, TRAININGJOB_PLURAL)
-def job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    memo["reconciler"].on_job(event["type"], event["object"])
+def trainingjob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    memo["controllers"]["TrainingJob"].on_object(event["type"], event["object"])
 
 
-@kopf.on.event("v1", "pods", labels={LABEL_JOB: kopf.PRESENT})
-def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    memo["reconciler"].on_pod(event["type"], event["object"])
+def _child_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    for controller in memo["controllers"].values():
+        controller.on_child(event["type"], event["object"])
 
 
-@kopf.on.event("v1", "services", labels={LABEL_JOB: kopf.PRESENT})
-def service_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    memo["reconciler"].on_service(event["type"], event["object"])
+for _resource in (("v1", "pods"), ("v1", "services")):
+    kopf.on.event(*_resource, labels=MANAGED)(_child_event)

@@ -1,14 +1,25 @@
-"""Prometheus metrics of the operator (served on settings.metrics_port)."""
+"""Prometheus metrics of the operator (served on settings.metrics_port), labelled by kind."""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-JOBS_CREATED = Counter("kubeforge_trainingjobs_created_total", "TrainingJobs whose pods were created", ["namespace"])
-JOBS_SUCCEEDED = Counter("kubeforge_trainingjobs_succeeded_total", "TrainingJobs that succeeded", ["namespace"])
-JOBS_FAILED = Counter("kubeforge_trainingjobs_failed_total", "TrainingJobs that failed", ["namespace"])
-JOBS_RESTARTED = Counter("kubeforge_trainingjobs_restarted_total", "Gang restarts of TrainingJobs", ["namespace"])
+from .plan import Obj
+
+JOB_TRANSITIONS = Counter("kubeforge_job_transitions_total",
+                          "Objects entering a state (Created, Restarted, Succeeded, Failed, Ready...)",
+                          ["kind", "namespace", "state"])
 RECONCILE_SECONDS = Histogram(
-    "kubeforge_reconcile_duration_seconds", "Time of one reconcile pass",
+    "kubeforge_reconcile_duration_seconds", "Time of one reconcile pass", ["kind"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
-API_WRITES = Counter("kubeforge_api_writes_total", "Mutating API requests made by the reconciler", ["verb", "kind"])
+API_WRITES = Counter("kubeforge_api_writes_total", "Mutating API requests made by the operator", ["verb", "kind"])
+PROBE_FAILURES = Counter("kubeforge_probe_failures_total", "Probes of pods that did not answer usefully",
+                         ["kind", "namespace"])
+
+
+def count_transition(kind: str, ns: str, old: Obj, new: Obj) -> None:
+    """Count a status write that moved the object into a new state or restarted it."""
+    if new.get("state") != old.get("state") and new.get("state"):
+        JOB_TRANSITIONS.labels(kind, ns, new["state"]).inc()
+    if new.get("restartCount", 0) > old.get("restartCount", 0):
+        JOB_TRANSITIONS.labels(kind, ns, "Restarted").inc()

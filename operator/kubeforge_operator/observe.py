@@ -3,11 +3,11 @@ needs (which attempt, running or not, the first failure and why, why a pod is no
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from kubeforge_api.constants import LABEL_ATTEMPT, LABEL_RANK, LABEL_ROLE, Reason
+from kubeforge_api.contracts import TrainingResult, parse_result
 
 Obj = dict[str, Any]
 WAITING = "waiting for the pods to start"
@@ -46,7 +46,7 @@ class PodView:
     failure: Failure | None
     blocked: tuple[str, str] | None  # (reason, message) why the pod is not running yet
     ip: str = ""
-    result: dict[str, Any] | None = None  # rank 0's termination message on success (artifact, progress)
+    result: TrainingResult | None = None  # rank 0's termination message on success (artifact, progress)
 
     @property
     def running(self) -> bool:
@@ -104,14 +104,10 @@ def view(pod: Obj) -> PodView:
     )
 
 
-def _result(pod: Obj) -> dict[str, Any] | None:
-    """The trainer's JSON termination message of a container that exited 0, if any."""
+def _result(pod: Obj) -> TrainingResult | None:
+    """The trainer's typed termination message of a container that exited 0, if it is one."""
     for cs in (pod.get("status") or {}).get("containerStatuses") or []:
         t = (cs.get("state") or {}).get("terminated") or {}
-        if t.get("exitCode") == 0 and t.get("message"):
-            try:
-                parsed = json.loads(t["message"])
-            except ValueError:
-                return None
-            return parsed if isinstance(parsed, dict) else None
+        if t.get("exitCode") == 0 and isinstance(t.get("message"), str):
+            return parse_result(t["message"])
     return None

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .trainingjob.context import Config
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KUBEFORGE_", frozen=True)
@@ -19,3 +21,10 @@ class Settings(BaseSettings):
     workers: int = Field(default=8, ge=1, le=256, description="jobs reconciled concurrently")
     shm_size: str = "1Gi"
     log_format: str = Field(default="json", pattern="^(json|plain)$")
+    progress_interval_seconds: float = Field(default=5.0, gt=0, description="at most one progress poll per job per "
+                                             "interval")
+
+    def policy(self) -> Config:
+        """The part of the settings a TrainingJob decision depends on."""
+        return Config(self.trainer_image, self.shm_size, self.restart_backoff_seconds,
+                      self.restart_backoff_max_seconds, self.progress_interval_seconds)

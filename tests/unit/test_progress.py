@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import json
 
-from kubeforge_operator.progress import HISTORY_LIMIT, downsample, last_step, merge_history, summary
+from kubeforge_api.contracts import HistoryPoint, ProgressDoc
+from kubeforge_operator.trainingjob.progress import HISTORY_LIMIT, downsample, last_step, merge_history, summary
 from kubeforge_trainer.train.common import termination_message
 
 
 def test_history_is_merged_in_order_bounded_and_keeps_the_newest_point() -> None:
     hist: dict[str, list[list[float]]] = {}
     for start in range(0, 1000, 100):
-        points = [{"kind": "train", "step": s, "loss": 1.0 / (s + 1)} for s in range(start + 1, start + 101)]
+        points = [HistoryPoint(kind="train", step=s, loss=1.0 / (s + 1)) for s in range(start + 1, start + 101)]
         hist = merge_history(hist, points)
     assert len(hist["loss"]) <= HISTORY_LIMIT
     assert hist["loss"][-1][0] == 1000 and hist["loss"][0][0] == 1
     steps = [p[0] for p in hist["loss"]]
     assert steps == sorted(steps)
-    assert merge_history(hist, [{"step": 500, "loss": 9.0}]) == hist  # old points are not re-added
+    assert merge_history(hist, [HistoryPoint(kind="train", step=500, loss=9.0)]) == hist  # old points are not re-added
     assert last_step(hist) == 1000
 
 
@@ -28,17 +29,17 @@ def test_downsample_halves_until_it_fits() -> None:
 
 
 def test_summary_is_rounded_so_unchanged_progress_writes_nothing() -> None:
-    p = {"step": 10, "total_steps": 40, "epoch": 1, "percent": 25.0, "loss": 0.123456789, "eval": {"accuracy": 0.5},
-         "samples_per_second": 1234.567, "eta_seconds": 12.7}
+    p = ProgressDoc.model_validate({"step": 10, "totalSteps": 40, "epoch": 1, "percent": 25.0, "loss": 0.123456789,
+                                    "eval": {"accuracy": 0.5}, "samplesPerSecond": 1234.567, "etaSeconds": 12.7})
     assert summary(p) == {"step": 10, "totalSteps": 40, "epoch": 1, "percent": "25.0%", "loss": 0.123457,
                           "eval": {"accuracy": 0.5}, "samplesPerSecond": 1234.6, "etaSeconds": 12}
 
 
 def test_termination_message_fits_4k_and_ends_at_the_last_step() -> None:
     history = [{"kind": "train", "step": s, "loss": 1.0 / s, "time": 1.0, "lr": 0.1} for s in range(1, 3001)]
-    msg = termination_message({"path": "artifact", "digest": "sha256:x", "sizeBytes": 1},
+    msg = termination_message({"path": "artifact", "digest": "sha256:" + "ab" * 32, "sizeBytes": 1},
                               {"step": 3000, "history": history})
     assert len(msg) <= 4096
     parsed = json.loads(msg)
     steps = [p["step"] for p in parsed["progress"]["history"]]
-    assert steps[-1] == 3000 and len(steps) > 20 and parsed["artifact"]["digest"] == "sha256:x"
+    assert steps[-1] == 3000 and len(steps) > 20 and parsed["artifact"]["digest"] == "sha256:" + "ab" * 32

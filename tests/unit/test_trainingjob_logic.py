@@ -11,9 +11,11 @@ import pytest
 from kubeforge_api.conditions import set_condition
 from kubeforge_api.exitcodes import FailureClass, classify
 from kubeforge_api.trainingjob import TrainingJobSpec
-from kubeforge_operator.observe import view
+from kubeforge_operator.plan import World, ts
 from kubeforge_operator.render.trainingjob import JobRef, members, render_pod, render_service
-from kubeforge_operator.status import Config, backoff, decide, ts
+from kubeforge_operator.trainingjob.context import Config
+from kubeforge_operator.trainingjob.creation import backoff
+from kubeforge_operator.trainingjob.decide import decide
 
 Obj = dict[str, Any]
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -43,7 +45,8 @@ def terminated(code: int, reason: str = "Error", at: datetime = NOW) -> Obj:
 
 
 def run(job: Obj, pods: list[Obj], service: bool = True, now: datetime = NOW) -> Any:
-    return decide(job, [view(p) for p in pods], service, frozenset(), now, CFG)
+    children = {"Pod": [{"kind": "Pod", **p} for p in pods], "Service": [{"kind": "Service"}] if service else []}
+    return decide(World(job, children, frozenset(), now), CFG)
 
 
 def cond(plan: Any, ctype: str) -> Obj:
@@ -185,7 +188,7 @@ def test_all_running_then_all_succeeded() -> None:
     assert cond(plan, "Running")["status"] == "True" and plan.status["state"] == "Running"
     plan = run(tj(status=plan.status), [pod(0, "Succeeded"), pod(1, "Succeeded")])
     assert cond(plan, "Succeeded")["status"] == "True" and plan.status["completionTime"] == ts(NOW)
-    assert plan.status["replicaStatuses"] == {"node": {"active": 0, "succeeded": 2, "failed": 0}}
+    assert plan.status["replicaStatuses"] == {"node": {"pending": 0, "active": 0, "succeeded": 2, "failed": 0}}
     assert [e.reason for e in plan.events] == ["Completed"]
 
 
@@ -195,7 +198,7 @@ def test_sigkill_restarts_the_gang_and_counts_once() -> None:
     plan = run(tj(), pods)
     assert plan.status["restartCount"] == 1 and plan.status["lastFailure"]["pod"] == "demo-node-1"
     assert cond(plan, "Restarting")["status"] == "True" and plan.status["state"] == "Restarting"
-    assert sorted(n for n, _ in plan.delete) == ["demo-node-0", "demo-node-1"]
+    assert sorted(c.name for c in plan.delete) == ["demo-node-0", "demo-node-1"]
     assert not plan.create
     # The same world seen again (old pods still terminating) must not count a second restart.
     again = run(tj(status=plan.status), pods)
@@ -213,7 +216,8 @@ def test_exit_1_fails_the_job_at_once_with_last_failure() -> None:
     assert cond(plan, "Failed")["reason"] == "ExitCode" and plan.status["state"] == "Failed"
     assert plan.status["lastFailure"] == {"pod": "demo-node-1", "container": "trainer", "exitCode": 1,
                                           "reason": "Error", "message": "boom", "time": ts(NOW)}
-    assert plan.delete == [("demo-node-0", "pod-node-0-0")]  # cleanPodPolicy Running keeps the failed pod
+    # cleanPodPolicy Running keeps the finished pods; the failed one stays in any case, for its logs
+    assert [(c.name, c.uid) for c in plan.delete] == [("demo-node-0", "pod-node-0-0")]
 
 
 def test_backoff_limit_exceeded() -> None:
@@ -259,16 +263,16 @@ def test_suspend_and_resume() -> None:
 def test_ttl_after_finished_deletes_the_job() -> None:
     done = run(tj({"runPolicy": {"ttlSecondsAfterFinished": 60}}), [pod(0, "Succeeded"), pod(1, "Succeeded")])
     early = run(tj({"runPolicy": {"ttlSecondsAfterFinished": 60}}, done.status), [])
-    assert not early.delete_job and early.requeue_after == pytest.approx(60)
+    assert not early.delete_self and early.requeue_after == pytest.approx(60)
     late = run(tj({"runPolicy": {"ttlSecondsAfterFinished": 60}}, done.status), [], now=NOW + timedelta(seconds=61))
-    assert late.delete_job
+    assert late.delete_self
 
 
-@pytest.mark.parametrize(("policy", "deleted"), [("All", ["demo-node-0", "demo-node-1"]), ("Running", ["demo-node-0"]),
+@pytest.mark.parametrize(("policy", "deleted"), [("All", ["demo-node-0"]), ("Running", ["demo-node-0"]),
                                                  ("None", [])])
 def test_clean_pod_policy(policy: str, deleted: list[str]) -> None:
     plan = run(tj({"runPolicy": {"cleanPodPolicy": policy}}), [pod(0), pod(1, "Failed", **terminated(2))])
-    assert sorted(n for n, _ in plan.delete) == deleted
+    assert sorted(c.name for c in plan.delete) == deleted
 
 
 def test_invalid_spec_fails_with_invalid_spec() -> None:

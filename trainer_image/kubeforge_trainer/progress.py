@@ -13,6 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from kubeforge_api.contracts import ProgressDoc
+
 MAX_POINTS = 2000
 
 
@@ -30,9 +32,9 @@ class Progress:
     phase: str = "starting"  # starting | training | finished
 
     def dump(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["percent"] = round(100.0 * self.step / self.total_steps, 1) if self.total_steps else 0.0
-        return d
+        """The wire form (the typed progress document of kubeforge_api.contracts, camelCase)."""
+        percent = min(100.0, round(100.0 * self.step / self.total_steps, 1)) if self.total_steps else 0.0
+        return ProgressDoc.model_validate({**asdict(self), "percent": percent}).dump()
 
 
 class ProgressReporter:
@@ -84,12 +86,12 @@ class ProgressReporter:
 
     def prometheus(self) -> str:
         p = self.snapshot()
-        lines = [f"kubeforge_trainer_step {p['step']}", f"kubeforge_trainer_total_steps {p['total_steps']}",
+        lines = [f"kubeforge_trainer_step {p['step']}", f"kubeforge_trainer_total_steps {p['totalSteps']}",
                  f"kubeforge_trainer_epoch {p['epoch']}",
-                 f"kubeforge_trainer_samples_per_second {p['samples_per_second']}"]
-        if p["loss"] is not None:
+                 f"kubeforge_trainer_samples_per_second {p.get('samplesPerSecond', 0.0)}"]
+        if p.get("loss") is not None:
             lines.append(f"kubeforge_trainer_loss {p['loss']}")
-        lines += [f'kubeforge_trainer_eval{{metric="{k}"}} {v}' for k, v in p["eval"].items()]
+        lines += [f'kubeforge_trainer_eval{{metric="{k}"}} {v}' for k, v in p.get("eval", {}).items()]
         return "\n".join(lines) + "\n"
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:

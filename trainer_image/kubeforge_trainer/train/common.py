@@ -5,7 +5,6 @@ final artifact/termination message."""
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import random
@@ -19,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from kubeforge_api.constants import TERMINATION_LOG_PATH, Env
+from kubeforge_api.contracts import MAX_HISTORY_POINTS, TERMINATION_LIMIT, TrainingResult
 from kubeforge_api.trainingjob import Recipe
 from torch import nn
 
@@ -28,7 +29,10 @@ from ..data import Data
 from ..models import loss_fn
 from ..progress import ProgressReporter
 
-TERMINATION_LOG = Path("/dev/termination-log")
+
+def termination_log() -> Path:
+    """Where the kubelet reads the termination message; local runs point it into the run folder."""
+    return Path(os.environ.get(Env.TERMINATION_LOG, TERMINATION_LOG_PATH))
 
 
 @dataclass(frozen=True)
@@ -222,16 +226,18 @@ class StepLog:
             self.reporter.update(last_checkpoint_step=step)
 
 
-def termination_message(artifact: dict[str, Any], final: dict[str, Any], limit: int = 4096) -> str:
-    """JSON for the pod's termination message (the kubelet keeps 4 KiB): the artifact, the final
-    progress and as much of the curve history as fits, thinned evenly and always ending at the end."""
+def termination_message(artifact: dict[str, Any], final: dict[str, Any], limit: int = TERMINATION_LIMIT) -> str:
+    """The typed result for the pod's termination message (the kubelet keeps 4 KiB): the artifact,
+    the final progress and as much of the curve history as fits, thinned evenly, ending at the end."""
     points = [p for p in final.get("history", []) if p.get("kind") in ("train", "eval")]
     while True:
         keep = ("kind", "step", "loss", "evalLoss", "accuracy", "perplexity")
         slim = [{k: round(v, 5) if isinstance(v, float) else v for k, v in p.items() if k in keep} for p in points]
-        message = json.dumps({"artifact": artifact, "progress": {**final, "history": slim}}, separators=(",", ":"))
-        if len(message) <= limit or not points:
-            return message
+        if len(slim) <= MAX_HISTORY_POINTS:
+            result = TrainingResult.model_validate({"artifact": artifact, "progress": {**final, "history": slim}})
+            message = result.model_dump_json(by_alias=True, exclude_none=True)
+            if len(message) <= limit or not points:
+                return message
         points = [*points[-2::-2][::-1], points[-1]] if len(points) > 2 else points[1:]
 
 
@@ -251,5 +257,5 @@ def finish(ctx: JobContext, world: World, state: dict[str, torch.Tensor], arch: 
     }
     info = artifacts.write(ctx.storage / "artifact", state, card)
     with contextlib.suppress(OSError):  # outside a pod (local runs, tests) there is no termination log
-        TERMINATION_LOG.write_text(termination_message(info, final))
+        termination_log().write_text(termination_message(info, final))
     return info

@@ -1,0 +1,252 @@
+"""The one controller core, the same for every kind. Watch events only update caches and queue the
+object's key; a worker then runs one level-based pass: gather the cached object and the children
+it owns, let the kind probe what it needs, `decide` (pure, the kind's), and `apply` the plan:
+status first (guarded by resourceVersion), then deletes, creates and events. Passes for one
+object never overlap; an unchanged world gives a plan with no writes.
+
+A kind plugs in with a `Kind`: its name, the child kinds it owns, a pure `decide(world) -> Plan`
+and an optional `probe`. Nothing here knows what a TrainingJob or a ServingJob is."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from kubeforge_api.constants import GROUP
+
+from . import metrics
+from .kube import ApiError, Kube
+from .plan import Obj, Plan, World
+
+Key = tuple[str, str]  # (namespace, name)
+PostEvent = Callable[[Obj, str, str, str], None]  # (involved object, type, reason, message)
+ChildKey = tuple[str, str]  # (kind, name)
+log = logging.getLogger("kubeforge.controller")
+EXPECTATION_TTL = 30.0  # seconds a created child may stay unseen before we stop assuming it exists
+SLIM_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
+
+
+class Kind(Protocol):
+    """What a kind brings to the controller."""
+
+    kind: str  # e.g. "TrainingJob"
+    plural: str  # e.g. "trainingjobs"
+    child_kinds: tuple[str, ...]  # e.g. ("Pod", "Service")
+
+    def decide(self, world: World) -> Plan: ...
+
+    async def probe(self, world: World, kube: Kube) -> Any: ...
+
+    def forget(self, key: Key) -> None: ...
+
+
+def key_of(obj: Obj) -> Key:
+    return obj["metadata"]["namespace"], obj["metadata"]["name"]
+
+
+def newer(a: Obj | None, b: Obj) -> bool:
+    """Whether `b` is at least as new as cached `a` (resourceVersions compare as integers in etcd)."""
+    if a is None:
+        return True
+    try:
+        return int(b["metadata"]["resourceVersion"]) >= int(a["metadata"]["resourceVersion"])
+    except (KeyError, ValueError):
+        return True
+
+
+def controller_of(obj: Obj) -> Obj | None:
+    """The ownerReference of our group that controls `obj`, if any."""
+    return next((r for r in obj["metadata"].get("ownerReferences") or []
+                 if r.get("controller") and str(r.get("apiVersion", "")).startswith(f"{GROUP}/")), None)
+
+
+def slim(obj: Obj) -> Obj:
+    """What the cache keeps of an object: server bookkeeping nobody reads is dropped."""
+    meta = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
+    if meta.get("annotations"):
+        meta["annotations"] = {k: v for k, v in meta["annotations"].items() if k not in SLIM_ANNOTATIONS}
+    return {**obj, "metadata": meta}
+
+
+def status_patch(old: Obj, new: Obj) -> Obj:
+    """Merge-patch body turning `old` into `new` (removed keys become null)."""
+    patch: Obj = {k: v for k, v in new.items() if old.get(k) != v}
+    patch.update({k: None for k in old if k not in new})
+    return patch
+
+
+class WorkQueue:
+    """Keys waiting for a pass; a key queued while its pass runs is run again right after."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Key] = asyncio.Queue()
+        self.queued: set[Key] = set()
+        self.active: set[Key] = set()
+        self.again: set[Key] = set()
+        self.timers: dict[Key, asyncio.TimerHandle] = {}
+
+    def add(self, key: Key) -> None:
+        if key in self.active:
+            self.again.add(key)
+        elif key not in self.queued:
+            self.queued.add(key)
+            self.queue.put_nowait(key)
+
+    def add_after(self, key: Key, seconds: float) -> None:
+        self.cancel(key)
+        self.timers[key] = asyncio.get_running_loop().call_later(seconds, self.add, key)
+
+    def cancel(self, key: Key) -> None:
+        timer = self.timers.pop(key, None)
+        if timer:
+            timer.cancel()
+
+    async def take(self) -> Key:
+        key = await self.queue.get()
+        self.queued.discard(key)
+        self.active.add(key)
+        return key
+
+    def done(self, key: Key) -> None:
+        self.active.discard(key)
+        if key in self.again:
+            self.again.discard(key)
+            self.add(key)
+
+
+class Controller:
+    """Caches, queue, expectations and apply for one kind."""
+
+    def __init__(self, kind: Kind, kube: Kube, post_event: PostEvent, workers: int = 8,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.kind = kind
+        self.kube = kube
+        self.post_event = post_event
+        self.clock = clock
+        self.objs: dict[Key, Obj] = {}
+        self.children: dict[Key, dict[ChildKey, Obj]] = {}
+        self.expected: dict[Key, dict[ChildKey, float]] = {}
+        self.queue = WorkQueue()
+        self.workers = workers
+        self.tasks: list[asyncio.Task[None]] = []
+        self.ready = asyncio.Event()
+
+    # ----- caches, fed by watch events (and a priming list at startup) -----
+    def on_object(self, etype: str | None, obj: Obj) -> None:
+        key = key_of(obj)
+        if etype == "DELETED":
+            self.objs.pop(key, None)
+            self.expected.pop(key, None)
+            self.queue.cancel(key)
+            self.kind.forget(key)
+            return
+        if newer(self.objs.get(key), obj):
+            self.objs[key] = slim(obj)
+        self.queue.add(key)
+
+    def on_child(self, etype: str | None, child: Obj) -> None:
+        owner = controller_of(child)
+        if owner is None or owner.get("kind") != self.kind.kind:
+            return
+        key = (child["metadata"]["namespace"], str(owner.get("name")))
+        ckey = (child["kind"], child["metadata"]["name"])
+        owned = self.children.setdefault(key, {})
+        if etype == "DELETED":
+            if owned.get(ckey, {}).get("metadata", {}).get("uid") == child["metadata"].get("uid"):
+                owned.pop(ckey, None)
+            if not owned:
+                self.children.pop(key, None)
+        elif newer(owned.get(ckey), child):
+            owned[ckey] = slim(child)
+            self.expected.get(key, {}).pop(ckey, None)
+        self.queue.add(key)
+
+    async def prime(self, namespaces: list[str]) -> None:
+        """List existing children once so the first passes see the world as it is."""
+        for kind in self.kind.child_kinds:
+            for child in await self.kube.list_children(kind, namespaces):
+                self.on_child(None, {"kind": kind, **child})
+        self.ready.set()
+
+    # ----- workers -----
+    def start(self) -> None:
+        self.tasks = [asyncio.create_task(self._worker()) for _ in range(self.workers)]
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def _worker(self) -> None:
+        await self.ready.wait()
+        while True:
+            key = await self.queue.take()
+            try:
+                await self.reconcile(key)
+            except ApiError as e:
+                if e.status != 409:
+                    log.warning("%s %s/%s: %s", self.kind.kind, *key, e)
+                self.queue.add_after(key, 1.0)
+            except Exception:
+                log.exception("%s %s/%s: the pass crashed", self.kind.kind, *key)
+                self.queue.add_after(key, 5.0)
+            finally:
+                self.queue.done(key)
+
+    # ----- one pass -----
+    def world(self, key: Key) -> World | None:
+        """What a pass of `key` sees; None when there is nothing to reconcile."""
+        obj = self.objs.get(key)
+        if obj is None or obj["metadata"].get("deletionTimestamp"):
+            return None
+        expected = self.expected.setdefault(key, {})
+        for ckey, since in list(expected.items()):
+            if time.monotonic() - since > EXPECTATION_TTL:
+                expected.pop(ckey)
+        uid = obj["metadata"]["uid"]
+        children: dict[str, list[Obj]] = {}
+        for (kind, _), child in sorted(self.children.get(key, {}).items()):
+            if (controller_of(child) or {}).get("uid") == uid:  # not a leftover of an earlier namesake
+                children.setdefault(kind, []).append(child)
+        return World(obj, children, frozenset(expected), self.clock())
+
+    async def reconcile(self, key: Key) -> Plan | None:
+        world = self.world(key)
+        if world is None:
+            return None
+        t0 = time.perf_counter()
+        probe = await self.kind.probe(world, self.kube)
+        if probe is not None:
+            world = World(world.obj, world.children, world.expected, world.now, probe)
+        plan = self.kind.decide(world)
+        await self.apply(key, world.obj, plan)
+        metrics.RECONCILE_SECONDS.labels(self.kind.kind).observe(time.perf_counter() - t0)
+        return plan
+
+    async def apply(self, key: Key, obj: Obj, plan: Plan) -> None:
+        """Status first, guarded by resourceVersion: a pass that decided on stale data gets a 409
+        and acts on nothing; a decision (e.g. a restart counted) is durable before it is carried out."""
+        ns, name = key
+        path = self.kube.custom_path(self.kind.plural, ns, name)
+        if plan.delete_self:
+            await self.kube.delete(path)
+            return
+        old = obj.get("status") or {}
+        patch = status_patch(old, plan.status)
+        if patch:
+            updated = await self.kube.patch_status(path, patch, obj["metadata"]["resourceVersion"])
+            if newer(self.objs.get(key), updated):
+                self.objs[key] = slim(updated)
+            metrics.count_transition(self.kind.kind, ns, old, plan.status)
+        await asyncio.gather(*(self.kube.delete_child(ns, c.kind, c.name, c.uid) for c in plan.delete))
+        await asyncio.gather(*(self.kube.create(child) for child in plan.create))
+        for e in plan.events:
+            self.post_event(obj, e.type, e.reason, e.message)
+        for child in plan.create:
+            self.expected.setdefault(key, {})[(child["kind"], child["metadata"]["name"])] = time.monotonic()
+        if plan.requeue_after is not None:
+            self.queue.add_after(key, plan.requeue_after)

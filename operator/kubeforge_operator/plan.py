@@ -1,0 +1,67 @@
+"""Pure values shared by every kind: what one pass saw (`World`) and what it decided (`Plan`).
+A kind's `decide(world) -> Plan` is a pure function; the controller carries the plan out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+Obj = dict[str, Any]
+
+
+def ts(t: datetime) -> str:
+    """Kubernetes' timestamp form (seconds, UTC, `Z`)."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_ts(s: str) -> datetime:
+    return datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ChildRef:
+    """A child to delete, pinned by uid so a newer object of the same name is never hit."""
+
+    kind: str
+    name: str
+    uid: str
+
+
+@dataclass
+class Plan:
+    """The next status and the actions that get there; an unchanged world gives no writes."""
+
+    status: Obj
+    create: list[Obj] = field(default_factory=list)
+    delete: list[ChildRef] = field(default_factory=list)
+    delete_self: bool = False
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None
+
+    def requeue(self, seconds: float) -> None:
+        seconds = max(seconds, 0.05)
+        self.requeue_after = seconds if self.requeue_after is None else min(self.requeue_after, seconds)
+
+
+@dataclass(frozen=True)
+class World:
+    """Everything one pass of one object may look at: the object, the children it owns (by kind,
+    newest cached version), the children created but not yet seen, the time, and whatever the
+    kind's probe learned this pass (e.g. a training job's progress)."""
+
+    obj: Obj
+    children: dict[str, list[Obj]]
+    expected: frozenset[tuple[str, str]]
+    now: datetime
+    probe: Any = None
+
+    def owned(self, kind: str) -> list[Obj]:
+        return self.children.get(kind, [])

@@ -1,0 +1,119 @@
+"""One TrainingJob decision in the making: the job, what was observed of it, the policy settings,
+and the status being built. The policy steps read and amend a `Pass`; `decide` runs them."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from kubeforge_api.conditions import set_condition
+from kubeforge_api.constants import ConditionType, State
+from kubeforge_api.contracts import ProgressDoc
+from kubeforge_api.trainingjob import CleanPodPolicy, RunPolicy, TrainingJobSpec
+
+from ..observe import Failure, PodView, view
+from ..plan import ChildRef, Obj, Plan, World, ts
+from ..render.trainingjob import JobRef
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+
+@dataclass(frozen=True)
+class Config:
+    """The operator settings a TrainingJob decision depends on."""
+
+    default_image: str
+    shm_size: str = "1Gi"
+    backoff_seconds: float = 10.0
+    backoff_max_seconds: float = 300.0
+    progress_interval_seconds: float = 5.0
+
+
+class Pass:
+    """The job and its observed pods (sorted: the same world in any order gives the same plan)."""
+
+    def __init__(self, world: World, cfg: Config) -> None:
+        self.world, self.cfg, self.now = world, cfg, world.now
+        self.job = world.obj
+        self.ref = JobRef.of(world.obj)
+        self.gen = self.ref.generation
+        self.old: Obj = world.obj.get("status") or {}
+        self.status: Obj = copy.deepcopy(self.old)
+        self.status["observedGeneration"] = self.gen
+        self.plan = Plan(self.status)
+        self.pods = sorted((view(p) for p in world.owned("Pod")), key=lambda v: (v.role, v.rank, v.attempt, v.name))
+        self.service_exists = bool(world.owned("Service"))
+        self.expected = frozenset(name for kind, name in world.expected if kind == "Pod")
+        self.service_expected = any(kind == "Service" for kind, _ in world.expected)
+        self.progress: ProgressDoc | None = world.probe if isinstance(world.probe, ProgressDoc) else None
+        self.valid_spec: TrainingJobSpec | None = None  # set by the validation step, the first one
+
+    # ----- what was observed -----
+    @property
+    def spec(self) -> TrainingJobSpec:
+        assert self.valid_spec is not None, "the validation step runs first"
+        return self.valid_spec
+
+    @property
+    def policy(self) -> RunPolicy:
+        return self.spec.run_policy
+
+    @property
+    def restarts(self) -> int:
+        return int(self.status.get("restartCount", 0))
+
+    @property
+    def disruptions(self) -> int:
+        return int(self.status.get("disruptions", 0))
+
+    @property
+    def current(self) -> list[PodView]:
+        """Pods of the current attempt."""
+        return [v for v in self.pods if v.attempt == self.restarts]
+
+    @property
+    def stale(self) -> list[PodView]:
+        return [v for v in self.pods if v.attempt != self.restarts]
+
+    @property
+    def conds(self) -> list[Obj]:
+        return list(self.status.get("conditions") or [])
+
+    # ----- amending status and plan -----
+    def set(self, ctype: ConditionType, value: bool, reason: str, message: str) -> None:
+        self.status["conditions"] = set_condition(self.conds, ctype, value, reason, message, ts(self.now), self.gen)
+
+    def set_if_present(self, ctype: ConditionType, value: bool, reason: str, message: str) -> None:
+        if any(c["type"] == ctype for c in self.conds):
+            self.set(ctype, value, reason, message)
+
+    def delete(self, pods: Iterable[PodView]) -> None:
+        self.plan.delete = [ChildRef("Pod", v.name, v.uid) for v in pods if not v.deleting]
+
+    def cleanup(self, policy: CleanPodPolicy, keep: str = "") -> None:
+        """Delete pods as `cleanPodPolicy` says once the job ended; `keep` names a pod kept for its logs."""
+        if policy == CleanPodPolicy.NONE:
+            return
+        self.delete(v for v in self.pods if v.name != keep and not (policy == CleanPodPolicy.RUNNING and v.finished))
+
+    def terminal(self, ctype: ConditionType, reason: str, message: str) -> None:
+        self.set(ctype, True, reason, message)
+        self.set(ConditionType.RUNNING, False, reason, message)
+        self.set_if_present(ConditionType.RESTARTING, False, reason, message)
+        self.status["state"] = State.SUCCEEDED if ctype == ConditionType.SUCCEEDED else State.FAILED
+        self.status["reason"] = reason
+        self.status.setdefault("completionTime", ts(self.now))
+
+    def fail(self, reason: str, message: str, failure: Failure | None = None, kill_all: bool = False) -> bool:
+        """End the job Failed; pods go as cleanPodPolicy says (all that still run when `kill_all`),
+        except the pod whose failure ended the job, which stays for `kubectl logs`."""
+        self.terminal(ConditionType.FAILED, reason, message)
+        if failure is not None:
+            self.status["lastFailure"] = failure.dump()
+        policy = self.policy.clean_pod_policy
+        if kill_all and policy == CleanPodPolicy.NONE:
+            policy = CleanPodPolicy.RUNNING
+        self.cleanup(policy, keep=failure.pod if failure else "")
+        return True

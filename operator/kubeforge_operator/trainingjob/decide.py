@@ -1,0 +1,91 @@
+"""Pure: (TrainingJob, observed pods, expectations, probe, now) -> the next status and the actions
+that get there. A pass is a checklist: each step may settle the decision (returns True) or amend
+the status and let the next step look. Same world in, same plan out; an unchanged world gives a
+plan with no writes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kubeforge_api.constants import ConditionType, Reason, State
+
+from ..plan import Event, Plan, World
+from ..render.trainingjob import members, pod_name
+from .context import Config, Pass
+from .creation import backoff_elapsed, create_missing, old_attempt_gone
+from .deadlines import active_deadline
+from .failures import failed_or_restarting
+from .finished import finished
+from .progress import record_progress
+from .running import running_or_why_not
+from .success import succeeded
+from .suspend import suspended
+from .validate import invalid_spec
+
+Step = Callable[[Pass], bool]
+STEPS: tuple[Step, ...] = (
+    invalid_spec,  # nothing else can be read from a spec the models reject
+    finished,  # a terminal job only tidies up and expires; no step below may change it
+    suspended,  # a suspended job holds no pods, whatever its pods say
+    active_deadline,  # the deadline outranks failures and progress
+    failed_or_restarting,  # the earliest failure decides before anything counts as success
+    record_progress,  # recorded before success so a finished job keeps its last numbers
+    succeeded,  # all workers done; checked before anything is recreated
+    old_attempt_gone,  # never two live pods for one rank: the old attempt goes first
+    backoff_elapsed,  # wait out the restart back-off
+    create_missing,  # create the Service and pods that are missing
+    running_or_why_not,  # Running, or why not (and the startup deadline)
+)
+WARNING_REASONS = {Reason.UNSCHEDULABLE, Reason.IMAGE_PULL_BACKOFF, Reason.CRASH_LOOP_BACKOFF, Reason.CONFIG_ERROR,
+                   Reason.GANG_RESTART}
+
+
+def decide(world: World, cfg: Config) -> Plan:
+    p = Pass(world, cfg)
+    for step in STEPS:
+        if step(p):
+            break
+    return _finish(p)
+
+
+def _replica_statuses(p: Pass) -> dict[str, dict[str, int]]:
+    """Per role: pods pending (created, not yet running), active (running), succeeded, failed.
+    Pods created but not yet seen count as pending, so seeing them arrive writes nothing."""
+    out: dict[str, dict[str, int]] = {}
+
+    def count(role: str, key: str) -> None:
+        out.setdefault(role, {"pending": 0, "active": 0, "succeeded": 0, "failed": 0})[key] += 1
+
+    for v in p.current:
+        count(v.role, {"Succeeded": "succeeded", "Failed": "failed", "Running": "active"}.get(v.phase, "pending"))
+    roles = {pod_name(p.ref.name, m.role, m.rank): m.role for m in members(p.spec)}
+    created = p.expected | {c["metadata"]["name"] for c in p.plan.create if c["kind"] == "Pod"}
+    for name in sorted(created - {v.name for v in p.current}):
+        if name in roles:
+            count(roles[name], "pending")
+    return out
+
+
+def _events(p: Pass) -> list[Event]:
+    """An Event per condition that changed status or reason: Warnings for what needs attention."""
+    old = {c["type"]: c for c in p.old.get("conditions") or []}
+    events = []
+    for c in p.status.get("conditions") or []:
+        prev = old.get(c["type"])
+        if prev and (prev["status"], prev.get("reason")) == (c["status"], c.get("reason")):
+            continue
+        if c["status"] != "True" and c.get("reason") not in WARNING_REASONS:
+            continue
+        warn = (c["type"] in (ConditionType.FAILED, ConditionType.RESTARTING) and c["status"] == "True") or \
+            c.get("reason") in WARNING_REASONS
+        events.append(Event("Warning" if warn else "Normal", c.get("reason", ""), c.get("message", "")))
+    return events
+
+
+def _finish(p: Pass) -> Plan:
+    if p.valid_spec is not None:
+        p.status["replicaStatuses"] = _replica_statuses(p)
+    p.status.setdefault("restartCount", 0)
+    p.status.setdefault("state", State.PENDING)
+    p.plan.events = _events(p)
+    return p.plan

@@ -1,0 +1,34 @@
+"""Step: when every worker pod succeeded, rank 0's termination message (typed, validated) gives
+the final progress and the artifact, and the job is `Succeeded`. Checked after failures (a failed
+peer outranks a finished rank) and before creation (nothing is recreated for a finished gang)."""
+
+from __future__ import annotations
+
+from kubeforge_api.constants import ROLE_NODE, ConditionType, Reason
+from kubeforge_api.contracts import TrainingResult, storage_uri
+
+from .context import Pass
+from .progress import apply_progress
+
+
+def record_result(p: Pass, result: TrainingResult) -> None:
+    if result.progress is not None:
+        apply_progress(p.status, result.progress)
+    if result.artifact is not None:
+        claim = p.spec.storage.persistent_volume_claim if p.spec.storage else None
+        base = storage_uri(claim.claim_name if claim else None, p.spec.storage.path if p.spec.storage else "",
+                           p.ref.namespace, p.ref.name)
+        a = result.artifact
+        p.status["artifact"] = {"uri": f"{base}/{a.path}", "digest": a.digest, "sizeBytes": a.size_bytes}
+
+
+def succeeded(p: Pass) -> bool:
+    workers = [v for v in p.current if v.role == ROLE_NODE]
+    if len(workers) != p.spec.nodes or not all(v.phase == "Succeeded" for v in workers):
+        return False
+    rank0 = next((v for v in workers if v.rank == 0), None)
+    if rank0 is not None and rank0.result is not None:
+        record_result(p, rank0.result)
+    p.terminal(ConditionType.SUCCEEDED, Reason.COMPLETED, f"all {p.spec.nodes} worker pods succeeded")
+    p.cleanup(p.policy.clean_pod_policy)
+    return True
