@@ -43,10 +43,10 @@ cluster-down:
 	@tests/cluster/cluster-down.sh "$(CLUSTER_DIR)"
 
 operator-up: venv  ## install CRDs+RBAC into the current kubeconfig's cluster; run the operator as its SA
-	$(PY) -m minicluster operator-up --dir "$(CLUSTER_DIR)-operator"
+	$(PY) -m minicluster operator-up --dir "$(CLUSTER_DIR)/operator"
 
 operator-down:
-	$(PY) -m minicluster operator-down --dir "$(CLUSTER_DIR)-operator"
+	$(PY) -m minicluster operator-down --dir "$(CLUSTER_DIR)/operator"
 
 demo: venv minicp  ## the embedded cluster + operator; every sample TrainingJob to Succeeded, with progress
 	@$(PY) -m minicluster demo --samples manifests/samples

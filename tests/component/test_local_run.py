@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "manifests" / "samples"
@@ -45,3 +49,64 @@ def test_command_job_sees_loopback_wiring_and_bad_files_are_refused(tmp_path: Pa
     bad.write_text((SAMPLES / "trainingjob-env-check.yaml").read_text().replace("nodes: 3", "nodes: -3"))
     out = run(str(bad), tmp_path / "bad")
     assert out.returncode != 0 and "nodes" in out.stderr
+
+
+def job_file(tmp: Path, script: str, run_policy: str = "{}") -> Path:
+    path = tmp / "job.yaml"
+    path.write_text(f"""apiVersion: kubeforge.dev/v1alpha1
+kind: TrainingJob
+metadata: {{name: table}}
+spec:
+  nodes: 2
+  command: [python, -c, {json.dumps(script)}]
+  runPolicy: {run_policy}
+""")
+    return path
+
+
+ATTEMPT_CODE = "import os, sys; codes = {codes}; sys.exit(codes[min(int(os.environ['KUBEFORGE_ATTEMPT']), len(codes) - 1)])"
+
+
+@pytest.mark.parametrize(("codes", "policy", "state", "reason", "restarts"), [
+    ([200, 0], "{}", "Succeeded", "Completed", 1),  # retryable, then fine: one gang restart
+    ([1], "{}", "Failed", "ExitCode", 0),  # the program failed: never retried
+    ([78], "{}", "Failed", "ExitCode", 0),  # invalid configuration: never retried
+    ([137], "{backoffLimit: 1}", "Failed", "BackoffLimitExceeded", 1),  # killed by a signal, each attempt
+])
+def test_local_restarts_follow_the_operators_policy(tmp_path: Path, codes: list[int], policy: str, state: str,
+                                                    reason: str, restarts: int) -> None:
+    script = ATTEMPT_CODE.format(codes=codes)
+    out = subprocess.run([KUBEFORGE, "run", str(job_file(tmp_path, script, policy)), "--runs-dir", str(tmp_path / "r")],
+                         capture_output=True, text=True, timeout=120)
+    rec = record(tmp_path / "r")
+    status = dict(rec["status"])  # type: ignore[arg-type]
+    assert (rec["state"], status["reason"], status["restartCount"]) == (state, reason, restarts), out.stderr
+    assert out.returncode == (0 if state == "Succeeded" else 1)
+    if state == "Failed":
+        assert status["lastFailure"]["exitCode"] == codes[-1] and "Traceback" not in out.stderr
+        assert out.stderr.strip().splitlines()[-1].startswith("kubeforge: table Failed")
+
+
+def test_ctrl_c_stops_every_process_and_records_interrupted(tmp_path: Path) -> None:
+    proc = subprocess.Popen([KUBEFORGE, "run", str(SAMPLES / "trainingjob-digits-ddp.yaml"), "--runs-dir",
+                             str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("*/logs/*.log")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(3)  # the ranks are up and running
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in err and err.strip().splitlines() == [err.strip().splitlines()[-1]]
+    assert "interrupted" in err
+    rec = record(tmp_path)
+    assert rec["state"] == "Interrupted"
+    storage = str(rec["storage"]).encode()
+    survivors = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if storage in environ.read_bytes():
+                survivors.append(environ.parent.name)
+        except OSError:
+            continue
+    assert not survivors, f"processes of the run survived Ctrl-C: {survivors}"

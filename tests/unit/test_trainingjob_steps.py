@@ -1,0 +1,115 @@
+"""Each step of the TrainingJob policy on its own, table-driven: given a job and its pods, whether
+the step settles the pass, and what it leaves in the status and the plan."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from kubeforge_api.trainingjob import TrainingJobSpec
+from kubeforge_operator.plan import World, ts
+from kubeforge_operator.render.trainingjob import JobRef, members, render_pod
+from kubeforge_operator.trainingjob.context import Config, Pass
+from kubeforge_operator.trainingjob.creation import backoff_elapsed, create_missing, old_attempt_gone
+from kubeforge_operator.trainingjob.deadlines import active_deadline
+from kubeforge_operator.trainingjob.failures import failed_or_restarting
+from kubeforge_operator.trainingjob.finished import finished
+from kubeforge_operator.trainingjob.running import running_or_why_not
+from kubeforge_operator.trainingjob.success import succeeded
+from kubeforge_operator.trainingjob.suspend import suspended
+from kubeforge_operator.trainingjob.validate import invalid_spec
+
+Obj = dict[str, Any]
+NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+CFG = Config(default_image="img", backoff_seconds=10)
+DONE = {"conditions": [{"type": "Succeeded", "status": "True", "reason": "Completed"}], "state": "Succeeded",
+        "completionTime": ts(NOW - timedelta(seconds=30))}
+FAILED = {"conditions": [{"type": "Failed", "status": "True", "reason": "ExitCode"}], "state": "Failed",
+          "lastFailure": {"pod": "demo-node-1"}, "completionTime": ts(NOW)}
+
+
+def pod(rank: int, phase: str = "Running", attempt: int = 0, code: int | None = None, **meta: Any) -> Obj:
+    spec = TrainingJobSpec.model_validate({"nodes": 2, "command": ["x"]})
+    p = render_pod(JobRef("demo", "ml", "u", 1), spec, members(spec)[rank], attempt, "img", "1Gi")
+    p["metadata"].update({"uid": f"uid-{rank}-{attempt}", "creationTimestamp": ts(NOW - timedelta(seconds=60)),
+                          **meta})
+    p["status"] = {"phase": phase}
+    if code is not None:
+        p["status"]["containerStatuses"] = [{"name": "trainer", "state": {"terminated": {
+            "exitCode": code, "reason": "Error", "finishedAt": ts(NOW)}}}]
+    return p
+
+
+def make_pass(spec: Obj | None = None, status: Obj | None = None, pods: list[Obj] | None = None,
+              service: bool = True) -> Pass:
+    job = {"apiVersion": "kubeforge.dev/v1alpha1", "kind": "TrainingJob",
+           "metadata": {"name": "demo", "namespace": "ml", "uid": "u", "generation": 1},
+           "spec": {"nodes": 2, "command": ["x"], **(spec or {})}, "status": status or {}}
+    children = {"Pod": pods or [], "Service": [{"kind": "Service"}] if service else []}
+    p = Pass(World(job, children, frozenset(), NOW), CFG)
+    invalid_spec(p)
+    return p
+
+
+Case = tuple[str, Callable[[Pass], bool], Pass, bool, Callable[[Pass], bool]]
+CASES: list[Case] = [
+    ("invalid spec fails", invalid_spec, make_pass({"nodes": 0}), True,
+     lambda p: p.status["reason"] == "InvalidSpec" and "spec.nodes" in p.conds[0]["message"]),
+    ("valid spec passes on", invalid_spec, make_pass(), False, lambda p: p.valid_spec is not None),
+    ("running job is not finished", finished, make_pass(), False, lambda p: not p.plan.delete),
+    ("succeeded job expires after its TTL", finished, make_pass({"runPolicy": {"ttlSecondsAfterFinished": 10}}, DONE),
+     True, lambda p: p.plan.delete_self),
+    ("failed job keeps the failed pod", finished,
+     make_pass({"runPolicy": {"cleanPodPolicy": "All"}}, FAILED, [pod(0, "Failed", code=143), pod(1, "Failed", code=1)]),
+     True, lambda p: [c.name for c in p.plan.delete] == ["demo-node-0"]),
+    ("suspend deletes pods", suspended, make_pass({"runPolicy": {"suspend": True}}, None, [pod(0)]), True,
+     lambda p: p.status["state"] == "Suspended" and len(p.plan.delete) == 1),
+    ("deadline exceeded", active_deadline,
+     make_pass({"runPolicy": {"activeDeadlineSeconds": 5}}, {"startTime": ts(NOW - timedelta(seconds=6))}), True,
+     lambda p: p.status["reason"] == "DeadlineExceeded"),
+    ("deadline ahead requeues", active_deadline,
+     make_pass({"runPolicy": {"activeDeadlineSeconds": 50}}, {"startTime": ts(NOW - timedelta(seconds=6))}), False,
+     lambda p: p.plan.requeue_after == pytest.approx(44)),
+    ("exit 1 is permanent", failed_or_restarting, make_pass(pods=[pod(0), pod(1, "Failed", code=1)]), True,
+     lambda p: p.status["reason"] == "ExitCode" and p.status["lastFailure"]["exitCode"] == 1),
+    ("signal restarts the gang", failed_or_restarting, make_pass(pods=[pod(0), pod(1, "Failed", code=137)]), True,
+     lambda p: p.status["restartCount"] == 1 and p.status["state"] == "Restarting" and len(p.plan.delete) == 2),
+    ("a deleted running pod is a disruption", failed_or_restarting,
+     make_pass(pods=[pod(0), pod(1, deletionTimestamp=ts(NOW))]), True, lambda p: p.status["disruptions"] == 1),
+    ("backoff limit", failed_or_restarting,
+     make_pass({"runPolicy": {"backoffLimit": 1}}, {"restartCount": 1}, [pod(0, attempt=1),
+                                                                        pod(1, "Failed", 1, code=200)]), True,
+     lambda p: p.status["reason"] == "BackoffLimitExceeded"),
+    ("all workers succeeded", succeeded, make_pass(pods=[pod(0, "Succeeded"), pod(1, "Succeeded")]), True,
+     lambda p: p.status["state"] == "Succeeded"),
+    ("one worker left", succeeded, make_pass(pods=[pod(0, "Succeeded"), pod(1)]), False, lambda p: True),
+    ("old attempt goes first", old_attempt_gone, make_pass(None, {"restartCount": 1}, [pod(0, attempt=0)]), True,
+     lambda p: [c.name for c in p.plan.delete] == ["demo-node-0"]),
+    ("back-off not over", backoff_elapsed,
+     make_pass(None, {"restartCount": 1, "lastFailure": {"time": ts(NOW - timedelta(seconds=3))}}), True,
+     lambda p: p.plan.requeue_after == pytest.approx(7)),
+    ("back-off over", backoff_elapsed,
+     make_pass(None, {"restartCount": 1, "lastFailure": {"time": ts(NOW - timedelta(seconds=11))}}), False,
+     lambda p: True),
+    ("creates what is missing", create_missing, make_pass(pods=[pod(0, "Pending")], service=False), False,
+     lambda p: [o["metadata"]["name"] for o in p.plan.create] == ["demo", "demo-node-1"]),
+    ("all running", running_or_why_not, make_pass(pods=[pod(0), pod(1)]), True,
+     lambda p: p.status["state"] == "Running"),
+    ("unschedulable is Pending with the reason", running_or_why_not,
+     make_pass(pods=[pod(0), {**pod(1, "Pending"), "status": {"phase": "Pending", "conditions": [
+         {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/1 nodes"}]}}]), True,
+     lambda p: p.status["state"] == "Pending" and p.status["reason"] == "Unschedulable"),
+]
+
+
+@pytest.mark.parametrize(("step", "p", "settles", "check"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_policy_step(step: Callable[[Pass], bool], p: Pass, settles: bool, check: Callable[[Pass], bool]) -> None:
+    if p.valid_spec is None and step is not invalid_spec:
+        pytest.fail("the case's spec must be valid")
+    if step is not invalid_spec:
+        assert step(p) is settles
+    else:
+        assert (p.valid_spec is None) is settles
+    assert check(p), p.status
