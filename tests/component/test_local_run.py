@@ -64,7 +64,8 @@ spec:
     return path
 
 
-ATTEMPT_CODE = "import os, sys; codes = {codes}; sys.exit(codes[min(int(os.environ['KUBEFORGE_ATTEMPT']), len(codes) - 1)])"
+ATTEMPT_CODE = ("import os, sys; codes = {codes}; "
+                "sys.exit(codes[min(int(os.environ['KUBEFORGE_ATTEMPT']), len(codes) - 1)])")
 
 
 @pytest.mark.parametrize(("codes", "policy", "state", "reason", "restarts"), [
