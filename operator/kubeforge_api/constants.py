@@ -73,6 +73,7 @@ class ConditionType(StrEnum):
     RESTARTING = "Restarting"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
+    INTERRUPTED = "Interrupted"  # local runs only: stopped by Ctrl-C or SIGTERM
     SUSPENDED = "Suspended"
     COMPRESSED = "Compressed"
 

@@ -104,7 +104,7 @@ def run(path: Path, runs: Path, storage: Path | None, quiet: bool) -> int:
             drive(job, display)
     except KeyboardInterrupt:
         job.stop_all()
-        job.save("Interrupted")
+        job.save(State.INTERRUPTED)
         print(f"kubeforge: interrupted; every process stopped; logs: {job.root / 'logs'}", file=sys.stderr)
         return EXIT_INTERRUPTED
     job.save()
