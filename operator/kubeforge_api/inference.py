@@ -1,0 +1,116 @@
+"""Open Inference Protocol (KServe v2) REST wire models, used by both ends: the inference server
+parses requests and writes responses with them; tests, benchmarks and the dashboard build requests
+and read responses with them.
+
+Field names follow the protocol (snake_case `model_name`, `datatype`), so these models do not use the
+camelCase base of the CRD models. Tensor `data` may be flat (row-major) or nested, as the protocol
+allows; the server checks its elements against `datatype` and `shape`."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PROTOCOL_VERSION: Final = "v2"
+MAX_TENSORS: Final = 16
+MAX_RANK: Final = 8
+MAX_DIM: Final = 2**31 - 1
+
+# Paths of the protocol's REST endpoints (model name filled in with str.format).
+PATH_LIVE: Final = "/v2/health/live"
+PATH_READY: Final = "/v2/health/ready"
+PATH_SERVER: Final = "/v2"
+PATH_MODEL: Final = "/v2/models/{name}"
+PATH_MODEL_READY: Final = "/v2/models/{name}/ready"
+PATH_INFER: Final = "/v2/models/{name}/infer"
+PATH_METRICS: Final = "/metrics"
+
+Parameters = dict[str, str | int | float | bool]
+
+
+class Datatype(StrEnum):
+    """Tensor element types of the protocol."""
+
+    BOOL = "BOOL"
+    UINT8 = "UINT8"
+    UINT16 = "UINT16"
+    UINT32 = "UINT32"
+    UINT64 = "UINT64"
+    INT8 = "INT8"
+    INT16 = "INT16"
+    INT32 = "INT32"
+    INT64 = "INT64"
+    FP16 = "FP16"
+    FP32 = "FP32"
+    FP64 = "FP64"
+    BYTES = "BYTES"
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    def dump_json(self) -> bytes:
+        """The wire form, without unset optionals."""
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+class RequestInput(Wire):
+    name: str = Field(min_length=1, max_length=256, description="Input tensor name.")
+    shape: list[int] = Field(max_length=MAX_RANK, description="Tensor shape; the first dimension is the batch.")
+    datatype: Datatype = Field(description="Element type.")
+    data: list[Any] = Field(description="Elements, flat in row-major order or nested.")
+    parameters: Parameters | None = Field(default=None, description="Per-input parameters (ignored).")
+
+
+class RequestOutput(Wire):
+    name: str = Field(min_length=1, max_length=256, description="Requested output tensor name.")
+    parameters: Parameters | None = Field(default=None, description="Per-output parameters (ignored).")
+
+
+class InferenceRequest(Wire):
+    id: str | None = Field(default=None, max_length=256, description="Echoed in the response.")
+    parameters: Parameters | None = Field(default=None, description="Request parameters (ignored).")
+    inputs: list[RequestInput] = Field(min_length=1, max_length=MAX_TENSORS, description="Input tensors.")
+    outputs: list[RequestOutput] | None = Field(default=None, max_length=MAX_TENSORS,
+                                                description="Outputs to return (default: all).")
+
+
+class ResponseOutput(Wire):
+    name: str = Field(description="Output tensor name.")
+    shape: list[int] = Field(description="Tensor shape.")
+    datatype: Datatype = Field(description="Element type.")
+    data: list[Any] = Field(description="Elements, flat in row-major order.")
+
+
+class InferenceResponse(Wire):
+    model_name: str = Field(description="The model that answered.")
+    model_version: str | None = Field(default=None, description="Its version, when it has one.")
+    id: str | None = Field(default=None, description="The request's id.")
+    outputs: list[ResponseOutput] = Field(description="Output tensors.")
+
+
+class ErrorBody(Wire):
+    error: str = Field(description="One line saying what was wrong.")
+
+
+class TensorMetadata(Wire):
+    name: str = Field(description="Tensor name.")
+    datatype: Datatype = Field(description="Element type.")
+    shape: list[int] = Field(description="Shape; -1 marks a variable dimension (the batch).")
+
+
+class ServerMetadata(Wire):
+    name: str = Field(description="Server name.")
+    version: str = Field(description="Server version.")
+    extensions: list[str] = Field(default_factory=list, description="Supported protocol extensions.")
+
+
+class ModelMetadata(Wire):
+    name: str = Field(description="Model name (the ServingJob's name).")
+    versions: list[str] = Field(default_factory=list, description="Available versions.")
+    platform: str = Field(description="Framework that runs the model.")
+    inputs: list[TensorMetadata] = Field(description="Expected inputs.")
+    outputs: list[TensorMetadata] = Field(description="Produced outputs.")
+    parameters: Parameters | None = Field(default=None, description="Model card facts (digest, architecture).")

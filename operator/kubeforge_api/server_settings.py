@@ -1,0 +1,89 @@
+"""The container contract between the operator's Deployment renderer and the inference server
+(`python -m kubeforge_server`): the env vars the renderer sets, their meanings and defaults, the
+port, probe paths, the model mount and the shutdown timing. The renderer builds a `ServerSettings`
+with `for_spec` and passes `to_env()`; the server reads it back with `from_env`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .inference import PATH_LIVE, PATH_READY
+from .servingjob import ServingJobSpec
+
+SERVER_COMMAND: Final = ("python", "-m", "kubeforge_server")
+SERVER_CONTAINER_NAME: Final = "server"
+SERVER_PORT: Final = 8080
+SERVER_PORT_NAME: Final = "http"
+MODEL_MOUNT: Final = "/kubeforge/model"  # the artifact directory, mounted read-only (PVC subPath)
+LIVENESS_PATH: Final = PATH_LIVE
+READINESS_PATH: Final = PATH_READY
+TERMINATION_LOG: Final = "/dev/termination-log"  # one line on a failed load (ModelNotFound / ModelLoadFailed)
+EXIT_MODEL_NOT_FOUND: Final = 66  # sysexits EX_NOINPUT: the model directory or card is missing
+EXIT_MODEL_LOAD_FAILED: Final = 65  # sysexits EX_DATAERR: digest mismatch, not safetensors, wrong shapes
+
+
+class ServerEnv(StrEnum):
+    """Environment of the server container (all optional; defaults in ServerSettings)."""
+
+    MODEL_DIR = "KUBEFORGE_MODEL_DIR"
+    MODEL_NAME = "KUBEFORGE_MODEL_NAME"
+    HOST = "KUBEFORGE_SERVER_HOST"
+    PORT = "KUBEFORGE_SERVER_PORT"
+    MAX_BATCH_SIZE = "KUBEFORGE_MAX_BATCH_SIZE"
+    MAX_DELAY_MS = "KUBEFORGE_MAX_DELAY_MS"
+    MAX_REQUEST_BYTES = "KUBEFORGE_MAX_REQUEST_BYTES"
+    MAX_QUEUE_DEPTH = "KUBEFORGE_MAX_QUEUE_DEPTH"
+    REQUEST_TIMEOUT_SECONDS = "KUBEFORGE_REQUEST_TIMEOUT_SECONDS"
+    SHUTDOWN_DELAY_SECONDS = "KUBEFORGE_SHUTDOWN_DELAY_SECONDS"
+    TORCH_THREADS = "KUBEFORGE_TORCH_THREADS"
+    TERMINATION_LOG = "KUBEFORGE_TERMINATION_LOG"
+
+
+class ServerSettings(BaseModel):
+    """One typed settings object, loaded once at start-up."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    model_dir: str = Field(default=MODEL_MOUNT, max_length=4096, description="Artifact directory.")
+    model_name: str = Field(default="model", min_length=1, max_length=253, description=(
+        "Open Inference Protocol model name (the ServingJob's name)."))
+    host: str = Field(default="0.0.0.0", max_length=255, description="Listen address.")
+    port: int = Field(default=SERVER_PORT, ge=0, le=65535, description="Listen port (0: any free port).")
+    max_batch_size: int = Field(default=32, ge=1, le=4096, description="Most rows per model call.")
+    max_delay_ms: int = Field(default=0, ge=0, le=10_000, description="Batch wait when idle; 0 = opportunistic.")
+    max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=1024**3, description="413 above.")
+    max_queue_depth: int = Field(default=1024, ge=1, le=1_000_000, description="503 above.")
+    request_timeout_seconds: float = Field(default=30.0, gt=0, le=3600, description="504 after.")
+    shutdown_delay_seconds: float = Field(default=5.0, ge=0, le=300, description=(
+        "After SIGTERM: readiness fails at once, requests are still served this long (so endpoints "
+        "drop the pod), then the listener closes and in-flight requests drain."))
+    torch_threads: int = Field(default=0, ge=0, le=1024, description="Intra-op threads; 0 = torch's default.")
+    termination_log: str = Field(default=TERMINATION_LOG, max_length=4096, description=(
+        "File that receives one line when the model cannot be loaded (the pod's terminationMessagePath)."))
+
+    def to_env(self) -> dict[str, str]:
+        """Env var name -> value, for the container spec."""
+        return {env.value: str(getattr(self, env.name.lower())) for env in ServerEnv}
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ServerSettings:
+        return cls.model_validate({e.name.lower(): env[e.value] for e in ServerEnv if e.value in env})
+
+    @classmethod
+    def for_spec(cls, name: str, spec: ServingJobSpec, model_dir: str = MODEL_MOUNT) -> ServerSettings:
+        """The settings a ServingJob's Deployment passes to its servers."""
+        b, lim = spec.batching, spec.limits
+        return cls(model_dir=model_dir, model_name=name, max_batch_size=b.max_batch_size,
+                   max_delay_ms=b.max_delay_ms, max_request_bytes=lim.max_request_bytes,
+                   max_queue_depth=lim.max_queue_depth, request_timeout_seconds=lim.request_timeout_seconds)
+
+    @property
+    def termination_grace_seconds(self) -> int:
+        """terminationGracePeriodSeconds that lets a SIGTERM'd server finish: the shutdown delay, the
+        longest request, and a margin for closing."""
+        return math.ceil(self.shutdown_delay_seconds + self.request_timeout_seconds + 5)

@@ -1,0 +1,88 @@
+"""`python -m kubeforge_server`: read the settings from the environment (the contract in
+kubeforge_api.server_settings), serve on uvicorn (httptools, uvloop), and shut down gracefully.
+
+Shutdown on SIGTERM: readiness fails at once; requests are still served for
+`shutdown_delay_seconds` (endpoints and load balancers drop the pod meanwhile); then the listener
+closes and in-flight requests finish (up to `request_timeout_seconds`) before the process exits 0.
+A second SIGTERM or a SIGINT skips the delay. A model that cannot be loaded ends the process with
+EXIT_MODEL_NOT_FOUND or EXIT_MODEL_LOAD_FAILED and one line in the termination log."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+import torch
+import uvicorn
+from kubeforge_api.server_settings import ServerSettings
+from kubeforge_trainer.artifacts import load_model
+
+from .app import App
+from .metrics import Metrics
+from .service import Loader, ModelService
+
+log = logging.getLogger("kubeforge_server")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn with a readiness-first SIGTERM: drain the service, wait, then stop."""
+
+    def __init__(self, config: uvicorn.Config, service: ModelService, delay_s: float) -> None:
+        super().__init__(config)
+        self.service, self.delay_s = service, delay_s
+        self.exit_code = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)  # type: ignore[arg-type]
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig != signal.SIGTERM or self.service.phase == "draining" or self._loop is None:
+            super().handle_exit(sig, frame)
+            return
+        self.service.drain()
+        log.info("SIGTERM: not ready; closing in %.1f s", self.delay_s)
+        self._loop.call_soon_threadsafe(self._loop.call_later, self.delay_s, self._stop)
+
+    def _stop(self) -> None:
+        self.should_exit = True
+
+    def fatal(self, code: int, message: str) -> None:
+        log.error("cannot serve the model: %s", message)
+        with contextlib.suppress(OSError):  # no termination log outside a pod: the log line is enough
+            Path(self.service.settings.termination_log).write_text(message[:4000])
+        self.exit_code = code
+        self.should_exit = True
+
+
+def build(settings: ServerSettings, loader: Loader = load_model) -> _Server:
+    """The configured server (not started): the seam benchmarks use to serve another loader."""
+    holder: list[_Server] = []
+    service = ModelService(settings, loader, Metrics(), lambda code, msg: holder[0].fatal(code, msg))
+    config = uvicorn.Config(App(service), host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+                            lifespan="on", access_log=False, log_level="warning", server_header=False,
+                            timeout_graceful_shutdown=int(settings.request_timeout_seconds) + 1, backlog=4096)
+    holder.append(_Server(config, service, settings.shutdown_delay_seconds))
+    return holder[0]
+
+
+def main(loader: Loader = load_model) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = ServerSettings.from_env(os.environ)
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    server = build(settings, loader)
+    log.info("serving %s from %s on %s:%d", settings.model_name, settings.model_dir, settings.host, settings.port)
+    server.run()
+    return server.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
