@@ -10,12 +10,17 @@ GROUP: Final = "kubeforge.dev"
 VERSION: Final = "v1alpha1"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
 TRAININGJOB_PLURAL: Final = "trainingjobs"
+SERVINGJOB_PLURAL: Final = "servingjobs"
 
 # Labels on every child; selectors and the operator's pod cache key on them.
 LABEL_JOB: Final = "kubeforge.dev/job-name"
 LABEL_ROLE: Final = "kubeforge.dev/role"
 LABEL_RANK: Final = "kubeforge.dev/rank"
 LABEL_ATTEMPT: Final = "kubeforge.dev/attempt"
+LABEL_SERVING: Final = "kubeforge.dev/serving-name"
+LABEL_TRACK: Final = "kubeforge.dev/track"  # main | canary
+LABEL_OWNER_UID: Final = "kubeforge.dev/owner-uid"  # on grandchildren (a Deployment's pods)
+ANNOTATION_SPEC_HASH: Final = "kubeforge.dev/spec-hash"  # of the rendered child: an update only when it changes
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "kubeforge-operator"
 
@@ -73,7 +78,6 @@ class ConditionType(StrEnum):
     RESTARTING = "Restarting"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
-    INTERRUPTED = "Interrupted"  # local runs only: stopped by Ctrl-C or SIGTERM
     SUSPENDED = "Suspended"
     COMPRESSED = "Compressed"
 
@@ -88,6 +92,7 @@ class State(StrEnum):
     SUSPENDED = "Suspended"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
+    INTERRUPTED = "Interrupted"  # local runs only: stopped by Ctrl-C or SIGTERM
 
 
 class Reason(StrEnum):

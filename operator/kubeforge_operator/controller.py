@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from kubeforge_api.constants import GROUP
+from kubeforge_api.constants import GROUP, LABEL_OWNER_UID
 
 from . import metrics
 from .kube import ApiError, Kube
@@ -36,6 +36,7 @@ class Kind(Protocol):
     kind: str  # e.g. "TrainingJob"
     plural: str  # e.g. "trainingjobs"
     child_kinds: tuple[str, ...]  # e.g. ("Pod", "Service")
+    owner_label: str  # label naming the owner on objects it owns indirectly (a Deployment's pods); "" if none
 
     def decide(self, world: World) -> Plan: ...
 
@@ -62,6 +63,13 @@ def controller_of(obj: Obj) -> Obj | None:
     """The ownerReference of our group that controls `obj`, if any."""
     return next((r for r in obj["metadata"].get("ownerReferences") or []
                  if r.get("controller") and str(r.get("apiVersion", "")).startswith(f"{GROUP}/")), None)
+
+
+def owned_by(child: Obj, uid: str) -> bool:
+    """Whether `child` belongs to the object with `uid`, directly or through the owner-uid label."""
+    if (controller_of(child) or {}).get("uid") == uid:
+        return True
+    return bool((child["metadata"].get("labels") or {}).get(LABEL_OWNER_UID) == uid)
 
 
 def slim(obj: Obj) -> Obj:
@@ -148,11 +156,19 @@ class Controller:
             self.objs[key] = slim(obj)
         self.queue.add(key)
 
-    def on_child(self, etype: str | None, child: Obj) -> None:
+    def owner_key(self, child: Obj) -> Key | None:
+        """The object of this kind that owns `child`: its controller, or the owner label of a grandchild."""
+        meta = child["metadata"]
         owner = controller_of(child)
-        if owner is None or owner.get("kind") != self.kind.kind:
+        if owner is not None and owner.get("kind") == self.kind.kind:
+            return meta["namespace"], str(owner.get("name"))
+        name = (meta.get("labels") or {}).get(self.kind.owner_label) if self.kind.owner_label else None
+        return (meta["namespace"], name) if name else None
+
+    def on_child(self, etype: str | None, child: Obj) -> None:
+        key = self.owner_key(child)
+        if key is None:
             return
-        key = (child["metadata"]["namespace"], str(owner.get("name")))
         ckey = (child["kind"], child["metadata"]["name"])
         owned = self.children.setdefault(key, {})
         if etype == "DELETED":
@@ -164,6 +180,12 @@ class Controller:
             owned[ckey] = slim(child)
             self.expected.get(key, {}).pop(ckey, None)
         self.queue.add(key)
+
+    def enqueue_related(self, ns: str, refers: Callable[[Obj], bool]) -> None:
+        """Queue the objects of namespace `ns` that `refers` to something that just changed."""
+        for key, obj in self.objs.items():
+            if key[0] == ns and refers(obj):
+                self.queue.add(key)
 
     async def prime(self, namespaces: list[str]) -> None:
         """List existing children once so the first passes see the world as it is."""
@@ -210,7 +232,7 @@ class Controller:
         uid = obj["metadata"]["uid"]
         children: dict[str, list[Obj]] = {}
         for (kind, _), child in sorted(self.children.get(key, {}).items()):
-            if (controller_of(child) or {}).get("uid") == uid:  # not a leftover of an earlier namesake
+            if owned_by(child, uid):  # not a leftover of an earlier namesake
                 children.setdefault(kind, []).append(child)
         return World(obj, children, frozenset(expected), self.clock())
 
@@ -243,7 +265,8 @@ class Controller:
                 self.objs[key] = slim(updated)
             metrics.count_transition(self.kind.kind, ns, old, plan.status)
         await asyncio.gather(*(self.kube.delete_child(ns, c.kind, c.name, c.uid) for c in plan.delete))
-        await asyncio.gather(*(self.kube.create(child) for child in plan.create))
+        await asyncio.gather(*(self.kube.create(child) for child in plan.create),
+                             *(self.kube.apply(child) for child in plan.update))
         for e in plan.events:
             self.post_event(obj, e.type, e.reason, e.message)
         for child in plan.create:

@@ -150,6 +150,13 @@ class Kube:
                 return False
             raise
 
+    async def apply(self, obj: Obj) -> Obj:
+        """Server-side apply of a child we own (its fields are ours; a conflict is taken)."""
+        meta = obj["metadata"]
+        path = self.child_path(obj["kind"], meta["namespace"], meta["name"])
+        return await self.request("PATCH", path, obj, "application/apply-patch+yaml",
+                                  params={"fieldManager": MANAGED_BY, "force": "true"})
+
     async def delete_child(self, ns: str, kind: str, name: str, uid: str) -> None:
         body = {"preconditions": {"uid": uid}, "propagationPolicy": "Background"}
         try:

@@ -7,12 +7,21 @@ import logging
 from typing import Any, cast
 
 import kopf
-from kubeforge_api.constants import GROUP, LABEL_MANAGED_BY, MANAGED_BY, TRAININGJOB_PLURAL, VERSION
+from kubeforge_api.constants import (
+    GROUP,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    SERVINGJOB_PLURAL,
+    TRAININGJOB_PLURAL,
+    VERSION,
+)
 from prometheus_client import start_http_server
 
 from .controller import Controller
 from .kube import Kube
 from .plan import Obj
+from .servingjob.decide import Config as ServingConfig
+from .servingjob.kind import ServingJobKind, referenced_jobs
 from .settings import Settings
 from .trainingjob.kind import TrainingJobKind
 
@@ -46,7 +55,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port, addr="0.0.0.0")
     kube = Kube(lambda: memo["connection"])
-    memo["controllers"] = {"TrainingJob": Controller(TrainingJobKind(cfg.policy()), kube, post_event, cfg.workers)}
+    training = Controller(TrainingJobKind(cfg.policy()), kube, post_event, cfg.workers)
+    serving = Controller(ServingJobKind(ServingConfig(cfg.trainer_image), training.objs.get), kube, post_event,
+                         cfg.workers)
+    memo["controllers"] = {"TrainingJob": training, "ServingJob": serving}
     memo["kube"] = kube
     for controller in memo["controllers"].values():
         await controller.prime(cfg.namespaces)
@@ -62,7 +74,16 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(GROUP, VERSION, TRAININGJOB_PLURAL)
 def trainingjob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    memo["controllers"]["TrainingJob"].on_object(event["type"], event["object"])
+    job = event["object"]
+    memo["controllers"]["TrainingJob"].on_object(event["type"], job)
+    name = job["metadata"]["name"]  # ServingJobs waiting for this job's model look again
+    memo["controllers"]["ServingJob"].enqueue_related(
+        job["metadata"]["namespace"], lambda sj: name in referenced_jobs(sj.get("spec") or {}))
+
+
+@kopf.on.event(GROUP, VERSION, SERVINGJOB_PLURAL)
+def servingjob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    memo["controllers"]["ServingJob"].on_object(event["type"], event["object"])
 
 
 def _child_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
@@ -70,5 +91,7 @@ def _child_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         controller.on_child(event["type"], event["object"])
 
 
-for _resource in (("v1", "pods"), ("v1", "services")):
+CHILD_RESOURCES = (("v1", "pods"), ("v1", "services"), ("apps", "v1", "deployments"),
+                   ("autoscaling", "v2", "horizontalpodautoscalers"), ("policy", "v1", "poddisruptionbudgets"))
+for _resource in CHILD_RESOURCES:
     kopf.on.event(*_resource, labels=MANAGED)(_child_event)

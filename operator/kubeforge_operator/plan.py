@@ -41,6 +41,7 @@ class Plan:
 
     status: Obj
     create: list[Obj] = field(default_factory=list)
+    update: list[Obj] = field(default_factory=list)  # children whose rendered form changed (applied)
     delete: list[ChildRef] = field(default_factory=list)
     delete_self: bool = False
     events: list[Event] = field(default_factory=list)

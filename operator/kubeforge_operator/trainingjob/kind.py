@@ -22,6 +22,7 @@ class TrainingJobKind:
     kind = "TrainingJob"
     plural = TRAININGJOB_PLURAL
     child_kinds: tuple[str, ...] = ("Pod", "Service")
+    owner_label = ""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg

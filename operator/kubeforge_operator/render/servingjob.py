@@ -1,0 +1,165 @@
+"""Pure rendering of a ServingJob's children: a Deployment per track (main, and canary when set)
+running the inference server on a read-only model volume, one ClusterIP Service on port 80 in
+front of both, an optional HorizontalPodAutoscaler and a PodDisruptionBudget. Each child carries
+the hash of its rendered form, so the controller updates it only when that form changes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from kubeforge_api.constants import (
+    ANNOTATION_SPEC_HASH,
+    API_VERSION,
+    LABEL_MANAGED_BY,
+    LABEL_OWNER_UID,
+    LABEL_SERVING,
+    LABEL_TRACK,
+    MANAGED_BY,
+)
+from kubeforge_api.server_settings import (
+    LIVENESS_PATH,
+    MODEL_MOUNT,
+    READINESS_PATH,
+    SERVER_COMMAND,
+    SERVER_CONTAINER_NAME,
+    SERVER_PORT,
+    SERVER_PORT_NAME,
+    TERMINATION_LOG,
+    ServerSettings,
+)
+from kubeforge_api.servingjob import SERVICE_PORT, ServingJobSpec
+
+from .trainingjob import JobRef
+
+Obj = dict[str, Any]
+MAIN, CANARY = "main", "canary"
+DEFAULT_REQUESTS = {"cpu": "100m", "memory": "256Mi"}  # the HPA measures CPU against the request
+
+
+@dataclass(frozen=True)
+class ModelVolume:
+    """Where a resolved model lives: a claim and the artifact directory's path inside it."""
+
+    claim: str
+    path: str
+
+    @classmethod
+    def parse(cls, uri: str) -> ModelVolume:
+        claim, _, path = uri.removeprefix("pvc://").partition("/")
+        return cls(claim, path.rstrip("/"))
+
+
+def owner_reference(ref: JobRef) -> Obj:
+    return {"apiVersion": API_VERSION, "kind": "ServingJob", "name": ref.name, "uid": ref.uid,
+            "controller": True, "blockOwnerDeletion": True}
+
+
+def selector(ref: JobRef) -> dict[str, str]:
+    return {LABEL_SERVING: ref.name}
+
+
+def _meta(ref: JobRef, name: str, labels: dict[str, str] | None = None) -> Obj:
+    return {"name": name, "namespace": ref.namespace, "ownerReferences": [owner_reference(ref)],
+            "labels": {**selector(ref), LABEL_MANAGED_BY: MANAGED_BY, **(labels or {})}}
+
+
+def with_hash(obj: Obj) -> Obj:
+    """`obj` with the hash of its rendered form as an annotation."""
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+    meta = obj["metadata"]
+    obj["metadata"] = {**meta, "annotations": {**meta.get("annotations", {}), ANNOTATION_SPEC_HASH: digest}}
+    return obj
+
+
+def deployment_name(ref: JobRef, track: str) -> str:
+    return ref.name if track == MAIN else f"{ref.name}-canary"
+
+
+def _container(spec: ServingJobSpec, settings: ServerSettings) -> Obj:
+    probe = {"httpGet": {"path": READINESS_PATH, "port": SERVER_PORT_NAME}, "periodSeconds": 2, "failureThreshold": 2}
+    resources = spec.resources.dump()
+    resources["requests"] = {**DEFAULT_REQUESTS, **resources.get("requests", {})}
+    return {
+        "name": SERVER_CONTAINER_NAME, "command": list(SERVER_COMMAND),
+        "env": [{"name": k, "value": v} for k, v in settings.to_env().items()],
+        "ports": [{"name": SERVER_PORT_NAME, "containerPort": SERVER_PORT}],
+        "readinessProbe": probe,
+        "livenessProbe": {"httpGet": {"path": LIVENESS_PATH, "port": SERVER_PORT_NAME}, "periodSeconds": 10,
+                          "failureThreshold": 6},
+        "resources": {k: v for k, v in resources.items() if v},
+        "volumeMounts": [{"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True},
+                         {"name": "tmp", "mountPath": "/tmp"}],
+        "terminationMessagePath": TERMINATION_LOG, "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                            "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+    }
+
+
+def render_deployment(ref: JobRef, spec: ServingJobSpec, track: str, model: ModelVolume, image: str,
+                      replicas: int | None) -> Obj:
+    """`replicas` None leaves the count to the HorizontalPodAutoscaler."""
+    settings = ServerSettings.for_spec(ref.name, spec)
+    tmpl = spec.pod_template
+    labels = {**tmpl.labels, **selector(ref), LABEL_TRACK: track, LABEL_OWNER_UID: ref.uid,
+              LABEL_MANAGED_BY: MANAGED_BY}
+    pod_spec: Obj = {
+        "containers": [{**_container(spec, settings), "image": spec.image or image}],
+        "enableServiceLinks": False, "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": settings.termination_grace_seconds,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "volumes": [{"name": "model", "persistentVolumeClaim": {"claimName": model.claim, "readOnly": True}},
+                    {"name": "tmp", "emptyDir": {}}],
+    }
+    pod_spec["containers"][0]["volumeMounts"][0]["subPath"] = model.path
+    optional = {"nodeSelector": tmpl.node_selector, "tolerations": tmpl.tolerations, "affinity": tmpl.affinity,
+                "priorityClassName": tmpl.priority_class_name, "imagePullSecrets": tmpl.image_pull_secrets}
+    pod_spec.update({k: v for k, v in optional.items() if v})
+    dep_spec: Obj = {
+        "selector": {"matchLabels": {**selector(ref), LABEL_TRACK: track}},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "template": {"metadata": {"labels": labels, "annotations": dict(tmpl.annotations)}, "spec": pod_spec},
+    }
+    if replicas is not None:
+        dep_spec["replicas"] = replicas
+    return with_hash({"apiVersion": "apps/v1", "kind": "Deployment",
+                      "metadata": _meta(ref, deployment_name(ref, track), {LABEL_TRACK: track}), "spec": dep_spec})
+
+
+def render_service(ref: JobRef) -> Obj:
+    """Port 80 in front of every ready server of both tracks: traffic splits by replica count."""
+    return with_hash({"apiVersion": "v1", "kind": "Service", "metadata": _meta(ref, ref.name),
+                      "spec": {"type": "ClusterIP", "selector": selector(ref),
+                               "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": SERVER_PORT_NAME}]}})
+
+
+def render_hpa(ref: JobRef, spec: ServingJobSpec) -> Obj:
+    assert spec.autoscaling is not None
+    a = spec.autoscaling
+    return with_hash({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                      "metadata": _meta(ref, ref.name),
+                      "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": ref.name},
+                               "minReplicas": a.min_replicas, "maxReplicas": a.max_replicas,
+                               "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                                   "type": "Utilization",
+                                   "averageUtilization": a.target_cpu_utilization_percentage}}}]}})
+
+
+def render_pdb(ref: JobRef) -> Obj:
+    """At most one server of the ServingJob down at a time by voluntary disruption (drains)."""
+    return with_hash({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _meta(ref, ref.name),
+                      "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(ref)}}})
+
+
+def split(total: int, canary_percent: int) -> tuple[int, int]:
+    """(main, canary) replicas for a traffic share: the canary gets its weight, at least one replica."""
+    if canary_percent <= 0:
+        return total, 0
+    if canary_percent >= 100:
+        return 0, max(total, 1)
+    canary = max(1, round(total * canary_percent / 100))
+    return max(total - canary, 1), canary
