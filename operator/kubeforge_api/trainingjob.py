@@ -63,8 +63,9 @@ class Recipe(Model):
     """Built-in training: a model, a dataset and hyper-parameters; no code needed."""
 
     crd_rules = (
-        Rule("self.dataset != 'file' || has(self.datasetPath)", "recipe.datasetPath is required with dataset 'file'",
-             ".datasetPath", check=lambda r: r.dataset != "file" or bool(r.dataset_path)),
+        Rule("self.dataset != 'file' || (has(self.datasetPath) && size(self.datasetPath) > 0)",
+             "recipe.datasetPath is required with dataset 'file'", ".datasetPath",
+             check=lambda r: r.dataset != "file" or bool(r.dataset_path)),
     )
 
     model: Literal["mlp", "cnn", "gpt"] = Field(description="Built-in model architecture.")
