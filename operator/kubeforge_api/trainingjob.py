@@ -187,11 +187,12 @@ class LocalObjectReference(TypedDict):
 class Toleration(TypedDict):
     """A Kubernetes toleration: lets pods run on nodes with a matching taint."""
 
-    key: NotRequired[Annotated[str, Field(max_length=317, description="Taint key; empty matches all keys.")]]
+    key: NotRequired[Annotated[str, Field(max_length=317, description=(
+        "Taint key; omitted with operator Exists, it matches every key."))]]
     operator: NotRequired[Annotated[Literal["Exists", "Equal"], Field(description="How key and value match.")]]
     value: NotRequired[Annotated[str, Field(max_length=63, description="Taint value (operator Equal).")]]
     effect: NotRequired[Annotated[Literal["NoSchedule", "PreferNoSchedule", "NoExecute"],
-                                  Field(description="Taint effect to match; empty matches all effects.")]]
+                                  Field(description="Taint effect to match; omitted, it matches every effect.")]]
     tolerationSeconds: NotRequired[Annotated[int, Field(  # camelCase: the wire name
         description="With effect NoExecute: how long the pod stays bound after the taint appears.")]]
 
