@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 export PYTHONPATH := $(CURDIR)/tests/cluster
 
-.PHONY: venv minicp lint test test-unit bench demo cluster-up cluster-down operator-up operator-down
+.PHONY: venv minicp generate lint test test-unit bench demo cluster-up cluster-down operator-up operator-down
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,6 +19,9 @@ venv: $(STAMP)
 
 minicp:  ## build (or reuse the cached) control-plane binary
 	tests/cluster/build-minicp.sh
+
+generate: venv  ## CRDs (manifests/crds + the chart's copy) and docs/api.md tables from operator/kubeforge_api
+	$(PY) -m kubeforge_api.codegen
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -1,27 +1,37 @@
-"""Typed TrainingJob spec. The CRD schema (manifests/crds) rejects bad objects at admission; these
-models turn an admitted spec dict into typed objects once, and re-check what the schema cannot
-(so a job created before a schema change, or passed to `kubeforge run`, gets the same verdict)."""
+"""The TrainingJob resource as typed models: the one source of the CRD schema (descriptions,
+defaults, ranges, CEL rules, printer columns; `make generate` writes manifests/crds and the field
+reference in docs/api.md) and of the validation the operator, the trainer and `kubeforge run` apply
+to a spec dict, so a job gets the same verdict, naming the same field, everywhere."""
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, model_validator, with_config
+from typing_extensions import TypedDict
 
-from .constants import RESERVED_ENV_NAMES, RESERVED_ENV_PREFIXES
+from .constants import (
+    API_VERSION,
+    GROUP,
+    RESERVED_ENV_NAMES,
+    RESERVED_ENV_PREFIXES,
+    TRAININGJOB_PLURAL,
+    VERSION,
+    State,
+)
+from .crd import Column, CrdKind
+from .meta import MAX_NAME_LENGTH, NAME_TOO_LONG, Condition, ObjectMeta
+from .model import IntOrString, Quantity, Rule, RuleViolation, list_map, omit_default
+from .model import Model as Model  # re-exported: other kinds import the base from here
 
-
-class Model(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
-
-    def dump(self) -> dict[str, Any]:
-        """The camelCase wire form, without unset optionals."""
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+LongString = Annotated[str, Field(max_length=4096)]
 
 
 class Strategy(StrEnum):
+    """How ranks share the work."""
+
     DDP = "ddp"
     FSDP = "fsdp"
     PIPELINE = "pipeline"
@@ -29,125 +39,379 @@ class Strategy(StrEnum):
 
 
 class CleanPodPolicy(StrEnum):
+    """Which pods to delete when the job finishes."""
+
     ALL = "All"
     RUNNING = "Running"
     NONE = "None"
 
 
 class Elastic(Model):
-    min_nodes: int = Field(ge=1, le=256)
-    max_nodes: int = Field(ge=1, le=256)
-    max_restarts: int = Field(default=3, ge=0, le=100)
+    """torchrun c10d rendezvous with `--nnodes=minNodes:maxNodes` (ddp and fsdp only)."""
+
+    crd_rules = (
+        Rule("self.minNodes <= self.maxNodes", "elastic.minNodes must not exceed elastic.maxNodes",
+             check=lambda e: e.min_nodes <= e.max_nodes),
+    )
+
+    min_nodes: int = Field(ge=1, le=256, description="Fewest worker pods the job runs with.")
+    max_nodes: int = Field(ge=1, le=256, description="Most worker pods the job runs with.")
+    max_restarts: int = Field(default=3, ge=0, le=100, description="torchrun `--max-restarts` within one attempt.")
 
 
 class Recipe(Model):
-    model: str = Field(pattern="^(mlp|cnn|gpt)$")
-    dataset: str = Field(pattern="^(digits|synthetic|text|file)$")
-    dataset_path: str | None = None
-    epochs: int = Field(default=10, ge=1, le=10000)
-    max_steps: int | None = Field(default=None, ge=1)
-    batch_size: int = Field(default=64, ge=1, le=65536)
-    gradient_accumulation: int = Field(default=1, ge=1, le=1024)
-    learning_rate: float = Field(default=0.01, gt=0, le=10)
-    optimizer: str = Field(default="adamw", pattern="^(sgd|adam|adamw)$")
-    lr_schedule: str = Field(default="cosine", pattern="^(constant|cosine|linear)$")
-    warmup_steps: int = Field(default=0, ge=0)
-    grad_clip: float = Field(default=1.0, ge=0)
-    precision: str = Field(default="fp32", pattern="^(fp32|bf16)$")
-    seed: int = Field(default=0, ge=0)
-    micro_batches: int = Field(default=4, ge=1, le=1024)
-    pipeline_schedule: str = Field(default="1f1b", pattern="^(gpipe|1f1b)$")
-    max_staleness: int = Field(default=2, ge=0, le=1000)
-    bucket_cap_mb: int = Field(default=25, ge=1, le=1024, alias="bucketCapMB")
-    model_config_: dict[str, int | str] = Field(default_factory=dict, alias="modelConfig")
+    """Built-in training: a model, a dataset and hyper-parameters; no code needed."""
 
-    @model_validator(mode="after")
-    def _file_needs_path(self) -> Recipe:
-        if self.dataset == "file" and not self.dataset_path:
-            raise ValueError("recipe.datasetPath is required with dataset 'file'")
-        return self
+    crd_rules = (
+        Rule("self.dataset != 'file' || (has(self.datasetPath) && size(self.datasetPath) > 0)",
+             "recipe.datasetPath is required with dataset 'file'", ".datasetPath",
+             check=lambda r: r.dataset != "file" or bool(r.dataset_path)),
+    )
+
+    model: Literal["mlp", "cnn", "gpt"] = Field(description="Built-in model architecture.")
+    dataset: Literal["digits", "synthetic", "text", "file"] = Field(
+        description="Training data: scikit-learn digits, generated data, generated text, or `datasetPath`.")
+    dataset_path: str | None = Field(default=None, max_length=1024, description=(
+        "With dataset `file`: the data file under the job storage (.npz, .jsonl, .parquet)."))
+    epochs: int = Field(default=10, ge=1, le=10000, description="Passes over the training data.")
+    max_steps: int | None = Field(default=None, ge=1, le=100_000_000,
+                                  description="Stop after this many optimizer steps, even mid-epoch.")
+    batch_size: int = Field(default=64, ge=1, le=65536, description="Samples per step and rank.")
+    gradient_accumulation: int = Field(default=1, ge=1, le=1024,
+                                       description="Micro-steps whose gradients add up to one optimizer step.")
+    learning_rate: float = Field(default=0.01, gt=0, le=10, description="Peak learning rate.")
+    optimizer: Literal["sgd", "adam", "adamw"] = Field(default="adamw", description="Optimizer.")
+    lr_schedule: Literal["constant", "cosine", "linear"] = Field(
+        default="cosine", description="Learning-rate schedule after warm-up.")
+    warmup_steps: int = Field(default=0, ge=0, le=1_000_000, description="Steps of linear learning-rate warm-up.")
+    grad_clip: float = Field(default=1.0, ge=0, le=1000, description="Gradient norm clipping; 0 turns it off.")
+    precision: Literal["fp32", "bf16"] = Field(default="fp32", description="Training precision (autocast).")
+    seed: int = Field(default=0, ge=0, le=4294967295, description="Random seed (model init, data order).")
+    micro_batches: int = Field(default=4, ge=1, le=1024, description="Strategy pipeline: micro-batches per step.")
+    pipeline_schedule: Literal["gpipe", "1f1b"] = Field(default="1f1b", description="Strategy pipeline: schedule.")
+    max_staleness: int = Field(default=2, ge=0, le=1000, description=(
+        "Strategy parameter-server: how many steps a worker's parameters may lag behind the servers."))
+    bucket_cap_mb: int = Field(default=25, ge=1, le=1024, alias="bucketCapMB",
+                               description="Strategy ddp: gradient bucket size in MB.")
+    model_config_: dict[str, IntOrString] = Field(
+        default_factory=dict, alias="modelConfig", max_length=32, description=(
+            "Model size knobs: hidden, layers, heads, dim, seqLen, vocab, samples, features, classes..."))
 
 
 class Checkpoint(Model):
-    interval_steps: int = Field(default=100, ge=1)
-    keep: int = Field(default=3, ge=1, le=100)
+    """Checkpoint cadence and retention."""
+
+    interval_steps: int = Field(default=100, ge=1, le=10_000_000, description="Save a checkpoint every N steps.")
+    keep: int = Field(default=3, ge=1, le=100, description="Newest checkpoints kept; older ones are deleted.")
 
 
 class ClaimRef(Model):
-    claim_name: str
+    """A PersistentVolumeClaim in the job's namespace."""
+
+    claim_name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN,
+                            description="Name of the PersistentVolumeClaim.")
 
 
 class Storage(Model):
-    persistent_volume_claim: ClaimRef | None = None
-    path: str = ""
+    """Where checkpoints, metrics and the artifact go, mounted at /kubeforge/storage."""
+
+    crd_rules = (
+        Rule("!has(self.path) || !self.path.contains('..')", "storage.path must not contain '..'", ".path",
+             check=lambda s: ".." not in s.path),
+    )
+
+    persistent_volume_claim: ClaimRef | None = Field(default=None, description=(
+        "The claim to use; without one, an emptyDir that is lost when pods restart."))
+    path: str = Field(default="", max_length=512, pattern=r"^([A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*)?$", description=(
+        "Sub-directory inside the claim; empty means the job's name (re-creating a job of the same name resumes "
+        "from its checkpoints)."))
 
 
 class RunPolicy(Model):
-    backoff_limit: int = Field(default=3, ge=0, le=100)
-    active_deadline_seconds: int | None = Field(default=None, ge=1)
-    startup_deadline_seconds: int | None = Field(default=None, ge=1)
-    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
-    suspend: bool = False
-    clean_pod_policy: CleanPodPolicy = CleanPodPolicy.RUNNING
+    """Failure, deadline, suspension and clean-up policy (as for a Kubernetes Job)."""
+
+    backoff_limit: int = Field(default=3, ge=0, le=100, description=(
+        "Counted failures tolerated before Failed/BackoffLimitExceeded; disruptions (eviction, preemption, "
+        "deletion) never count."))
+    active_deadline_seconds: int | None = Field(default=None, ge=1, le=31_536_000, description=(
+        "Seconds from status.startTime until Failed/DeadlineExceeded; running pods are then deleted."))
+    startup_deadline_seconds: int | None = Field(default=None, ge=1, le=86400, description=(
+        "Seconds an attempt's pods may take to all run (scheduling, image pulls); "
+        "then Failed/StartupDeadlineExceeded."))
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0, le=31_536_000, description=(
+        "Delete the finished job (and through owner references its pods) this long after completionTime."))
+    suspend: bool = Field(default=False, description=(
+        "True deletes the pods and keeps the job; false resumes it (the active deadline restarts)."))
+    clean_pod_policy: CleanPodPolicy = Field(default=CleanPodPolicy.RUNNING, description=(
+        "Pods deleted when the job finishes: All, Running (finished pods stay for their logs) or None. "
+        "Deadlines always stop running pods."))
 
 
 class EnvVar(Model):
-    name: str
-    value: str = ""
+    """One extra environment variable of every training container (no valueFrom: no Secrets)."""
+
+    crd_rules = (
+        Rule(f"!(self.name in [{', '.join(repr(n) for n in sorted(RESERVED_ENV_NAMES))}])"
+             + "".join(f" && !self.name.startsWith({p!r})" for p in RESERVED_ENV_PREFIXES),
+             "env name is reserved by the operator (MASTER_ADDR, RANK, WORLD_SIZE, PET_*, TORCHELASTIC_*, "
+             "KUBEFORGE_* ...)",
+             check=lambda e: e.name not in RESERVED_ENV_NAMES and not e.name.startswith(RESERVED_ENV_PREFIXES)),
+    )
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$",
+                      description="Variable name; the operator's own names are reserved.")
+    value: str = Field(default="", max_length=4096, json_schema_extra=omit_default, description="Variable value.")
 
 
 class Resources(Model):
-    limits: dict[str, int | str] = Field(default_factory=dict)
-    requests: dict[str, int | str] = Field(default_factory=dict)
+    """Per worker pod. `nvidia.com/gpu` selects NCCL and adds a GPU toleration; otherwise gloo."""
+
+    limits: dict[str, Quantity] = Field(default_factory=dict, max_length=16,
+                                        description="Resource limits, e.g. cpu, memory, nvidia.com/gpu.")
+    requests: dict[str, Quantity] = Field(default_factory=dict, max_length=16,
+                                          description="Resource requests, e.g. cpu, memory.")
 
     @property
     def gpus(self) -> int:
         return int(self.limits.get("nvidia.com/gpu", self.requests.get("nvidia.com/gpu", 0)))
 
 
+@with_config({"extra": "forbid"})
+class LocalObjectReference(TypedDict):
+    """A Secret of the job's namespace that holds registry credentials."""
+
+    name: Annotated[str, Field(max_length=253, description="Name of the Secret.")]
+
+
+@with_config({"extra": "forbid"})
+class Toleration(TypedDict):
+    """A Kubernetes toleration: lets pods run on nodes with a matching taint."""
+
+    key: NotRequired[Annotated[str, Field(max_length=317, description=(
+        "Taint key; omitted with operator Exists, it matches every key."))]]
+    operator: NotRequired[Annotated[Literal["Exists", "Equal"], Field(description="How key and value match.")]]
+    value: NotRequired[Annotated[str, Field(max_length=63, description="Taint value (operator Equal).")]]
+    effect: NotRequired[Annotated[Literal["NoSchedule", "PreferNoSchedule", "NoExecute"],
+                                  Field(description="Taint effect to match; omitted, it matches every effect.")]]
+    tolerationSeconds: NotRequired[Annotated[int, Field(  # camelCase: the wire name
+        description="With effect NoExecute: how long the pod stays bound after the taint appears.")]]
+
+
 class PodTemplate(Model):
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    priority_class_name: str | None = None
-    image_pull_secrets: list[dict[str, str]] = Field(default_factory=list)
-    tolerations: list[dict[str, Any]] = Field(default_factory=list)
-    affinity: dict[str, Any] | None = None
+    """The only pod settings a user chooses; nothing else is accepted (no securityContext, volumes,
+    hostNetwork or serviceAccountName), so creating a TrainingJob never grants privileged pods."""
+
+    labels: dict[str, Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=dict, max_length=32, description="Extra labels on every pod.")
+    annotations: dict[str, LongString] = Field(default_factory=dict, max_length=32,
+                                               description="Extra annotations on every pod.")
+    node_selector: dict[str, Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=dict, max_length=32, description="Node labels the pods must be scheduled on.")
+    priority_class_name: str | None = Field(default=None, max_length=253, description="PriorityClass of the pods.")
+    image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list, max_length=8,
+                                                           description="Secrets for pulling the image.")
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32,
+                                          description="Tolerations of the pods (GPU pods also get nvidia.com/gpu).")
+    affinity: dict[str, Any] | None = Field(default=None, description=(
+        "A Kubernetes Affinity (node and pod affinity and anti-affinity); it grants no privilege."))
+
+
+def _same(field: str) -> str:
+    """CEL: `field` is unchanged on update, including staying absent."""
+    return f"(has(self.{field}) ? (has(oldSelf.{field}) && self.{field} == oldSelf.{field}) : !has(oldSelf.{field}))"
 
 
 class TrainingJobSpec(Model):
-    strategy: Strategy = Strategy.DDP
-    nodes: int = Field(default=1, ge=1, le=256)
-    procs_per_node: int = Field(default=1, ge=1, le=16)
-    parameter_servers: int = Field(default=0, ge=0, le=32)
-    elastic: Elastic | None = None
-    image: str | None = None
-    resources: Resources = Field(default_factory=Resources)
-    env: list[EnvVar] = Field(default_factory=list)
-    command: list[str] | None = None
-    args: list[str] | None = None
-    recipe: Recipe | None = None
-    checkpoint: Checkpoint = Field(default_factory=Checkpoint)
-    storage: Storage | None = None
-    compression: dict[str, Any] | None = None
-    run_policy: RunPolicy = Field(default_factory=RunPolicy)
-    pod_template: PodTemplate = Field(default_factory=PodTemplate)
+    """What to train and how: the gang of pods, the program (recipe or command) and the policies."""
+
+    crd_rules = (
+        Rule("has(self.recipe) != has(self.command)", "exactly one of spec.recipe or spec.command must be set",
+             ".recipe", check=lambda s: (s.recipe is None) != (s.command is None)),
+        Rule("!has(self.args) || has(self.command)", "spec.args requires spec.command", ".args",
+             check=lambda s: s.args is None or s.command is not None),
+        Rule("self.strategy == 'parameter-server' ? self.parameterServers >= 1 : self.parameterServers == 0",
+             "spec.parameterServers must be >= 1 with strategy parameter-server and 0 otherwise", ".parameterServers",
+             check=lambda s: (s.strategy == Strategy.PARAMETER_SERVER) == (s.parameter_servers > 0)),
+        Rule("self.strategy != 'pipeline' || self.nodes * self.procsPerNode >= 2",
+             "strategy pipeline needs at least 2 ranks (nodes * procsPerNode) to split the model", ".nodes",
+             check=lambda s: s.strategy != Strategy.PIPELINE or s.world_size >= 2),
+        Rule("!has(self.elastic) || (self.elastic.minNodes <= self.nodes && self.nodes <= self.elastic.maxNodes)",
+             "spec.nodes must lie within spec.elastic.minNodes..maxNodes", ".elastic",
+             check=lambda s: s.elastic is None or s.elastic.min_nodes <= s.nodes <= s.elastic.max_nodes),
+        Rule("!has(self.elastic) || self.strategy in ['ddp', 'fsdp']",
+             "spec.elastic is only supported with strategy ddp or fsdp", ".elastic",
+             check=lambda s: s.elastic is None or s.strategy in (Strategy.DDP, Strategy.FSDP)),
+        # Transition rules: only the API server sees the stored object (oldSelf).
+        Rule("self.strategy == oldSelf.strategy && self.nodes == oldSelf.nodes && self.procsPerNode == "
+             "oldSelf.procsPerNode && self.parameterServers == oldSelf.parameterServers",
+             "spec.strategy, nodes, procsPerNode and parameterServers are immutable"),
+        Rule("has(self.recipe) == has(oldSelf.recipe) && (!has(self.recipe) || self.recipe == oldSelf.recipe)",
+             "spec.recipe is immutable", ".recipe"),
+        Rule("has(self.command) == has(oldSelf.command) && (!has(self.command) || self.command == oldSelf.command)"
+             f" && {_same('args')}", "spec.command and spec.args are immutable", ".command"),
+        Rule(f"{_same('image')} && {_same('storage')}", "spec.image and spec.storage are immutable"),
+        Rule(f"self.runPolicy.suspend || ({_same('resources')} && {_same('env')} && {_same('podTemplate')})",
+             "spec.resources, env and podTemplate can change only while spec.runPolicy.suspend is true"),
+    )
+
+    strategy: Strategy = Field(default=Strategy.DDP, description=(
+        "How ranks share the work: ddp (DistributedDataParallel), fsdp (fully sharded), pipeline (the model split "
+        "into stages across ranks, needs at least 2 ranks), parameter-server (server pods hold parameter shards, "
+        "workers push gradients asynchronously). Immutable."))
+    nodes: int = Field(default=1, ge=1, le=256, description="Worker pods `<job>-node-<i>`. Immutable.")
+    procs_per_node: int = Field(default=1, ge=1, le=16, description=(
+        "Processes (ranks) per worker pod (torchrun --nproc-per-node); one per GPU on GPU nodes. Immutable."))
+    parameter_servers: int = Field(default=0, ge=0, le=32, description=(
+        "Server pods `<job>-ps-<i>`: at least 1 with strategy parameter-server, else 0. Immutable."))
+    elastic: Elastic | None = Field(default=None, description=(
+        "Elastic training: torchrun c10d rendezvous; nodes must lie within minNodes..maxNodes; ddp and fsdp only."))
+    image: str | None = Field(default=None, max_length=512, pattern=r"^[^\s]+$", description=(
+        "Container image; defaults to the operator's trainer image. Immutable."))
+    resources: Resources = Field(default_factory=Resources, description=(
+        "Resources of each worker pod. nvidia.com/gpu selects NCCL and adds a GPU toleration; otherwise gloo. "
+        "Changes only while suspended."))
+    env: list[EnvVar] = Field(default_factory=list, max_length=64, json_schema_extra=list_map("name"), description=(
+        "Extra environment of every training container; names unique. Reserved: MASTER_ADDR, MASTER_PORT, RANK, "
+        "LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, GROUP_RANK, NODE_RANK, NNODES, NPROC_PER_NODE and every PET_*, "
+        "TORCHELASTIC_*, KUBEFORGE_*. Changes only while suspended."))
+    command: list[LongString] | None = Field(default=None, min_length=1, max_length=64, description=(
+        "Bring your own script: the container command. Pods carry the torchrun PET_* environment, so "
+        "[torchrun, my_train.py] just works. Exactly one of recipe or command. Immutable."))
+    args: list[LongString] | None = Field(default=None, max_length=128, description=(
+        "Arguments of command (needs command). Immutable."))
+    recipe: Recipe | None = Field(default=None, description=(
+        "Built-in training: model, dataset and hyper-parameters, no code needed. Exactly one of recipe or command. "
+        "Immutable."))
+    checkpoint: Checkpoint = Field(default_factory=Checkpoint, json_schema_extra={"default": {}},
+                                   description="Checkpoint cadence and retention.")
+    storage: Storage | None = Field(default=None, description=(
+        "Where checkpoints, metrics and the artifact go, mounted at /kubeforge/storage. Without a claim, an emptyDir "
+        "(lost when pods restart). Immutable."))
+    compression: dict[str, Any] | None = Field(default=None, description=(
+        "Optional accuracy-gated compression stage after training (quantization, pruning, distillation)."))
+    run_policy: RunPolicy = Field(default_factory=RunPolicy, json_schema_extra={"default": {}}, description=(
+        "Failure, deadline, suspension and clean-up policy."))
+    pod_template: PodTemplate = Field(default_factory=PodTemplate, description=(
+        "The only pod settings a user chooses: labels, annotations, nodeSelector, tolerations, affinity, "
+        "priorityClassName, imagePullSecrets. Changes only while suspended."))
 
     @model_validator(mode="after")
-    def _cross_field(self) -> TrainingJobSpec:
-        if (self.recipe is None) == (self.command is None):
-            raise ValueError("exactly one of spec.recipe or spec.command must be set")
-        if (self.strategy == Strategy.PARAMETER_SERVER) != (self.parameter_servers > 0):
-            raise ValueError("spec.parameterServers must be >= 1 with strategy parameter-server and 0 otherwise")
-        if self.strategy == Strategy.PIPELINE and self.world_size < 2:
-            raise ValueError("strategy pipeline needs at least 2 ranks (nodes * procsPerNode)")
-        if self.elastic and not self.elastic.min_nodes <= self.nodes <= self.elastic.max_nodes:
-            raise ValueError("spec.nodes must lie within spec.elastic.minNodes..maxNodes")
-        for e in self.env:
-            if e.name in RESERVED_ENV_NAMES or e.name.startswith(RESERVED_ENV_PREFIXES):
-                raise ValueError(f"spec.env: {e.name} is reserved by the operator")
+    def _unique_env_names(self) -> TrainingJobSpec:
+        seen: set[str] = set()
+        for i, e in enumerate(self.env):  # the API server checks this as a list-map; no CEL rule states it
+            if e.name in seen:
+                raise RuleViolation(f".env[{i}]", f"duplicate env name {e.name}")
+            seen.add(e.name)
         return self
 
     @property
     def world_size(self) -> int:
         return self.nodes * self.procs_per_node
+
+
+class ReplicaStatus(Model):
+    """Pod counts of one role in the current attempt."""
+
+    active: int | None = Field(default=None, ge=0, description="Pods not finished (pending or running).")
+    succeeded: int | None = Field(default=None, ge=0, description="Pods that exited 0.")
+    failed: int | None = Field(default=None, ge=0, description="Pods that failed.")
+
+
+class LastFailure(Model):
+    """The failure that decided the last gang restart, or the job's failure."""
+
+    pod: str | None = Field(default=None, description="The pod that failed first.")
+    container: str | None = Field(default=None, description="Its container that failed (empty for disruptions).")
+    exit_code: int | None = Field(default=None, description="The container's exit code (0 for disruptions).")
+    reason: str | None = Field(default=None, description="Why: Error, OOMKilled, Disrupted, PodDeleted...")
+    message: str | None = Field(default=None, description="The container's termination message (its last 512 chars).")
+    time: str | None = Field(default=None, description="When the container finished (RFC 3339).")
+
+
+class Progress(Model):
+    """Training progress as rank 0 last reported it."""
+
+    step: int | None = Field(default=None, description="Optimizer steps done.")
+    total_steps: int | None = Field(default=None, description="Optimizer steps planned.")
+    epoch: int | None = Field(default=None, description="Current epoch.")
+    percent: str | None = Field(default=None, description="step / totalSteps, e.g. 42.0% (printer column Progress).")
+    loss: float | None = Field(default=None, description="Latest training loss.")
+    eval: dict[str, float] | None = Field(default=None, description="Latest evaluation metrics, e.g. loss, accuracy.")
+    samples_per_second: float | None = Field(default=None, description="Training throughput of the whole job.")
+    eta_seconds: int | None = Field(default=None, description="Estimated seconds until training completes.")
+
+
+class CheckpointRef(Model):
+    """The newest checkpoint written."""
+
+    step: int | None = Field(default=None, description="The step it was written at.")
+
+
+class Artifact(Model):
+    """The trained model: safetensors weights and a JSON model card."""
+
+    uri: str | None = Field(default=None, description="pvc://<claim>/<path>/... or emptydir://<ns>/<job>/... (lost "
+                                                      "with the pods).")
+    digest: str | None = Field(default=None, description="sha256 digest of the weights.")
+    size_bytes: int | None = Field(default=None, description="Size of the weights in bytes.")
+
+
+HistoryPoint = Annotated[list[float], Field(min_length=2, max_length=2)]
+
+
+class TrainingJobStatus(Model):
+    """What the operator observed; written only by the operator (status subresource)."""
+
+    observed_generation: int | None = Field(default=None, description="The spec generation this status describes.")
+    conditions: list[Condition] | None = Field(default=None, json_schema_extra=list_map("type"), description=(
+        "Created, Running, Restarting, Succeeded, Failed, Suspended (Compressed later); Succeeded and Failed are "
+        "terminal and never flip back."))
+    state: State | None = Field(default=None, description="One word for kubectl get (printer column State).")
+    reason: str | None = Field(default=None, description="The CamelCase reason behind state (kubectl get -o wide).")
+    start_time: str | None = Field(default=None, description="When pods were first created, or the job resumed.")
+    completion_time: str | None = Field(default=None, description="When the job succeeded or failed.")
+    restart_count: int | None = Field(default=None, description="Gang restarts so far.")
+    disruptions: int | None = Field(default=None, description="Restarts caused by disruptions (not counted against "
+                                                              "backoffLimit).")
+    replica_statuses: dict[str, ReplicaStatus] | None = Field(default=None, description=(
+        "Pod counts per role (node, ps) of the current attempt."))
+    last_failure: LastFailure | None = Field(default=None, description=(
+        "The failure that decided the last restart or the job's failure."))
+    progress: Progress | None = Field(default=None, description="Training progress as rank 0 last reported it.")
+    history: dict[str, list[HistoryPoint]] | None = Field(default=None, description=(
+        "Metric curves (loss, evalLoss, accuracy, perplexity, samplesPerSecond): [[step, value], ...], downsampled "
+        "to at most 200 points each."))
+    last_checkpoint: CheckpointRef | None = Field(default=None, description="The newest checkpoint written.")
+    artifact: Artifact | None = Field(default=None, description="The trained model, once the job succeeded.")
+    compression: dict[str, Any] | None = Field(default=None, description=(
+        "Result of the compression stage (report of each method tried); free-form until it is typed."))
+
+
+class TrainingJob(Model):
+    """Distributed PyTorch training on Kubernetes: a gang of worker pods, checkpoints, progress
+    and a safetensors artifact."""
+
+    crd_rules = (
+        Rule(f"size(self.metadata.name) <= {MAX_NAME_LENGTH}", NAME_TOO_LONG,
+             check=lambda j: len(j.metadata.name) <= MAX_NAME_LENGTH, error_path="metadata.name"),
+    )
+
+    api_version: str = Field(default=API_VERSION, description="kubeforge.dev/v1alpha1")
+    kind: str = Field(default="TrainingJob", description="TrainingJob")
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="Standard object metadata.")
+    spec: TrainingJobSpec = Field(description="What to train and how.")
+    status: TrainingJobStatus | None = Field(default=None, description="What the operator observed.")
+
+
+CRD = CrdKind(
+    group=GROUP, version=VERSION, kind="TrainingJob", plural=TRAININGJOB_PLURAL, model=TrainingJob,
+    short_names=("tj",), categories=("kubeforge",),
+    columns=(
+        Column("State", "string", ".status.state"),
+        Column("Nodes", "integer", ".spec.nodes"),
+        Column("Progress", "string", ".status.progress.percent"),
+        Column("Restarts", "integer", ".status.restartCount"),
+        Column("Age", "date", ".metadata.creationTimestamp"),
+        Column("Reason", "string", ".status.reason", priority=1),
+    ),
+)

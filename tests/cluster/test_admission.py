@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import Cluster
+from conftest import REPO, Cluster, wait_for
+from kubeforge_api.model import problems
+from kubeforge_api.trainingjob import TrainingJob
 from minicluster.operator_process import install
+from pydantic import ValidationError
 
 Obj = dict[str, Any]
 BASE: Obj = {"apiVersion": "kubeforge.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": "bad"},
@@ -75,6 +78,11 @@ CORPUS: list[tuple[str, Obj, str]] = [
     ("storage-path-escape", with_spec(storage={"path": "a/../../etc"}), "spec.storage.path"),
     ("image-with-spaces", with_spec(image="python; rm -rf /"), "spec.image"),
     ("bad-quantity", with_spec(resources={"limits": {"memory": "lots"}}), "spec.resources.limits"),
+    ("dataset-file-without-path", with_spec(command=None, recipe={"model": "mlp", "dataset": "file"}),
+     "spec.recipe.datasetPath"),
+    ("duplicate-env-name", with_spec(env=[{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]), "spec.env[1]"),
+    ("elastic-with-pipeline", with_spec(strategy="pipeline", nodes=2, elastic={"minNodes": 1, "maxNodes": 2}),
+     "spec.elastic"),
 ]
 
 
@@ -129,3 +137,52 @@ def test_defaults_are_filled_in_by_the_api_server(cluster: Cluster, crds: None, 
     assert spec["strategy"] == "ddp" and spec["nodes"] == 1 and spec["procsPerNode"] == 1
     assert spec["runPolicy"] == {"backoffLimit": 3, "suspend": False, "cleanPodPolicy": "Running"}
     assert spec["checkpoint"] == {"intervalSteps": 100, "keep": 3}
+
+
+def local_verdict(doc: Obj) -> str | None:
+    """The field the models name first for `doc`, or None when they accept it."""
+    try:
+        TrainingJob.model_validate(doc)
+    except ValidationError as e:
+        return problems(e)[0][0]
+    return None
+
+
+def test_the_models_and_the_api_server_give_the_same_verdict(cluster: Cluster, crds: None, namespace: str) -> None:
+    """`kubeforge run` and `kubectl apply` agree: the corpus is refused by both, naming the same
+    field; every sample is admitted by both."""
+    for case, doc, _ in CORPUS:
+        field = local_verdict(doc)
+        out = cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc),
+                              check=False)
+        assert field is not None and out.returncode != 0, (case, field, out.stderr)
+        assert field in out.stderr, (case, field, out.stderr)
+    samples = [d for p in sorted((REPO / "manifests" / "samples").glob("*.yaml"))
+               for d in yaml.safe_load_all(p.read_text()) if d and d["kind"] == "TrainingJob"]
+    assert samples
+    for doc in samples:
+        assert local_verdict(doc) is None, doc["metadata"]["name"]
+        cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
+
+
+def undescribed(node: Obj, path: str) -> list[str]:
+    missing = [] if node.get("description") else [path]
+    for name, child in (node.get("properties") or {}).items():
+        missing += undescribed(child, f"{path}.{name}")
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict) and node[key].get("properties"):
+            missing += undescribed(node[key], f"{path}[]")
+    return missing
+
+
+def test_kubectl_explain_describes_every_field(cluster: Cluster, crds: None) -> None:
+    out = wait_for(lambda: cluster.kubectl("explain", "trainingjob.spec.runPolicy.backoffLimit", check=False).stdout,
+                   what="the TrainingJob schema in the published OpenAPI")
+    assert "Counted failures tolerated before Failed/BackoffLimitExceeded" in out, out
+    assert "Range: 0 to 100. Default: 3." in " ".join(out.split()), out
+    status = cluster.kubectl("explain", "trainingjob.status.progress.samplesPerSecond").stdout
+    assert "Training throughput" in status and "<no description>" not in status, status
+    published = cluster.client.get("/openapi/v3/apis/kubeforge.dev/v1alpha1")["components"]["schemas"]
+    schema = published["dev.kubeforge.v1alpha1.TrainingJob"]["properties"]
+    paths = undescribed(schema["spec"], "spec") + undescribed(schema["status"], "status")
+    assert paths == [], f"kubectl explain says <no description> for {paths}"

@@ -1,0 +1,129 @@
+"""The pydantic base of every API model, and the declarations that make one model the single
+source of both validation layers: a `Rule` is a cross-field check written once as CEL (which the
+CRD generator puts into `x-kubernetes-validations`) and once as Python (which the models run),
+sharing one message and one field path, so `kubectl apply` and `kubeforge run` give the same
+verdict naming the same field. `problems()` turns a pydantic error into those field paths."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError, WithJsonSchema, model_validator
+from pydantic.alias_generators import to_camel
+
+JsonDict = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One cross-field rule of a model.
+
+    `cel` runs in the API server (`self` is the object the model describes, `oldSelf` its stored
+    version on updates); `check` is the same predicate in Python over the model instance, or None
+    when only the API server can judge (rules over `oldSelf`). `field_path` (relative, e.g.
+    `.recipe`) is the field both layers name; `error_path` overrides it for the models where CEL
+    cannot point at the field (e.g. `.metadata.name`, which a CRD schema does not describe)."""
+
+    cel: str
+    message: str
+    field_path: str = ""
+    check: Callable[[Any], bool] | None = None
+    error_path: str | None = None
+
+    def to_cel(self) -> JsonDict:
+        out: JsonDict = {"rule": self.cel, "message": self.message}
+        if self.field_path:
+            out["fieldPath"] = self.field_path
+        return out
+
+
+class RuleViolation(ValueError):
+    """A broken rule; `path` (relative to the model that raised it) is the field it names."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def _schema_extra(schema: JsonDict, cls: type[Any]) -> None:
+    rules: tuple[Rule, ...] = getattr(cls, "crd_rules", ())
+    if rules:
+        schema["x-kubernetes-validations"] = [r.to_cel() for r in rules]
+
+
+class Model(BaseModel):
+    """camelCase on the wire, unknown fields rejected, immutable. A subclass lists its cross-field
+    rules in `crd_rules`; they run after field validation, in order, and the first broken one is
+    reported (the API server reports all of them)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True,
+                              json_schema_extra=_schema_extra)
+    crd_rules: ClassVar[tuple[Rule, ...]] = ()
+
+    def dump(self) -> dict[str, Any]:
+        """The camelCase wire form, without unset optionals."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> Model:
+        for rule in type(self).crd_rules:
+            if rule.check is not None and not rule.check(self):
+                path = rule.field_path if rule.error_path is None else rule.error_path
+                raise RuleViolation(path, rule.message)
+        return self
+
+
+def omit_default(schema: JsonDict) -> None:
+    """`json_schema_extra` for a field whose Python default the API server must not fill in."""
+    schema.pop("default", None)
+
+
+def list_map(*keys: str) -> JsonDict:
+    """`json_schema_extra` for a list keyed like a map (at most one item per key)."""
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
+
+
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|e[0-9]+)?$"
+
+
+def _int_or_string(value: Any) -> int | str:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("must be an integer or a string")
+    return value
+
+
+def _quantity(value: Any) -> int | str:
+    checked = _int_or_string(value)
+    if isinstance(checked, str) and not re.fullmatch(QUANTITY_PATTERN, checked):
+        raise ValueError(f"{checked!r} is not a quantity (e.g. 2, 500m, 4Gi)")
+    return checked
+
+
+IntOrString = Annotated[int | str, PlainValidator(_int_or_string), WithJsonSchema({"x-kubernetes-int-or-string": True})]
+Quantity = Annotated[int | str, PlainValidator(_quantity),
+                     WithJsonSchema({"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN})]
+
+
+def _join(path: str, loc: tuple[int | str, ...]) -> str:
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def problems(exc: ValidationError, root: str = "") -> list[tuple[str, str]]:
+    """(field path, message) per error, with API-server style paths: `spec.env[0].value`."""
+    out: list[tuple[str, str]] = []
+    for err in exc.errors():
+        path = _join(root, tuple(err["loc"]))
+        cause = (err.get("ctx") or {}).get("error")
+        message = err["msg"]
+        if isinstance(cause, RuleViolation):
+            path += cause.path if path or not cause.path.startswith(".") else cause.path[1:]
+            message = str(cause)
+        elif isinstance(cause, ValueError):
+            message = str(cause)
+        out.append((path, message))
+    return out
