@@ -11,11 +11,11 @@ from pathlib import Path
 
 import yaml
 
-from . import trainingjob
+from . import servingjob, trainingjob
 from .apidoc import fill
 from .crd import CrdKind, generate_crd
 
-KINDS: tuple[CrdKind, ...] = (trainingjob.CRD,)
+KINDS: tuple[CrdKind, ...] = (trainingjob.CRD, servingjob.CRD)
 CRD_DIRS = ("manifests/crds", "manifests/chart/kubeforge/crds")
 API_DOC = "docs/api.md"
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Final
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from .trainingjob import Model, PodTemplate, Resources
+from .constants import API_VERSION, GROUP, SERVINGJOB_PLURAL, VERSION
+from .crd import Column, CrdKind
+from .meta import Condition, ObjectMeta
+from .model import Model, Rule, list_map
+from .trainingjob import PodTemplate, Resources
 
 SERVINGJOB_KIND: Final = "ServingJob"
-SERVINGJOB_PLURAL: Final = "servingjobs"
 SERVINGJOB_SHORT_NAME: Final = "sj"
 SERVICE_PORT: Final = 80
 
@@ -61,6 +64,9 @@ class TrainingJobRef(Model):
 class ModelSource(Model):
     """Exactly one of `trainingJobRef` or `uri`."""
 
+    crd_rules = (Rule("has(self.trainingJobRef) != has(self.uri)", "model: exactly one of trainingJobRef or uri "
+                      "must be set", check=lambda m: (m.training_job_ref is None) != (m.uri is None)),)
+
     training_job_ref: TrainingJobRef | None = Field(default=None, description=(
         "Serve the artifact of a TrainingJob; the ServingJob waits (Ready=False, ModelNotReady) until "
         "the job has succeeded."))
@@ -68,24 +74,15 @@ class ModelSource(Model):
         "Serve the artifact at `pvc://CLAIM/PATH` (the form TrainingJob `status.artifact.uri` uses): "
         "a directory holding `model.safetensors` and `model-card.json` on a PersistentVolumeClaim."))
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> ModelSource:
-        if (self.training_job_ref is None) == (self.uri is None):
-            raise ValueError("model: exactly one of trainingJobRef or uri must be set")
-        return self
-
 
 class Autoscaling(Model):
+    crd_rules = (Rule("self.minReplicas <= self.maxReplicas", "autoscaling.minReplicas must not exceed "
+                      "autoscaling.maxReplicas", ".minReplicas", check=lambda a: a.min_replicas <= a.max_replicas),)
+
     min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest replicas the autoscaler keeps.")
     max_replicas: int = Field(ge=1, le=1000, description="Most replicas the autoscaler may create.")
     target_cpu_utilization_percentage: int = Field(default=80, ge=1, le=100, description=(
         "Average CPU utilization (percent of the CPU request) the HorizontalPodAutoscaler aims for."))
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Autoscaling:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError("autoscaling.minReplicas must not exceed autoscaling.maxReplicas")
-        return self
 
 
 class Batching(Model):
@@ -115,6 +112,10 @@ class Canary(Model):
 
 
 class ServingJobSpec(Model):
+    crd_rules = (Rule("!(has(self.replicas) && has(self.autoscaling))",
+                      "spec.replicas and spec.autoscaling are mutually exclusive", ".replicas",
+                      check=lambda s: s.replicas is None or s.autoscaling is None),)
+
     model: ModelSource = Field(description="The model to serve. Change it to roll out (or promote) a model.")
     replicas: int | None = Field(default=None, ge=0, le=1000, description=(
         "Fixed number of server replicas (default 1); not allowed together with autoscaling."))
@@ -133,12 +134,6 @@ class ServingJobSpec(Model):
         "The safe subset of pod settings (labels, annotations, nodeSelector, tolerations, affinity, "
         "priorityClassName, imagePullSecrets), as in TrainingJob."))
 
-    @model_validator(mode="after")
-    def _cross_field(self) -> ServingJobSpec:
-        if self.replicas is not None and self.autoscaling is not None:
-            raise ValueError("spec.replicas and spec.autoscaling are mutually exclusive")
-        return self
-
     @property
     def desired_replicas(self) -> int:
         """Replicas before any autoscaling: 0 when suspended."""
@@ -147,17 +142,6 @@ class ServingJobSpec(Model):
         if self.autoscaling is not None:
             return self.autoscaling.min_replicas
         return 1 if self.replicas is None else self.replicas
-
-
-class Condition(Model):
-    type: str = Field(max_length=64, description="Condition type: Ready or Degraded.")
-    status: str = Field(pattern="^(True|False|Unknown)$", description="True, False or Unknown.")
-    reason: str = Field(default="", max_length=128, description="CamelCase reason, e.g. ModelLoaded.")
-    message: str = Field(default="", max_length=1024, description="Human-readable detail.")
-    last_transition_time: str | None = Field(default=None, max_length=64, description=(
-        "When the status last changed (RFC 3339)."))
-    observed_generation: int | None = Field(default=None, ge=0, description=(
-        "The spec generation the condition was computed from."))
 
 
 class ResolvedModel(Model):
@@ -178,7 +162,8 @@ class CanaryStatus(Model):
 
 class ServingJobStatus(Model):
     observed_generation: int | None = Field(default=None, ge=0, description="Spec generation last reconciled.")
-    conditions: list[Condition] = Field(default_factory=list, max_length=16, description=(
+    conditions: list[Condition] = Field(default_factory=list, max_length=16, json_schema_extra=list_map("type"),
+                                        description=(
         "Ready (the model is loaded and serving) and Degraded (a rollout or replicas are failing)."))
     url: str | None = Field(default=None, max_length=512, description=(
         "Cluster URL of the Service: http://NAME.NAMESPACE.svc.cluster.local (port 80)."))
@@ -191,3 +176,38 @@ class ServingJobStatus(Model):
 def service_url(name: str, namespace: str) -> str:
     """`status.url` of a ServingJob."""
     return f"http://{name}.{namespace}.svc.cluster.local"
+
+
+# The Service and `<name>-canary` Deployment names must be DNS labels (63 characters).
+MAX_NAME_LENGTH: Final = 56
+
+
+class ServingJob(Model):
+    """A model (usually a TrainingJob's artifact) behind an Open Inference Protocol server with
+    dynamic batching, autoscaling and safe rollouts."""
+
+    crd_rules = (
+        Rule(f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+             f"metadata.name must be at most {MAX_NAME_LENGTH} characters (the canary Deployment adds '-canary')",
+             check=lambda j: len(j.metadata.name) <= MAX_NAME_LENGTH, error_path="metadata.name"),
+    )
+
+    api_version: str = Field(default=API_VERSION, description="kubeforge.dev/v1alpha1")
+    kind: str = Field(default="ServingJob", description="ServingJob")
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="Standard object metadata.")
+    spec: ServingJobSpec = Field(description="What to serve and how.")
+    status: ServingJobStatus | None = Field(default=None, description="What the operator observed.")
+
+
+CRD = CrdKind(
+    group=GROUP, version=VERSION, kind=SERVINGJOB_KIND, plural=SERVINGJOB_PLURAL, model=ServingJob,
+    short_names=(SERVINGJOB_SHORT_NAME,), categories=("kubeforge",),
+    columns=(
+        Column("Ready", "string", '.status.conditions[?(@.type=="Ready")].status'),
+        Column("Replicas", "integer", ".status.readyReplicas"),
+        Column("Model", "string", ".status.model.uri"),
+        Column("URL", "string", ".status.url"),
+        Column("Age", "date", ".metadata.creationTimestamp"),
+        Column("Reason", "string", '.status.conditions[?(@.type=="Ready")].reason', priority=1),
+    ),
+)

@@ -312,7 +312,8 @@ class TrainingJobSpec(Model):
 class ReplicaStatus(Model):
     """Pod counts of one role in the current attempt."""
 
-    active: int | None = Field(default=None, ge=0, description="Pods not finished (pending or running).")
+    pending: int | None = Field(default=None, ge=0, description="Pods created but not running yet.")
+    active: int | None = Field(default=None, ge=0, description="Pods running.")
     succeeded: int | None = Field(default=None, ge=0, description="Pods that exited 0.")
     failed: int | None = Field(default=None, ge=0, description="Pods that failed.")
 

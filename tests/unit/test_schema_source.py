@@ -17,9 +17,11 @@ from kubeforge_api.codegen import KINDS, main, outputs
 from kubeforge_api.crd import Column, CrdKind, generate_crd
 from kubeforge_api.model import Model, Rule, problems
 from kubeforge_api.trainingjob import CRD, TrainingJob, TrainingJobSpec, TrainingJobStatus
-from kubeforge_operator.observe import view
 from kubeforge_operator.render.trainingjob import JobRef, members, render_pod
-from kubeforge_operator.status import Config, decide
+from kubeforge_api.contracts import ProgressDoc
+from kubeforge_operator.plan import World
+from kubeforge_operator.trainingjob.context import Config
+from kubeforge_operator.trainingjob.decide import decide as decide_world
 from pydantic import Field, ValidationError
 from test_admission import CORPUS
 
@@ -198,10 +200,18 @@ def test_error_paths_name_list_items_like_the_api_server() -> None:
 # ---------- the status schema fits what the operator writes ----------
 
 CFG = Config(default_image="img", backoff_seconds=10, backoff_max_seconds=300)
-PROGRESS = {"step": 40, "total_steps": 100, "epoch": 2, "percent": 40.0, "loss": 0.52, "eval": {"loss": 0.6,
-            "accuracy": 0.81}, "samples_per_second": 812.3, "eta_seconds": 12, "last_checkpoint_step": 30,
-            "history": [{"step": 10, "loss": 1.2, "samplesPerSecond": 800.0}, {"step": 20, "loss": 0.9,
-                                                                                 "accuracy": 0.7}]}
+PROGRESS_WIRE = {"step": 40, "totalSteps": 100, "epoch": 2, "percent": 40.0, "loss": 0.52,
+                 "eval": {"loss": 0.6, "accuracy": 0.81}, "samplesPerSecond": 812.3, "etaSeconds": 12,
+                 "lastCheckpointStep": 30, "history": [{"kind": "train", "step": 10, "loss": 1.2,
+                                                        "samplesPerSecond": 800.0},
+                                                       {"kind": "eval", "step": 20, "loss": 0.9, "accuracy": 0.7}]}
+PROGRESS = ProgressDoc.model_validate(PROGRESS_WIRE)
+
+
+def decide(job: Obj, pods: list[Any], service: bool, expected: frozenset[str], now: Any, cfg: Config,
+           progress: ProgressDoc | None = None) -> Any:
+    children = {"Pod": [{"kind": "Pod", **p} for p in pods], "Service": [{"kind": "Service"}] if service else []}
+    return decide_world(World(job, children, frozenset(("Pod", n) for n in expected), now, progress), cfg)
 
 
 def job(spec: Obj, status: Obj | None = None) -> Obj:
@@ -226,16 +236,17 @@ def statuses() -> list[Obj]:
               "recipe": {"model": "mlp", "dataset": "digits"}}
     out = [decide(job(recipe), [], False, frozenset(), NOW, CFG).status]
     running = [pod(recipe, r, "Running") for r in range(2)]
-    out.append(decide(job(recipe, out[-1]), [view(p) for p in running], True, frozenset(), NOW, CFG, PROGRESS).status)
+    out.append(decide(job(recipe, out[-1]), running, True, frozenset(), NOW, CFG, PROGRESS).status)
     killed = {"terminated": {"exitCode": 137, "reason": "OOMKilled", "finishedAt": "2026-01-01T12:00:00Z"}}
-    restarting = decide(job(recipe, out[-1]), [view(pod(recipe, 0, "Failed", killed)), view(running[1])], True,
+    restarting = decide(job(recipe, out[-1]), [pod(recipe, 0, "Failed", killed), running[1]], True,
                         frozenset(), NOW, CFG).status
-    result = json.dumps({"artifact": {"path": "model", "digest": "sha256:ab", "sizeBytes": 10}, "progress": PROGRESS})
+    result = json.dumps({"artifact": {"path": "model", "digest": "sha256:" + "ab" * 32, "sizeBytes": 10},
+                         "progress": PROGRESS_WIRE})
     done = {"terminated": {"exitCode": 0, "reason": "Completed", "message": result}}
-    succeeded = decide(job(recipe, out[-1]), [view(pod(recipe, r, "Succeeded", done)) for r in range(2)], True,
+    succeeded = decide(job(recipe, out[-1]), [pod(recipe, r, "Succeeded", done) for r in range(2)], True,
                        frozenset(), NOW, CFG).status
-    failed = decide(job({**recipe, "nodes": 1}), [view(pod({**recipe, "nodes": 1}, 0, "Failed", {"terminated": {
-        "exitCode": 1, "reason": "Error", "message": "Traceback\nValueError: bad"}}))], True, frozenset(), NOW, CFG)
+    failed = decide(job({**recipe, "nodes": 1}), [pod({**recipe, "nodes": 1}, 0, "Failed", {"terminated": {
+        "exitCode": 1, "reason": "Error", "message": "Traceback\nValueError: bad"}})], True, frozenset(), NOW, CFG)
     suspended = decide(job({**recipe, "runPolicy": {"suspend": True}}, out[-1]), [], True, frozenset(), NOW, CFG)
     invalid = decide(job({"nodes": 0}), [], False, frozenset(), NOW, CFG)
     return [*out, restarting, succeeded, failed.status, suspended.status, invalid.status]
