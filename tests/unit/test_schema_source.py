@@ -14,12 +14,12 @@ from typing import Any, Literal
 import pytest
 import yaml
 from kubeforge_api.codegen import KINDS, main, outputs
+from kubeforge_api.contracts import ProgressDoc
 from kubeforge_api.crd import Column, CrdKind, generate_crd
 from kubeforge_api.model import Model, Rule, problems
 from kubeforge_api.trainingjob import CRD, TrainingJob, TrainingJobSpec, TrainingJobStatus
-from kubeforge_operator.render.trainingjob import JobRef, members, render_pod
-from kubeforge_api.contracts import ProgressDoc
 from kubeforge_operator.plan import World
+from kubeforge_operator.render.trainingjob import JobRef, members, render_pod
 from kubeforge_operator.trainingjob.context import Config
 from kubeforge_operator.trainingjob.decide import decide as decide_world
 from pydantic import Field, ValidationError
