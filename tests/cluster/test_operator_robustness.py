@@ -4,6 +4,7 @@ reconcile pass over an unchanged world writes nothing."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import signal
 import threading
@@ -11,10 +12,12 @@ import time
 from collections import defaultdict
 from typing import Any
 
+import kopf
 from conftest import Cluster, wait_condition
-from kubeforge_operator.kube import Credentials, Kube
-from kubeforge_operator.reconcile import Reconciler
-from kubeforge_operator.status import Config
+from kubeforge_operator.controller import Controller
+from kubeforge_operator.kube import Kube
+from kubeforge_operator.trainingjob.context import Config
+from kubeforge_operator.trainingjob.kind import TrainingJobKind
 from minicluster.operator_process import OperatorProcess
 from test_trainingjob import TJ, command_job, create_job
 
@@ -87,14 +90,19 @@ def test_a_pass_over_an_unchanged_job_makes_zero_writes(cluster: Cluster, operat
     wait_condition(cluster, namespace, "done", "Succeeded", 60)
 
     async def passes() -> dict[str, int]:
-        kube = Kube(Credentials.load(str(operator.kubeconfig)))
-        rec = Reconciler(kube, Config("kubeforge/trainer:0.1.0"))
+        os.environ["KUBECONFIG"] = str(operator.kubeconfig)
+        login = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
+        kube = Kube(lambda: login)
+        events: list[str] = []
+        rec = Controller(TrainingJobKind(Config("kubeforge/trainer:0.1.0")), kube,
+                         lambda _obj, _type, reason, _msg: events.append(reason))
         try:
             await rec.prime([namespace])
             for name in ("quiet", "done"):
-                rec.on_job(None, cluster.client.get(TJ.format(ns=namespace) + f"/{name}"))
+                rec.on_object(None, cluster.client.get(TJ.format(ns=namespace) + f"/{name}"))
                 plan = await rec.reconcile((namespace, name))
-                assert plan is not None and not plan.create and not plan.delete
+                assert plan is not None and not plan.create and not plan.delete and not plan.update
+            assert not events
             return dict(kube.writes)
         finally:
             await kube.close()

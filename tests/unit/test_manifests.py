@@ -55,9 +55,15 @@ def test_kind_overlay_never_pulls() -> None:
     assert dep["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] == "Never"
 
 
-def test_samples_are_valid_trainingjobs() -> None:
+def test_samples_are_valid_kubeforge_objects() -> None:
+    from kubeforge_api.servingjob import ServingJob
+    from kubeforge_api.trainingjob import TrainingJob
+
+    models = {"TrainingJob": TrainingJob, "ServingJob": ServingJob}
     samples = sorted((MANIFESTS / "samples").glob("*.yaml"))
     assert samples
     for s in samples:
         for doc in yaml.safe_load_all(s.read_text()):
-            assert doc["kind"] in ("TrainingJob", "PersistentVolumeClaim"), s
+            assert doc["kind"] in (*models, "PersistentVolumeClaim"), s
+            if doc["kind"] in models:
+                models[doc["kind"]].model_validate(doc)

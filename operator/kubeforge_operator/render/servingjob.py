@@ -36,7 +36,7 @@ from .trainingjob import JobRef
 
 Obj = dict[str, Any]
 MAIN, CANARY = "main", "canary"
-DEFAULT_REQUESTS = {"cpu": "100m", "memory": "256Mi"}  # the HPA measures CPU against the request
+DEFAULT_CPU_REQUEST = "100m"  # the HPA measures CPU against the request
 
 
 @dataclass(frozen=True)
@@ -79,15 +79,16 @@ def deployment_name(ref: JobRef, track: str) -> str:
 
 
 def _container(spec: ServingJobSpec, settings: ServerSettings) -> Obj:
-    probe = {"httpGet": {"path": READINESS_PATH, "port": SERVER_PORT_NAME}, "periodSeconds": 2, "failureThreshold": 2}
+    probe = {"httpGet": {"path": READINESS_PATH, "port": SERVER_PORT}, "periodSeconds": 2, "failureThreshold": 2}
     resources = spec.resources.dump()
-    resources["requests"] = {**DEFAULT_REQUESTS, **resources.get("requests", {})}
+    if "cpu" not in resources.get("requests", {}) and "cpu" not in resources.get("limits", {}):
+        resources["requests"] = {**resources.get("requests", {}), "cpu": DEFAULT_CPU_REQUEST}
     return {
         "name": SERVER_CONTAINER_NAME, "command": list(SERVER_COMMAND),
         "env": [{"name": k, "value": v} for k, v in settings.to_env().items()],
         "ports": [{"name": SERVER_PORT_NAME, "containerPort": SERVER_PORT}],
         "readinessProbe": probe,
-        "livenessProbe": {"httpGet": {"path": LIVENESS_PATH, "port": SERVER_PORT_NAME}, "periodSeconds": 10,
+        "livenessProbe": {"httpGet": {"path": LIVENESS_PATH, "port": SERVER_PORT}, "periodSeconds": 10,
                           "failureThreshold": 6},
         "resources": {k: v for k, v in resources.items() if v},
         "volumeMounts": [{"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True},
