@@ -72,9 +72,9 @@ class Student(Model):
     """A smaller model of the teacher's family."""
 
     depth: int | None = Field(default=None, ge=1, le=64,
-                              description="Layers (hidden layers of an MLP, blocks of a GPT); default: half the teacher's.")
+                              description="Layers (MLP hidden layers, GPT blocks); default: half the teacher's.")
     width: int | None = Field(default=None, ge=1, le=65536,
-                              description="Hidden units (MLP), channels (CNN) or model dim (GPT); default: the teacher's.")
+                              description="Hidden units (MLP), channels (CNN), dim (GPT); default: the teacher's.")
 
 
 class Distill(Model):

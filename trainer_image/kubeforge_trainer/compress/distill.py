@@ -76,6 +76,6 @@ def distill(teacher: nn.Module, t_arch: dict[str, Any], spec: Distill, data: Dat
                       soft.reshape(-1, logits.shape[-1]), reduction="batchmean") * t * t
         loss = spec.alpha * kd + (1 - spec.alpha) * loss_fn(data.task, logits, y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
     return s_arch, student.eval()

@@ -181,8 +181,9 @@ def _finish(parent: Path, card: dict[str, Any], teacher: nn.Module, data: Data, 
         blob = weights_bytes(state)
         blobs[i] = (state, blob)
         lat = Latency(batch1=t[1], batch8=t[8])
-        assert cands[i].measured is not None
-        measured = cands[i].measured.model_copy(update={"size_bytes": len(blob), "latency_ms": lat,
+        before = cands[i].measured
+        assert before is not None
+        measured = before.model_copy(update={"size_bytes": len(blob), "latency_ms": lat,
                                                         "parameters": stored_parameters(state)})
         extra: dict[str, Any] = {}
         if "sparsity" in m.extra:
@@ -212,7 +213,7 @@ def _finish(parent: Path, card: dict[str, Any], teacher: nn.Module, data: Data, 
 
 
 def _card(parent: dict[str, Any], m: Made, cand: Candidate, parent_ref: ArtifactRef, metric: str) -> dict[str, Any]:
-    keep = {k: parent[k] for k in ("dataset", "recipe", "strategy") if k in parent}
+    keep: dict[str, Any] = {k: parent[k] for k in ("dataset", "recipe", "strategy") if k in parent}
     assert cand.measured is not None
     return {**keep, "architecture": m.arch, "metrics": cand.measured.metrics,
             "lineage": {**parent.get("lineage", {}), "parent": parent_ref.dump(), "method": cand.method,

@@ -8,6 +8,7 @@ Unstructured pruning zeroes the smallest weights (dense storage: no speed-up is 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,7 @@ class Group:
 def groups(arch: dict[str, Any], model: nn.Module) -> list[Group]:
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear | nn.Conv2d)]
     if arch["model"] == "mlp":
-        return [Group(a, b) for a, b in zip(names, names[1:], strict=False)]
+        return [Group(a, b) for a, b in itertools.pairwise(names)]
     if arch["model"] == "cnn":
         _, h, w = arch["imageShape"]
         return [Group(names[0], names[1]), Group(names[1], names[2], repeat=h * w)]
@@ -48,7 +49,14 @@ def _resize(module: nn.Module, out_f: int, in_f: int) -> nn.Module:
         return nn.Linear(in_f, out_f, bias=module.bias is not None)
     assert isinstance(module, nn.Conv2d)
     return nn.Conv2d(in_f, out_f, module.kernel_size, module.stride, module.padding,  # type: ignore[arg-type]
-                     module.dilation, module.groups, bias=module.bias is not None)
+                     module.dilation, module.groups, bias=module.bias is not None)  # type: ignore[arg-type]
+
+
+def _copy(module: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    assert isinstance(module, nn.Linear | nn.Conv2d)
+    module.weight.copy_(weight)
+    if bias is not None and module.bias is not None:
+        module.bias.copy_(bias)
 
 
 def _set(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -75,13 +83,9 @@ def structured(model: nn.Module, arch: dict[str, Any], amount: float) -> dict[st
             keep = prod.weight.reshape(units, -1).norm(dim=1).topk(keep_n).indices.sort().values
             cols = (keep[:, None] * g.repeat + torch.arange(g.repeat)).reshape(-1)
             new_p = _resize(prod, keep_n, prod.weight.shape[1])
-            new_p.weight.copy_(prod.weight[keep])
-            if prod.bias is not None:
-                new_p.bias.copy_(prod.bias[keep])  # type: ignore[union-attr]
+            _copy(new_p, prod.weight[keep], None if prod.bias is None else prod.bias[keep])
             new_c = _resize(cons, cons.weight.shape[0], len(cols) if isinstance(cons, nn.Linear) else keep_n)
-            new_c.weight.copy_(cons.weight[:, cols] if isinstance(cons, nn.Linear) else cons.weight[:, keep])
-            if cons.bias is not None:
-                new_c.bias.copy_(cons.bias)  # type: ignore[union-attr]
+            _copy(new_c, cons.weight[:, cols] if isinstance(cons, nn.Linear) else cons.weight[:, keep], cons.bias)
             _set(model, g.producer, new_p)
             _set(model, g.consumer, new_c)
     for g in groups(arch, model):
@@ -93,14 +97,15 @@ def structured(model: nn.Module, arch: dict[str, Any], amount: float) -> dict[st
 def unstructured(model: nn.Module, amount: float) -> list[tuple[nn.Module, str]]:
     """Zero the `amount` smallest-magnitude weights of every Linear/Conv layer (a mask that stays
     during fine-tuning; `fold` makes it permanent)."""
-    params = [(m, "weight") for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+    params: list[tuple[nn.Module, str]] = [(m, "weight") for m in layers]
     tprune.global_unstructured(params, pruning_method=tprune.L1Unstructured, amount=amount)
     return params
 
 
 def fold(params: list[tuple[nn.Module, str]]) -> None:
     for module, name in params:
-        tprune.remove(module, name)
+        tprune.remove(module, name)  # type: ignore[no-untyped-call]
 
 
 def sparsity(model: nn.Module) -> float:
@@ -122,6 +127,6 @@ def fine_tune(model: nn.Module, data: Data, recipe: Recipe, steps: int, lr_scale
         idx = torch.randint(0, len(data.x_train), (batch,))
         loss = loss_fn(data.task, model(data.x_train[idx]), data.y_train[idx])
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
     model.eval()

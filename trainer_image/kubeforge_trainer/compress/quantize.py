@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import itertools
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -67,7 +68,7 @@ class StaticInt8(nn.Module):
 def _fusable(body: nn.Sequential) -> list[list[str]]:
     names = list(body._modules)
     pairs = []
-    for a, b in zip(names, names[1:], strict=False):
+    for a, b in itertools.pairwise(names):
         if isinstance(body._modules[a], nn.Conv2d | nn.Linear) and isinstance(body._modules[b], nn.ReLU):
             pairs.append([a, b])
     return pairs
@@ -82,7 +83,7 @@ class EagerBackend:
         torch.backends.quantized.engine = engine()
         with quiet():
             qconfig = {nn.Linear: per_channel_dynamic_qconfig, nn.LSTM: default_dynamic_qconfig}
-            out: nn.Module = quantize_dynamic(model.eval(), qconfig, dtype=torch.qint8)
+            out: nn.Module = quantize_dynamic(model.eval(), qconfig, dtype=torch.qint8)  # type: ignore[no-untyped-call]
         return out
 
     def static(self, model: nn.Module, calibration: torch.Tensor) -> nn.Module:
@@ -94,14 +95,14 @@ class EagerBackend:
             raise QuantizeError("static int8 supports sequential conv/linear/relu models (mlp, cnn); use dynamic")
         torch.backends.quantized.engine = engine()
         with quiet():
-            body = fuse_modules(model.eval(), _fusable(model))
+            body = fuse_modules(model.eval(), _fusable(model))  # type: ignore[no-untyped-call]
             wrapped = StaticInt8(body).eval()
-            wrapped.qconfig = get_default_qconfig(engine())  # type: ignore[assignment]
-            prepared = prepare(wrapped)
+            wrapped.qconfig = get_default_qconfig(engine())  # type: ignore[no-untyped-call]
+            prepared = prepare(wrapped)  # type: ignore[no-untyped-call]
             with torch.no_grad():
                 for i in range(0, len(calibration), 64):
                     prepared(calibration[i : i + 64])
-            out: nn.Module = convert(prepared)
+            out: nn.Module = convert(prepared)  # type: ignore[no-untyped-call]
         return out
 
     def state(self, model: nn.Module) -> dict[str, Any]:
@@ -110,10 +111,8 @@ class EagerBackend:
     def rebuild(self, fp32: nn.Module, mode: str, stored: dict[str, torch.Tensor]) -> nn.Module:
         from .codec import decode
 
-        if mode == "dynamic":
-            structure = self.dynamic(fp32)
-        else:
-            structure = self.static(fp32, torch.zeros(1, *_input_shape(fp32)))
+        static = mode != "dynamic"
+        structure = self.static(fp32, torch.zeros(1, *_input_shape(fp32))) if static else self.dynamic(fp32)
         template = structure.state_dict()
         state = OrderedDict(decode(stored, template))
         state._metadata = template._metadata  # type: ignore[attr-defined]  # module versions pick the layout
@@ -176,7 +175,7 @@ class TorchaoBackend:
         state = decode(stored, {k: v for k, v in template.items()})
         with torch.no_grad():
             for key, value in structure.state_dict().items():
-                target = state[key] if key in state else None
+                target = state.get(key)
                 if hasattr(value, "qdata"):
                     value.qdata.copy_(state[f"{key}{SEP}qdata"])
                     value.scale.copy_(state[f"{key}{SEP}scale"].reshape(value.scale.shape))
