@@ -1,4 +1,5 @@
-"""`python -m kubeforge_trainer train`: the entry point torchrun starts in every training pod.
+"""`python -m kubeforge_trainer train`: the entry point torchrun starts in every training pod;
+`python -m kubeforge_trainer compress`: the compression pod (see compress/entry.py).
 Exit codes follow the operator's table: 0 done, 78 invalid config or data (never retried)."""
 
 from __future__ import annotations
@@ -46,8 +47,12 @@ def train() -> int:
 
 
 def main() -> int:
+    if len(sys.argv) >= 2 and sys.argv[1] == "compress":
+        from .compress.entry import main as compress
+
+        return compress(sys.argv[2:])
     if len(sys.argv) < 2 or sys.argv[1] != "train":
-        print("usage: python -m kubeforge_trainer train   (run by torchrun inside a TrainingJob pod)", file=sys.stderr)
+        print("usage: python -m kubeforge_trainer train|compress   (run inside a TrainingJob pod)", file=sys.stderr)
         return 2
     return train()
 

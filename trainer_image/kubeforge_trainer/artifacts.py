@@ -58,18 +58,31 @@ def read(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         raise ArtifactError(f"{directory}: no readable {CARD} ({e})") from None
     if card.get("format") != FORMAT:
         raise ArtifactError(f"{directory}: not a Kubeforge model (format {card.get('format')!r})")
-    weights = directory / card["weights"]["file"]
-    if not weights.name.endswith(".safetensors") or digest_of(weights) != card["weights"]["digest"]:
+    name = str((card.get("weights") or {}).get("file", ""))
+    weights = directory / name
+    if (Path(name).name != name or not name.endswith(".safetensors") or not weights.is_file()
+            or digest_of(weights) != card["weights"].get("digest")):
         raise ArtifactError(f"{directory}: weights missing, not safetensors, or digest mismatch")
-    return card, load_file(str(weights))
+    try:
+        return card, load_file(str(weights))
+    except Exception as e:  # safetensors refuses anything else (a pickle renamed, a truncated file)
+        raise ArtifactError(f"{directory}: {weights.name} is not a valid safetensors file ({e})") from None
 
 
 def load_model(directory: Path) -> tuple[dict[str, Any], torch.nn.Module]:
     """The one loader: (model card, model in eval mode) rebuilt from the card's architecture and the
-    checked weights. Serving, compression and the dashboard all load through here."""
+    checked weights. Serving, compression and the dashboard all load through here. Any variant
+    (int8 dynamic/static, pruned, distilled) is rebuilt from the card's `compression` block."""
     from .models import build
 
     card, state = read(directory)
+    if card.get("compression"):
+        from .compress.variants import VariantError, rebuild
+
+        try:
+            return card, rebuild(card, state)
+        except VariantError as e:
+            raise ArtifactError(f"{directory}: {e}") from None
     model = build(card["architecture"])
     try:
         model.load_state_dict(state, strict=True)

@@ -1,0 +1,287 @@
+"""Typed compression contract: `TrainingJob.spec.compression` (what to try and the accuracy budget),
+the report the compression pod writes (baseline and every candidate, the gate's verdicts, the
+published artifact) and the bounded termination message the operator reads back (it must fit the
+kubelet's 4 KiB). Also the env contract of `python -m kubeforge_trainer compress` and a pure check of
+a spec against the recipe it follows. Pydantic only: this package imports nothing of ours."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Final, Literal
+
+from pydantic import Field, model_validator
+
+from .trainingjob import Model, Resources
+
+TERMINATION_LIMIT: Final = 4096
+REPORT_FILE: Final = "report.json"
+DEFAULT_INPUT: Final = "artifact"
+DEFAULT_OUTPUT: Final = "compressed"
+
+
+class CompressEnv(StrEnum):
+    """Env the compression pod reads (args of the same names override; see kubeforge_trainer.compress)."""
+
+    SPEC = "KUBEFORGE_COMPRESSION_SPEC"  # JSON CompressionSpec; else spec.compression of KUBEFORGE_SPEC
+    JOB_SPEC = "KUBEFORGE_SPEC"  # the whole TrainingJob spec (same variable as training pods)
+    STORAGE_DIR = "KUBEFORGE_STORAGE_DIR"  # the job's storage root (the claim's mount + spec.storage.path)
+    INPUT = "KUBEFORGE_COMPRESS_INPUT"  # parent artifact dir, relative to storage (default "artifact")
+    OUTPUT = "KUBEFORGE_COMPRESS_OUTPUT"  # where candidates + report.json go, relative (default "compressed")
+    THREADS = "KUBEFORGE_COMPRESS_THREADS"  # torch threads for evaluation and timing (default: usable CPUs)
+
+
+class CompressionReason(StrEnum):
+    """Reasons on the `Compressed` condition."""
+
+    COMPRESSED = "Compressed"
+    ACCURACY_BUDGET_EXCEEDED = "AccuracyBudgetExceeded"
+    COMPRESSION_FAILED = "CompressionFailed"
+
+
+# ---------------------------------------------------------------------------------------------- spec
+
+
+class Quantize(Model):
+    """int8 post-training quantization."""
+
+    mode: Literal["dynamic", "static"] = Field(
+        default="dynamic", description="dynamic: int8 weights of Linear/LSTM layers, activations quantized at run "
+        "time (MLPs, transformers); static: weights and activations int8 with calibration (CNNs, MLPs).")
+    backend: Literal["auto", "eager", "torchao"] = Field(
+        default="auto", description="Kernel back end: eager (torch.ao.quantization, fastest in eager mode on CPU), "
+        "torchao (quantize_; fast only under torch.compile; dynamic mode only), auto (eager when present).")
+    calibration_samples: int = Field(
+        default=256, ge=8, le=100_000, description="Training samples fed through the model to calibrate "
+        "activation ranges (static mode).")
+
+
+class Prune(Model):
+    """Magnitude pruning followed by a short fine-tune."""
+
+    structured: bool = Field(
+        default=True, description="true: remove whole neurons/channels (hidden units, conv channels, transformer "
+        "FFN width) so layers really shrink; false: zero individual weights (reported as sparsity and compressed "
+        "size only, never as a speed-up).")
+    amount: float = Field(default=0.5, gt=0.0, le=0.95, description="Fraction of units (or weights) to remove.")
+    fine_tune_steps: int = Field(default=100, ge=0, le=100_000,
+                                 description="Optimizer steps on the training split after pruning.")
+
+
+class Student(Model):
+    """A smaller model of the teacher's family."""
+
+    depth: int | None = Field(default=None, ge=1, le=64,
+                              description="Layers (MLP hidden layers, GPT blocks); default: half the teacher's.")
+    width: int | None = Field(default=None, ge=1, le=65536,
+                              description="Hidden units (MLP), channels (CNN), dim (GPT); default: the teacher's.")
+
+
+class Distill(Model):
+    """Train a student from the teacher's outputs (soft targets) and the labels."""
+
+    student: Student = Field(default_factory=Student, description="Shape of the student.")
+    steps: int = Field(default=300, ge=1, le=1_000_000, description="Optimizer steps of student training.")
+    temperature: float = Field(default=2.0, gt=0.0, le=100.0, description="Softmax temperature of the soft targets.")
+    alpha: float = Field(default=0.5, ge=0.0, le=1.0,
+                         description="Weight of the distillation loss; 1 - alpha weighs the label loss.")
+
+
+class Method(Model):
+    """One compression method: exactly one of quantize, prune, distill."""
+
+    quantize: Quantize | None = Field(default=None, description="int8 quantization.")
+    prune: Prune | None = Field(default=None, description="Structured or unstructured pruning.")
+    distill: Distill | None = Field(default=None, description="Knowledge distillation into a smaller student.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Method:
+        if sum(m is not None for m in (self.quantize, self.prune, self.distill)) != 1:
+            raise ValueError("each method sets exactly one of quantize, prune, distill")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "quantize" if self.quantize else "prune" if self.prune else "distill"
+
+    def label(self) -> str:
+        """Short human name: quantize-dynamic, prune-structured, distill."""
+        if self.quantize:
+            return f"quantize-{self.quantize.mode}"
+        if self.prune:
+            return "prune-structured" if self.prune.structured else "prune-unstructured"
+        return "distill"
+
+    def parameters(self) -> dict[str, object]:
+        inner = self.quantize or self.prune or self.distill
+        assert inner is not None
+        return inner.dump()
+
+
+class AccuracyBudget(Model):
+    """How much worse than the original a candidate may be."""
+
+    metric: Literal["accuracy", "perplexity", "evalLoss"] | None = Field(
+        default=None, description="Metric the gate compares; default: the recipe's (accuracy for classification, "
+        "perplexity for text).")
+    max_drop: float = Field(
+        default=0.01, ge=0.0, le=1000.0, description="Largest allowed degradation, in the metric's units "
+        "(accuracy is a fraction: 0.01 is one point) or, with relative, as a fraction of the baseline.")
+    relative: bool = Field(default=False, description="maxDrop is a fraction of the baseline metric.")
+
+
+class CompressionSpec(Model):
+    """`spec.compression`: methods tried in order after training, gated by an accuracy budget."""
+
+    methods: list[Method] = Field(min_length=1, max_length=8,
+                                  description="Methods tried in this order, each on the trained model.")
+    accuracy_budget: AccuracyBudget = Field(default_factory=AccuracyBudget,
+                                            description="The gate a candidate must pass to be published.")
+    select: Literal["first", "best"] = Field(
+        default="first", description="first: publish the first candidate within budget (later ones are skipped); "
+        "best: try all, publish the lowest batch-1 latency within budget.")
+    resources: Resources = Field(default_factory=Resources,
+                                 description="Resources of the compression pod (CPU by default).")
+
+
+def check_against_recipe(spec: CompressionSpec, recipe_model: str, recipe_dataset: str) -> list[str]:
+    """Errors a spec has given the recipe it compresses (empty when fine); field paths are named."""
+    errors: list[str] = []
+    lm = recipe_model == "gpt"
+    produced = {"perplexity", "evalLoss"} if lm else {"accuracy", "evalLoss"}
+    metric = spec.accuracy_budget.metric
+    if metric is not None and metric not in produced:
+        errors.append(f"spec.compression.accuracyBudget.metric: {metric!r} is not produced by model {recipe_model} "
+                      f"on dataset {recipe_dataset} (use one of {sorted(produced)})")
+    for i, m in enumerate(spec.methods):
+        where = f"spec.compression.methods[{i}]"
+        if m.quantize and m.quantize.mode == "static" and lm:
+            errors.append(f"{where}.quantize.mode: static int8 supports mlp and cnn models, not gpt (use dynamic)")
+        if m.quantize and m.quantize.mode == "static" and m.quantize.backend == "torchao":
+            errors.append(f"{where}.quantize.backend: torchao is supported for dynamic mode only")
+        if m.quantize and m.quantize.mode == "dynamic" and recipe_model == "cnn":
+            errors.append(f"{where}.quantize.mode: dynamic int8 only covers a CNN's last Linear layer (use static)")
+        if m.distill and recipe_model == "cnn" and m.distill.student.depth not in (None, 2):
+            errors.append(f"{where}.distill.student.depth: the cnn family has 2 conv layers; set width only")
+    return errors
+
+
+# -------------------------------------------------------------------------------------------- report
+
+
+class ArtifactRef(Model):
+    """Where an artifact lies on the job's storage and its weights' digest."""
+
+    path: str = Field(max_length=512, description="Directory relative to the job's storage root.")
+    digest: str = Field(max_length=80, description="sha256 of the safetensors weights file.")
+    size_bytes: int = Field(ge=0, description="Bytes of the artifact directory (weights + card).")
+
+
+class Latency(Model):
+    """Median milliseconds per forward pass at batch 1 and batch 8."""
+
+    batch1: float = Field(ge=0)
+    batch8: float = Field(ge=0)
+
+
+class Measured(Model):
+    """Numbers measured for one model on the held-out split."""
+
+    metric: float = Field(description="Value of the budget's metric.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Everything `evaluate` returned.")
+    size_bytes: int = Field(ge=0, description="Bytes of the weights file.")
+    parameters: int = Field(ge=0, description="Stored parameter count (int8 weights count as parameters).")
+    latency_ms: Latency
+
+
+class Verdict(StrEnum):
+    ACCEPTED = "accepted"  # within budget
+    REJECTED = "rejected"  # over budget
+    FAILED = "failed"  # the method could not run on this model
+    SKIPPED = "skipped"  # select first: an earlier candidate was accepted
+
+
+class Candidate(Model):
+    method: str = Field(description="quantize-dynamic, quantize-static, prune-structured, prune-unstructured, distill.")
+    parameters: dict[str, object] = Field(default_factory=dict, description="The method's settings as given.")
+    verdict: Verdict
+    measured: Measured | None = None
+    drop: float | None = Field(default=None, description="Degradation vs baseline (relative if the budget is).")
+    speedup: Latency | None = Field(default=None, description="Baseline latency / candidate latency per batch size.")
+    size_ratio: float | None = Field(default=None, description="Baseline weights bytes / candidate weights bytes.")
+    sparsity: float | None = Field(default=None, description="Unstructured pruning: fraction of zero weights.")
+    compressed_size_bytes: int | None = Field(default=None, description="Weights file after zlib (sparsity honest).")
+    artifact: ArtifactRef | None = None
+    error: str | None = Field(default=None, max_length=1024, description="Why a failed method failed.")
+
+
+class CompressionReport(Model):
+    """report.json next to the candidates; also `status.compression` (the operator may trim it)."""
+
+    metric: str
+    higher_is_better: bool
+    budget: AccuracyBudget
+    select: Literal["first", "best"]
+    threads: int = Field(ge=1, description="torch threads used for every latency measurement.")
+    parent: ArtifactRef
+    baseline: Measured
+    candidates: list[Candidate] = Field(max_length=8)
+    chosen: int | None = Field(default=None, description="Index into candidates of the published one.")
+    artifact: ArtifactRef | None = Field(default=None, description="The published (chosen) artifact.")
+    reason: CompressionReason
+    message: str = Field(max_length=1024)
+
+
+# --------------------------------------------------------------------------------- termination message
+
+
+class CandidateSummary(Model):
+    method: str = Field(max_length=40)
+    verdict: Verdict
+    metric: float | None = None
+    drop: float | None = None
+    size_bytes: int | None = None
+    latency_ms: Latency | None = None
+
+
+class CompressionTermination(Model):
+    """What the compression pod writes to /dev/termination-log (<= 4 KiB): the condition to set, the
+    published artifact and a summary; the full report is at reportPath on the storage."""
+
+    compressed: bool
+    reason: CompressionReason
+    message: str = Field(max_length=512)
+    report_path: str = Field(max_length=512)
+    chosen: str | None = Field(default=None, max_length=40)
+    artifact: ArtifactRef | None = None
+    baseline_metric: float | None = None
+    candidates: list[CandidateSummary] = Field(default_factory=list, max_length=8)
+
+    @classmethod
+    def from_report(cls, report: CompressionReport, report_path: str) -> CompressionTermination:
+        chosen = report.candidates[report.chosen].method if report.chosen is not None else None
+        return cls(compressed=report.chosen is not None, reason=report.reason, message=report.message[:512],
+                   report_path=report_path, chosen=chosen, artifact=report.artifact,
+                   baseline_metric=report.baseline.metric,
+                   candidates=[CandidateSummary(method=c.method, verdict=c.verdict, drop=c.drop,
+                                                metric=c.measured.metric if c.measured else None,
+                                                size_bytes=c.measured.size_bytes if c.measured else None,
+                                                latency_ms=c.measured.latency_ms if c.measured else None)
+                               for c in report.candidates])
+
+    def encode(self, limit: int = TERMINATION_LIMIT) -> str:
+        """Compact JSON within `limit` bytes: sheds candidate details, then candidates, then the message."""
+        current = self
+        while True:
+            text = json.dumps(current.dump(), separators=(",", ":"))
+            if len(text.encode()) <= limit:
+                return text
+            if any(c.latency_ms for c in current.candidates):
+                slim = [c.model_copy(update={"latency_ms": None, "size_bytes": None}) for c in current.candidates]
+                current = current.model_copy(update={"candidates": slim})
+            elif current.candidates:
+                current = current.model_copy(update={"candidates": current.candidates[:-1]})
+            elif current.message:
+                current = current.model_copy(update={"message": current.message[: len(current.message) // 2]})
+            else:
+                return text[:limit]

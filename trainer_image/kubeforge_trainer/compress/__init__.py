@@ -1,0 +1,4 @@
+"""Compression of a trained Kubeforge model: int8 quantization (dynamic, static; eager torch.ao or
+torchao behind one adapter), structured and unstructured pruning with a short fine-tune, and
+distillation into a smaller student of the same family; each candidate is evaluated, timed and
+gated against an accuracy budget, and written as a pickle-free artifact the one loader rebuilds."""

@@ -1,0 +1,133 @@
+"""`kubeforge compress ARTIFACT_DIR --method ... --budget ...`: the compression stage on an existing
+artifact (trained by `kubeforge run` or elsewhere in our format), printing the report as a table
+(rich) or, with --json, the typed CompressionReport. Methods are written `NAME[:MODE][,key=value...]`:
+
+    quantize                 quantize:static,calibrationSamples=512     quantize:dynamic,backend=torchao
+    prune                    prune:unstructured,amount=0.8              prune:structured,amount=0.5,fineTuneSteps=50
+    distill,depth=1,width=64,steps=300,temperature=2,alpha=0.5
+
+Exit codes: 0 done (whatever the verdict), 78 invalid method, budget or artifact, 2 bad usage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from kubeforge_api.compression import CompressionReport, CompressionSpec
+from kubeforge_api.exitcodes import EXIT_INVALID_CONFIG
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+MODES: dict[str, tuple[str, dict[str, Any]]] = {"quantize": ("mode", {"dynamic": "dynamic", "static": "static"}),
+         "prune": ("structured", {"structured": True, "unstructured": False})}
+
+
+def _value(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def parse_method(text: str) -> dict[str, Any]:
+    """`prune:unstructured,amount=0.8` -> {"prune": {"structured": False, "amount": 0.8}}."""
+    head, *pairs = text.split(",")
+    name, _, mode = head.partition(":")
+    body: dict[str, Any] = {}
+    if mode:
+        if name not in MODES or mode not in MODES[name][1]:
+            raise ValueError(f"--method {text!r}: unknown mode {mode!r} for {name!r}")
+        body[MODES[name][0]] = MODES[name][1][mode]
+    student: dict[str, Any] = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq:
+            raise ValueError(f"--method {text!r}: expected key=value, got {pair!r}")
+        (student if name == "distill" and key in ("depth", "width") else body)[key] = _value(value)
+    if student:
+        body["student"] = student
+    return {name: body}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kubeforge compress", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("artifact", type=Path, help="artifact directory (model.safetensors + model-card.json)")
+    p.add_argument("--method", action="append", required=True, help="a method to try (repeatable, in order)")
+    p.add_argument("--budget", type=float, default=0.01, help="largest allowed metric drop (accuracy 0.01 = 1 point)")
+    p.add_argument("--relative", action="store_true", help="--budget is a fraction of the baseline metric")
+    p.add_argument("--metric", choices=["accuracy", "perplexity", "evalLoss"], help="default: the recipe's")
+    p.add_argument("--select", choices=["first", "best"], default="first")
+    p.add_argument("--output", type=Path, help="where candidates + report.json go (default: ARTIFACT/../compressed)")
+    p.add_argument("--storage", type=Path, help="root that dataset paths are relative to (default: ARTIFACT/..)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads for timing (default: usable CPUs)")
+    p.add_argument("--json", action="store_true", help="print the typed CompressionReport as JSON")
+    return p
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def table(report: CompressionReport) -> Table:
+    t = Table(title=f"compression of {report.parent.path} ({report.metric}, budget {report.budget.max_drop:g}"
+                    f"{' relative' if report.budget.relative else ''}, select {report.select}, "
+                    f"{report.threads} threads)")
+    for col in ("", "method", "verdict", report.metric, "drop", "size KiB", "smaller", "ms b1", "ms b8", "faster b1",
+                "faster b8", "artifact"):
+        t.add_column(col, justify="left" if col in ("method", "verdict", "artifact") else "right")
+    b = report.baseline
+    t.add_row("", "baseline (fp32)", "-", _fmt(b.metric, ".4f"), "-", _fmt(b.size_bytes / 1024, ".1f"), "1.00x",
+              _fmt(b.latency_ms.batch1, ".3f"), _fmt(b.latency_ms.batch8, ".3f"), "1.00x", "1.00x", report.parent.path)
+    for i, c in enumerate(report.candidates):
+        m = c.measured
+        mark = "*" if i == report.chosen else ""
+        note = c.error or (f"sparsity {c.sparsity:.0%}, zlib {c.compressed_size_bytes / 1024:.1f} KiB"
+                           if c.sparsity is not None and c.compressed_size_bytes is not None else "")
+        t.add_row(mark, c.method, c.verdict.value, _fmt(m.metric if m else None, ".4f"), _fmt(c.drop, ".4f"),
+                  _fmt(m.size_bytes / 1024 if m else None, ".1f"), _fmt(c.size_ratio, ".2f") + "x" * bool(c.size_ratio),
+                  _fmt(m.latency_ms.batch1 if m else None, ".3f"), _fmt(m.latency_ms.batch8 if m else None, ".3f"),
+                  _fmt(c.speedup.batch1 if c.speedup else None, ".2f") + "x" * bool(c.speedup),
+                  _fmt(c.speedup.batch8 if c.speedup else None, ".2f") + "x" * bool(c.speedup),
+                  (c.artifact.path if c.artifact else "") + (f" ({note})" if note else ""))
+    return t
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    console, err = Console(width=None if Console().is_terminal else 200), Console(stderr=True)
+    try:
+        doc = {"methods": [parse_method(m) for m in args.method], "select": args.select,
+               "accuracyBudget": {"maxDrop": args.budget, "relative": args.relative,
+                                  **({"metric": args.metric} if args.metric else {})}}
+        spec = CompressionSpec.model_validate(doc)
+    except ValidationError as e:
+        from .entry import describe
+
+        err.print(f"kubeforge compress: {describe(e, 'compression')}", markup=False)
+        return EXIT_INVALID_CONFIG
+    except ValueError as e:
+        err.print(f"kubeforge compress: {e}", markup=False)
+        return EXIT_INVALID_CONFIG
+    from .entry import usable_cpus
+    from .pipeline import CompressInputError, run
+
+    artifact = args.artifact.resolve()
+    storage = (args.storage or artifact.parent).resolve()
+    try:
+        outcome = run(artifact, spec, (args.output or artifact.parent / "compressed").resolve(), storage,
+                      args.threads or usable_cpus())
+    except CompressInputError as e:
+        err.print(f"kubeforge compress: {e}", markup=False)
+        return EXIT_INVALID_CONFIG
+    if args.json:
+        print(json.dumps(outcome.report.dump(), indent=2))
+    else:
+        console.print(table(outcome.report))
+        console.print(f"{outcome.report.reason.value}: {outcome.report.message}", markup=False)
+    return 0

@@ -1,0 +1,119 @@
+"""`python -m kubeforge_trainer compress`: what the compression pod runs.
+
+Contract (env, each overridable by the argument of the same meaning):
+
+| env                          | argument     | meaning                                                         |
+| ---------------------------- | ------------ | --------------------------------------------------------------- |
+| KUBEFORGE_STORAGE_DIR        | --storage    | the job's storage root (claim mount + spec.storage.path)        |
+| KUBEFORGE_COMPRESSION_SPEC   | --spec       | CompressionSpec JSON (`@file` reads a file); else:              |
+| KUBEFORGE_SPEC               |              | the TrainingJob spec JSON, whose `compression` is used          |
+| KUBEFORGE_COMPRESS_INPUT     | --artifact   | parent artifact dir, relative to storage (default `artifact`)   |
+| KUBEFORGE_COMPRESS_OUTPUT    | --output     | output dir, relative to storage (default `compressed`)          |
+| KUBEFORGE_COMPRESS_THREADS   | --threads    | torch threads for evaluation and timing (default: usable CPUs)  |
+
+Writes `<output>/<i>-<method>/` (one artifact per candidate) and `<output>/report.json`
+(CompressionReport), and a CompressionTermination (<= 4 KiB) to /dev/termination-log when present.
+Exit codes: 0 when the stage ran (published, rejected by the budget, or every method failed: the
+termination message says which), 78 (EXIT_INVALID_CONFIG) for invalid input (spec, missing or
+tampered artifact, data that differs from training), never retried; anything else is a crash."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from kubeforge_api.compression import (
+    DEFAULT_INPUT,
+    DEFAULT_OUTPUT,
+    REPORT_FILE,
+    CompressEnv,
+    CompressionReason,
+    CompressionSpec,
+    CompressionTermination,
+)
+from kubeforge_api.exitcodes import EXIT_INVALID_CONFIG
+from pydantic import ValidationError
+
+TERMINATION_LOG = Path("/dev/termination-log")
+
+
+def describe(e: ValidationError, prefix: str = "spec.compression") -> str:
+    """One line per error, each naming the field (camelCase path), e.g. `spec.compression.methods[0]...`."""
+    lines = []
+    for err in e.errors():
+        path = prefix
+        for part in err["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else f".{part}"
+        lines.append(f"{path}: {err['msg']}")
+    return "; ".join(lines)
+
+
+def usable_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def load_spec(text: str | None, env: Mapping[str, str]) -> CompressionSpec:
+    """The spec from --spec / KUBEFORGE_COMPRESSION_SPEC, else spec.compression of KUBEFORGE_SPEC."""
+    raw = text or env.get(CompressEnv.SPEC)
+    try:
+        if raw:
+            doc = json.loads(Path(raw[1:]).read_text() if raw.startswith("@") else raw)
+        elif env.get(CompressEnv.JOB_SPEC):
+            doc = json.loads(env[CompressEnv.JOB_SPEC]).get("compression")
+            if doc is None:
+                raise ValueError("the TrainingJob spec has no spec.compression")
+        else:
+            raise ValueError(f"no compression spec: set {CompressEnv.SPEC} or {CompressEnv.JOB_SPEC}, or pass --spec")
+        return CompressionSpec.model_validate(doc)
+    except ValidationError as e:
+        raise ValueError(describe(e)) from None
+    except (OSError, json.JSONDecodeError, AttributeError) as e:
+        raise ValueError(f"unreadable compression spec: {e}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m kubeforge_trainer compress",
+                                description="Compress a trained artifact (the TrainingJob compression stage).")
+    p.add_argument("--storage", help=f"storage root (env {CompressEnv.STORAGE_DIR})")
+    p.add_argument("--spec", help=f"CompressionSpec JSON or @file (env {CompressEnv.SPEC})")
+    p.add_argument("--artifact", help=f"parent artifact, relative to storage (env {CompressEnv.INPUT})")
+    p.add_argument("--output", help=f"output dir, relative to storage (env {CompressEnv.OUTPUT})")
+    p.add_argument("--threads", type=int, help=f"torch threads (env {CompressEnv.THREADS})")
+    return p
+
+
+def _terminate(message: CompressionTermination) -> None:
+    with contextlib.suppress(OSError):  # outside a pod there is no termination log
+        if TERMINATION_LOG.exists():
+            TERMINATION_LOG.write_text(message.encode())
+
+
+def main(argv: list[str], env: Mapping[str, str] = os.environ) -> int:
+    args = _parser().parse_args(argv)
+    storage = Path(args.storage or env.get(CompressEnv.STORAGE_DIR, "."))
+    output = args.output or env.get(CompressEnv.OUTPUT, DEFAULT_OUTPUT)
+    report_path = str(Path(output) / REPORT_FILE)
+    try:
+        spec = load_spec(args.spec, env)
+        threads = args.threads or int(env.get(CompressEnv.THREADS, "0")) or usable_cpus()
+        from .pipeline import CompressInputError, run
+
+        outcome = run(storage / (args.artifact or env.get(CompressEnv.INPUT, DEFAULT_INPUT)), spec,
+                      storage / output, storage, threads)
+    except (ValueError, CompressInputError) as e:
+        print(f"kubeforge-compress: {e}", file=sys.stderr)
+        _terminate(CompressionTermination(compressed=False, reason=CompressionReason.COMPRESSION_FAILED,
+                                          message=str(e)[:512], report_path=""))
+        return EXIT_INVALID_CONFIG
+    term = CompressionTermination.from_report(outcome.report, report_path)
+    _terminate(term)
+    print(json.dumps({"compression": json.loads(term.encode())}), flush=True)
+    return 0

@@ -1,0 +1,132 @@
+"""Pruning. Structured pruning removes whole hidden units of an MLP, output channels of a CNN's
+convolutions and FFN units of a GPT block, slicing the producing layer's rows and the consuming
+layer's columns so every layer really shrinks; the new shapes go into the model card
+(`architecture.shapes`) and `apply_shapes` rebuilds them. We track dependencies ourselves instead of
+using a graph tracer (Torch-Pruning) because our families are few and fixed, their coupled layers are
+known by construction, and the loader must rebuild the pruned model from the card alone.
+Unstructured pruning zeroes the smallest weights (dense storage: no speed-up is claimed)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.utils.prune as tprune
+from kubeforge_api.trainingjob import Recipe
+from torch import nn
+
+from ..data import Data
+from ..models import loss_fn
+from ..train.common import make_optimizer, seed_all
+
+
+@dataclass(frozen=True)
+class Group:
+    """Units of `producer` (rows; conv output channels) that feed `consumer` (columns, `repeat`
+    consecutive columns per unit after a Flatten)."""
+
+    producer: str
+    consumer: str
+    repeat: int = 1
+
+
+def groups(arch: dict[str, Any], model: nn.Module) -> list[Group]:
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+    if arch["model"] == "mlp":
+        return [Group(a, b) for a, b in itertools.pairwise(names)]
+    if arch["model"] == "cnn":
+        _, h, w = arch["imageShape"]
+        return [Group(names[0], names[1]), Group(names[1], names[2], repeat=h * w)]
+    if arch["model"] == "gpt":
+        return [Group(n, n[:-1] + "2") for n in names if n.endswith(".mlp.0")]
+    raise ValueError(f"no pruning groups for model {arch['model']!r}")
+
+
+def _resize(module: nn.Module, out_f: int, in_f: int) -> nn.Module:
+    if isinstance(module, nn.Linear):
+        return nn.Linear(in_f, out_f, bias=module.bias is not None)
+    assert isinstance(module, nn.Conv2d)
+    return nn.Conv2d(in_f, out_f, module.kernel_size, module.stride, module.padding,  # type: ignore[arg-type]
+                     module.dilation, module.groups, bias=module.bias is not None)  # type: ignore[arg-type]
+
+
+def _copy(module: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    assert isinstance(module, nn.Linear | nn.Conv2d)
+    module.weight.copy_(weight)
+    if bias is not None and module.bias is not None:
+        module.bias.copy_(bias)
+
+
+def _set(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, module)
+
+
+def apply_shapes(model: nn.Module, shapes: dict[str, list[int]]) -> nn.Module:
+    """Replace layers by ones of the recorded weight shapes [out, in, ...] (fresh numbers)."""
+    for name, shape in shapes.items():
+        _set(model, name, _resize(model.get_submodule(name), shape[0], shape[1]))
+    return model
+
+
+def structured(model: nn.Module, arch: dict[str, Any], amount: float) -> dict[str, list[int]]:
+    """Keep the (1 - amount) units with the largest L2 norm in every group; returns new shapes."""
+    shapes: dict[str, list[int]] = {}
+    with torch.no_grad():
+        for g in groups(arch, model):
+            prod, cons = model.get_submodule(g.producer), model.get_submodule(g.consumer)
+            assert isinstance(prod, nn.Linear | nn.Conv2d) and isinstance(cons, nn.Linear | nn.Conv2d)
+            units = prod.weight.shape[0]
+            keep_n = max(1, round(units * (1 - amount)))
+            keep = prod.weight.reshape(units, -1).norm(dim=1).topk(keep_n).indices.sort().values
+            cols = (keep[:, None] * g.repeat + torch.arange(g.repeat)).reshape(-1)
+            new_p = _resize(prod, keep_n, prod.weight.shape[1])
+            _copy(new_p, prod.weight[keep], None if prod.bias is None else prod.bias[keep])
+            new_c = _resize(cons, cons.weight.shape[0], len(cols) if isinstance(cons, nn.Linear) else keep_n)
+            _copy(new_c, cons.weight[:, cols] if isinstance(cons, nn.Linear) else cons.weight[:, keep], cons.bias)
+            _set(model, g.producer, new_p)
+            _set(model, g.consumer, new_c)
+    for g in groups(arch, model):
+        for name in (g.producer, g.consumer):
+            shapes[name] = list(model.get_submodule(name).weight.shape)  # type: ignore[arg-type]
+    return shapes
+
+
+def unstructured(model: nn.Module, amount: float) -> list[tuple[nn.Module, str]]:
+    """Zero the `amount` smallest-magnitude weights of every Linear/Conv layer (a mask that stays
+    during fine-tuning; `fold` makes it permanent)."""
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+    params: list[tuple[nn.Module, str]] = [(m, "weight") for m in layers]
+    tprune.global_unstructured(params, pruning_method=tprune.L1Unstructured, amount=amount)
+    return params
+
+
+def fold(params: list[tuple[nn.Module, str]]) -> None:
+    for module, name in params:
+        tprune.remove(module, name)  # type: ignore[no-untyped-call]
+
+
+def sparsity(model: nn.Module) -> float:
+    weights = [m.weight for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+    total = sum(w.numel() for w in weights)
+    return sum(int((w == 0).sum()) for w in weights) / max(1, total)
+
+
+def fine_tune(model: nn.Module, data: Data, recipe: Recipe, steps: int, lr_scale: float = 0.3) -> None:
+    """A short training run on the training split with the recipe's optimizer and a reduced rate."""
+    if steps <= 0:
+        return
+    seed_all(recipe.seed + 17)
+    opt = make_optimizer(recipe.model_copy(update={"learning_rate": recipe.learning_rate * lr_scale}),
+                         [p for p in model.parameters() if p.requires_grad])
+    model.train()
+    batch = min(recipe.batch_size, len(data.x_train))
+    for _ in range(steps):
+        idx = torch.randint(0, len(data.x_train), (batch,))
+        loss = loss_fn(data.task, model(data.x_train[idx]), data.y_train[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+    model.eval()

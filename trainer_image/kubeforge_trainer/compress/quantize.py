@@ -1,0 +1,200 @@
+"""int8 quantization behind one adapter. `EagerBackend` uses torch.ao.quantization (deprecated but
+the fastest CPU path in eager mode: fbgemm/x86 int8 kernels); `TorchaoBackend` uses torchao's
+`quantize_` (per-row int8 weights, int8 dynamic activations), which is only fast under
+`torch.compile`. Both store the same artifact layout, so either can rebuild the other's artifact,
+and torchao can take over when torch.ao disappears.
+
+Each backend has two halves: `quantize` (fp32 model + calibration data -> int8 model) and
+`structure` (fp32 model of the same architecture -> an int8 model with placeholder numbers, whose
+state dict the loader then fills from the artifact)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import itertools
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from .codec import SEP
+
+
+class QuantizeError(ValueError):
+    """This model cannot be quantized this way (a user error: reported, never a traceback)."""
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """torch.ao warns on import and use that it is deprecated; we know (see the module docstring)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantiz.*", category=UserWarning)
+        yield
+
+
+def engine() -> str:
+    engines = torch.backends.quantized.supported_engines
+    return "x86" if "x86" in engines else "fbgemm" if "fbgemm" in engines else "qnnpack"
+
+
+class Backend(Protocol):
+    name: str
+
+    def dynamic(self, model: nn.Module) -> nn.Module: ...
+    def static(self, model: nn.Module, calibration: torch.Tensor) -> nn.Module: ...
+    def state(self, model: nn.Module) -> dict[str, Any]: ...
+    def rebuild(self, fp32: nn.Module, mode: str, stored: dict[str, torch.Tensor]) -> nn.Module: ...
+
+
+class StaticInt8(nn.Module):
+    """Quantize the input, run the fused int8 body, dequantize the output."""
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        from torch.ao.quantization import DeQuantStub, QuantStub
+
+        self.quant, self.body, self.dequant = QuantStub(), body, DeQuantStub()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.dequant(self.body(self.quant(x)))
+        return out
+
+
+def _fusable(body: nn.Sequential) -> list[list[str]]:
+    names = list(body._modules)
+    pairs = []
+    for a, b in itertools.pairwise(names):
+        if isinstance(body._modules[a], nn.Conv2d | nn.Linear) and isinstance(body._modules[b], nn.ReLU):
+            pairs.append([a, b])
+    return pairs
+
+
+class EagerBackend:
+    name = "eager"
+
+    def dynamic(self, model: nn.Module) -> nn.Module:
+        from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+
+        torch.backends.quantized.engine = engine()
+        with quiet():
+            qconfig = {nn.Linear: per_channel_dynamic_qconfig, nn.LSTM: default_dynamic_qconfig}
+            out: nn.Module = quantize_dynamic(model.eval(), qconfig, dtype=torch.qint8)  # type: ignore[no-untyped-call]
+        return out
+
+    def static(self, model: nn.Module, calibration: torch.Tensor) -> nn.Module:
+        from torch.ao.quantization import convert, fuse_modules, get_default_qconfig, prepare
+
+        if not isinstance(model, nn.Sequential) or not all(
+                isinstance(m, nn.Conv2d | nn.Linear | nn.ReLU | nn.Flatten) or type(m).__name__ == "Reshape"
+                for m in model):
+            raise QuantizeError("static int8 supports sequential conv/linear/relu models (mlp, cnn); use dynamic")
+        torch.backends.quantized.engine = engine()
+        with quiet():
+            body = fuse_modules(model.eval(), _fusable(model))  # type: ignore[no-untyped-call]
+            wrapped = StaticInt8(body).eval()
+            wrapped.qconfig = get_default_qconfig(engine())  # type: ignore[no-untyped-call]
+            prepared = prepare(wrapped)  # type: ignore[no-untyped-call]
+            with torch.no_grad():
+                for i in range(0, len(calibration), 64):
+                    prepared(calibration[i : i + 64])
+            out: nn.Module = convert(prepared)  # type: ignore[no-untyped-call]
+        return out
+
+    def state(self, model: nn.Module) -> dict[str, Any]:
+        return dict(model.state_dict())
+
+    def rebuild(self, fp32: nn.Module, mode: str, stored: dict[str, torch.Tensor]) -> nn.Module:
+        from .codec import decode
+
+        static = mode != "dynamic"
+        structure = self.static(fp32, torch.zeros(1, *_input_shape(fp32))) if static else self.dynamic(fp32)
+        template = structure.state_dict()
+        state = OrderedDict(decode(stored, template))
+        state._metadata = template._metadata  # type: ignore[attr-defined]  # module versions pick the layout
+        with quiet():
+            structure.load_state_dict(state, strict=True)
+        return structure.eval()
+
+
+def _input_shape(model: nn.Module) -> tuple[int, ...]:
+    first = next(m for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d))
+    if isinstance(first, nn.Linear):
+        return (first.in_features,)
+    reshape = next((m for m in model.modules() if type(m).__name__ == "Reshape"), None)
+    if reshape is not None:
+        shape: tuple[int, ...] = reshape.shape  # type: ignore[assignment]
+        return (int(torch.tensor(shape).prod()),)
+    raise QuantizeError("cannot infer the input shape for static quantization")
+
+
+def torchao_available() -> bool:
+    return importlib.util.find_spec("torchao") is not None
+
+
+class TorchaoBackend:
+    """torchao `Int8DynamicActivationInt8WeightConfig`; its weights are `Int8Tensor`s (qdata + per-row
+    scale), stored in the same layout as the eager back end (zero points 0, axis 0)."""
+
+    name = "torchao"
+
+    def dynamic(self, model: nn.Module) -> nn.Module:
+        if not torchao_available():
+            raise QuantizeError("backend torchao: the torchao package is not installed in this image")
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+        with quiet():
+            quantize_(model.eval(), Int8DynamicActivationInt8WeightConfig())
+        return model
+
+    def static(self, model: nn.Module, calibration: torch.Tensor) -> nn.Module:
+        raise QuantizeError("backend torchao supports dynamic mode only (static: backend eager)")
+
+    def state(self, model: nn.Module) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in model.state_dict().items():
+            if hasattr(value, "qdata") and hasattr(value, "scale"):
+                out[f"{key}{SEP}qdata"] = value.qdata
+                out[f"{key}{SEP}scale"] = value.scale.reshape(-1).to(torch.float64)
+                out[f"{key}{SEP}zero_point"] = torch.zeros(value.qdata.shape[0], dtype=torch.int64)
+                out[f"{key}{SEP}axis"] = torch.tensor(0, dtype=torch.int64)
+            else:
+                out[key] = value
+        return out
+
+    def rebuild(self, fp32: nn.Module, mode: str, stored: dict[str, torch.Tensor]) -> nn.Module:
+        """Quantize the fp32 structure, then copy the stored int8 values and scales into its weights."""
+        from .codec import CodecError, decode
+
+        structure = self.dynamic(fp32)
+        template = self.state(structure)
+        state = decode(stored, {k: v for k, v in template.items()})
+        with torch.no_grad():
+            for key, value in structure.state_dict().items():
+                target = state.get(key)
+                if hasattr(value, "qdata"):
+                    value.qdata.copy_(state[f"{key}{SEP}qdata"])
+                    value.scale.copy_(state[f"{key}{SEP}scale"].reshape(value.scale.shape))
+                elif target is not None:
+                    value.copy_(target)
+                else:
+                    raise CodecError(f"weights lack {key!r}")
+        return structure.eval()
+
+
+def backend(name: str, mode: str) -> Backend:
+    """The back end for a spec's `backend` (auto: eager while torch.ao ships, else torchao)."""
+    if name == "torchao" or (name == "auto" and mode == "dynamic" and not _eager_available()):
+        return TorchaoBackend()
+    if not _eager_available():
+        raise QuantizeError("this torch has no torch.ao.quantization; use backend torchao (dynamic)")
+    return EagerBackend()
+
+
+def _eager_available() -> bool:
+    engines = torch.backends.quantized.supported_engines
+    return importlib.util.find_spec("torch.ao.quantization") is not None and ("x86" in engines or "fbgemm" in engines)

@@ -1,0 +1,61 @@
+"""Compressed variants as artifacts. The card's `compression` block says how the weights are encoded
+(`fp32`, `int8-dynamic`, `int8-static`), which back end made them and the lineage (parent digest,
+method, parameters, the candidate's report); `architecture.shapes` holds the layer shapes of a
+pruned model. `rebuild` is what `artifacts.load_model` calls for any variant."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from safetensors.torch import save
+from torch import nn
+
+from ..models import build
+from . import prune
+from .codec import CodecError, encode
+from .quantize import QuantizeError, backend
+
+ENCODINGS = ("fp32", "int8-dynamic", "int8-static")
+
+
+class VariantError(ValueError):
+    pass
+
+
+def fp32_structure(arch: dict[str, Any]) -> nn.Module:
+    model = build(arch)
+    shapes = arch.get("shapes")
+    if shapes:
+        prune.apply_shapes(model, {k: list(v) for k, v in shapes.items()})
+    return model
+
+
+def rebuild(card: dict[str, Any], state: dict[str, torch.Tensor]) -> nn.Module:
+    """The model a variant's card and (checked) weights describe, in eval mode."""
+    info = card.get("compression") or {}
+    encoding = info.get("encoding", "fp32")
+    if encoding not in ENCODINGS:
+        raise VariantError(f"unknown weights encoding {encoding!r}")
+    try:
+        model = fp32_structure(card["architecture"])
+        if encoding == "fp32":
+            model.load_state_dict(state, strict=True)
+            return model.eval()
+        mode = encoding.removeprefix("int8-")
+        return backend(info.get("backend", "auto"), mode).rebuild(model, mode, state)
+    except (CodecError, QuantizeError, RuntimeError, KeyError, TypeError, IndexError) as e:
+        raise VariantError(f"weights do not fit the card ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+                           ) from None
+
+
+def encoded(model: nn.Module, encoding: str, backend_name: str) -> dict[str, torch.Tensor]:
+    """The plain tensors an artifact stores for `model`."""
+    if encoding == "fp32":
+        return {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    return encode(backend(backend_name, encoding.removeprefix("int8-")).state(model))
+
+
+def weights_bytes(state: dict[str, torch.Tensor]) -> bytes:
+    """The safetensors file exactly as the artifact will hold it."""
+    return save(state)
