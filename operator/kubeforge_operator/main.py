@@ -3,6 +3,7 @@ they own) routed into the controller core, which does all the work. `python -m k
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from typing import Any, cast
 
@@ -17,7 +18,7 @@ from kubeforge_api.constants import (
 )
 from prometheus_client import start_http_server
 
-from .controller import Controller
+from .controller import Controller, PostEvent
 from .kube import Kube
 from .plan import Obj
 from .servingjob.decide import Config as ServingConfig
@@ -28,21 +29,36 @@ from .trainingjob.kind import TrainingJobKind
 MANAGED = {LABEL_MANAGED_BY: MANAGED_BY}
 
 
-@kopf.on.login()
-def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
+def connect(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
     """kopf's own logins, first that applies: the official client when installed (kubeconfig exec
-    plugins and auth providers), the in-cluster service account, the kubeconfig. The API adapter
-    uses what this returns: one credential source."""
+    plugins and auth providers), the in-cluster service account, the kubeconfig. kopf and the API
+    adapter both log in through here (again after a 401): one credential source."""
     for method in (kopf.login_via_client, kopf.login_with_service_account, kopf.login_with_kubeconfig):
-        info = method(**kwargs)
+        info = method(settings=settings, logger=logging.getLogger("kubeforge.login"))
         if info is not None:
-            memo["connection"] = info
             return info
-    return None
+    raise kopf.LoginError("no credentials: neither in a cluster nor a kubeconfig ($KUBECONFIG, ~/.kube/config)")
 
 
-def post_event(obj: Obj, type_: str, reason: str, message: str) -> None:
-    kopf.event(cast(Any, obj), type=type_, reason=reason, message=message[:1024])  # kopf reads its metadata only
+@kopf.on.login()
+def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+    return connect(settings)
+
+
+def event_poster(memo: kopf.Memo) -> PostEvent:
+    """Events go through kopf's poster, which needs the context of kopf's own handlers (kept by them)."""
+
+    def post(obj: Obj, type_: str, reason: str, message: str) -> None:
+        context: contextvars.Context | None = memo.get("kopf_context")
+        if context is not None:  # kopf reads only the object's apiVersion, kind and metadata
+            context.run(kopf.event, cast(Any, obj), type=type_, reason=reason, message=message[:1024])
+
+    return post
+
+
+def _keep_context(memo: kopf.Memo) -> None:
+    if "kopf_context" not in memo:
+        memo["kopf_context"] = contextvars.copy_context()
 
 
 @kopf.on.startup()
@@ -54,10 +70,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.networking.request_timeout = 30
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port, addr="0.0.0.0")
-    kube = Kube(lambda: memo["connection"])
-    training = Controller(TrainingJobKind(cfg.policy()), kube, post_event, cfg.workers)
-    serving = Controller(ServingJobKind(ServingConfig(cfg.trainer_image), training.objs.get), kube, post_event,
-                         cfg.workers)
+    kube = Kube(lambda: connect(settings))
+    training = Controller(TrainingJobKind(cfg.policy()), kube, event_poster(memo), cfg.workers)
+    serving = Controller(ServingJobKind(ServingConfig(cfg.trainer_image), training.objs.get), kube,
+                         event_poster(memo), cfg.workers)
     memo["controllers"] = {"TrainingJob": training, "ServingJob": serving}
     memo["kube"] = kube
     for controller in memo["controllers"].values():
@@ -73,7 +89,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, TRAININGJOB_PLURAL)
-def trainingjob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def trainingjob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    _keep_context(memo)
     job = event["object"]
     memo["controllers"]["TrainingJob"].on_object(event["type"], job)
     name = job["metadata"]["name"]  # ServingJobs waiting for this job's model look again
@@ -82,11 +99,13 @@ def trainingjob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, SERVINGJOB_PLURAL)
-def servingjob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def servingjob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    _keep_context(memo)
     memo["controllers"]["ServingJob"].on_object(event["type"], event["object"])
 
 
-def _child_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def _child_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """Async, like every handler here: caches and queues are touched only from the event loop."""
     for controller in memo["controllers"].values():
         controller.on_child(event["type"], event["object"])
 
