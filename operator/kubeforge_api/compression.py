@@ -10,9 +10,9 @@ import json
 from enum import StrEnum
 from typing import Final, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from .trainingjob import Model, Resources
+from .model import Model, Resources, Rule
 
 TERMINATION_LIMIT: Final = 4096
 REPORT_FILE: Final = "report.json"
@@ -90,15 +90,13 @@ class Distill(Model):
 class Method(Model):
     """One compression method: exactly one of quantize, prune, distill."""
 
+    crd_rules = (Rule("[has(self.quantize), has(self.prune), has(self.distill)].filter(x, x).size() == 1",
+                      "each method sets exactly one of quantize, prune, distill",
+                      check=lambda m: sum(x is not None for x in (m.quantize, m.prune, m.distill)) == 1),)
+
     quantize: Quantize | None = Field(default=None, description="int8 quantization.")
     prune: Prune | None = Field(default=None, description="Structured or unstructured pruning.")
     distill: Distill | None = Field(default=None, description="Knowledge distillation into a smaller student.")
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Method:
-        if sum(m is not None for m in (self.quantize, self.prune, self.distill)) != 1:
-            raise ValueError("each method sets exactly one of quantize, prune, distill")
-        return self
 
     @property
     def kind(self) -> str:

@@ -26,6 +26,7 @@ MANAGED_BY: Final = "kubeforge-operator"
 
 ROLE_NODE: Final = "node"
 ROLE_PS: Final = "ps"
+ROLE_COMPRESS: Final = "compress"  # the compression stage's pod
 RENDEZVOUS_PORT: Final = 29500
 PROGRESS_PORT: Final = 29400
 CONTAINER_NAME: Final = "trainer"
@@ -89,6 +90,7 @@ class State(StrEnum):
     CREATED = "Created"
     RUNNING = "Running"
     RESTARTING = "Restarting"
+    COMPRESSING = "Compressing"
     SUSPENDED = "Suspended"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
@@ -117,4 +119,5 @@ class Reason(StrEnum):
     SUSPENDED = "Suspended"
     RESUMED = "Resumed"
     COMPLETED = "Completed"
+    COMPRESSING = "Compressing"
     POD_DELETED = "PodDeleted"

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError, WithJsonSchema, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
 
 JsonDict = dict[str, Any]
@@ -127,3 +127,16 @@ def problems(exc: ValidationError, root: str = "") -> list[tuple[str, str]]:
             message = str(cause)
         out.append((path, message))
     return out
+
+
+class Resources(Model):
+    """Of a pod. `nvidia.com/gpu` selects NCCL and adds a GPU toleration; otherwise gloo."""
+
+    limits: dict[str, Quantity] = Field(default_factory=dict, max_length=16,
+                                        description="Resource limits, e.g. cpu, memory, nvidia.com/gpu.")
+    requests: dict[str, Quantity] = Field(default_factory=dict, max_length=16,
+                                          description="Resource requests, e.g. cpu, memory.")
+
+    @property
+    def gpus(self) -> int:
+        return int(self.limits.get("nvidia.com/gpu", self.requests.get("nvidia.com/gpu", 0)))

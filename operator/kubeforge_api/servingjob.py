@@ -13,8 +13,8 @@ from pydantic import Field
 from .constants import API_VERSION, GROUP, SERVINGJOB_PLURAL, VERSION
 from .crd import Column, CrdKind
 from .meta import Condition, ObjectMeta
-from .model import Model, Rule, list_map
-from .trainingjob import PodTemplate, Resources
+from .model import Model, Resources, Rule, list_map
+from .trainingjob import PodTemplate
 
 SERVINGJOB_KIND: Final = "ServingJob"
 SERVINGJOB_SHORT_NAME: Final = "sj"

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, NotRequired
 from pydantic import Field, model_validator, with_config
 from typing_extensions import TypedDict
 
+from .compression import CompressionSpec
 from .constants import (
     API_VERSION,
     GROUP,
@@ -22,7 +23,7 @@ from .constants import (
 )
 from .crd import Column, CrdKind
 from .meta import MAX_NAME_LENGTH, NAME_TOO_LONG, Condition, ObjectMeta
-from .model import IntOrString, Quantity, Rule, RuleViolation, list_map, omit_default
+from .model import IntOrString, Resources, Rule, RuleViolation, list_map, omit_default
 from .model import Model as Model  # re-exported: other kinds import the base from here
 
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
@@ -163,19 +164,6 @@ class EnvVar(Model):
     value: str = Field(default="", max_length=4096, json_schema_extra=omit_default, description="Variable value.")
 
 
-class Resources(Model):
-    """Per worker pod. `nvidia.com/gpu` selects NCCL and adds a GPU toleration; otherwise gloo."""
-
-    limits: dict[str, Quantity] = Field(default_factory=dict, max_length=16,
-                                        description="Resource limits, e.g. cpu, memory, nvidia.com/gpu.")
-    requests: dict[str, Quantity] = Field(default_factory=dict, max_length=16,
-                                          description="Resource requests, e.g. cpu, memory.")
-
-    @property
-    def gpus(self) -> int:
-        return int(self.limits.get("nvidia.com/gpu", self.requests.get("nvidia.com/gpu", 0)))
-
-
 @with_config({"extra": "forbid"})
 class LocalObjectReference(TypedDict):
     """A Secret of the job's namespace that holds registry credentials."""
@@ -227,6 +215,22 @@ class TrainingJobSpec(Model):
     crd_rules = (
         Rule("has(self.recipe) != has(self.command)", "exactly one of spec.recipe or spec.command must be set",
              ".recipe", check=lambda s: (s.recipe is None) != (s.command is None)),
+        Rule("!has(self.compression) || has(self.recipe)",
+             "spec.compression needs a recipe (a command job's artifact is not a Kubeforge model)", ".compression",
+             check=lambda s: s.compression is None or s.recipe is not None),
+        Rule("!has(self.compression) || (has(self.storage) && has(self.storage.persistentVolumeClaim))",
+             "spec.compression needs spec.storage.persistentVolumeClaim (the compression pod reads the trained "
+             "model from it)", ".compression",
+             check=lambda s: s.compression is None or (s.storage is not None and s.storage.persistent_volume_claim
+                                                       is not None)),
+        Rule("!has(self.compression) || !has(self.recipe) || !has(self.compression.accuracyBudget) || "
+             "!has(self.compression.accuracyBudget.metric) || (self.recipe.model == 'gpt' ? "
+             "self.compression.accuracyBudget.metric != 'accuracy' : "
+             "self.compression.accuracyBudget.metric != 'perplexity')",
+             "spec.compression.accuracyBudget.metric must be one the recipe produces (accuracy for mlp and cnn, "
+             "perplexity for gpt, or evalLoss)", ".compression",
+             check=lambda s: s.compression is None or s.recipe is None or s.compression.accuracy_budget.metric
+             not in ({"accuracy"} if s.recipe.model == "gpt" else {"perplexity"})),
         Rule("!has(self.args) || has(self.command)", "spec.args requires spec.command", ".args",
              check=lambda s: s.args is None or s.command is not None),
         Rule("self.strategy == 'parameter-server' ? self.parameterServers >= 1 : self.parameterServers == 0",
@@ -287,8 +291,9 @@ class TrainingJobSpec(Model):
     storage: Storage | None = Field(default=None, description=(
         "Where checkpoints, metrics and the artifact go, mounted at /kubeforge/storage. Without a claim, an emptyDir "
         "(lost when pods restart). Immutable."))
-    compression: dict[str, Any] | None = Field(default=None, description=(
-        "Optional accuracy-gated compression stage after training (quantization, pruning, distillation)."))
+    compression: CompressionSpec | None = Field(default=None, description=(
+        "Optional accuracy-gated compression stage after training (quantization, pruning, distillation); needs a "
+        "recipe and storage on a claim."))
     run_policy: RunPolicy = Field(default_factory=RunPolicy, json_schema_extra={"default": {}}, description=(
         "Failure, deadline, suspension and clean-up policy."))
     pod_template: PodTemplate = Field(default_factory=PodTemplate, description=(

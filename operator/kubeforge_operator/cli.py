@@ -145,11 +145,18 @@ def parser() -> argparse.ArgumentParser:
                    help="where run folders (logs, storage, run.json) go (default: %(default)s)")
     r.add_argument("--storage", type=Path, help="storage directory (default: inside the run's folder)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
+    c = sub.add_parser("compress", add_help=False,
+                       help="compress a trained artifact within an accuracy budget (see `kubeforge compress -h`)")
+    c.add_argument("rest", nargs=argparse.REMAINDER)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.cmd == "compress":  # the trainer's own command line (it needs torch; the rest does not)
+        from kubeforge_trainer.compress.cli import main as compress
+
+        return compress(args.rest)
     try:
         return run(args.file, args.runs_dir, args.storage, args.quiet)
     except UserError as e:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubeforge_api.constants import LABEL_ATTEMPT, LABEL_RANK, LABEL_ROLE, Reason
-from kubeforge_api.contracts import TrainingResult, parse_result
+from kubeforge_api.contracts import TERMINATION_LIMIT, TrainingResult, parse_result
 
 Obj = dict[str, Any]
 WAITING = "waiting for the pods to start"
@@ -46,7 +46,12 @@ class PodView:
     failure: Failure | None
     blocked: tuple[str, str] | None  # (reason, message) why the pod is not running yet
     ip: str = ""
-    result: TrainingResult | None = None  # rank 0's termination message on success (artifact, progress)
+    message: str = ""  # the termination message of a container that exited 0 (at most 4 KiB)
+
+    @property
+    def result(self) -> TrainingResult | None:
+        """Rank 0's typed training result (artifact, progress), if its message is one."""
+        return parse_result(self.message)
 
     @property
     def running(self) -> bool:
@@ -100,14 +105,14 @@ def view(pod: Obj) -> PodView:
         rank=int(labels.get(LABEL_RANK, 0)), attempt=int(labels.get(LABEL_ATTEMPT, 0)),
         phase=status.get("phase", "Pending"), created=meta.get("creationTimestamp", ""),
         deleting=bool(meta.get("deletionTimestamp")), disrupted=disrupted, failure=_failure(pod),
-        blocked=_blocked(pod), ip=status.get("podIP", ""), result=_result(pod),
+        blocked=_blocked(pod), ip=status.get("podIP", ""), message=_success_message(pod),
     )
 
 
-def _result(pod: Obj) -> TrainingResult | None:
-    """The trainer's typed termination message of a container that exited 0, if it is one."""
+def _success_message(pod: Obj) -> str:
+    """The termination message of a container that exited 0, bounded as the kubelet bounds it."""
     for cs in (pod.get("status") or {}).get("containerStatuses") or []:
         t = (cs.get("state") or {}).get("terminated") or {}
         if t.get("exitCode") == 0 and isinstance(t.get("message"), str):
-            return parse_result(t["message"])
-    return None
+            return str(t["message"])[:TERMINATION_LIMIT]
+    return ""

@@ -58,12 +58,18 @@ def test_serving_waits_for_training_then_serves_its_artifact(cluster: Cluster, o
     cluster.kubectl("wait", "-n", namespace, "--for=condition=Ready", f"sj/{sj_name}", "--timeout=180s")
     tj, sj = get(cluster, namespace, "trainingjobs", tj_name), get(cluster, namespace, "servingjobs", sj_name)
     st = sj["status"]
-    assert st["model"] == {"uri": tj["status"]["artifact"]["uri"], "digest": tj["status"]["artifact"]["digest"],
-                           "trainingJob": tj_name, "variant": "original"}
+    assert condition(tj, "Compressed")["status"] == "True", tj["status"]
+    published = tj["status"]["compression"]["artifact"]
+    assert st["model"] == {"uri": published["uri"], "digest": published["digest"], "trainingJob": tj_name,
+                           "variant": "compressed"}
     assert st["url"] == f"http://{sj_name}.{namespace}.svc.cluster.local" and st["readyReplicas"] == 1
     assert condition(sj, "Degraded")["status"] == "False"
 
-    _, model = load_model(claim_dir(cluster, namespace, "models") / "runs" / "digits-small" / "artifact")
+    storage = claim_dir(cluster, namespace, "models") / "runs" / "digits-small"
+    _, original = load_model(storage / "artifact")  # the trained model stays next to the compressed one
+    assert sum(p.numel() for p in original.parameters()) > 0
+    card, model = load_model(storage / published["uri"].split("/runs/digits-small/", 1)[1])
+    assert card["weights"]["digest"] == published["digest"]
     rows = digits().x_eval[:5]
     expected = model(rows).detach().flatten().tolist()
     (ip,) = server_ips(cluster, namespace)

@@ -111,3 +111,17 @@ def test_ctrl_c_stops_every_process_and_records_interrupted(tmp_path: Path) -> N
         except OSError:
             continue
     assert not survivors, f"processes of the run survived Ctrl-C: {survivors}"
+
+
+def test_local_run_compresses_after_training_like_the_operator(tmp_path: Path) -> None:
+    out = run("servingjob-digits.yaml", tmp_path)  # the TrainingJob of the file; the ServingJob needs a cluster
+    assert out.returncode == 0, out.stdout + out.stderr
+    rec = record(tmp_path)
+    status = dict(rec["status"])  # type: ignore[arg-type]
+    compressed = next(c for c in status["conditions"] if c["type"] == "Compressed")
+    assert compressed["status"] == "True", status
+    storage = Path(str(rec["storage"]))
+    published = storage / status["compression"]["artifact"]["uri"].split("/runs/digits-small/", 1)[1]
+    card = json.loads((published / "model-card.json").read_text())
+    assert card["weights"]["digest"] == status["compression"]["artifact"]["digest"]
+    assert (storage / "compressed" / "report.json").exists() and (storage / "artifact" / "model.safetensors").exists()

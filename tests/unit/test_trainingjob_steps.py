@@ -3,6 +3,7 @@ the step settles the pass, and what it leaves in the status and the plan."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,7 +11,9 @@ from typing import Any
 import pytest
 from kubeforge_api.trainingjob import TrainingJobSpec
 from kubeforge_operator.plan import World, ts
-from kubeforge_operator.render.trainingjob import JobRef, members, render_pod
+from kubeforge_operator.render.trainingjob import JobRef, members, render_compression_pod, render_pod
+from kubeforge_operator.trainingjob.compression import compressing
+from kubeforge_operator.trainingjob.decide import decide
 from kubeforge_operator.trainingjob.context import Config, Pass
 from kubeforge_operator.trainingjob.creation import backoff_elapsed, create_missing, old_attempt_gone
 from kubeforge_operator.trainingjob.deadlines import active_deadline
@@ -114,3 +117,73 @@ def test_policy_step(step: Callable[[Pass], bool], p: Pass, settles: bool, check
     else:
         assert (p.valid_spec is None) is settles
     assert check(p), p.status
+
+
+# ---------- the compression stage ----------
+
+COMPRESSING = {"recipe": {"model": "mlp", "dataset": "digits"}, "storage": {
+    "persistentVolumeClaim": {"claimName": "data"}, "path": "runs/demo"},
+    "compression": {"methods": [{"quantize": {"mode": "dynamic"}}]}}
+DIGEST = "sha256:" + "cd" * 32
+
+
+def compress_pod(phase: str, code: int | None = None, message: str = "") -> Obj:
+    spec = TrainingJobSpec.model_validate({"nodes": 2, **COMPRESSING})
+    p = render_compression_pod(JobRef("demo", "ml", "u", 1), spec, 1, "img", "1Gi")
+    p["metadata"].update({"uid": "uid-c", "creationTimestamp": ts(NOW)})
+    p["status"] = {"phase": phase}
+    if code is not None:
+        p["status"]["containerStatuses"] = [{"name": "trainer", "state": {"terminated": {
+            "exitCode": code, "reason": "Completed" if code == 0 else "Error", "finishedAt": ts(NOW),
+            "message": message}}}]
+    return p
+
+
+def termination(compressed: bool) -> str:
+    artifact = {"path": "compressed/0-quantize-dynamic", "digest": DIGEST, "sizeBytes": 9000}
+    reason = "Compressed" if compressed else "AccuracyBudgetExceeded"
+    return json.dumps({"compressed": compressed, "reason": reason, "message": f"{reason}: quantize-dynamic",
+                       "reportPath": "compressed/report.json", **({"artifact": artifact} if compressed else {})})
+
+
+def compress_pass(*extra: Obj, status: Obj | None = None) -> Pass:
+    return make_pass({**COMPRESSING, "command": None}, status,
+                     [pod(0, "Succeeded", code=0), pod(1, "Succeeded", code=0), *extra])
+
+
+@pytest.mark.parametrize(("extra", "status", "settles", "check"), [
+    ([], None, True, lambda p: p.status["state"] == "Compressing"
+     and [o["metadata"]["name"] for o in p.plan.create] == ["demo-compress-0"]),
+    ([compress_pod("Running")], {"compression": {"attempts": 1}}, True,
+     lambda p: p.status["state"] == "Compressing" and not p.plan.create),
+    ([compress_pod("Succeeded", 0, termination(True))], {"compression": {"attempts": 1}}, False,
+     lambda p: p.conds[-1]["type"] == "Compressed" and p.conds[-1]["status"] == "True"
+     and p.status["compression"]["artifact"]["uri"] == "pvc://data/runs/demo/compressed/0-quantize-dynamic"),
+    ([compress_pod("Succeeded", 0, termination(False))], {"compression": {"attempts": 1}}, False,
+     lambda p: p.conds[-1]["reason"] == "AccuracyBudgetExceeded" and p.conds[-1]["status"] == "False"),
+    ([compress_pod("Failed", 137)], {"compression": {"attempts": 1}}, True,
+     lambda p: p.status["compression"]["attempts"] == 2 and [c.name for c in p.plan.delete] == ["demo-compress-0"]),
+    ([compress_pod("Failed", 1)], {"compression": {"attempts": 1}}, False,
+     lambda p: p.conds[-1]["reason"] == "CompressionFailed" and "exited with code 1" in p.conds[-1]["message"]),
+], ids=["creates the pod", "waits for it", "accepted", "rejected by the budget", "crash is retried",
+        "permanent failure is reported"])
+def test_compression_step(extra: list[Obj], status: Obj | None, settles: bool, check: Callable[[Pass], bool]) -> None:
+    p = compress_pass(*extra, status=status)
+    assert p.valid_spec is not None, p.status
+    assert compressing(p) is settles
+    assert check(p), p.status
+
+
+def test_a_compressed_job_ends_succeeded_with_both_artifacts() -> None:
+    result = json.dumps({"artifact": {"path": "artifact", "digest": DIGEST, "sizeBytes": 10}})
+    pods = [pod(0, "Succeeded", code=0), pod(1, "Succeeded", code=0),
+            compress_pod("Succeeded", 0, termination(True))]
+    pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]["message"] = result
+    job = {"apiVersion": "kubeforge.dev/v1alpha1", "kind": "TrainingJob",
+           "metadata": {"name": "demo", "namespace": "ml", "uid": "u", "generation": 1},
+           "spec": {"nodes": 2, **COMPRESSING}, "status": {"compression": {"attempts": 1}}}
+    plan = decide(World(job, {"Pod": pods, "Service": [{"kind": "Service"}]}, frozenset(), NOW), CFG)
+    st = plan.status
+    assert st["state"] == "Succeeded" and st["artifact"]["uri"] == "pvc://data/runs/demo/artifact"
+    assert st["compression"]["artifact"]["digest"] == DIGEST
+    assert {c["type"]: c["status"] for c in st["conditions"]}["Compressed"] == "True"

@@ -19,6 +19,7 @@ from kubeforge_api.constants import (
     MANAGED_BY,
     PROGRESS_PORT,
     RENDEZVOUS_PORT,
+    ROLE_COMPRESS,
     ROLE_NODE,
     ROLE_PS,
     STORAGE_MOUNT,
@@ -28,6 +29,7 @@ from kubeforge_api.trainingjob import Strategy, TrainingJobSpec
 
 Obj = dict[str, Any]
 TRAINER_COMMAND = ["torchrun", "--module", "kubeforge_trainer", "train"]
+COMPRESS_COMMAND = ["python", "-m", "kubeforge_trainer", "compress"]
 GPU_RESOURCE = "nvidia.com/gpu"
 
 
@@ -177,3 +179,20 @@ def render_pod(job: JobRef, spec: TrainingJobSpec, member: Member, attempt: int,
                      "annotations": dict(tmpl.annotations), "ownerReferences": [owner_reference(job)]},
         "spec": pod_spec,
     }
+
+
+def render_compression_pod(job: JobRef, spec: TrainingJobSpec, attempt: int, default_image: str,
+                           shm_size: str) -> Obj:
+    """The compression stage: the trainer image on the job's storage, without the gang's torchrun
+    wiring, with the resources of `spec.compression` (CPU by default: int8 kernels are CPU kernels)."""
+    assert spec.compression is not None
+    pod = render_pod(job, spec, Member(ROLE_COMPRESS, 0, 0), attempt, default_image, shm_size)
+    container = pod["spec"]["containers"][0]
+    container["command"] = COMPRESS_COMMAND
+    container.pop("args", None)
+    container.pop("ports", None)
+    container["env"] = [e for e in container["env"] if not e["name"].startswith("PET_")]
+    container["resources"] = {k: v for k, v in spec.compression.resources.dump().items() if v}
+    for key in ("hostname", "subdomain"):
+        pod["spec"].pop(key, None)
+    return pod

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kubeforge_api.conditions import set_condition
-from kubeforge_api.constants import ConditionType, State
+from kubeforge_api.constants import ROLE_COMPRESS, ConditionType, State
 from kubeforge_api.contracts import ProgressDoc
 from kubeforge_api.trainingjob import CleanPodPolicy, RunPolicy, TrainingJobSpec
 
@@ -70,12 +70,17 @@ class Pass:
 
     @property
     def current(self) -> list[PodView]:
-        """Pods of the current attempt."""
-        return [v for v in self.pods if v.attempt == self.restarts]
+        """Pods of the gang's current attempt."""
+        return [v for v in self.pods if v.attempt == self.restarts and v.role != ROLE_COMPRESS]
 
     @property
     def stale(self) -> list[PodView]:
-        return [v for v in self.pods if v.attempt != self.restarts]
+        return [v for v in self.pods if v.attempt != self.restarts and v.role != ROLE_COMPRESS]
+
+    @property
+    def compressor(self) -> PodView | None:
+        """The compression stage's pod (its latest try)."""
+        return max((v for v in self.pods if v.role == ROLE_COMPRESS), key=lambda v: v.attempt, default=None)
 
     @property
     def conds(self) -> list[Obj]:

@@ -11,6 +11,7 @@ from kubeforge_api.constants import ConditionType, Reason, State
 
 from ..plan import Event, Plan, World
 from ..render.trainingjob import members, pod_name
+from .compression import compressing
 from .context import Config, Pass
 from .creation import backoff_elapsed, create_missing, old_attempt_gone
 from .deadlines import active_deadline
@@ -30,6 +31,7 @@ STEPS: tuple[Step, ...] = (
     active_deadline,  # the deadline outranks failures and progress
     failed_or_restarting,  # the earliest failure decides before anything counts as success
     record_progress,  # recorded before success so a finished job keeps its last numbers
+    compressing,  # training done: the compression stage runs before the job may succeed
     succeeded,  # all workers done; checked before anything is recreated
     old_attempt_gone,  # never two live pods for one rank: the old attempt goes first
     backoff_elapsed,  # wait out the restart back-off

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kubeforge_api.compression import check_against_recipe
 from kubeforge_api.conditions import is_true
 from kubeforge_api.constants import ConditionType, Reason
 from kubeforge_api.trainingjob import TrainingJobSpec
@@ -21,12 +22,23 @@ def spec_errors(e: ValidationError) -> str:
     return "; ".join(lines)
 
 
+def semantic_errors(spec: TrainingJobSpec) -> list[str]:
+    """What the models accept field by field but the combination does not allow."""
+    if spec.compression is None or spec.recipe is None:
+        return []
+    return check_against_recipe(spec.compression, spec.recipe.model, spec.recipe.dataset)
+
+
 def invalid_spec(p: Pass) -> bool:
     try:
-        p.valid_spec = TrainingJobSpec.model_validate(p.job.get("spec") or {})
-        return False
+        spec = TrainingJobSpec.model_validate(p.job.get("spec") or {})
+        errors = "; ".join(semantic_errors(spec)[:MAX_ERRORS])
     except ValidationError as e:
-        if not (is_true(p.conds, ConditionType.FAILED) or is_true(p.conds, ConditionType.SUCCEEDED)):
-            p.terminal(ConditionType.FAILED, Reason.INVALID_SPEC, spec_errors(e))
-        p.delete(p.pods)
-        return True
+        errors = spec_errors(e)
+    if not errors:
+        p.valid_spec = spec
+        return False
+    if not (is_true(p.conds, ConditionType.FAILED) or is_true(p.conds, ConditionType.SUCCEEDED)):
+        p.terminal(ConditionType.FAILED, Reason.INVALID_SPEC, errors)
+    p.delete(p.pods)
+    return True

@@ -36,10 +36,14 @@ from kubeforge_api.compression import (
     CompressionSpec,
     CompressionTermination,
 )
+from kubeforge_api.constants import TERMINATION_LOG_PATH, Env
 from kubeforge_api.exitcodes import EXIT_INVALID_CONFIG
 from pydantic import ValidationError
 
-TERMINATION_LOG = Path("/dev/termination-log")
+
+def termination_log() -> Path:
+    """The kubelet's termination-message file; local runs point it into the run folder."""
+    return Path(os.environ.get(Env.TERMINATION_LOG, TERMINATION_LOG_PATH))
 
 
 def describe(e: ValidationError, prefix: str = "spec.compression") -> str:
@@ -91,9 +95,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _terminate(message: CompressionTermination) -> None:
-    with contextlib.suppress(OSError):  # outside a pod there is no termination log
-        if TERMINATION_LOG.exists():
-            TERMINATION_LOG.write_text(message.encode())
+    path = termination_log()
+    with contextlib.suppress(OSError):  # outside a pod (and a local run) there is no termination log
+        if path.exists() or Env.TERMINATION_LOG in os.environ:
+            path.write_text(message.encode())
 
 
 def main(argv: list[str], env: Mapping[str, str] = os.environ) -> int:

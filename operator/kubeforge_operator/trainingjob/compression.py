@@ -1,0 +1,90 @@
+"""Step: after every worker succeeded, a job with `spec.compression` runs one compression pod on
+the same storage. The job is `Compressing` until the pod ends; then `Compressed` says what came of
+it (True with the method chosen, or False: AccuracyBudgetExceeded, CompressionFailed) and the job
+succeeds either way, training results kept. A crashed compression pod is retried like a gang
+(retryable exits, up to backoffLimit); a permanent failure is reported at once."""
+
+from __future__ import annotations
+
+from kubeforge_api.compression import CompressionReason, CompressionTermination
+from kubeforge_api.conditions import find
+from kubeforge_api.constants import ROLE_NODE, ConditionType, Reason, State
+from kubeforge_api.contracts import storage_uri
+from kubeforge_api.exitcodes import FailureClass, classify
+from pydantic import ValidationError
+
+from ..observe import PodView
+from ..render.trainingjob import pod_name, render_compression_pod
+from .context import Pass
+from .failures import describe
+from .success import record_result
+
+
+def _workers_done(p: Pass) -> bool:
+    workers = [v for v in p.current if v.role == ROLE_NODE]
+    return len(workers) == p.spec.nodes and all(v.phase == "Succeeded" for v in workers)
+
+
+def _base_uri(p: Pass) -> str:
+    storage = p.spec.storage
+    claim = storage.persistent_volume_claim if storage else None
+    return storage_uri(claim.claim_name if claim else None, storage.path if storage else "", p.ref.namespace,
+                       p.ref.name)
+
+
+def record(p: Pass, term: CompressionTermination) -> None:
+    """`status.compression` (the summary, the published artifact's uri) and the Compressed condition."""
+    out = term.dump()
+    if term.artifact is not None:
+        out["artifact"] = {"uri": f"{_base_uri(p)}/{term.artifact.path}", "digest": term.artifact.digest,
+                           "sizeBytes": term.artifact.size_bytes}
+    out["attempts"] = int((p.status.get("compression") or {}).get("attempts", 1))
+    p.status["compression"] = out
+    p.set(ConditionType.COMPRESSED, term.compressed, term.reason, term.message)
+
+
+def _failed(p: Pass, pod: PodView) -> bool:
+    """A failed compression pod: retried while retryable and under backoffLimit, else reported."""
+    assert pod.failure is not None
+    cls = classify(pod.failure.exit_code, pod.failure.reason, pod.disrupted)
+    attempts = int((p.status.get("compression") or {}).get("attempts", 1))
+    if cls != FailureClass.PERMANENT and attempts <= p.policy.backoff_limit:
+        p.status["compression"] = {"attempts": attempts + 1}
+        p.delete([pod])
+        p.status["state"] = State.COMPRESSING
+        return True
+    p.status["compression"] = {"attempts": attempts}
+    p.set(ConditionType.COMPRESSED, False, CompressionReason.COMPRESSION_FAILED, describe(pod.failure, cls))
+    return False
+
+
+def _finished(p: Pass, pod: PodView) -> bool:
+    try:
+        term = CompressionTermination.model_validate_json(pod.message)
+    except (ValidationError, ValueError):
+        p.set(ConditionType.COMPRESSED, False, CompressionReason.COMPRESSION_FAILED,
+              f"pod {pod.name} ended without a readable compression report")
+        return False
+    record(p, term)
+    return False
+
+
+def compressing(p: Pass) -> bool:
+    if p.spec.compression is None or find(p.conds, ConditionType.COMPRESSED) or not _workers_done(p):
+        return False
+    rank0 = next((v for v in p.current if v.role == ROLE_NODE and v.rank == 0), None)
+    if rank0 is not None and rank0.result is not None:
+        record_result(p, rank0.result)
+    pod = p.compressor
+    if pod is not None and pod.phase == "Succeeded":
+        return _finished(p, pod)
+    if pod is not None and pod.failure is not None and not pod.deleting:
+        return _failed(p, pod)
+    attempt = int((p.status.get("compression") or {}).get("attempts", 1))
+    name = pod_name(p.ref.name, "compress", 0)
+    if pod is None and name not in p.expected:
+        p.plan.create.append(render_compression_pod(p.ref, p.spec, attempt, p.cfg.default_image, p.cfg.shm_size))
+        p.status.setdefault("compression", {"attempts": attempt})
+    p.set(ConditionType.RUNNING, False, Reason.COMPRESSING, "training done; compressing the trained model")
+    p.status["state"], p.status["reason"] = State.COMPRESSING, Reason.COMPRESSING
+    return True
