@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from kubeforge_api.constants import ConditionType, Reason, State
 
-from ..plan import Event, Plan, World
+from ..plan import Event, Obj, Plan, World
 from ..render.trainingjob import members, pod_name
 from .compression import compressing
 from .context import Config, Pass
@@ -68,6 +68,12 @@ def _replica_statuses(p: Pass) -> dict[str, dict[str, int]]:
     return out
 
 
+def _only_counts_changed(old: Obj, new: Obj) -> bool:
+    """Whether the pod counts are all that changed (they are refreshed with the next status write)."""
+    return "replicaStatuses" in old and {k: v for k, v in old.items() if k != "replicaStatuses"} == \
+        {k: v for k, v in new.items() if k != "replicaStatuses"}
+
+
 def _events(p: Pass) -> list[Event]:
     """An Event per condition that changed status or reason: Warnings for what needs attention."""
     old = {c["type"]: c for c in p.old.get("conditions") or []}
@@ -87,6 +93,8 @@ def _events(p: Pass) -> list[Event]:
 def _finish(p: Pass) -> Plan:
     if p.valid_spec is not None:
         p.status["replicaStatuses"] = _replica_statuses(p)
+        if _only_counts_changed(p.old, p.status):  # one pod's own transition is no news for the job: no write
+            p.status["replicaStatuses"] = p.old["replicaStatuses"]
     p.status.setdefault("restartCount", 0)
     p.status.setdefault("state", State.PENDING)
     p.plan.events = _events(p)
