@@ -121,20 +121,25 @@ def _convert(raw: JsonDict, defs: JsonDict, seen: tuple[str, ...] = ()) -> JsonD
         if isinstance(node.get(f"exclusive{bound}"), int | float) and not isinstance(node[f"exclusive{bound}"], bool):
             node[bound.lower()] = node[f"exclusive{bound}"]
             node[f"exclusive{bound}"] = True
-    if "properties" in node:
-        node["properties"] = {k: _convert(v, defs, seen) for k, v in node["properties"].items()}
-        if node.get("additionalProperties") is False:
-            del node["additionalProperties"]
-    elif node.get("type") == "object":
-        extra = node.get("additionalProperties", True)
-        if extra is True:
-            node.pop("additionalProperties", None)
-            node["x-kubernetes-preserve-unknown-fields"] = True
-        else:
-            node["additionalProperties"] = _convert(extra, defs, seen)
+    if node.get("type") == "object":
+        _object(node, defs, seen)
     if "items" in node:
         node["items"] = _convert(node["items"], defs, seen)
     return _ordered(node)
+
+
+def _object(node: JsonDict, defs: JsonDict, seen: tuple[str, ...]) -> None:
+    """Fields stay fields; extra="forbid" needs no keyword (the API server prunes or, with strict
+    field validation, rejects unknown fields); extra="allow" and `dict[str, Any]` keep unknown fields."""
+    extra = node.pop("additionalProperties", "properties" not in node)
+    if "properties" in node:
+        node["properties"] = {k: _convert(v, defs, seen) for k, v in node["properties"].items()}
+    if extra is True:
+        node["x-kubernetes-preserve-unknown-fields"] = True
+    elif isinstance(extra, dict):
+        if "properties" in node:
+            raise ValueError(f"a CRD schema cannot have both properties and additionalProperties: {node}")
+        node["additionalProperties"] = _convert(extra, defs, seen)
 
 
 def structural(model: type[BaseModel]) -> JsonDict:
