@@ -31,7 +31,7 @@ STANDARD = {
         "APIVersion defines the versioned schema of this representation of an object.")},
     "kind": {"type": "string", "description": "Kind is a string value representing the REST resource this object "
                                               "represents."},
-    "metadata": {"type": "object", "description": "Standard object metadata."},
+    "metadata": {"type": "object"},  # the API server refuses anything else here, even a description
 }
 
 
