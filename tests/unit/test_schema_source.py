@@ -73,6 +73,10 @@ def test_api_doc_has_a_row_with_default_and_range_for_every_spec_field() -> None
     assert "| `runPolicy.backoffLimit` | integer | `3` | Range: 0 to 100. | Counted failures" in spec_table
     assert "| `env[].name` | string |  | At most 128 characters. |" in spec_table
     assert "| `progress.samplesPerSecond` | number |" in doc
+    assert "| `recipe.model` | string |  | Required. One of: mlp, cnn, gpt. |" in spec_table
+    assert "- `spec.recipe.datasetPath`: recipe.datasetPath is required with dataset 'file'" in doc
+    assert "- `spec` (on update): spec.recipe is immutable" not in doc  # it names spec.recipe
+    assert "- `spec.recipe` (on update): spec.recipe is immutable" in doc
     assert "Immutable after creation" in doc  # the hand-written text around the tables stays
 
 
