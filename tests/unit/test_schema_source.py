@@ -71,7 +71,7 @@ def test_api_doc_has_a_row_with_default_and_range_for_every_spec_field() -> None
     spec_table = doc.split("<!-- BEGIN GENERATED TrainingJob.spec -->")[1].split("<!-- END GENERATED -->")[0]
     assert len([line for line in spec_table.splitlines() if line.startswith("| `")]) >= 66
     assert "| `runPolicy.backoffLimit` | integer | `3` | Range: 0 to 100. | Counted failures" in spec_table
-    assert "| `env[].name` | string |  | At most 128 characters. |" in spec_table
+    assert "| `env[].name` | string |  | Required. At most 128 characters. |" in spec_table
     assert "| `progress.samplesPerSecond` | number |" in doc
     assert "| `recipe.model` | string |  | Required. One of: mlp, cnn, gpt. |" in spec_table
     assert "- `spec.recipe.datasetPath`: recipe.datasetPath is required with dataset 'file'" in doc
