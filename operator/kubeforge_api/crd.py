@@ -7,7 +7,22 @@ JSON-Schema `exclusiveMinimum: n` becomes OpenAPI's `minimum: n, exclusiveMinimu
 Any schema keyword not listed in `ORDER` is an error, so a model feature the API server cannot
 express is caught here rather than at `kubectl apply`. Every description gains its default and
 range, so `kubectl explain` shows them. Hand-written because no maintained library targets
-pydantic v2 -> apiextensions.k8s.io/v1 with CEL."""
+pydantic v2 -> apiextensions.k8s.io/v1 with CEL.
+
+A kind declares everything next to its models (see trainingjob.py):
+
+    class ServingJobSpec(Model):
+        crd_rules = (Rule("self.minReplicas <= self.maxReplicas", "minReplicas must not exceed maxReplicas",
+                          ".minReplicas", check=lambda s: s.min_replicas <= s.max_replicas),)
+        min_replicas: int = Field(default=1, ge=0, le=100, description="Fewest replicas.")
+        ...
+    class ServingJob(Model):            # apiVersion, kind, metadata, spec, status
+        ...
+    CRD = CrdKind(GROUP, VERSION, "ServingJob", "servingjobs", ServingJob, short_names=("sj",),
+                  categories=("kubeforge",), columns=(Column("Ready", "string", ".status.ready"),))
+
+and is added to `codegen.KINDS`; `make generate` then writes its CRD, and a docs/api.md marker
+`<!-- BEGIN GENERATED ServingJob.spec -->` gets its table."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from kubeforge_api.trainingjob import CRD, TrainingJob, TrainingJobSpec, Trainin
 from kubeforge_operator.observe import view
 from kubeforge_operator.render.trainingjob import JobRef, members, render_pod
 from kubeforge_operator.status import Config, decide
-from pydantic import Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 from test_admission import CORPUS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -132,8 +132,13 @@ def test_a_new_kind_declares_rules_and_columns_next_to_its_fields() -> None:
         high: int = Field(default=1, le=9, description="Upper end.")
         mode: Literal["a", "b"] | None = Field(default=None, description="A mode.")
 
+    class Labels(Model):
+        model_config = ConfigDict(extra="allow")
+        team: str = Field(default="", description="Owning team.")
+
     class Toy(Model):
         spec: ToySpec = Field(description="The toy's spec.")
+        labels: Labels | None = Field(default=None, description="Known and unknown labels.")
 
     crd = generate_crd(CrdKind("example.dev", "v1", "Toy", "toys", Toy, short_names=("ty",),
                                columns=(Column("Low", "integer", ".spec.low"),)))
@@ -144,6 +149,8 @@ def test_a_new_kind_declares_rules_and_columns_next_to_its_fields() -> None:
                                                  "fieldPath": ".low"}]
     assert spec["properties"]["mode"] == {"type": "string", "description": "A mode. One of: a, b.", "enum": ["a", "b"]}
     assert spec["properties"]["high"]["description"] == "Upper end. At most 9. Default: 1."
+    labels = version["schema"]["openAPIV3Schema"]["properties"]["labels"]
+    assert labels["x-kubernetes-preserve-unknown-fields"] is True and "team" in labels["properties"]
     with pytest.raises(ValidationError) as e:
         Toy.model_validate({"spec": {"low": 5, "high": 3}})
     assert problems(e.value) == [("spec.low", "low must not exceed high")]
