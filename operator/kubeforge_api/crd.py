@@ -7,7 +7,22 @@ JSON-Schema `exclusiveMinimum: n` becomes OpenAPI's `minimum: n, exclusiveMinimu
 Any schema keyword not listed in `ORDER` is an error, so a model feature the API server cannot
 express is caught here rather than at `kubectl apply`. Every description gains its default and
 range, so `kubectl explain` shows them. Hand-written because no maintained library targets
-pydantic v2 -> apiextensions.k8s.io/v1 with CEL."""
+pydantic v2 -> apiextensions.k8s.io/v1 with CEL.
+
+A kind declares everything next to its models (see trainingjob.py):
+
+    class ServingJobSpec(Model):
+        crd_rules = (Rule("self.minReplicas <= self.maxReplicas", "minReplicas must not exceed maxReplicas",
+                          ".minReplicas", check=lambda s: s.min_replicas <= s.max_replicas),)
+        min_replicas: int = Field(default=1, ge=0, le=100, description="Fewest replicas.")
+        ...
+    class ServingJob(Model):            # apiVersion, kind, metadata, spec, status
+        ...
+    CRD = CrdKind(GROUP, VERSION, "ServingJob", "servingjobs", ServingJob, short_names=("sj",),
+                  categories=("kubeforge",), columns=(Column("Ready", "string", ".status.ready"),))
+
+and is added to `codegen.KINDS`; `make generate` then writes its CRD, and a docs/api.md marker
+`<!-- BEGIN GENERATED ServingJob.spec -->` gets its table."""
 
 from __future__ import annotations
 
@@ -121,20 +136,25 @@ def _convert(raw: JsonDict, defs: JsonDict, seen: tuple[str, ...] = ()) -> JsonD
         if isinstance(node.get(f"exclusive{bound}"), int | float) and not isinstance(node[f"exclusive{bound}"], bool):
             node[bound.lower()] = node[f"exclusive{bound}"]
             node[f"exclusive{bound}"] = True
-    if "properties" in node:
-        node["properties"] = {k: _convert(v, defs, seen) for k, v in node["properties"].items()}
-        if node.get("additionalProperties") is False:
-            del node["additionalProperties"]
-    elif node.get("type") == "object":
-        extra = node.get("additionalProperties", True)
-        if extra is True:
-            node.pop("additionalProperties", None)
-            node["x-kubernetes-preserve-unknown-fields"] = True
-        else:
-            node["additionalProperties"] = _convert(extra, defs, seen)
+    if node.get("type") == "object":
+        _object(node, defs, seen)
     if "items" in node:
         node["items"] = _convert(node["items"], defs, seen)
     return _ordered(node)
+
+
+def _object(node: JsonDict, defs: JsonDict, seen: tuple[str, ...]) -> None:
+    """Fields stay fields; extra="forbid" needs no keyword (the API server prunes or, with strict
+    field validation, rejects unknown fields); extra="allow" and `dict[str, Any]` keep unknown fields."""
+    extra = node.pop("additionalProperties", "properties" not in node)
+    if "properties" in node:
+        node["properties"] = {k: _convert(v, defs, seen) for k, v in node["properties"].items()}
+    if extra is True:
+        node["x-kubernetes-preserve-unknown-fields"] = True
+    elif isinstance(extra, dict):
+        if "properties" in node:
+            raise ValueError(f"a CRD schema cannot have both properties and additionalProperties: {node}")
+        node["additionalProperties"] = _convert(extra, defs, seen)
 
 
 def structural(model: type[BaseModel]) -> JsonDict:

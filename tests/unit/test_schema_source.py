@@ -22,7 +22,7 @@ from kubeforge_operator.plan import World
 from kubeforge_operator.render.trainingjob import JobRef, members, render_pod
 from kubeforge_operator.trainingjob.context import Config
 from kubeforge_operator.trainingjob.decide import decide as decide_world
-from pydantic import Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 from test_admission import CORPUS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,8 +73,12 @@ def test_api_doc_has_a_row_with_default_and_range_for_every_spec_field() -> None
     spec_table = doc.split("<!-- BEGIN GENERATED TrainingJob.spec -->")[1].split("<!-- END GENERATED -->")[0]
     assert len([line for line in spec_table.splitlines() if line.startswith("| `")]) >= 66
     assert "| `runPolicy.backoffLimit` | integer | `3` | Range: 0 to 100. | Counted failures" in spec_table
-    assert "| `env[].name` | string |  | At most 128 characters. |" in spec_table
+    assert "| `env[].name` | string |  | Required. At most 128 characters. |" in spec_table
     assert "| `progress.samplesPerSecond` | number |" in doc
+    assert "| `recipe.model` | string |  | Required. One of: mlp, cnn, gpt. |" in spec_table
+    assert "- `spec.recipe.datasetPath`: recipe.datasetPath is required with dataset 'file'" in doc
+    assert "- `spec` (on update): spec.recipe is immutable" not in doc  # it names spec.recipe
+    assert "- `spec.recipe` (on update): spec.recipe is immutable" in doc
     assert "Immutable after creation" in doc  # the hand-written text around the tables stays
 
 
@@ -130,8 +134,13 @@ def test_a_new_kind_declares_rules_and_columns_next_to_its_fields() -> None:
         high: int = Field(default=1, le=9, description="Upper end.")
         mode: Literal["a", "b"] | None = Field(default=None, description="A mode.")
 
+    class Labels(Model):
+        model_config = ConfigDict(extra="allow")
+        team: str = Field(default="", description="Owning team.")
+
     class Toy(Model):
         spec: ToySpec = Field(description="The toy's spec.")
+        labels: Labels | None = Field(default=None, description="Known and unknown labels.")
 
     crd = generate_crd(CrdKind("example.dev", "v1", "Toy", "toys", Toy, short_names=("ty",),
                                columns=(Column("Low", "integer", ".spec.low"),)))
@@ -142,6 +151,8 @@ def test_a_new_kind_declares_rules_and_columns_next_to_its_fields() -> None:
                                                  "fieldPath": ".low"}]
     assert spec["properties"]["mode"] == {"type": "string", "description": "A mode. One of: a, b.", "enum": ["a", "b"]}
     assert spec["properties"]["high"]["description"] == "Upper end. At most 9. Default: 1."
+    labels = version["schema"]["openAPIV3Schema"]["properties"]["labels"]
+    assert labels["x-kubernetes-preserve-unknown-fields"] is True and "team" in labels["properties"]
     with pytest.raises(ValidationError) as e:
         Toy.model_validate({"spec": {"low": 5, "high": 3}})
     assert problems(e.value) == [("spec.low", "low must not exceed high")]
