@@ -13,10 +13,10 @@ from kubeforge_api.trainingjob import TrainingJobSpec
 from kubeforge_operator.plan import World, ts
 from kubeforge_operator.render.trainingjob import JobRef, members, render_compression_pod, render_pod
 from kubeforge_operator.trainingjob.compression import compressing
-from kubeforge_operator.trainingjob.decide import decide
 from kubeforge_operator.trainingjob.context import Config, Pass
 from kubeforge_operator.trainingjob.creation import backoff_elapsed, create_missing, old_attempt_gone
 from kubeforge_operator.trainingjob.deadlines import active_deadline
+from kubeforge_operator.trainingjob.decide import decide
 from kubeforge_operator.trainingjob.failures import failed_or_restarting
 from kubeforge_operator.trainingjob.finished import finished
 from kubeforge_operator.trainingjob.running import running_or_why_not
