@@ -49,7 +49,7 @@ def event_poster(memo: kopf.Memo) -> PostEvent:
     """Events go through kopf's poster, which needs the context of kopf's own handlers (kept by them)."""
 
     def post(obj: Obj, type_: str, reason: str, message: str) -> None:
-        context: contextvars.Context | None = memo.get("kopf_context")
+        context: contextvars.Context | None = memo["kopf_context"].get("context")
         if context is not None:  # kopf reads only the object's apiVersion, kind and metadata
             context.run(kopf.event, cast(Any, obj), type=type_, reason=reason, message=message[:1024])
 
@@ -57,8 +57,8 @@ def event_poster(memo: kopf.Memo) -> PostEvent:
 
 
 def _keep_context(memo: kopf.Memo) -> None:
-    if "kopf_context" not in memo:
-        memo["kopf_context"] = contextvars.copy_context()
+    """Handlers get a shallow copy of the operator's memo: the holder dict is the shared part."""
+    memo["kopf_context"].setdefault("context", contextvars.copy_context())
 
 
 @kopf.on.startup()
@@ -71,6 +71,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port, addr="0.0.0.0")
     kube = Kube(lambda: connect(settings))
+    memo["kopf_context"] = {}
     training = Controller(TrainingJobKind(cfg.policy()), kube, event_poster(memo), cfg.workers)
     serving = Controller(ServingJobKind(ServingConfig(cfg.trainer_image), training.objs.get), kube,
                          event_poster(memo), cfg.workers)

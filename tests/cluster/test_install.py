@@ -14,7 +14,9 @@ AS = f"--as=system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
     ("patch", "trainingjobs.kubeforge.dev/status", True), ("create", "services", True),
     ("create", "events", True),
     ("get", "secrets", False), ("list", "secrets", False), ("create", "pods/exec", False),
-    ("update", "trainingjobs.kubeforge.dev", False), ("create", "deployments.apps", False),
+    ("update", "trainingjobs.kubeforge.dev", False), ("create", "deployments.apps", True),
+    ("patch", "servingjobs.kubeforge.dev/status", True), ("create", "horizontalpodautoscalers.autoscaling", True),
+    ("delete", "services", False), ("create", "statefulsets.apps", False), ("create", "events.events.k8s.io", False),
     ("create", "rolebindings.rbac.authorization.k8s.io", False), ("impersonate", "users", False),
     ("create", "serviceaccounts/token", False), ("delete", "nodes", False),
 ])

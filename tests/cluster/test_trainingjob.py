@@ -193,7 +193,7 @@ def test_status_fields_and_printer_columns(cluster: Cluster, operator: OperatorP
     obj = wait_condition(cluster, namespace, "cols", "Running", 60)
     st = obj["status"]
     assert st["observedGeneration"] == obj["metadata"]["generation"]
-    assert st["replicaStatuses"] == {"node": {"active": 2, "succeeded": 0, "failed": 0}}
+    assert st["replicaStatuses"] == {"node": {"pending": 0, "active": 2, "succeeded": 0, "failed": 0}}
     assert st["startTime"] and st["state"] == "Running"
     out = cluster.kubectl("get", "tj", "-n", namespace, "-o", "wide").stdout
     assert re.search(r"cols\s+Running\s+2\s+.*\s0\s", out), out
