@@ -14,13 +14,14 @@ from typing import Any
 
 import yaml
 from kubeforge_api.constants import State
-from kubeforge_api.trainingjob import TrainingJobSpec
+from kubeforge_api.model import problems
+from kubeforge_api.trainingjob import TrainingJob, TrainingJobSpec
 from pydantic import ValidationError
 
 from .localrun import LocalRun, drive
 from .plan import Obj, Plan
 from .render.trainingjob import members
-from .trainingjob.validate import spec_errors
+from .trainingjob.validate import explain, semantic_errors
 
 DEFAULT_RUNS = Path.home() / ".kubeforge" / "runs"
 EXIT_INTERRUPTED = 130
@@ -46,10 +47,13 @@ def load_job(path: Path) -> Obj:
     doc = jobs[0]
     if not isinstance(doc.get("metadata"), dict) or not doc["metadata"].get("name"):
         raise UserError(f"{path}: the TrainingJob has no metadata.name")
-    try:
-        TrainingJobSpec.model_validate(doc.get("spec") or {})
+    try:  # the whole object, as the API server checks it (name length, spec, cross-field rules)
+        spec = TrainingJob.model_validate({**doc, "status": None}).spec
     except ValidationError as e:
-        raise UserError(f"{path}: {spec_errors(e)}") from None
+        raise UserError("\n".join(f"{path}: {explain(p, m)}" for p, m in problems(e))) from None
+    errors = semantic_errors(spec)
+    if errors:
+        raise UserError("\n".join(f"{path}: {err}" for err in errors))
     return doc
 
 
@@ -160,5 +164,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args.file, args.runs_dir, args.storage, args.quiet)
     except UserError as e:
-        print(f"kubeforge: {e}", file=sys.stderr)
+        print("\n".join(f"kubeforge: {line}" for line in str(e).splitlines()), file=sys.stderr)
         return 2
