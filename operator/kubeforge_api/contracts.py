@@ -141,3 +141,30 @@ def storage_uri(claim: str | None, path: str, namespace: str, job: str) -> str:
     """Where a job's storage lives, as `status.artifact.uri` names it: `pvc://CLAIM/PATH` on a claim,
     else `emptydir://NAMESPACE/JOB` (gone with the pod: use storage to keep artifacts)."""
     return f"pvc://{claim}/{path or job}" if claim else f"emptydir://{namespace}/{job}"
+
+
+MODEL_FORMAT = "kubeforge-model/v1"
+FreeForm = dict[str, Any]
+
+
+class WeightsRef(Model):
+    file: str = Field(max_length=255, pattern=r"^[A-Za-z0-9._-]+\.safetensors$")
+    digest: str = Field(pattern=DIGEST.pattern)
+
+
+class ModelCard(Model):
+    """`model-card.json` beside an artifact's weights: how to rebuild the model (architecture, and for
+    a compressed variant its encoding), what it scored, where it came from (lineage). Written by the
+    trainer and the compression stage, read by the one loader (serving, compression, dashboard)."""
+
+    format: Literal["kubeforge-model/v1"]
+    weights: WeightsRef
+    created_at: str = Field(max_length=64)
+    trainer: dict[str, str] = Field(default_factory=dict, max_length=16)
+    architecture: FreeForm = Field(max_length=64)
+    metrics: dict[MetricName, Finite] = Field(default_factory=dict, max_length=MAX_EVAL_KEYS)
+    dataset: FreeForm | None = None
+    recipe: FreeForm | None = None
+    strategy: str | None = Field(default=None, max_length=64)
+    lineage: FreeForm = Field(default_factory=dict, max_length=32)
+    compression: FreeForm | None = None

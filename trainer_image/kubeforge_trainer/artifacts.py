@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from kubeforge_api.contracts import MODEL_FORMAT as FORMAT
+from kubeforge_api.contracts import ModelCard
+from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
 from . import __version__
@@ -20,7 +23,6 @@ from .checkpoint import sha256_file
 
 WEIGHTS = "model.safetensors"
 CARD = "model-card.json"
-FORMAT = "kubeforge-model/v1"
 
 
 class ArtifactError(Exception):
@@ -38,11 +40,12 @@ def write(directory: Path, state: dict[str, torch.Tensor], card: dict[str, Any])
     tmp.mkdir(parents=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / WEIGHTS))
     digest = digest_of(tmp / WEIGHTS)
-    full = {"format": FORMAT, "weights": {"file": WEIGHTS, "digest": digest}, "createdAt":
-            datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "trainer": {"version": __version__, "torch": torch.__version__, "python": platform.python_version()},
-            **card}
-    (tmp / CARD).write_text(json.dumps(full, indent=2, sort_keys=True))
+    full = ModelCard.model_validate({
+        "format": FORMAT, "weights": {"file": WEIGHTS, "digest": digest},
+        "createdAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "trainer": {"version": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        **card})
+    (tmp / CARD).write_text(json.dumps(full.dump(), indent=2, sort_keys=True))
     if directory.exists():
         shutil.rmtree(directory)
     os.replace(tmp, directory)
@@ -53,11 +56,15 @@ def write(directory: Path, state: dict[str, torch.Tensor], card: dict[str, Any])
 def read(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(model card, weights) after checking the weights' digest against the card."""
     try:
-        card = json.loads((directory / CARD).read_text())
-    except (OSError, ValueError) as e:
-        raise ArtifactError(f"{directory}: no readable {CARD} ({e})") from None
-    if card.get("format") != FORMAT:
-        raise ArtifactError(f"{directory}: not a Kubeforge model (format {card.get('format')!r})")
+        text = (directory / CARD).read_text()
+    except OSError as e:
+        raise ArtifactError(f"{directory}: no readable {CARD} ({e.strerror})") from None
+    try:
+        card = ModelCard.model_validate_json(text).dump()
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ArtifactError(f"{directory}: not a Kubeforge model card ({where}: {first['msg']})") from None
     name = str((card.get("weights") or {}).get("file", ""))
     weights = directory / name
     if (Path(name).name != name or not name.endswith(".safetensors") or not weights.is_file()
