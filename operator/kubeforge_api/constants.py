@@ -121,3 +121,5 @@ class Reason(StrEnum):
     COMPLETED = "Completed"
     COMPRESSING = "Compressing"
     POD_DELETED = "PodDeleted"
+    CREATE_REJECTED = "CreateRejected"  # the API server refused a child (Pod Security, quota, PriorityClass...)
+    NAME_CONFLICT = "NameConflict"  # a child's name is taken by an object this job does not own

@@ -20,13 +20,14 @@ from kubeforge_api.constants import GROUP, LABEL_OWNER_UID
 
 from . import metrics
 from .kube import ApiError, Kube
-from .plan import Obj, Plan, World
+from .plan import Obj, Plan, Refusal, World
 
 Key = tuple[str, str]  # (namespace, name)
 PostEvent = Callable[[Obj, str, str, str], None]  # (involved object, type, reason, message)
 ChildKey = tuple[str, str]  # (kind, name)
 log = logging.getLogger("kubeforge.controller")
 EXPECTATION_TTL = 30.0  # seconds a created child may stay unseen before we stop assuming it exists
+RETRY_BASE, RETRY_MAX = 0.5, 120.0  # seconds: a pass that failed is retried, doubling, capped
 SLIM_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
 
 
@@ -130,8 +131,12 @@ class Controller:
     """Caches, queue, expectations and apply for one kind."""
 
     def __init__(self, kind: Kind, kube: Kube, post_event: PostEvent, workers: int = 8,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 denied_namespaces: frozenset[str] = frozenset()) -> None:
         self.kind = kind
+        self.denied = denied_namespaces
+        self.refusals: dict[Key, tuple[Refusal, ...]] = {}
+        self.retries: dict[Key, int] = {}
         self.kube = kube
         self.post_event = post_event
         self.clock = clock
@@ -146,13 +151,20 @@ class Controller:
     # ----- caches, fed by watch events (and a priming list at startup) -----
     def on_object(self, etype: str | None, obj: Obj) -> None:
         key = key_of(obj)
+        if key[0] in self.denied:  # never act in these namespaces, whatever a user creates there
+            return
         if etype == "DELETED":
             self.objs.pop(key, None)
             self.expected.pop(key, None)
+            self.refusals.pop(key, None)
+            self.retries.pop(key, None)
             self.queue.cancel(key)
             self.kind.forget(key)
             return
-        if newer(self.objs.get(key), obj):
+        old = self.objs.get(key)
+        if newer(old, obj):
+            if old is not None and old["metadata"].get("generation") != obj["metadata"].get("generation"):
+                self.refusals.pop(key, None)  # a changed spec deserves another try
             self.objs[key] = slim(obj)
         self.queue.add(key)
 
@@ -167,7 +179,7 @@ class Controller:
 
     def on_child(self, etype: str | None, child: Obj) -> None:
         key = self.owner_key(child)
-        if key is None:
+        if key is None or key[0] in self.denied:
             return
         ckey = (child["kind"], child["metadata"]["name"])
         owned = self.children.setdefault(key, {})
@@ -209,15 +221,20 @@ class Controller:
             key = await self.queue.take()
             try:
                 await self.reconcile(key)
+                self.retries.pop(key, None)
             except ApiError as e:
-                if e.status != 409:
+                if e.status != 409:  # a 409 is a stale pass: the next one sees the newer object
                     log.warning("%s %s/%s: %s", self.kind.kind, *key, e)
-                self.queue.add_after(key, 1.0)
+                self.queue.add_after(key, self._retry_delay(key))
             except Exception:
                 log.exception("%s %s/%s: the pass crashed", self.kind.kind, *key)
-                self.queue.add_after(key, 5.0)
+                self.queue.add_after(key, self._retry_delay(key))
             finally:
                 self.queue.done(key)
+
+    def _retry_delay(self, key: Key) -> float:
+        self.retries[key] = self.retries.get(key, 0) + 1
+        return float(min(RETRY_BASE * 2 ** (self.retries[key] - 1), RETRY_MAX))
 
     # ----- one pass -----
     def world(self, key: Key) -> World | None:
@@ -234,7 +251,7 @@ class Controller:
         for (kind, _), child in sorted(self.children.get(key, {}).items()):
             if owned_by(child, uid):  # not a leftover of an earlier namesake
                 children.setdefault(kind, []).append(child)
-        return World(obj, children, frozenset(expected), self.clock())
+        return World(obj, children, frozenset(expected), self.clock(), refusals=self.refusals.get(key, ()))
 
     async def reconcile(self, key: Key) -> Plan | None:
         world = self.world(key)
@@ -243,11 +260,32 @@ class Controller:
         t0 = time.perf_counter()
         probe = await self.kind.probe(world, self.kube)
         if probe is not None:
-            world = World(world.obj, world.children, world.expected, world.now, probe)
+            world = World(world.obj, world.children, world.expected, world.now, probe, world.refusals)
         plan = self.kind.decide(world)
         await self.apply(key, world.obj, plan)
         metrics.RECONCILE_SECONDS.labels(self.kind.kind).observe(time.perf_counter() - t0)
         return plan
+
+    async def _create(self, key: Key, owner: Obj, child: Obj) -> None:
+        """Create a child. A 4xx the API server means (not a conflict, not throttling) is remembered as
+        a refusal for the next pass to report; a 409 is fine only if the object there is ours."""
+        kind, name = child["kind"], child["metadata"]["name"]
+        try:
+            if await self.kube.create(child):
+                return
+        except ApiError as e:
+            if e.status == 429 or e.status >= 500 or e.status == 409:
+                raise
+            self._refuse(key, Refusal(kind, name, "CreateRejected", f"{kind} {name}: {e.message}"))
+            return
+        existing = await self.kube.get_child(kind, key[0], name)
+        if not owned_by(existing, owner["metadata"]["uid"]):
+            self._refuse(key, Refusal(kind, name, "NameConflict",
+                                      f"{kind} {name} already exists and is not owned by this {self.kind.kind}"))
+
+    def _refuse(self, key: Key, refusal: Refusal) -> None:
+        self.refusals[key] = (*self.refusals.get(key, ()), refusal)
+        self.queue.add(key)
 
     async def apply(self, key: Key, obj: Obj, plan: Plan) -> None:
         """Status first, guarded by resourceVersion: a pass that decided on stale data gets a 409
@@ -265,7 +303,7 @@ class Controller:
                 self.objs[key] = slim(updated)
             metrics.count_transition(self.kind.kind, ns, old, plan.status)
         await asyncio.gather(*(self.kube.delete_child(ns, c.kind, c.name, c.uid) for c in plan.delete))
-        await asyncio.gather(*(self.kube.create(child) for child in plan.create),
+        await asyncio.gather(*(self._create(key, obj, child) for child in plan.create),
                              *(self.kube.apply(child) for child in plan.update))
         for e in plan.events:
             self.post_event(obj, e.type, e.reason, e.message)

@@ -8,6 +8,7 @@ every error contained, and the reply validated by the typed contract."""
 from __future__ import annotations
 
 import base64
+import json
 import ssl
 import tempfile
 from collections import Counter
@@ -46,6 +47,16 @@ class ApiError(Exception):
     def __init__(self, status: int, body: str) -> None:
         super().__init__(f"HTTP {status}: {body[:300]}")
         self.status = status
+        self.body = body
+
+    @property
+    def message(self) -> str:
+        """The API server's own message (from its Status object), one line."""
+        try:
+            text = str(json.loads(self.body).get("message", ""))
+        except (ValueError, AttributeError):
+            text = self.body
+        return " ".join(text.split())[:512]
 
 
 def _pem(data: str | bytes) -> bytes:
@@ -150,6 +161,9 @@ class Kube:
                 return False
             raise
 
+    async def get_child(self, kind: str, ns: str, name: str) -> Obj:
+        return await self.request("GET", self.child_path(kind, ns, name))
+
     async def apply(self, obj: Obj) -> Obj:
         """Server-side apply of a child we own (its fields are ours; a conflict is taken)."""
         meta = obj["metadata"]
@@ -177,12 +191,12 @@ class Kube:
             if e.status != 404:
                 raise
 
-    async def progress(self, ip: str, port: int, since: int) -> ProgressDoc | None:
+    async def progress(self, ip: str, port: int, since: int, path: str = "/progress") -> ProgressDoc | None:
         """Rank 0's progress (history after `since`), or None when it does not answer usefully."""
         if self._pods is None:
             self._pods = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2), auto_decompress=False)
         try:
-            async with self._pods.get(f"http://{ip}:{port}/progress", params={"since": str(since)},
+            async with self._pods.get(f"http://{ip}:{port}{path}", params={"since": str(since)},
                                       allow_redirects=False, headers={"Accept-Encoding": "identity"}) as r:
                 if r.status != 200 or r.headers.get("Content-Encoding", "identity") != "identity":
                     return None

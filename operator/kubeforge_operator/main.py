@@ -72,9 +72,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         start_http_server(cfg.metrics_port, addr="0.0.0.0")
     kube = Kube(lambda: connect(settings))
     memo["kopf_context"] = {}
-    training = Controller(TrainingJobKind(cfg.policy()), kube, event_poster(memo), cfg.workers)
+    training = Controller(TrainingJobKind(cfg.policy()), kube, event_poster(memo), cfg.workers,
+                          denied_namespaces=frozenset(cfg.denied_namespaces))
     serving = Controller(ServingJobKind(ServingConfig(cfg.trainer_image), training.objs.get), kube,
-                         event_poster(memo), cfg.workers)
+                         event_poster(memo), cfg.workers, denied_namespaces=frozenset(cfg.denied_namespaces))
     memo["controllers"] = {"TrainingJob": training, "ServingJob": serving}
     memo["kube"] = kube
     for controller in memo["controllers"].values():

@@ -53,6 +53,18 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """A child the API server would not let us create: `reason` is CreateRejected (a 4xx such as a
+    Pod Security violation, an unknown PriorityClass, an exceeded quota) or NameConflict (a 409 for
+    an object someone else owns); `message` is the API server's, shortened."""
+
+    kind: str
+    name: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
 class World:
     """Everything one pass of one object may look at: the object, the children it owns (by kind,
     newest cached version), the children created but not yet seen, the time, and whatever the
@@ -63,6 +75,7 @@ class World:
     expected: frozenset[tuple[str, str]]
     now: datetime
     probe: Any = None
+    refusals: tuple[Refusal, ...] = ()
 
     def owned(self, kind: str) -> list[Obj]:
         return self.children.get(kind, [])

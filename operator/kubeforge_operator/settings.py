@@ -14,6 +14,8 @@ class Settings(BaseSettings):
 
     trainer_image: str = "kubeforge/trainer:0.1.0"
     namespaces: list[str] = Field(default_factory=list, description="watch only these; empty = cluster-wide")
+    denied_namespaces: list[str] = Field(default_factory=lambda: ["kube-system"], description=(
+        "never act on objects in these namespaces, whatever a user creates there"))
     restart_backoff_seconds: float = Field(default=10.0, gt=0, description="first gang-restart delay; doubles")
     restart_backoff_max_seconds: float = Field(default=300.0, gt=0)
     metrics_port: int = Field(default=8080, ge=0, le=65535, description="0 disables the metrics server")

@@ -126,6 +126,9 @@ def verdict(spec: ServingJobSpec, world: World) -> Verdict:
     main = deployments.get(world.obj["metadata"]["name"]) or {}
     ready = int((main.get("status") or {}).get("readyReplicas", 0))
     failure = load_failure(world.owned("Pod"))
+    if world.refusals:  # what the API server refused outranks what the servers say
+        r = world.refusals[0]
+        failure = (r.reason, f"the API server refused to create {r.message}")
     if spec.suspend:
         return Verdict(False, ServingReason.SUSPENDED, "the ServingJob is suspended; its servers are scaled to 0")
     if ready:

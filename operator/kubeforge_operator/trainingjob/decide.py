@@ -18,6 +18,7 @@ from .deadlines import active_deadline
 from .failures import failed_or_restarting
 from .finished import finished
 from .progress import record_progress
+from .refused import create_refused
 from .running import running_or_why_not
 from .success import succeeded
 from .suspend import suspended
@@ -28,6 +29,7 @@ STEPS: tuple[Step, ...] = (
     invalid_spec,  # nothing else can be read from a spec the models reject
     finished,  # a terminal job only tidies up and expires; no step below may change it
     suspended,  # a suspended job holds no pods, whatever its pods say
+    create_refused,  # what the API server refused to create, it will refuse again: fail with its words
     active_deadline,  # the deadline outranks failures and progress
     failed_or_restarting,  # the earliest failure decides before anything counts as success
     record_progress,  # recorded before success so a finished job keeps its last numbers
@@ -39,7 +41,7 @@ STEPS: tuple[Step, ...] = (
     running_or_why_not,  # Running, or why not (and the startup deadline)
 )
 WARNING_REASONS = {Reason.UNSCHEDULABLE, Reason.IMAGE_PULL_BACKOFF, Reason.CRASH_LOOP_BACKOFF, Reason.CONFIG_ERROR,
-                   Reason.GANG_RESTART}
+                   Reason.GANG_RESTART, Reason.CREATE_REJECTED, Reason.NAME_CONFLICT}
 
 
 def decide(world: World, cfg: Config) -> Plan:
