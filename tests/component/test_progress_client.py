@@ -74,8 +74,8 @@ async def ask(port: int, route: str) -> object:
         await kube.close()
 
 
-@pytest.mark.parametrize("route", ["/redirect", "/bomb", "/huge", "/nested", "/nested-small", "/nan", "/types", "/percent",
-                                   "/manykeys", "/notjson", "/status500"])
+@pytest.mark.parametrize("route", ["/redirect", "/bomb", "/huge", "/nested", "/nested-small", "/nan", "/types",
+                                   "/percent", "/manykeys", "/notjson", "/status500"])
 def test_a_hostile_progress_endpoint_gives_nothing(server: int, route: str) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert asyncio.run(ask(server, route)) is None
