@@ -125,3 +125,25 @@ def test_local_run_compresses_after_training_like_the_operator(tmp_path: Path) -
     card = json.loads((published / "model-card.json").read_text())
     assert card["weights"]["digest"] == status["compression"]["artifact"]["digest"]
     assert (storage / "compressed" / "report.json").exists() and (storage / "artifact" / "model.safetensors").exists()
+
+
+def test_a_candidate_over_budget_is_rejected_and_training_results_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text("""apiVersion: kubeforge.dev/v1alpha1
+kind: TrainingJob
+metadata: {name: tight}
+spec:
+  recipe: {model: mlp, dataset: digits, epochs: 3}
+  storage: {persistentVolumeClaim: {claimName: local}}
+  compression:
+    methods: [{distill: {student: {depth: 1, width: 4}, steps: 1}}]
+    accuracyBudget: {maxDrop: 0.001}
+""")
+    out = subprocess.run([KUBEFORGE, "run", str(path), "--runs-dir", str(tmp_path / "r")], capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    status = dict(record(tmp_path / "r")["status"])  # type: ignore[arg-type]
+    compressed = next(c for c in status["conditions"] if c["type"] == "Compressed")
+    assert (status["state"], compressed["status"], compressed["reason"]) == ("Succeeded", "False",
+                                                                             "AccuracyBudgetExceeded")
+    assert status["artifact"]["digest"].startswith("sha256:") and "artifact" not in status["compression"]
