@@ -73,12 +73,14 @@ def owned_by(child: Obj, uid: str) -> bool:
     return bool((child["metadata"].get("labels") or {}).get(LABEL_OWNER_UID) == uid)
 
 
-def slim(obj: Obj) -> Obj:
-    """What the cache keeps of an object: server bookkeeping nobody reads is dropped."""
+def slim(obj: Obj, keep_spec: bool = True) -> Obj:
+    """What the cache keeps of an object: server bookkeeping nobody reads is dropped, and for a
+    child its spec too (a kind decides from a child's metadata and status; what it wants of the
+    spec it rendered itself, and the spec-hash annotation says whether that changed)."""
     meta = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
     if meta.get("annotations"):
         meta["annotations"] = {k: v for k, v in meta["annotations"].items() if k not in SLIM_ANNOTATIONS}
-    return {**obj, "metadata": meta}
+    return {k: v for k, v in obj.items() if keep_spec or k != "spec"} | {"metadata": meta}
 
 
 def status_patch(old: Obj, new: Obj) -> Obj:
@@ -189,7 +191,7 @@ class Controller:
             if not owned:
                 self.children.pop(key, None)
         elif newer(owned.get(ckey), child):
-            owned[ckey] = slim(child)
+            owned[ckey] = slim(child, keep_spec=False)
             self.expected.get(key, {}).pop(ckey, None)
         self.queue.add(key)
 
