@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import time
 import uuid
@@ -69,8 +70,8 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60, interval: float 
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
-    try:
-        running = start_cluster(gpus=1)
+    try:  # KUBEFORGE_CLUSTER_ARGS: more `minicluster up` flags, e.g. --no-metrics-server while iterating
+        running = start_cluster(gpus=1, extra=tuple(os.environ.get("KUBEFORGE_CLUSTER_ARGS", "").split()))
     except RuntimeError as e:
         pytest.fail(str(e))
     kubeconfig = running.kubeconfig
