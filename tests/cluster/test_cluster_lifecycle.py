@@ -80,6 +80,7 @@ def test_two_clusters_side_by_side_and_stopping_leaves_nothing_behind() -> None:
             pytest.skip(f"another cluster on this host runs kube-proxy: {info['kubeProxy']['reason']}")
         a = KubeClient.from_kubeconfig(first.kubeconfig)
         ip = echo_pod(a)
+        wait_for(lambda: reachable(ip), timeout=30, what="the first cluster's pod")
         assert "ip kube-proxy" in nft_tables()
         assert (Path("/proc/sys") / SYSCTLS[0]).read_text().strip() == "1"
         pids = [int(p) for p in info["pids"].values()]
@@ -88,7 +89,8 @@ def test_two_clusters_side_by_side_and_stopping_leaves_nothing_behind() -> None:
             assert not second.info["kubeProxy"]["enabled"]
             assert "another embedded cluster" in second.info["kubeProxy"]["reason"]
             b = KubeClient.from_kubeconfig(second.kubeconfig)
-            assert reachable(echo_pod(b))
+            ip_b = echo_pod(b)
+            wait_for(lambda: reachable(ip_b), timeout=30, what="the second cluster's pod")
         assert reachable(ip), "stopping the second cluster cut the first one's pods off"
         assert "ip kube-proxy" in nft_tables(), "the second cluster removed the first one's kube-proxy table"
     time.sleep(0.5)
