@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-minicp:  ## build (or reuse the cached) control-plane binary
+minicp:  ## build (or reuse the cached) control-plane and metrics-server binaries
 	tests/cluster/build-minicp.sh
+	tests/cluster/build-metrics-server.sh
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -90,11 +90,13 @@ def up(args: argparse.Namespace) -> int:
         else:
             proxy.start(free_port(), free_port())
         ms_started.result()
+        procs = {"kube-proxy": proxy.proc, "metrics-server": metrics.proc if metrics else None}
+        addons = {name: p.pid for name, p in procs.items() if p is not None}
         info = {"ready": True, "seconds": round(time.monotonic() - t0, 1), **cp.describe(),
-                "bridge": network.bridge, "podCIDR": str(network.net), "gateway": network.gateway,
+                "addonPids": addons, "bridge": network.bridge, "podCIDR": str(network.net), "gateway": network.gateway,
                 "kubeProxy": proxy.describe(), "metricsServer": metrics is not None,
                 "controlPlaneRssBytes": cp.rss_bytes(),
-                "addonsRssBytes": rss_bytes(p.pid for p in (proxy.proc, metrics and metrics.proc) if p)}
+                "addonsRssBytes": rss_bytes(addons.values())}
         (root / "ready.json").write_text(json.dumps(info))
         print(json.dumps(info), flush=True)
         stop.wait()
