@@ -102,14 +102,16 @@ def up(args: argparse.Namespace) -> int:
         stop.wait()
         return 0
     finally:
-        if metrics is not None and admin is not None:
-            metrics.stop(admin)
-        proxy.stop()
-        if agent is not None:
-            agent.stop()
-        else:
-            network.down()
-        cp.stop()
+        _timed("metrics-server", lambda: metrics.stop(admin) if metrics is not None and admin is not None else None)
+        _timed("kube-proxy", proxy.stop)
+        _timed("node agent", agent.stop if agent is not None else network.down)
+        _timed("control plane", cp.stop)
+
+
+def _timed(what: str, stop: Callable[[], object]) -> None:
+    t = time.monotonic()
+    stop()
+    logging.getLogger("minicluster").info("stopped %s in %.1f s", what, time.monotonic() - t)
 
 
 def main() -> int:
