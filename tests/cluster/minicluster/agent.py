@@ -125,7 +125,7 @@ class NodeAgent:
     def stop(self) -> None:
         self.stopped.set()
         for inf in (self.pod_informer, self.svc_informer, self.pvc_informer, self.pv_informer):
-            inf.stopped.set()
+            inf.stop()
         with self.lock:
             workers = list(self.workers.values())
         for w in workers:

@@ -180,13 +180,15 @@ class ControlPlane:
         return rss_bytes(p.pid for p in self.procs.values())
 
     def stop(self) -> None:
+        # kube-apiserver's pre-shutdown hook (removing its `kubernetes` endpoint) can wait up to 20 s
+        # once a node agent has run; the cluster is thrown away, so it gets 3 s like everything here.
         for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
             proc = self.procs.pop(name, None)
             if proc is None or proc.poll() is not None:
                 continue
             os.killpg(proc.pid, signal.SIGTERM)
             try:
-                proc.wait(10)
+                proc.wait(3 if name == "kube-apiserver" else 10)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
