@@ -197,8 +197,8 @@ def test_cluster_ip_under_concurrent_load_loses_nothing(backends: tuple[Cluster,
           f"(min {min(ratios):.2f}, max {max(ratios):.2f}; last direct {direct:.0f} req/s)")
 
 
-def test_pod_lists_what_its_service_account_may_and_nothing_more(service_routing: Cluster, namespace: str) -> None:
-    cluster = service_routing
+def test_pod_lists_what_its_service_account_may_and_nothing_more(cluster: Cluster, namespace: str) -> None:
+    """Through the `kubernetes` Service where this cluster routes ClusterIPs, else straight to the API server."""
     rbac = "rbac.authorization.k8s.io"
     cluster.apply([
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "reader"}},
@@ -208,7 +208,7 @@ def test_pod_lists_what_its_service_account_may_and_nothing_more(service_routing
          "roleRef": {"apiGroup": rbac, "kind": "Role", "name": "pod-reader"},
          "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}]},
     ], namespace)
-    script = ("kubectl get pods -o name; echo rc=$?; "
+    script = ("echo host=$KUBERNETES_SERVICE_HOST; kubectl get pods -o name; echo rc=$?; "
               "kubectl get pods -n kube-system -o name 2>&1; echo rc=$?; "
               "kubectl get secrets 2>&1; echo rc=$?")
     cluster.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "in-pod"}, "spec": {
@@ -221,6 +221,7 @@ def test_pod_lists_what_its_service_account_may_and_nothing_more(service_routing
              what="the in-pod kubectl")
     out = pod_logs(cluster, namespace, "in-pod")
     lines = out.splitlines()
+    assert lines[0] == f"host={'10.96.0.1' if cluster.routes_services else cluster.gateway}", out
     assert "pod/in-pod" in lines and lines[lines.index("pod/in-pod") + 1] == "rc=0", out
     assert 'pods is forbidden: User "system:serviceaccount:' + namespace + ':reader"' in out, out
     assert 'cannot list resource "pods" in API group "" in the namespace "kube-system"' in out, out

@@ -25,7 +25,7 @@ from .kubeapi import KubeClient
 from .metricsserver import MetricsServer
 from .network import PodNetwork
 from .operator_process import OperatorProcess, install, operator_kubeconfig
-from .serviceproxy import ServiceProxy
+from .serviceproxy import KUBERNETES_SERVICE_IP, ServiceProxy
 
 HERE = Path(__file__).resolve().parent.parent
 
@@ -89,6 +89,10 @@ def up(args: argparse.Namespace) -> int:
             proxy.reason = "started with --no-kube-proxy"
         else:
             proxy.start(free_port(), free_port())
+        if proxy.enabled:
+            agent.set_api_endpoint(KUBERNETES_SERVICE_IP, 443)
+        else:
+            agent.set_api_endpoint(network.gateway, cp.api_port)
         ms_started.result()
         procs = {"kube-proxy": proxy.proc, "metrics-server": metrics.proc if metrics else None}
         addons = {name: p.pid for name, p in procs.items() if p is not None}

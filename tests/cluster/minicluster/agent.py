@@ -107,6 +107,13 @@ class NodeAgent:
         self.dns: DnsServer | None = None
         self.log_server: ThreadingHTTPServer | None = None
 
+    def set_api_endpoint(self, host: str, port: int) -> None:
+        """Where pods find the API server (`KUBERNETES_SERVICE_HOST`/`PORT`, which the kubelet sets in
+        every container): the `kubernetes` Service's ClusterIP where kube-proxy routes it, else the
+        API server's own address. Call before pods run."""
+        self.base_env.update({"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": str(port),
+                              "KUBERNETES_SERVICE_PORT_HTTPS": str(port)})
+
     # ----- start / stop -----
     def start(self) -> None:
         self.pods_root.mkdir(parents=True, exist_ok=True)

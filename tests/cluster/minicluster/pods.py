@@ -35,9 +35,6 @@ from .resourcemetrics import ContainerSample
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
-# Where a pod's containers see the Service that fronts the API server (the kubelet sets these in every pod).
-API_SERVICE_ENV = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443",
-                   "KUBERNETES_SERVICE_PORT_HTTPS": "443"}
 
 
 class Api(Protocol):
@@ -604,7 +601,7 @@ class PodWorker:
     def _env(self, container: Obj) -> dict[str, str]:
         ns = self.meta["namespace"]
         hostname = self.pod["spec"].get("hostname") or self.meta["name"]
-        env = {**self.base_env, **API_SERVICE_ENV}
+        env = dict(self.base_env)
         env["HOSTNAME"] = hostname
         for src in container.get("envFrom") or []:
             kind = "configMap" if "configMapRef" in src else "secret"

@@ -27,6 +27,7 @@ from typing import IO
 
 log = logging.getLogger(__name__)
 SERVICE_CIDR = "10.96.0.0/16"
+KUBERNETES_SERVICE_IP = "10.96.0.1"  # the API server's own Service, first address of the range
 LOCK_DIR = Path("/run/kubeforge")
 SYSCTLS = ("net/ipv4/ip_forward", "net/bridge/bridge-nf-call-iptables")
 NFT_TABLES = (("ip", "kube-proxy"), ("ip6", "kube-proxy"))
