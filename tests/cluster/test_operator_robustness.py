@@ -37,7 +37,8 @@ class PodRecorder:
         while not self.stop.is_set():
             for etype, obj in self.cluster.client.watch(self.path, rv, timeout=30):
                 rv = obj["metadata"]["resourceVersion"]
-                self.events.append((etype, obj))
+                if etype != "BOOKMARK":  # the API server sends one as a watch times out: no pod in it
+                    self.events.append((etype, obj))
                 if self.stop.is_set():
                     return
 
