@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-minicp:  ## build (or reuse the cached) control-plane binary
+minicp:  ## build (or reuse the cached) control-plane and metrics-server binaries
 	tests/cluster/build-minicp.sh
+	tests/cluster/build-metrics-server.sh
 
 generate: venv  ## CRDs (manifests/crds + the chart's copy) and docs/api.md tables from operator/kubeforge_api
 	$(PY) -m kubeforge_api.codegen

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import time
 import uuid
@@ -32,6 +33,16 @@ class Cluster:
         return subprocess.run(["kubectl", f"--kubeconfig={self.kubeconfig}", *args], input=input, text=True,
                               capture_output=True, check=check, timeout=600)
 
+    @property
+    def routes_services(self) -> bool:
+        """Whether this cluster runs kube-proxy (only one cluster per host can; see serviceproxy.py)."""
+        return bool(self.info.get("kubeProxy", {}).get("enabled"))
+
+    @property
+    def gateway(self) -> str:
+        """The pod bridge's host-side address (where the API server listens)."""
+        return str(self.info["gateway"])
+
     def apply(self, docs: list[Obj] | Obj | str | Path, namespace: str | None = None) -> None:
         """`kubectl apply` a manifest file/folder, YAML text or objects."""
         ns = [f"--namespace={namespace}"] if namespace else []
@@ -59,13 +70,40 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60, interval: float 
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
-    try:
-        running = start_cluster(gpus=1)
+    try:  # KUBEFORGE_CLUSTER_ARGS: more `minicluster up` flags, e.g. --no-metrics-server while iterating
+        running = start_cluster(gpus=1, extra=tuple(os.environ.get("KUBEFORGE_CLUSTER_ARGS", "").split()))
     except RuntimeError as e:
         pytest.fail(str(e))
     kubeconfig = running.kubeconfig
     yield Cluster(running.root, kubeconfig, KubeClient.from_kubeconfig(kubeconfig), running.info)
     running.stop()
+
+
+@pytest.fixture
+def service_routing(cluster: Cluster) -> Cluster:
+    """The session cluster, for tests that need ClusterIP routing; skips (saying why) where another
+    embedded cluster on this host holds kube-proxy."""
+    if not cluster.routes_services:
+        pytest.skip(f"no ClusterIP routing in this cluster: {cluster.info.get('kubeProxy', {}).get('reason')}")
+    return cluster
+
+
+@pytest.fixture
+def resource_metrics(cluster: Cluster) -> Cluster:
+    """The session cluster, for tests that need metrics.k8s.io (kubectl top, HPA)."""
+    if not cluster.info.get("metricsServer"):
+        pytest.skip("this cluster runs without metrics-server")
+    return cluster
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "own_clusters: starts and stops embedded clusters of its own (runs first)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start and stop clusters of their own run before the session cluster takes the host's
+    kube-proxy lock (they check what a cluster that holds it leaves behind)."""
+    items.sort(key=lambda item: item.get_closest_marker("own_clusters") is None)
 
 
 @pytest.fixture

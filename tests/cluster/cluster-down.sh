@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stops the embedded cluster started by cluster-up.sh and removes its state.
+# Stops the embedded cluster started by cluster-up.sh and removes its state; the cluster removes
+# only the bridge, namespaces, cgroups and nft tables it created itself.
 set -euo pipefail
 dir="$1"
 if [ -f "$dir/pid" ]; then

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Starts the embedded cluster (control plane + node agent) in the background and waits until it
-# is ready. Prints the admin kubeconfig path as its last line.
+# Starts the embedded cluster (control plane, node agent, kube-proxy, metrics-server) in the
+# background and waits until it is ready. It claims a free bridge and pod range, so clusters of
+# other checkouts keep running. Prints the admin kubeconfig path as its last line.
 set -euo pipefail
 dir="$1"; py="$2"
 here="$(cd "$(dirname "$0")" && pwd)"

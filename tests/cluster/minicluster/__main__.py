@@ -1,5 +1,7 @@
-"""`python -m minicluster up --dir D`: start the control plane and the node agent, print one JSON
-line with the admin kubeconfig once the cluster is ready, and run until SIGTERM/SIGINT."""
+"""`python -m minicluster up --dir D`: start the control plane, the node agent, kube-proxy (when
+this cluster holds the host's kube-proxy lock) and metrics-server, print one JSON line with the
+admin kubeconfig once the cluster is ready, and run until SIGTERM/SIGINT; then stop everything and
+undo what it changed on the host."""
 
 from __future__ import annotations
 
@@ -13,21 +15,46 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .agent import AgentSettings, NodeAgent
-from .controlplane import NODE_NAME, ControlPlane
+from .controlplane import NODE_NAME, ControlPlane, free_port, rss_bytes
 from .demo import demo
 from .kubeapi import KubeClient
+from .metricsserver import MetricsServer
+from .network import PodNetwork
 from .operator_process import OperatorProcess, install, operator_kubeconfig
+from .serviceproxy import KUBERNETES_SERVICE_IP, ServiceProxy
 
 HERE = Path(__file__).resolve().parent.parent
 
 
-def build_binary() -> Path:
-    out = subprocess.run([str(HERE / "build-minicp.sh")], check=True, capture_output=False,
+def build_binary(script: str = "build-minicp.sh") -> Path:
+    out = subprocess.run([str(HERE / script)], check=True, capture_output=False,
                          stdout=subprocess.PIPE, text=True).stdout
     return Path(out.strip().splitlines()[-1])
+
+
+class _Background(threading.Thread):
+    """Run `fn` in a thread; `result()` re-raises what it raised."""
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        super().__init__(daemon=True)
+        self.fn = fn
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.fn()
+        except BaseException as e:
+            self.error = e
+
+    def result(self) -> None:
+        self.join()
+        if self.error is not None:
+            raise self.error
 
 
 def up(args: argparse.Namespace) -> int:
@@ -35,29 +62,60 @@ def up(args: argparse.Namespace) -> int:
     root.mkdir(parents=True, exist_ok=True)
     (root / "ready.json").unlink(missing_ok=True)
     binary = Path(args.binary) if args.binary else build_binary()
+    ms_binary = None if args.no_metrics_server else build_binary("build-metrics-server.sh")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     t0 = time.monotonic()
-    cp = ControlPlane(binary, root)
+    network = PodNetwork.claim() if args.bridge == "auto" else PodNetwork(args.bridge, args.cidr)
+    cp = ControlPlane(binary, root, network.gateway)
     agent: NodeAgent | None = None
+    proxy = ServiceProxy(binary, cp.kubeconfig("kube-proxy"), cp.logs, NODE_NAME, network.bridge, network.gateway,
+                         str(network.net))
+    metrics = None if ms_binary is None else MetricsServer(
+        ms_binary, cp.kubeconfig("metrics-server"), cp.identities["metrics-server"].user, cp.ca,
+        root / "metrics-server", cp.logs, network.gateway, free_port())
+    admin: KubeClient | None = None
     try:
+        network.up()
         cp.start()
-        settings = AgentSettings(NODE_NAME, root / "node", gpus=args.gpus, bridge=args.bridge, cidr=args.cidr,
+        admin = KubeClient.from_kubeconfig(cp.kubeconfig("admin"))
+        ms_started = _Background(lambda: metrics.start(admin) if metrics and admin else None)
+        settings = AgentSettings(NODE_NAME, root / "node", gpus=args.gpus,
                                  tls_cert=cp.pki / "apiserver.crt", tls_key=cp.pki / "apiserver.key")
-        agent = NodeAgent(KubeClient.from_kubeconfig(cp.kubeconfig("node")),
-                          KubeClient.from_kubeconfig(cp.kubeconfig("admin")), settings)
+        agent = NodeAgent(KubeClient.from_kubeconfig(cp.kubeconfig("node")), admin, settings, network)
         agent.start()
+        if args.no_kube_proxy:
+            proxy.reason = "started with --no-kube-proxy"
+        else:
+            proxy.start(free_port(), free_port())
+        if proxy.enabled:
+            agent.set_api_endpoint(KUBERNETES_SERVICE_IP, 443)
+        else:
+            agent.set_api_endpoint(network.gateway, cp.api_port)
+        ms_started.result()
+        procs = {"kube-proxy": proxy.proc, "metrics-server": metrics.proc if metrics else None}
+        addons = {name: p.pid for name, p in procs.items() if p is not None}
         info = {"ready": True, "seconds": round(time.monotonic() - t0, 1), **cp.describe(),
-                "controlPlaneRssBytes": cp.rss_bytes()}
+                "addonPids": addons, "bridge": network.bridge, "podCIDR": str(network.net), "gateway": network.gateway,
+                "kubeProxy": proxy.describe(), "metricsServer": metrics is not None,
+                "controlPlaneRssBytes": cp.rss_bytes(),
+                "addonsRssBytes": rss_bytes(addons.values())}
         (root / "ready.json").write_text(json.dumps(info))
         print(json.dumps(info), flush=True)
         stop.wait()
         return 0
     finally:
-        if agent is not None:
-            agent.stop()
-        cp.stop()
+        _timed("metrics-server", lambda: metrics.stop(admin) if metrics is not None and admin is not None else None)
+        _timed("kube-proxy", proxy.stop)
+        _timed("node agent", agent.stop if agent is not None else network.down)
+        _timed("control plane", cp.stop)
+
+
+def _timed(what: str, stop: Callable[[], object]) -> None:
+    t = time.monotonic()
+    stop()
+    logging.getLogger("minicluster").info("stopped %s in %.1f s", what, time.monotonic() - t)
 
 
 def main() -> int:
@@ -68,8 +126,10 @@ def main() -> int:
     p.add_argument("--dir", required=True)
     p.add_argument("--binary", help="a built minicp binary (default: build or reuse the cached one)")
     p.add_argument("--gpus", type=int, default=0, help="nvidia.com/gpu capacity the node advertises")
-    p.add_argument("--bridge", default="kf0")
-    p.add_argument("--cidr", default="10.244.0.0/16")
+    p.add_argument("--bridge", default="auto", help="pod bridge (default: the first free kft<k>)")
+    p.add_argument("--cidr", default="10.244.0.0/16", help="pod range, with an explicit --bridge")
+    p.add_argument("--no-kube-proxy", action="store_true", help="no ClusterIP routing (leave the host alone)")
+    p.add_argument("--no-metrics-server", action="store_true", help="no resource metrics (kubectl top, HPA)")
     sub.add_parser("build", help="build (or find the cached) control-plane binary and print its path")
     o = sub.add_parser("operator-up", help="install CRDs+RBAC and run the operator in the background as its SA")
     o.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG", str(Path.home() / ".kube" / "config")))

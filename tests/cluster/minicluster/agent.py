@@ -1,7 +1,8 @@
 """The node agent: registers a Node, keeps its Lease fresh, runs the pods bound to it (see
-`pods.PodWorker`), answers cluster DNS, serves container logs on the kubelet endpoint so
-`kubectl logs` works, and provisions PersistentVolumes for the default StorageClass from
-host directories. It acts as `system:node:<name>`; only the provisioner uses admin rights."""
+`pods.PodWorker`), answers cluster DNS, serves container logs and resource metrics on the
+kubelet endpoint (`kubectl logs`; metrics-server's `/metrics/resource`), and provisions
+PersistentVolumes for the default StorageClass from host directories. It acts as
+`system:node:<name>`; only the provisioner uses admin rights."""
 
 from __future__ import annotations
 
@@ -21,11 +22,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from .containers import cgroup_parent, now
+from .containers import cgroup_parents, now, remove_cgroup_parents
 from .dns import DnsServer, resolve
 from .kubeapi import ApiError, Informer, KubeClient, NotFound
 from .network import PodNetwork
 from .pods import PodWorker
+from .resourcemetrics import CONTENT_TYPE, render
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -41,8 +43,6 @@ class AgentSettings:
     memory: str = "64Gi"
     pods: int = 110
     gpus: int = 0
-    bridge: str = "kf0"
-    cidr: str = "10.244.0.0/16"
     backoff: tuple[float, float] = (1.0, 20.0)
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -82,18 +82,19 @@ class NodeClient:
 
 
 class NodeAgent:
-    def __init__(self, node: KubeClient, admin: KubeClient, settings: AgentSettings) -> None:
+    def __init__(self, node: KubeClient, admin: KubeClient, settings: AgentSettings, network: PodNetwork) -> None:
+        """`network` is up already (the API server listens on its gateway); `stop` takes it down."""
         self.node = node
         self.admin = admin
         self.s = settings
         self.api = NodeClient(node)
-        self.network = PodNetwork(settings.bridge, settings.cidr)
+        self.network = network
         self.workers: dict[str, PodWorker] = {}
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         self.pods_root = settings.state_dir / "pods"
         self.volumes_root = settings.state_dir / "volumes"
-        self.cgroup = cgroup_parent(f"kubeforge-{settings.bridge}")
+        self.cgroups = cgroup_parents(f"kubeforge-{network.bridge}")
         self.base_env = {
             "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             "HOME": "/root", "LANG": "C.UTF-8",
@@ -106,11 +107,17 @@ class NodeAgent:
         self.dns: DnsServer | None = None
         self.log_server: ThreadingHTTPServer | None = None
 
+    def set_api_endpoint(self, host: str, port: int) -> None:
+        """Where pods find the API server (`KUBERNETES_SERVICE_HOST`/`PORT`, which the kubelet sets in
+        every container): the `kubernetes` Service's ClusterIP where kube-proxy routes it, else the
+        API server's own address. Call before pods run."""
+        self.base_env.update({"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": str(port),
+                              "KUBERNETES_SERVICE_PORT_HTTPS": str(port)})
+
     # ----- start / stop -----
     def start(self) -> None:
         self.pods_root.mkdir(parents=True, exist_ok=True)
         self.volumes_root.mkdir(parents=True, exist_ok=True)
-        self.network.up()
         self.dns = DnsServer(self.network.gateway, self.lookup)
         self.dns.start()
         log_port = self._start_log_server()
@@ -125,7 +132,7 @@ class NodeAgent:
     def stop(self) -> None:
         self.stopped.set()
         for inf in (self.pod_informer, self.svc_informer, self.pvc_informer, self.pv_informer):
-            inf.stopped.set()
+            inf.stop()
         with self.lock:
             workers = list(self.workers.values())
         for w in workers:
@@ -138,6 +145,7 @@ class NodeAgent:
         if self.log_server:
             self.log_server.shutdown()
         self.network.down()
+        remove_cgroup_parents(self.cgroups)
 
     # ----- the Node and its Lease -----
     def _register(self, log_port: int) -> None:
@@ -199,7 +207,7 @@ class NodeAgent:
                         self.api.finish_delete(pod["metadata"]["namespace"], pod["metadata"]["name"], uid)
                     return
                 worker = PodWorker(pod, self.api, self.network, self.pods_root, self.network.gateway,
-                                   self.base_env, self.cgroup, self.s.backoff, self._forget)
+                                   self.base_env, self.cgroups, self.s.backoff, self._forget)
                 self.workers[uid] = worker
                 worker.thread.start()
         if etype == "DELETED":
@@ -221,6 +229,11 @@ class NodeAgent:
 
     def lookup(self, name: str) -> list[str] | None:
         return resolve(name, list(self.pod_informer.items.values()), list(self.svc_informer.items.values()))
+
+    def resource_metrics(self) -> bytes:
+        with self.lock:
+            workers = list(self.workers.values())
+        return render(s for w in workers for s in w.resource_samples())
 
     # ----- storage -----
     def _ensure_storage_class(self) -> None:
@@ -275,6 +288,9 @@ class NodeAgent:
 
             def do_GET(self) -> None:
                 url = urllib.parse.urlparse(self.path)
+                if url.path == "/metrics/resource":
+                    self._send(200, CONTENT_TYPE, agent.resource_metrics())
+                    return
                 parts = url.path.strip("/").split("/")
                 q = dict(urllib.parse.parse_qsl(url.query))
                 if len(parts) != 4 or parts[0] != "containerLogs":
@@ -296,6 +312,13 @@ class NodeAgent:
                 self.wfile.write(data)
                 if q.get("follow") == "true":
                     self._follow(worker, parts[3], path, len(path.read_bytes()))
+
+            def _send(self, code: int, content_type: str, data: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def _follow(self, worker: PodWorker, container: str, path: Path, offset: int) -> None:
                 while not worker.deleting.is_set() and not agent.stopped.is_set():

@@ -1,8 +1,9 @@
 """Containers as local processes. Each container runs in its pod's network namespace with a
 private mount and UTS namespace (its own hostname, /etc/hosts, /etc/resolv.conf and volume
-mounts at their `mountPath`) and, where the memory cgroup is writable, a cgroup of its own that
-enforces `resources.limits.memory` and reports OOM kills. Images are not pulled: the command
-runs in this machine's Python environment (see `entrypoint`)."""
+mounts at their `mountPath`) and, where cgroups v1 are writable, a memory cgroup of its own that
+enforces `resources.limits.memory` and reports OOM kills, and a cpuacct cgroup that counts its
+CPU time (the kubelet's resource metrics; `/proc` sums where cgroups are not writable). Images
+are not pulled: the command runs in this machine's Python environment (see `entrypoint`)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from typing import Any
 
 Obj = dict[str, Any]
 CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
+CPUACCT_ROOT = Path("/sys/fs/cgroup/cpuacct")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STAGE_ROOT = Path("/run/kubeforge-stage")  # mount points for staged volume sources
 # What containers run from, in place of an image: the Python environment and the project it has installed.
 IMAGE_DIRS = sorted({Path(sys.prefix).resolve(), Path(__file__).resolve().parents[3]})
@@ -73,6 +76,14 @@ class Mount:
     read_only: bool = False
 
 
+@dataclass(frozen=True)
+class CgroupParents:
+    """Where a node's per-container cgroups go: memory (limits, OOM) and cpuacct (CPU time)."""
+
+    memory: Path | None = None
+    cpuacct: Path | None = None
+
+
 @dataclass
 class Process:
     """One run of a container."""
@@ -81,6 +92,24 @@ class Process:
     started_at: str
     cgroup: Path | None
     log_path: Path
+    cpu_cgroup: Path | None = None
+    started: float = field(default_factory=time.time)
+
+    def cpu_seconds(self) -> float:
+        """CPU time the container has used (cpuacct, else the sum over its processes in /proc)."""
+        if self.cpu_cgroup is not None:
+            with contextlib.suppress(OSError, ValueError):
+                return int((self.cpu_cgroup / "cpuacct.usage").read_text()) / 1e9
+        return sum(_proc_cpu_seconds(pid) for pid in self.pids())
+
+    def working_set_bytes(self) -> int:
+        """Memory the kubelet calls the working set: usage minus inactive file pages."""
+        if self.cgroup is not None:
+            with contextlib.suppress(OSError, ValueError):
+                usage = int((self.cgroup / "memory.usage_in_bytes").read_text())
+                stat = dict(line.split() for line in (self.cgroup / "memory.stat").read_text().splitlines())
+                return max(usage - int(stat.get("total_inactive_file", 0)), 0)
+        return sum(_proc_rss_bytes(pid) for pid in self.pids())
 
     def poll(self) -> int | None:
         return self.popen.poll()
@@ -134,8 +163,28 @@ class Process:
                 break
             self.signal_all(signal.SIGKILL)
             time.sleep(0.05)
-        with contextlib.suppress(OSError):
-            self.cgroup.rmdir()
+        for group in (self.cgroup, self.cpu_cgroup):
+            if group is not None:
+                with contextlib.suppress(OSError):
+                    group.rmdir()
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def _proc_rss_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 @dataclass
@@ -149,7 +198,7 @@ class PodFiles:
     netns_path: str
     nameserver: str
     namespace: str
-    cgroup_parent: Path | None = field(default=None)
+    cgroups: CgroupParents = field(default_factory=CgroupParents)
 
     def prepare(self) -> None:
         (self.root / "logs").mkdir(parents=True, exist_ok=True)
@@ -167,9 +216,11 @@ class PodFiles:
     def start(self, name: str, argv: list[str], env: dict[str, str], workdir: str | None,
               mounts: list[Mount], memory_limit: int | None, restart: int) -> Process:
         cgroup = self._cgroup(name, restart, memory_limit)
+        cpu_cgroup = self._cpu_cgroup(name, restart)
         lines = ["set -e"]
-        if cgroup is not None:
-            lines.append(f"echo $$ > {shlex.quote(str(cgroup / 'cgroup.procs'))}")
+        for group in (cgroup, cpu_cgroup):
+            if group is not None:
+                lines.append(f"echo $$ > {shlex.quote(str(group / 'cgroup.procs'))}")
         lines += [
             f"hostname {shlex.quote(self.hostname)}",
             f"mount --bind {shlex.quote(str(self.root / 'hosts'))} /etc/hosts",
@@ -208,12 +259,22 @@ class PodFiles:
                 env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        return Process(popen, now(), cgroup, log_path)
+        return Process(popen, now(), cgroup, log_path, cpu_cgroup)
+
+    def _cpu_cgroup(self, name: str, restart: int) -> Path | None:
+        if self.cgroups.cpuacct is None:
+            return None
+        path = self.cgroups.cpuacct / f"{self.root.name}-{name}-{restart}"
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return None
+        return path
 
     def _cgroup(self, name: str, restart: int, memory_limit: int | None) -> Path | None:
-        if self.cgroup_parent is None:
+        if self.cgroups.memory is None:
             return None
-        path = self.cgroup_parent / f"{self.root.name}-{name}-{restart}"
+        path = self.cgroups.memory / f"{self.root.name}-{name}-{restart}"
         try:
             path.mkdir(parents=True, exist_ok=True)
             if memory_limit:
@@ -225,15 +286,26 @@ class PodFiles:
         return path
 
 
-def cgroup_parent(name: str) -> Path | None:
-    """A memory cgroup for this node's containers, or None where cgroups v1 memory is not writable."""
-    path = CGROUP_ROOT / name
+def cgroup_parents(name: str) -> CgroupParents:
+    """Memory and cpuacct cgroups for this node's containers (None where cgroups v1 are not writable)."""
+    memory = CGROUP_ROOT / name
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "memory.use_hierarchy").write_text("1")
+        memory.mkdir(parents=True, exist_ok=True)
+        (memory / "memory.use_hierarchy").write_text("1")
     except OSError:
-        return path if path.is_dir() else None
-    return path
+        pass
+    cpuacct = CPUACCT_ROOT / name
+    with contextlib.suppress(OSError):
+        cpuacct.mkdir(parents=True, exist_ok=True)
+    return CgroupParents(memory if memory.is_dir() else None, cpuacct if cpuacct.is_dir() else None)
+
+
+def remove_cgroup_parents(parents: CgroupParents) -> None:
+    """Remove the node's (by now empty) parent cgroups."""
+    for group in (parents.memory, parents.cpuacct):
+        if group is not None:
+            with contextlib.suppress(OSError):
+                group.rmdir()
 
 
 def exec_in(pid: int, argv: list[str], timeout: float) -> int:

@@ -1,6 +1,8 @@
 """Start and stop a real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler) as child processes of the `minicp` multi-call binary, on 127.0.0.1 with TLS,
-static-token authentication, `Node,RBAC` authorization and service-account signing."""
+kube-scheduler) as child processes of the `minicp` multi-call binary, with TLS, static-token
+authentication, `Node,RBAC` authorization, service-account signing and the aggregation layer
+(front-proxy certificates, for metrics-server). The API server listens on the pod bridge's
+gateway address and advertises it, so pods reach it through the `kubernetes` Service."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,18 +56,22 @@ def write_kubeconfig(path: Path, server: str, ca: Path, token: str, user: str) -
 class ControlPlane:
     """The four control-plane processes under one state directory."""
 
-    def __init__(self, binary: Path, root: Path) -> None:
+    def __init__(self, binary: Path, root: Path, address: str = "127.0.0.1") -> None:
+        """`address`: where the API server listens and what it advertises (the pod bridge's gateway)."""
         self.binary = binary
         self.root = root
         self.pki = root / "pki"
         self.logs = root / "logs"
+        self.address = address
         self.api_port = free_port()
-        self.server = f"https://127.0.0.1:{self.api_port}"
+        self.server = f"https://{address}:{self.api_port}"
         self.identities = {
             "admin": Identity("kubernetes-admin", ("system:masters",)),
             "kcm": Identity("system:kube-controller-manager"),
             "scheduler": Identity("system:kube-scheduler"),
             "node": Identity(f"system:node:{NODE_NAME}", ("system:nodes",)),
+            "kube-proxy": Identity("system:kube-proxy"),  # bootstrap RBAC binds system:node-proxier to it
+            "metrics-server": Identity("kubeforge:metrics-server"),
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -79,7 +85,7 @@ class ControlPlane:
     def start(self, timeout: float = 240.0) -> None:
         for d in (self.pki, self.logs, self.root / "etcd"):
             d.mkdir(parents=True, exist_ok=True)
-        subprocess.run([str(self.binary), "pki", str(self.pki)], check=True)
+        subprocess.run([str(self.binary), "pki", str(self.pki), self.address], check=True)
         lines = [
             f'{i.token},{i.user},{i.user},"{",".join(i.groups)}"' for i in self.identities.values()
         ]
@@ -101,7 +107,7 @@ class ControlPlane:
         sa_key = self.pki / "sa.key"
         self._spawn("kube-apiserver", [
             f"--etcd-servers=http://127.0.0.1:{etcd}",
-            "--bind-address=127.0.0.1", f"--secure-port={self.api_port}",
+            f"--bind-address={self.address}", f"--advertise-address={self.address}", f"--secure-port={self.api_port}",
             f"--tls-cert-file={self.pki / 'apiserver.crt'}",
             f"--tls-private-key-file={self.pki / 'apiserver.key'}",
             f"--client-ca-file={self.ca}",
@@ -110,7 +116,7 @@ class ControlPlane:
             f"--service-account-key-file={sa_key}", f"--service-account-signing-key-file={sa_key}",
             "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
             "--service-cluster-ip-range=10.96.0.0/16", "--allow-privileged=true",
-            "--endpoint-reconciler-type=none", "--kubelet-preferred-address-types=InternalIP",
+            "--kubelet-preferred-address-types=InternalIP", *self._aggregation_flags(),
             "--profiling=false", "--v=1",
         ])
         admin = self.identities["admin"].token
@@ -123,7 +129,7 @@ class ControlPlane:
             f"--secure-port={free_port()}", "--controllers=*", "--use-service-account-credentials=true",
             f"--service-account-private-key-file={sa_key}", f"--root-ca-file={self.ca}",
             "--cluster-name=minicp", "--kube-api-qps=200", "--kube-api-burst=400",
-            "--concurrent-gc-syncs=5", *common,
+            "--concurrent-gc-syncs=5", "--horizontal-pod-autoscaler-sync-period=5s", *common,
         ])
         sched = self.kubeconfig("scheduler")
         self._spawn("kube-scheduler", [
@@ -134,6 +140,17 @@ class ControlPlane:
         # The default ServiceAccount appearing proves the controller-manager's controllers run.
         self._wait(deadline, "kube-controller-manager", lambda: b'"kind":"ServiceAccount"' in _get(
             f"{self.server}/api/v1/namespaces/default/serviceaccounts/default", admin, self.ca))
+
+    def _aggregation_flags(self) -> list[str]:
+        """What the API server needs to serve aggregated APIs (metrics.k8s.io from metrics-server)."""
+        return [
+            f"--requestheader-client-ca-file={self.pki / 'front-proxy-ca.crt'}",
+            "--requestheader-allowed-names=front-proxy-client", "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group", "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={self.pki / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={self.pki / 'front-proxy-client.key'}",
+            "--enable-aggregator-routing=true",  # dial the endpoint, not the ClusterIP: no need for kube-proxy
+        ]
 
     def _spawn(self, name: str, args: list[str]) -> None:
         log = (self.logs / f"{name}.log").open("ab")
@@ -160,24 +177,18 @@ class ControlPlane:
 
     def rss_bytes(self) -> int:
         """Resident memory of all control-plane processes together."""
-        total = 0
-        for proc in self.procs.values():
-            try:
-                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-            except FileNotFoundError:
-                pass
-        return total
+        return rss_bytes(p.pid for p in self.procs.values())
 
     def stop(self) -> None:
+        # kube-apiserver's pre-shutdown hook (removing its `kubernetes` endpoint) can wait up to 20 s
+        # once a node agent has run; the cluster is thrown away, so it gets 3 s like everything here.
         for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
             proc = self.procs.pop(name, None)
             if proc is None or proc.poll() is not None:
                 continue
             os.killpg(proc.pid, signal.SIGTERM)
             try:
-                proc.wait(10)
+                proc.wait(3 if name == "kube-apiserver" else 10)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
@@ -187,6 +198,19 @@ class ControlPlane:
                 "pids": {n: p.pid for n, p in self.procs.items()}}
 
 
+def rss_bytes(pids: Iterable[int]) -> int:
+    """Resident memory of the given processes together."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except FileNotFoundError:
+            pass
+    return total
+
+
 def _get(url: str, token: str | None = None, ca: Path | None = None) -> bytes:
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     ctx = ssl.create_default_context(cafile=str(ca)) if ca else None
@@ -194,4 +218,4 @@ def _get(url: str, token: str | None = None, ca: Path | None = None) -> bytes:
         return bytes(resp.read())
 
 
-__all__ = ["NODE_NAME", "ControlPlane", "Identity", "free_port", "write_kubeconfig"]
+__all__ = ["NODE_NAME", "ControlPlane", "Identity", "free_port", "rss_bytes", "write_kubeconfig"]

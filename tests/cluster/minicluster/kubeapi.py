@@ -3,8 +3,11 @@ informers. The harness uses it instead of a generated client so raw objects stay
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -92,14 +95,28 @@ class KubeClient:
     def delete(self, path: str, body: Obj | None = None) -> Obj:
         return self.request("DELETE", path, body)
 
-    def watch(self, path: str, resource_version: str, timeout: int = 300) -> Iterator[tuple[str, Obj]]:
+    def watch(self, path: str, resource_version: str, timeout: int = 300,
+              opened: Callable[[Any], None] | None = None) -> Iterator[tuple[str, Obj]]:
+        """Watch events; `opened` receives the open response (so another thread can `close_watch` it)."""
         query = {"watch": "1", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
                  "timeoutSeconds": str(timeout)}
         with self._open("GET", path, query=query, timeout=timeout + 30) as resp:
+            if opened is not None:
+                opened(resp)
             for line in resp:
                 if line.strip():
                     event = json.loads(line)
                     yield event["type"], event["object"]
+
+
+def close_watch(resp: Any) -> None:
+    """End a watch from another thread: shut its socket down, so the blocked read returns and the
+    API server sees the connection go (a watch left open holds up its graceful shutdown)."""
+    raw = getattr(getattr(resp, "fp", None), "raw", None)
+    sock = getattr(raw, "_sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 class Informer:
@@ -113,10 +130,21 @@ class Informer:
         self.synced = threading.Event()
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._loop, name=f"informer{path}", daemon=True)
+        self._watch: Any = None
 
     def start(self) -> Informer:
         self.thread.start()
         return self
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self._watch is not None:
+            close_watch(self._watch)
+
+    def _opened(self, resp: Any) -> None:
+        self._watch = resp
+        if self.stopped.is_set():
+            close_watch(resp)
 
     def _loop(self) -> None:
         while not self.stopped.is_set():
@@ -133,7 +161,7 @@ class Informer:
                     self.on_event("ADDED", obj)
                 self.synced.set()
                 while not self.stopped.is_set():
-                    for etype, obj in self.client.watch(self.path, rv):
+                    for etype, obj in self.client.watch(self.path, rv, opened=self._opened):
                         if etype == "ERROR":
                             raise ApiError(int(obj.get("code", 500)), json.dumps(obj))
                         rv = obj["metadata"]["resourceVersion"]
@@ -145,7 +173,7 @@ class Informer:
                         else:
                             self.items[uid] = obj
                         self.on_event(etype, obj)
-            except (ApiError, OSError, ValueError):  # 410 Gone, a dropped connection...: relist
+            except (ApiError, OSError, ValueError, http.client.HTTPException):  # 410 Gone, a dropped connection
                 if not self.stopped.is_set():
                     time.sleep(0.5)
             except Exception:

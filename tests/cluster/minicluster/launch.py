@@ -36,24 +36,15 @@ class RunningCluster:
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def free_network() -> tuple[str, str]:
-    """A bridge name and pod CIDR no other embedded cluster on this machine uses."""
-    for k in range(1, 100):
-        bridge = f"kft{k}"
-        if subprocess.run(["ip", "link", "show", bridge], capture_output=True).returncode != 0:
-            return bridge, f"10.{100 + k}.0.0/16"
-    raise RuntimeError("no free bridge name for another embedded cluster")
-
-
-def start_cluster(gpus: int = 0, timeout: float = 3600) -> RunningCluster:
-    """`timeout` covers a cold build of the control plane."""
-    bridge, cidr = free_network()
+def start_cluster(gpus: int = 0, timeout: float = 3600, extra: tuple[str, ...] = ()) -> RunningCluster:
+    """`timeout` covers a cold build of the control plane. The cluster claims a free bridge and pod
+    range itself; `extra` passes more `minicluster up` flags (e.g. `--no-kube-proxy`)."""
     root = Path(tempfile.mkdtemp(prefix="kubeforge-cluster-"))
     env = {**os.environ, "PYTHONPATH": str(HERE)}
     with (root / "minicluster.log").open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "minicluster", "up", "--dir", str(root), "--bridge", bridge, "--cidr", cidr,
-             "--gpus", str(gpus)], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            [sys.executable, "-m", "minicluster", "up", "--dir", str(root), "--gpus", str(gpus), *extra],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     ready = root / "ready.json"
     deadline = time.monotonic() + timeout
     while not ready.exists():

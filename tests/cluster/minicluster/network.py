@@ -1,6 +1,8 @@
 """Pod networking: a Linux bridge on the host and one network namespace per pod, joined to the
 bridge by a veth pair, so every pod has its own IP and pods can listen on the same port.
-Traffic never leaves the machine: the bridge has no uplink."""
+Traffic never leaves the machine: the bridge has no uplink. Hairpin is on for every pod port (a
+pod reaches itself through its own Service). Clusters side by side each claim a bridge of their
+own (`claim`) and remove only the bridge and namespaces they created."""
 
 from __future__ import annotations
 
@@ -33,28 +35,44 @@ class Sandbox:
 class PodNetwork:
     """Allocates pod IPs from `cidr` and creates/destroys network namespaces on `bridge`."""
 
-    def __init__(self, bridge: str = "kf0", cidr: str = "10.244.0.0/16") -> None:
+    def __init__(self, bridge: str, cidr: str) -> None:
         self.bridge = bridge
         self.net = ipaddress.ip_network(cidr)
         self.gateway = str(next(self.net.hosts()))
         self._used: set[str] = {self.gateway}
         self._lock = threading.Lock()
         self._seq = 0
+        self._netns: set[str] = set()
+        self._owns_bridge = False
+
+    @classmethod
+    def claim(cls) -> PodNetwork:
+        """The first bridge `kft<k>` (pod range 10.<100+k>.0.0/16) that nobody has, created atomically:
+        two clusters starting at once never share one."""
+        for k in range(1, 100):
+            net = cls(f"kft{k}", f"10.{100 + k}.0.0/16")
+            if _ip_ok("link", "add", net.bridge, "type", "bridge"):
+                net._owns_bridge = True
+                return net
+        raise RuntimeError("no free bridge name for another embedded cluster")
 
     def up(self) -> None:
-        self.down()
-        _ip("link", "add", self.bridge, "type", "bridge")
+        """Create (unless `claim` did) and address the bridge."""
+        if not self._owns_bridge:
+            _ip("link", "add", self.bridge, "type", "bridge")
+            self._owns_bridge = True
         _ip("addr", "add", f"{self.gateway}/{self.net.prefixlen}", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
 
     def down(self) -> None:
-        if _ip_ok("link", "show", self.bridge):
-            _ip("link", "del", self.bridge)
-        out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            name = line.split()[0] if line.split() else ""
-            if name.startswith(f"{self.bridge}-"):
-                _ip("netns", "del", name)
+        """Remove the namespaces and the bridge this network created, nothing else."""
+        with self._lock:
+            names, self._netns = set(self._netns), set()
+        for name in names:
+            _ip_ok("netns", "del", name)
+        if self._owns_bridge:
+            _ip_ok("link", "del", self.bridge)
+            self._owns_bridge = False
 
     def _allocate(self) -> tuple[str, int]:
         with self._lock:
@@ -70,8 +88,11 @@ class PodNetwork:
         netns = f"{self.bridge}-{seq}"
         veth = f"{self.bridge}v{seq}"
         _ip("netns", "add", netns)
+        with self._lock:
+            self._netns.add(netns)
         _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
         _ip("link", "set", veth, "master", self.bridge, "up")
+        _ip("link", "set", veth, "type", "bridge_slave", "hairpin", "on")
         _ip("-n", netns, "addr", "add", f"{ip}/{self.net.prefixlen}", "dev", "eth0")
         _ip("-n", netns, "link", "set", "eth0", "up")
         _ip("-n", netns, "link", "set", "lo", "up")
@@ -82,3 +103,4 @@ class PodNetwork:
         _ip_ok("netns", "del", sandbox.netns)
         with self._lock:
             self._used.discard(sandbox.ip)
+            self._netns.discard(sandbox.netns)

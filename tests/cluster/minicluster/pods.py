@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import http.client
+import logging
+import os
 import re
 import shutil
 import socket
@@ -17,9 +19,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .containers import STAGE_ROOT, Mount, PodFiles, Process, entrypoint, exec_in, image_pull_error, now, parse_quantity
+from .containers import (
+    STAGE_ROOT,
+    CgroupParents,
+    Mount,
+    PodFiles,
+    Process,
+    entrypoint,
+    exec_in,
+    image_pull_error,
+    now,
+    parse_quantity,
+)
+from .resourcemetrics import ContainerSample
 
 Obj = dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 class Api(Protocol):
@@ -133,7 +148,7 @@ class PodWorker:
     """Runs one pod (identified by uid) until it is deleted."""
 
     def __init__(self, pod: Obj, api: Api, network: SandboxProvider, root: Path, nameserver: str,
-                 base_env: dict[str, str], cgroup_parent: Path | None, backoff: tuple[float, float],
+                 base_env: dict[str, str], cgroups: CgroupParents, backoff: tuple[float, float],
                  on_exit: Callable[[str], None]) -> None:
         self.pod = pod
         self.api = api
@@ -143,7 +158,7 @@ class PodWorker:
         self.root = root / f"{self.meta['namespace']}_{self.meta['name']}_{self.uid}"
         self.nameserver = nameserver
         self.base_env = base_env
-        self.cgroup_parent = cgroup_parent
+        self.cgroups = cgroups
         self.backoff = backoff
         self.on_exit = on_exit
         self.wake = threading.Event()
@@ -174,20 +189,56 @@ class PodWorker:
                 return path if path.exists() else None
         return None
 
+    def resource_samples(self) -> list[ContainerSample]:
+        """CPU and memory of the running main containers (the kubelet's resource metrics)."""
+        out = []
+        for c in self.main:
+            proc = c.proc
+            if proc is None or proc.poll() is not None:
+                continue
+            out.append(ContainerSample(c.name, self.meta["name"], self.meta["namespace"], proc.cpu_seconds(),
+                                       proc.working_set_bytes(), proc.started))
+        return out
+
     # ----- the pod's life -----
     def _run(self) -> None:
         try:
-            self._live()
-        except Exception as e:  # never let one pod take the node down
-            self._write(reason_msg=("NodeAgentError", f"{type(e).__name__}: {e}"))
+            attempt = 0
+            while not self.deleting.is_set():
+                try:
+                    self._live()
+                    return
+                except Exception as e:  # never let one pod take the node down: retry, as the kubelet does
+                    log.exception("pod %s/%s: could not create its containers", self.meta["namespace"],
+                                  self.meta["name"])
+                    attempt += 1
+                    self._could_not_create(f"{type(e).__name__}: {e}")
+                    self.deleting.wait(min(self.backoff[0] * 2 ** (attempt - 1), self.backoff[1]))
         finally:
-            self._terminate()
-            if self.sandbox is not None:
-                self.network.destroy(self.sandbox)
-            self._cleanup_volumes()
+            self._teardown()
             if self.deleting.is_set():
                 self.api.finish_delete(self.meta["namespace"], self.meta["name"], self.uid)
             self.on_exit(self.uid)
+
+    def _teardown(self) -> None:
+        self._terminate()
+        if self.sandbox is not None:
+            self.network.destroy(self.sandbox)
+            self.sandbox = None
+        self._cleanup_volumes()
+
+    def _could_not_create(self, message: str) -> None:
+        """The agent failed to set the pod up: its containers wait with `CreateContainerError` (no exit
+        code, so nobody reads it as the program failing) and the pod starts over after a back-off."""
+        self._teardown()
+        for c in self.init + self.main:
+            c.proc, c.done, c.ready = None, False, False
+            c.state = {"waiting": {"reason": "CreateContainerError", "message": message[-1024:]}}
+        self.phase = "Pending"
+        try:
+            self._write()
+        except Exception:
+            log.exception("pod %s/%s: status write failed", self.meta["namespace"], self.meta["name"])
 
     def _live(self) -> None:
         spec = self.pod["spec"]
@@ -206,7 +257,7 @@ class PodWorker:
         sub = spec.get("subdomain")
         fqdn = f"{hostname}.{sub}.{self.meta['namespace']}.svc.cluster.local" if sub else None
         self.files = PodFiles(self.root, hostname[:63], fqdn, self.sandbox.ip, self.sandbox.netns_path,
-                              self.nameserver, self.meta["namespace"], self.cgroup_parent)
+                              self.nameserver, self.meta["namespace"], self.cgroups)
         self.files.prepare()
         while True:  # as the kubelet does, retry mounts until their sources exist (claims bind, maps appear)
             try:
@@ -240,7 +291,12 @@ class PodWorker:
         self._start(c, volumes)
         self._write()
         while not self.deleting.is_set():
-            assert c.proc is not None
+            if c.proc is None:  # could not be created (a missing key...): retry after the back-off
+                if self.deleting.wait(max(c.next_start - time.monotonic(), 0)):
+                    return None
+                self._start(c, volumes)
+                self._write()
+                continue
             if c.proc.poll() is not None:
                 self._record_exit(c)
                 self._write()
@@ -321,13 +377,18 @@ class PodWorker:
             c.state = {"waiting": {"reason": e.reason, "message": e.message}}
             c.next_start = time.monotonic() + self.backoff[1]
             return
-        except ValueError as e:
+        except (ValueError, OSError) as e:
             c.state = {"waiting": {"reason": "CreateContainerError", "message": str(e)}}
             c.next_start = time.monotonic() + self.backoff[1]
             return
         limit = (c.spec.get("resources") or {}).get("limits", {}).get("memory")
-        c.proc = self.files.start(c.name, argv, env, c.spec.get("workingDir"), mounts,
-                                  parse_quantity(limit) if limit else None, c.runs)
+        try:
+            c.proc = self.files.start(c.name, argv, env, c.spec.get("workingDir"), mounts,
+                                      parse_quantity(limit) if limit else None, c.runs)
+        except OSError as e:
+            c.state = {"waiting": {"reason": "CreateContainerError", "message": f"{type(e).__name__}: {e}"}}
+            c.next_start = time.monotonic() + self.backoff[0]
+            return
         c.runs += 1
         c.state = {"running": {"startedAt": c.proc.started_at}}
         t = time.monotonic()
@@ -452,11 +513,11 @@ class PodWorker:
                 if not host:
                     raise SpecError("FailedMount", f'persistentvolume "{pv_name}" has no host path')
                 local = Path(host)
-                local.mkdir(parents=True, exist_ok=True)
+                os.makedirs(local, exist_ok=True)
             elif "hostPath" in v:
                 local = Path(v["hostPath"]["path"])
                 if v["hostPath"].get("type") in ("DirectoryOrCreate", None, "") and not local.exists():
-                    local.mkdir(parents=True, exist_ok=True)
+                    os.makedirs(local, exist_ok=True)
             else:
                 raise SpecError("CreateContainerConfigError", f"volume {name!r}: unsupported volume type")
             out[name] = local
@@ -518,8 +579,8 @@ class PodWorker:
         src = volumes[m["name"]]
         if m.get("subPath"):
             src = src / m["subPath"]
-            if not src.exists():
-                src.mkdir(parents=True)
+            if not src.exists():  # race-safe: pods sharing a claim create the same subPath at once
+                os.makedirs(src, exist_ok=True)
         return Mount(src, m["mountPath"], bool(m.get("readOnly")))
 
     def _field(self, path: str) -> str:

@@ -1,8 +1,9 @@
 // Command minicp is a multi-call binary holding a whole Kubernetes control plane:
-// etcd, kube-apiserver, kube-controller-manager and kube-scheduler, each taken
-// unchanged from its upstream module and configured only through its flags.
+// etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kube-proxy, each
+// taken unchanged from its upstream module and configured only through its flags.
 // Each component runs in a process of its own ("minicp kube-apiserver --flags");
-// "minicp pki DIR" writes the certificates and keys the components share.
+// "minicp pki DIR [IP...]" writes the certificates and keys the components share; the
+// API server's certificate is also valid for each IP given (the address pods reach it on).
 // The Python launcher in tests/cluster starts the processes and wires them up.
 package main
 
@@ -29,12 +30,13 @@ import (
 	_ "k8s.io/component-base/metrics/prometheus/version"  // version metric, as upstream's mains do
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	kcm "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	proxy "k8s.io/kubernetes/cmd/kube-proxy/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
 )
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: minicp etcd|kube-apiserver|kube-controller-manager|kube-scheduler|pki DIR [flags]")
+		fmt.Fprintln(os.Stderr, "usage: minicp etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kube-proxy|pki DIR [flags]")
 		os.Exit(2)
 	}
 	name, args := os.Args[1], os.Args[2:]
@@ -47,12 +49,14 @@ func main() {
 		os.Exit(run(kcm.NewControllerManagerCommand(), args))
 	case "kube-scheduler":
 		os.Exit(run(scheduler.NewSchedulerCommand(), args))
+	case "kube-proxy":
+		os.Exit(run(proxy.NewProxyCommand(), args))
 	case "pki":
-		if len(args) != 1 {
-			fmt.Fprintln(os.Stderr, "usage: minicp pki DIR")
+		if len(args) < 1 {
+			fmt.Fprintln(os.Stderr, "usage: minicp pki DIR [IP...]")
 			os.Exit(2)
 		}
-		if err := writePKI(args[0]); err != nil {
+		if err := writePKI(args[0], args[1:]); err != nil {
 			fmt.Fprintln(os.Stderr, "pki:", err)
 			os.Exit(1)
 		}
@@ -67,72 +71,116 @@ func run(cmd *cobra.Command, args []string) int {
 	return cli.Run(cmd)
 }
 
-// writePKI writes ca.crt/ca.key, apiserver.crt/apiserver.key (signed by the CA,
-// valid for loopback and the in-cluster names) and sa.key (service-account signing).
-func writePKI(dir string) error {
+// writePKI writes ca.crt/ca.key, apiserver.crt/apiserver.key (signed by the CA, valid for
+// loopback, the in-cluster names, the `kubernetes` Service's ClusterIP and extraIPs), sa.key
+// (service-account signing) and, for the aggregation layer, front-proxy-ca.crt/.key with a
+// client certificate front-proxy-client.crt/.key the API server presents to aggregated APIs.
+func writePKI(dir string, extraIPs []string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ips := []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.96.0.1")}
+	for _, s := range extraIPs {
+		ip := net.ParseIP(s)
+		if ip == nil {
+			return fmt.Errorf("not an IP address: %q", s)
+		}
+		ips = append(ips, ip)
+	}
+	files := map[string][]byte{}
+	ca, caKey, err := newCA("minicp-ca", files, "ca")
 	if err != nil {
 		return err
 	}
-	now := time.Now().Add(-time.Hour)
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "minicp-ca"},
-		NotBefore:             now,
-		NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return err
-	}
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return err
-	}
-	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	srvTmpl := &x509.Certificate{
+	server := &x509.Certificate{
 		SerialNumber: big.NewInt(2),
 		Subject:      pkix.Name{CommonName: "kube-apiserver"},
-		NotBefore:    now,
-		NotAfter:     now.Add(10 * 365 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
 			"kubernetes.default.svc.cluster.local"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.96.0.1")},
+		IPAddresses: ips,
 	}
-	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
+	if err := issue(server, ca, caKey, files, "apiserver"); err != nil {
+		return err
+	}
+	proxyCA, proxyKey, err := newCA("minicp-front-proxy-ca", files, "front-proxy-ca")
 	if err != nil {
+		return err
+	}
+	client := &x509.Certificate{
+		SerialNumber: big.NewInt(3),
+		Subject:      pkix.Name{CommonName: "front-proxy-client"},
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if err := issue(client, proxyCA, proxyKey, files, "front-proxy-client"); err != nil {
 		return err
 	}
 	saKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return err
 	}
-	files := map[string][]byte{
-		"ca.crt":        pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		"apiserver.crt": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}),
-	}
-	for name, key := range map[string]*ecdsa.PrivateKey{"ca.key": caKey, "apiserver.key": srvKey, "sa.key": saKey} {
-		der, err := x509.MarshalECPrivateKey(key)
-		if err != nil {
-			return err
-		}
-		files[name] = pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
+	if err := addKey(files, "sa.key", saKey); err != nil {
+		return err
 	}
 	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+// newCA makes a self-signed CA and stores it as <stem>.crt and <stem>.key in files.
+func newCA(cn string, files map[string][]byte, stem string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	start := time.Now().Add(-time.Hour)
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: cn},
+		NotBefore:             start,
+		NotAfter:              start.Add(10 * 365 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, err
+	}
+	files[stem+".crt"] = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	return cert, key, addKey(files, stem+".key", key)
+}
+
+// issue signs tmpl (given a fresh key and a validity period) with the CA and stores it as
+// <stem>.crt and <stem>.key in files.
+func issue(tmpl, ca *x509.Certificate, caKey *ecdsa.PrivateKey, files map[string][]byte, stem string) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	tmpl.NotBefore = ca.NotBefore
+	tmpl.NotAfter = ca.NotAfter
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return err
+	}
+	files[stem+".crt"] = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	return addKey(files, stem+".key", key)
+}
+
+func addKey(files map[string][]byte, name string, key *ecdsa.PrivateKey) error {
+	der, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	files[name] = pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
 	return nil
 }
