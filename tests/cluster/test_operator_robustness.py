@@ -39,7 +39,7 @@ class PodRecorder:
     def _run(self, rv: str) -> None:
         while not self.stop.is_set():
             for etype, obj in self.cluster.client.watch(self.path, rv, timeout=30):
-                if etype not in ("ADDED", "MODIFIED", "DELETED"):  # a watch error (e.g. 410 Gone): list again
+                if etype == "ERROR":  # e.g. 410 Gone: list again
                     rv = self.cluster.client.get(self.path)["metadata"]["resourceVersion"]
                     break
                 rv = obj["metadata"]["resourceVersion"]
