@@ -5,6 +5,8 @@ revision that cannot load its model, and takes everything it created with it whe
 from __future__ import annotations
 
 import json
+import threading
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -104,3 +106,98 @@ def test_bad_servingjobs_are_rejected_at_admission_naming_the_field(cluster: Clu
         out = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump({**base, "spec": spec}),
                               check=False)
         assert out.returncode != 0 and needle in out.stderr, (spec, out.stderr)
+
+
+def write_model(directory: Path, seed: int) -> torch.nn.Module:
+    """A digits-shaped MLP artifact, written with the trainer's own builder and artifact writer."""
+    from kubeforge_trainer import artifacts
+    from kubeforge_trainer.models import build
+
+    arch = {"model": "mlp", "inputDim": 64, "hidden": 32, "layers": 2, "numClasses": 10}
+    torch.manual_seed(seed)
+    model = build(arch).eval()
+    artifacts.write(directory, model.state_dict(), {"architecture": arch, "metrics": {}})
+    return model
+
+
+class Load:
+    """Steady requests through the Service while something changes; counts every failure."""
+
+    def __init__(self, url: str, rows: list[list[float]], rate: float = 60.0) -> None:
+        self.url, self.rows, self.period = url, rows, 1.0 / rate
+        self.ok, self.failed, self.answers = 0, [], []  # type: ignore[var-annotated]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.answers.append(infer_url(self.url, self.rows))
+                self.ok += 1
+            except OSError as e:
+                self.failed.append(repr(e))
+            time.sleep(self.period)
+
+    def __enter__(self) -> Load:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+
+def infer_url(url: str, rows: list[list[float]]) -> list[float]:
+    body = {"inputs": [{"name": "input", "shape": [len(rows), len(rows[0])], "datatype": "FP32",
+                        "data": [v for row in rows for v in row]}]}
+    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return list(json.loads(r.read())["outputs"][0]["data"])
+
+
+def serving_models(service_routing: Cluster, ns: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+    cluster = service_routing
+    cluster.apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "models"},
+                   "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}}, ns)
+    wait_for(lambda: cluster.client.get(f"/api/v1/namespaces/{ns}/persistentvolumeclaims/models")
+             .get("spec", {}).get("volumeName"), 60, what="the claim to bind")
+    root = claim_dir(cluster, ns, "models")
+    return write_model(root / "a", 1), write_model(root / "b", 2)
+
+
+def close(a: list[float], b: torch.Tensor) -> bool:
+    return bool(torch.allclose(torch.tensor(a), b.flatten(), atol=1e-4))
+
+
+def test_rollout_and_pod_deletion_under_load_lose_nothing_and_the_canary_gets_its_share(
+        service_routing: Cluster, operator: OperatorProcess, namespace: str) -> None:
+    cluster = service_routing
+    model_a, model_b = serving_models(cluster, namespace)
+    rows = digits().x_eval[:2]
+    out_a, out_b = model_a(rows).detach(), model_b(rows).detach()
+    cluster.apply({"apiVersion": "kubeforge.dev/v1alpha1", "kind": "ServingJob", "metadata": {"name": "web"},
+                   "spec": {"model": {"uri": "pvc://models/a"}, "replicas": 2}}, namespace)
+    cluster.kubectl("wait", "-n", namespace, "--for=condition=Ready", "sj/web", "--timeout=180s")
+    ip = cluster.client.get(f"/api/v1/namespaces/{namespace}/services/web")["spec"]["clusterIP"]
+    url = f"http://{ip}:80/v2/models/web/infer"
+    assert close(infer_url(url, rows.tolist()), out_a)
+
+    with Load(url, rows.tolist()) as load:  # a rolling update to model b
+        cluster.kubectl("patch", "-n", namespace, "sj/web", "--type=merge", "-p",
+                        json.dumps({"spec": {"model": {"uri": "pvc://models/b"}}}))
+        wait_for(lambda: all(close(infer_url(url, rows.tolist()), out_b) for _ in range(10)), 180,
+                 what="every server to serve model b")
+        pod = next(p for p in cluster.client.get(
+            f"/api/v1/namespaces/{namespace}/pods?labelSelector=kubeforge.dev%2Fserving-name%3Dweb")["items"]
+            if p["status"].get("phase") == "Running")
+        cluster.kubectl("delete", "-n", namespace, "pod", pod["metadata"]["name"], "--wait=false")
+        time.sleep(8)  # the deleted server drains while the Deployment replaces it
+    assert not load.failed and load.ok > 100, (load.ok, load.failed[:3])
+
+    cluster.kubectl("patch", "-n", namespace, "sj/web", "--type=merge", "-p", json.dumps(
+        {"spec": {"canary": {"model": {"uri": "pvc://models/a"}, "trafficPercent": 50}}}))
+    wait_for(lambda: (get(cluster, namespace, "servingjobs", "web")["status"].get("canary") or {})
+             .get("readyReplicas") == 1, 180, what="the canary to be ready")
+    answers = [infer_url(url, rows.tolist()) for _ in range(120)]
+    share = sum(close(a, out_a) for a in answers) / len(answers)
+    assert 0.3 <= share <= 0.7, share  # one replica per track: about half of the requests
