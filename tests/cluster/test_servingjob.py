@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 import yaml
-from conftest import REPO, Cluster, absent, condition, wait_for
+from conftest import REPO, Cluster, absent, condition, wait_condition, wait_for
 from kubeforge_trainer.artifacts import load_model
 from kubeforge_trainer.data import digits
 from minicluster.operator_process import OperatorProcess
@@ -56,7 +56,7 @@ def test_serving_waits_for_training_then_serves_its_artifact(cluster: Cluster, o
     waiting = wait_for(lambda: condition(get(cluster, namespace, "servingjobs", sj_name), "Ready"), 60,
                        what="the ServingJob's first status")
     assert (waiting["status"], waiting["reason"]) == ("False", "ModelNotReady")
-    cluster.kubectl("wait", "-n", namespace, "--for=condition=Succeeded", f"tj/{tj_name}", "--timeout=300s")
+    wait_condition(cluster, namespace, tj_name, "Succeeded", 600)  # says why when the job ends otherwise
     cluster.kubectl("wait", "-n", namespace, "--for=condition=Ready", f"sj/{sj_name}", "--timeout=180s")
     tj, sj = get(cluster, namespace, "trainingjobs", tj_name), get(cluster, namespace, "servingjobs", sj_name)
     st = sj["status"]
