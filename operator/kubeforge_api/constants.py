@@ -54,6 +54,7 @@ class Env(StrEnum):
     STORAGE_DIR = "KUBEFORGE_STORAGE_DIR"
     PROGRESS_PORT = "KUBEFORGE_PROGRESS_PORT"
     DIST_BACKEND = "KUBEFORGE_DIST_BACKEND"
+    CPU_LIMIT_MILLICORES = "KUBEFORGE_CPU_LIMIT_MILLICORES"  # downward API limits.cpu, divisor 1m
 
 
 # Names a user may not set in spec.env (the CRD rejects them too).

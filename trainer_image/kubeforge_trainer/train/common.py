@@ -27,6 +27,7 @@ from ..context import ConfigError, JobContext
 from ..data import Data
 from ..models import loss_fn
 from ..progress import ProgressReporter
+from .cpus import threads_per_rank
 
 TERMINATION_LOG = Path("/dev/termination-log")
 
@@ -61,10 +62,12 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def threads_for(world: World) -> None:
-    """Split the machine's cores between the local ranks (torchrun defaults to 1 thread each)."""
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+def threads_for() -> int:
+    """Split the CPUs this container may use (cgroup quota, affinity, the operator's limit; not the
+    node's cores) between the local ranks (torchrun would default to 1 thread each); returns the count."""
+    threads = threads_per_rank()
+    torch.set_num_threads(threads)
+    return int(torch.get_num_threads())
 
 
 def global_batch(recipe: Recipe, data: Data, step: int, steps_per_epoch: int) -> torch.Tensor:

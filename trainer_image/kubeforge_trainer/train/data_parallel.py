@@ -37,7 +37,9 @@ from .common import (
 )
 
 
-def _wrap(model: nn.Sequential, strategy: Strategy, world: World, bucket_mb: int, device: torch.device) -> nn.Module:
+def wrap_model(model: nn.Sequential, strategy: Strategy, world: World, bucket_mb: int,
+               device: torch.device) -> nn.Module:
+    """The model as this strategy trains it: itself alone, DDP, or FSDP2 (each layer, then the root)."""
     model = model.to(device)
     if world.size == 1:
         return model
@@ -86,7 +88,7 @@ def train(ctx: JobContext, world: World, reporter: ProgressReporter | None) -> d
     device = torch.device(f"cuda:{world.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    model = _wrap(build(arch), strategy, world, recipe.bucket_cap_mb, device)
+    model = wrap_model(build(arch), strategy, world, recipe.bucket_cap_mb, device)
     opt = make_optimizer(recipe, model.parameters())
     steps_per_epoch, total = steps_plan(recipe, data, world.size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(recipe, total))
