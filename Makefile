@@ -35,10 +35,12 @@ test: lint minicp
 test-unit: venv
 	$(PY) -m pytest -q -ra tests/unit
 
-bench: venv minicp  ## side-by-side benchmarks -> bench/results/*.json -> docs/benchmarks.md
-	$(PY) bench/operator/bench_operator.py
-	$(PY) bench/train/bench_train.py
-	$(PY) bench/report.py
+bench: venv minicp  ## side-by-side benchmarks -> bench/results/*.json -> docs/benchmarks.md (every part, even after a failure)
+	@status=0; \
+	$(PY) bench/operator/bench_operator.py || status=1; \
+	$(PY) bench/train/bench_train.py || status=1; \
+	$(PY) bench/report.py || status=1; \
+	exit $$status
 
 cluster-up: venv minicp  ## start the embedded cluster in the background; prints the admin kubeconfig path last
 	@tests/cluster/cluster-up.sh "$(CLUSTER_DIR)" "$(PY)"

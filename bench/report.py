@@ -24,13 +24,20 @@ def _met(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
-def main() -> None:
-    date = datetime.fromtimestamp(max((p.stat().st_mtime for p in RESULTS.glob("*.json")), default=0), UTC)
-    lines = ["# Benchmarks", "",
-             "Every number is a ratio measured side by side in one run (interleaved A B A B) on the same machine;",
-             "absolute times on these 2-core machines are context only. Regenerate with `make bench`.", ""]
-    op = _load("operator")
-    if op:
+TRAINER_ROWS = [
+    ("trainer vs hand-written loop, ~1 ms steps (MLP, batch 64)", "trainer_vs_loop_1ms", 0.97),
+    ("trainer vs hand-written loop, ≥ 10 ms steps (MLP 1024x3, batch 512)", "trainer_vs_loop_10ms", 0.97),
+    ("our DDP vs hand-written DDP, same torchrun (2 ranks, gloo)", "ddp_vs_handwritten_ddp", 0.97),
+    ("our FSDP vs our DDP, model that fits DDP (2 ranks, gloo)", "fsdp_vs_ddp", 0.85),
+]
+
+
+def _operator_section(op: dict[str, Any] | None, date: datetime) -> list[str]:
+    """The operator table, or one line saying why it is missing (a failed or partial run loses only itself)."""
+    if op is None:
+        return ["## Operator (embedded control plane)", "", "Not measured yet: run `make bench`.", ""]
+    try:
+        lines: list[str] = []
         j = op["jobs_per_s"]
         s, u = op["create_to_pods_ms_single"], op["create_to_pods_ms_under_load"]
         w = op["writes_per_lifecycle"]
@@ -57,23 +64,48 @@ def main() -> None:
             f"0 | {_met(resync == 0)} |",
             f"| operator RSS with {rss['jobs']} jobs | - | {rss['rss_mb']:.0f} MB | <= 200 MB | "
             f"{_met(rss['rss_mb'] <= 200)} |", ""]
-    tr = _load("train")
-    if tr:
-        mfu = tr["cpu_mfu_vs_matmul_ceiling"]
-        rows = [("trainer vs hand-written loop, ~1 ms steps (MLP, batch 64)", "trainer_vs_loop_1ms", 0.90),
-                ("trainer vs hand-written loop, ≥ 10 ms steps (MLP 1024x3, batch 512)", "trainer_vs_loop_10ms", 0.97),
-                ("our DDP vs hand-written DDP, same torchrun (2 ranks, gloo)", "ddp_vs_handwritten_ddp", 0.97),
-                ("our FSDP vs our DDP, model that fits DDP (2 ranks, gloo)", "fsdp_vs_ddp", 0.85)]
-        lines += ["## Trainer (CPU)", "", f"Machine: {tr['machine']}; date {date:%Y-%m-%d}.", "",
-                  "| what | ratio (median, spread) | losses equal to 1e-5 | goal | verdict |",
-                  "| --- | --- | --- | --- | --- |"]
-        for what, key, goal in rows:
-            r = tr[key]
-            eq = {True: "yes", False: "**no**"}.get(r.get("losses_equal_1e-5"), "—")
-            lines.append(f"| {what} | {_ratio(r)} | {eq} | ≥ {goal} | {_met(r['ratio_median'] >= goal)} |")
-        lines += [f"| CPU MFU: trainer FLOP/s (6 x params x samples/s) over an fp32 1024² matmul ceiling measured in "
-                  f"the same run | {mfu['median']:.2f} ({mfu['min']:.2f}-{mfu['max']:.2f}) | — | ≥ 0.60 | "
-                  f"{_met(mfu['median'] >= 0.6)} |", ""]
+        return lines
+    except (KeyError, TypeError, ZeroDivisionError) as e:
+        return ["## Operator (embedded control plane)", "", f"Results incomplete ({e!r}); rerun `make bench`.", ""]
+
+
+def _trainer_row(what: str, r: dict[str, Any] | None, goal: float) -> str:
+    if r is None or "ratio_median" not in r:
+        why = r["error"].splitlines()[0][:160].replace("|", "/") if r and "error" in r else "no result"
+        return f"| {what} | not measured ({why}) | — | ≥ {goal} | **not measured** |"
+    eq = {True: "yes", False: "**no**"}.get(bool(r["losses_equal_1e-5"]), "—") if "losses_equal_1e-5" in r else "—"
+    return f"| {what} | {_ratio(r)} | {eq} | ≥ {goal} | {_met(r['ratio_median'] >= goal)} |"
+
+
+def _trainer_section(tr: dict[str, Any] | None) -> list[str]:
+    """The trainer table; a part that failed or never ran shows as not measured, the rest still show."""
+    if tr is None:
+        return ["## Trainer (CPU)", "", "Not measured yet: run `make bench` (bench/train/bench_train.py).", ""]
+    dates = sorted({str(v["date"]) for v in tr.values() if isinstance(v, dict) and "date" in v})
+    when = ", ".join(dates) or "before per-part dates"
+    lines = ["## Trainer (CPU)", "", f"Machine: {tr.get('machine', 'unknown')}; measured {when}.",
+             "", "| what | ratio (median, spread) | losses equal to 1e-5 | goal | verdict |",
+             "| --- | --- | --- | --- | --- |"]
+    lines += [_trainer_row(what, tr.get(key), goal) for what, key, goal in TRAINER_ROWS]
+    mfu = tr.get("cpu_mfu_vs_matmul_ceiling")
+    what = ("CPU MFU: trainer FLOP/s (6 x params x samples/s) over an fp32 1024² matmul ceiling measured in the "
+            "same run")
+    if mfu and "median" in mfu:
+        lines.append(f"| {what} | {mfu['median']:.2f} ({mfu['min']:.2f}-{mfu['max']:.2f}) | — | ≥ 0.60 | "
+                     f"{_met(mfu['median'] >= 0.6)} |")
+    else:
+        lines.append(f"| {what} | not measured | — | ≥ 0.60 | **not measured** |")
+    notes = REPO / "bench" / "train" / "NOTES.md"
+    return [*lines, "", *([notes.read_text().strip(), ""] if notes.exists() else [])]
+
+
+def main() -> None:
+    date = datetime.fromtimestamp(max((p.stat().st_mtime for p in RESULTS.glob("*.json")), default=0), UTC)
+    lines = ["# Benchmarks", "",
+             "Every number is a ratio measured side by side in one run (interleaved A B A B) on the same machine;",
+             "absolute times on these 2-core machines are context only. Regenerate with `make bench`.", ""]
+    lines += _operator_section(_load("operator"), date)
+    lines += _trainer_section(_load("train"))
     gpu = _load("gpu")
     lines += ["## GPU", ""]
     if gpu:

@@ -7,7 +7,8 @@
 4. CPU MFU: the trainer's achieved FLOP/s over an fp32 matmul ceiling measured in the same run.
 
 Throughput is steps/s between the first and the second-to-last logged step (the last includes
-the final evaluation). Writes bench/results/train.json."""
+the final evaluation). Each part is merged into bench/results/train.json as soon as it finishes
+(a failed part is recorded as an error and the others still run); `--only` re-runs some parts."""
 
 from __future__ import annotations
 
@@ -19,10 +20,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
+from kubeforge_trainer.train.cpus import threads_per_rank
 
 REPO = Path(__file__).resolve().parents[2]
 TORCHRUN = str(Path(sys.executable).parent / "torchrun")
@@ -72,7 +76,7 @@ def matmul_ceiling(n: int = 1024, reps: int = 20) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t)
 
 
-def side_by_side(name: str, a: Any, b: Any, rounds: int) -> Obj:
+def side_by_side(name: str, a: Any, b: Any, rounds: int, compare_losses: bool = True) -> Obj:
     ratios, losses_equal = [], True
     for _ in range(rounds):
         ra, la = a()
@@ -81,41 +85,71 @@ def side_by_side(name: str, a: Any, b: Any, rounds: int) -> Obj:
         n = min(len(la), len(lb))
         losses_equal &= max(abs(x - y) for x, y in zip(la[:n], lb[:n], strict=True)) <= 1e-5
         print(f"{name}: {ra:.1f} vs {rb:.1f} steps/s -> {ra / rb:.3f}", flush=True)
-    return {"ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
-            "rounds": rounds, "losses_equal_1e-5": losses_equal}
+    result: Obj = {"ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+                   "rounds": rounds, "ratios": ratios}
+    if compare_losses:
+        result["losses_equal_1e-5"] = losses_equal
+    return result
+
+
+def save_part(out: Path, key: str, value: Obj) -> None:
+    """Merge one finished part into the results file at once (atomically), so a later part that
+    fails never loses it; a failed part is recorded as {"error": ...}."""
+    results: Obj = json.loads(out.read_text()) if out.exists() else {}
+    results["machine"] = f"{os.cpu_count()}-core CPU, torch {torch.__version__}"
+    results[key] = {**value, "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=2))
+    tmp.replace(out)
+
+
+def mfu(large: Obj, rounds: int) -> Obj:
+    """CPU MFU: forward+backward FLOPs of the large MLP (6 x params per sample) at our measured rate."""
+    params = 32 * 1024 + 1024 * 1024 * 2 + 1024 * 4 + 3 * 1024 + 4
+    mfus = []
+    for _ in range(rounds):
+        ceiling = matmul_ceiling()
+        rate, _ = ours(large, 1)
+        mfus.append(rate * 512 * 6 * params / ceiling)
+    return {"median": statistics.median(mfus), "min": min(mfus), "max": max(mfus)}
+
+
+def parts(rounds: int) -> dict[str, Callable[[], Obj]]:
+    small = job("ddp", 1, 800, batchSize=64, modelConfig={"hidden": 64, "samples": 65536})
+    large = job("ddp", 1, 80, batchSize=512, modelConfig={"hidden": 1024, "layers": 3, "samples": 65536})
+    ddp = job("ddp", 2, 60, batchSize=512, modelConfig={"hidden": 1024, "layers": 3, "samples": 65536})
+    fsdp = {**ddp, "strategy": "fsdp"}
+    return {
+        "trainer_vs_loop_1ms": lambda: side_by_side("1ms", lambda: ours(small, 1), lambda: baseline(small, 1), rounds),
+        "trainer_vs_loop_10ms": lambda: side_by_side("10ms", lambda: ours(large, 1), lambda: baseline(large, 1),
+                                                     rounds),
+        "ddp_vs_handwritten_ddp": lambda: side_by_side("ddp", lambda: ours(ddp, 2), lambda: baseline(ddp, 2), rounds),
+        "fsdp_vs_ddp": lambda: side_by_side("fsdp", lambda: ours(fsdp, 2), lambda: ours(ddp, 2), rounds,
+                                            compare_losses=False),
+        "cpu_mfu_vs_matmul_ceiling": lambda: mfu(large, rounds),
+    }
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--only", nargs="*", help="run only these parts (keys of the results file)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "train.json"))
     args = ap.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
-    small = job("ddp", 1, 800, batchSize=64, modelConfig={"hidden": 64, "samples": 65536})
-    large = job("ddp", 1, 80, batchSize=512, modelConfig={"hidden": 1024, "layers": 3, "samples": 65536})
-    ddp = job("ddp", 2, 60, batchSize=512, modelConfig={"hidden": 1024, "layers": 3, "samples": 65536})
-    fsdp = {**ddp, "strategy": "fsdp"}
-    result: Obj = {"machine": f"{os.cpu_count()}-core CPU, torch {torch.__version__}"}
-    result["trainer_vs_loop_1ms"] = side_by_side("1ms", lambda: ours(small, 1), lambda: baseline(small, 1),
-                                                 args.rounds)
-    result["trainer_vs_loop_10ms"] = side_by_side("10ms", lambda: ours(large, 1), lambda: baseline(large, 1),
-                                                  args.rounds)
-    result["ddp_vs_handwritten_ddp"] = side_by_side("ddp", lambda: ours(ddp, 2), lambda: baseline(ddp, 2),
-                                                    args.rounds)
-    result["fsdp_vs_ddp"] = side_by_side("fsdp", lambda: ours(fsdp, 2), lambda: ours(ddp, 2), args.rounds)
-    result["fsdp_vs_ddp"].pop("losses_equal_1e-5")
-    # MFU: forward+backward FLOPs of the large MLP (6 x params per sample) at our measured rate.
-    params = 32 * 1024 + 1024 * 1024 * 2 + 1024 * 4 + 3 * 1024 + 4
-    mfus = []
-    for _ in range(args.rounds):
-        ceiling = matmul_ceiling()
-        rate, _ = ours(large, 1)
-        mfus.append(rate * 512 * 6 * params / ceiling)
-    result["cpu_mfu_vs_matmul_ceiling"] = {"median": statistics.median(mfus), "min": min(mfus), "max": max(mfus)}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
-    return 0
+    torch.set_num_threads(threads_per_rank())
+    out, failed = Path(args.out), []
+    for key, measure in parts(args.rounds).items():
+        if args.only and key not in args.only:
+            continue
+        try:
+            value = measure()
+        except (RuntimeError, subprocess.TimeoutExpired, KeyError, ValueError, OSError) as e:
+            failed.append(key)
+            value = {"error": f"{type(e).__name__}: {str(e)[-1500:]}"}
+        save_part(out, key, value)
+        print(f"{key}: {json.dumps(value)}", flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

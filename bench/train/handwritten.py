@@ -14,6 +14,8 @@ from kubeforge_api.trainingjob import TrainingJobSpec
 from kubeforge_trainer.data import load
 from kubeforge_trainer.models import architecture, build, loss_fn
 from kubeforge_trainer.train.common import global_batch, make_optimizer, schedule, seed_all, shard, steps_plan
+from kubeforge_trainer.train.cpus import threads_per_rank
+from kubeforge_trainer.train.teardown import exit_now
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 
@@ -25,7 +27,7 @@ def main() -> None:
     rank = int(os.environ.get("RANK", "0"))
     if world > 1:
         dist.init_process_group("gloo")
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    torch.set_num_threads(threads_per_rank())  # the same count as the trainer
     seed_all(recipe.seed)
     data = load(recipe, os.environ.get("KUBEFORGE_STORAGE_DIR", "."))  # type: ignore[arg-type]
     model: torch.nn.Module = build(architecture(recipe.model, data, recipe.model_config_))
@@ -52,9 +54,11 @@ def main() -> None:
             losses.append(float(loss))
     if rank == 0:
         print(json.dumps({"times": times, "losses": losses, "logEvery": log_every}), flush=True)
-    if world > 1:
+    if world > 1:  # the trainer's teardown (see kubeforge_trainer/train/teardown.py): never a SIGABRT at exit
+        dist.barrier()
         dist.destroy_process_group()
 
 
 if __name__ == "__main__":
     main()
+    exit_now(0)

@@ -61,6 +61,7 @@ class Env(StrEnum):
     PROGRESS_PORT = "KUBEFORGE_PROGRESS_PORT"
     DIST_BACKEND = "KUBEFORGE_DIST_BACKEND"
     TERMINATION_LOG = "KUBEFORGE_TERMINATION_LOG"  # set only outside a pod (local runs); default below
+    CPU_LIMIT_MILLICORES = "KUBEFORGE_CPU_LIMIT_MILLICORES"  # downward API limits.cpu, divisor 1m
 
 
 TERMINATION_LOG_PATH: Final = "/dev/termination-log"

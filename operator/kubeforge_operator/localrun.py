@@ -50,7 +50,7 @@ def free_port() -> int:
 
 def local_env(pod: Obj, storage: Path, master_port: int, progress_port: int, termination: Path) -> dict[str, str]:
     """The rendered pod's env with cluster addresses replaced by loopback ones."""
-    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"] if "value" in e}
     env[E.MASTER_ADDR], env[E.MASTER_PORT] = "127.0.0.1", str(master_port)
     if E.RDZV_ENDPOINT in env:
         env[E.RDZV_ENDPOINT] = f"127.0.0.1:{master_port}"

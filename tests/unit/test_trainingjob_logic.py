@@ -60,7 +60,7 @@ def test_render_wires_torchrun_and_is_restricted() -> None:
                                            "resources": {"limits": {"nvidia.com/gpu": 2}},
                                            "env": [{"name": "A", "value": "b"}]})
     p = render_pod(JobRef("j", "ns", "u", 1), spec, members(spec)[1], 4, "img", "2Gi")
-    env = {e["name"]: e["value"] for e in p["spec"]["containers"][0]["env"]}
+    env = {e["name"]: e["value"] for e in p["spec"]["containers"][0]["env"] if "value" in e}
     assert p["metadata"]["name"] == p["spec"]["hostname"] == "j-node-1" and p["spec"]["subdomain"] == "j"
     assert (env["PET_NNODES"], env["PET_NPROC_PER_NODE"], env["PET_NODE_RANK"]) == ("3", "2", "1")
     assert env["PET_MASTER_ADDR"] == "j-node-0.j.ns.svc.cluster.local" and env["PET_MASTER_PORT"] == "29500"
@@ -86,14 +86,14 @@ def test_render_parameter_servers_and_elastic() -> None:
     roles = [(m.role, m.rank, m.node_rank) for m in members(ps)]
     assert roles == [("node", 0, 0), ("node", 1, 1), ("ps", 0, 2), ("ps", 1, 3)]
     p = render_pod(JobRef("j", "ns", "u", 1), ps, members(ps)[3], 0, "img", "1Gi")
-    env = {e["name"]: e["value"] for e in p["spec"]["containers"][0]["env"]}
+    env = {e["name"]: e["value"] for e in p["spec"]["containers"][0]["env"] if "value" in e}
     assert env["PET_NNODES"] == "4" and env["KUBEFORGE_ROLE"] == "ps"
     assert env["KUBEFORGE_PS_ADDRESSES"] == "j-ps-0.j.ns.svc.cluster.local,j-ps-1.j.ns.svc.cluster.local"
     assert p["spec"]["containers"][0]["command"] == ["torchrun", "--module", "kubeforge_trainer", "train"]
     el = TrainingJobSpec.model_validate({"nodes": 2, "elastic": {"minNodes": 1, "maxNodes": 3},
                                          "command": ["torchrun", "t.py"]})
     env = {e["name"]: e["value"] for e in render_pod(JobRef("j", "ns", "u", 1), el, members(el)[0], 0, "i",
-                                                     "1Gi")["spec"]["containers"][0]["env"]}
+                                                     "1Gi")["spec"]["containers"][0]["env"] if "value" in e}
     assert env["PET_NNODES"] == "1:3" and env["PET_RDZV_BACKEND"] == "c10d" and env["PET_RDZV_ID"] == "u"
 
 

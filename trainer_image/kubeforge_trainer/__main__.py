@@ -1,11 +1,15 @@
 """`python -m kubeforge_trainer train`: the entry point torchrun starts in every training pod;
 `python -m kubeforge_trainer compress`: the compression pod (see compress/entry.py).
-Exit codes follow the operator's table: 0 done, 78 invalid config or data (never retried)."""
+Exit codes follow the operator's table: 0 done, 78 invalid config or data (never retried), 1 an
+unexpected error. The process always leaves through `teardown.exit_now`, so a finished rank can
+never turn into a SIGABRT at interpreter exit (see `train/teardown.py`)."""
 
 from __future__ import annotations
 
 import json
 import sys
+import traceback
+from typing import NoReturn
 
 from kubeforge_api.exitcodes import EXIT_INVALID_CONFIG
 
@@ -18,6 +22,7 @@ def train() -> int:
     from kubeforge_api.trainingjob import Strategy
 
     from .train.common import init_world, threads_for
+    from .train.teardown import close_world
 
     try:
         ctx = JobContext.from_env()
@@ -25,7 +30,8 @@ def train() -> int:
         print(f"kubeforge-trainer: {e}", file=sys.stderr)
         return EXIT_INVALID_CONFIG
     world = init_world(ctx.backend)
-    threads_for(world)
+    threads = threads_for()
+    print(f"kubeforge-trainer: rank {world.rank}/{world.size}, {threads} intra-op threads", file=sys.stderr, flush=True)
     reporter = ProgressReporter(ctx.storage / "metrics.jsonl", ctx.progress_port) if world.is_main else None
     try:
         if ctx.spec.strategy == Strategy.PIPELINE:
@@ -43,6 +49,7 @@ def train() -> int:
             reporter.close()
     if world.is_main:
         print(json.dumps({"result": result}), flush=True)
+    close_world(world)
     return 0
 
 
@@ -57,5 +64,19 @@ def main() -> int:
     return train()
 
 
+def entry() -> NoReturn:
+    """Run `main` and exit with its code (1 and a traceback for an unexpected exception)."""
+    from .train.teardown import exit_now
+
+    try:
+        code = main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    except BaseException:  # any crash still leaves through exit_now, with its traceback
+        traceback.print_exc()
+        code = 1
+    exit_now(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -1,4 +1,5 @@
-"""Live progress of rank 0: a JSON `/progress` endpoint and Prometheus `/metrics` on the progress
+"""Live progress of rank 0: a JSON `/progress` endpoint and Prometheus `/metrics` (prometheus_client,
+a registry per reporter) on the progress
 port, plus an append-only metrics history (`metrics.jsonl`) under the job's storage that the
 operator and the dashboard read for loss curves."""
 
@@ -8,12 +9,17 @@ import json
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from kubeforge_api.contracts import ProgressDoc
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
 MAX_POINTS = 2000
 
@@ -46,6 +52,8 @@ class ProgressReporter:
         self.history = history
         self.started = time.monotonic()
         self.points: list[dict[str, Any]] = []  # recent history, served to the operator
+        self.registry = CollectorRegistry(auto_describe=True)  # per reporter: never the process-global one
+        self.registry.register(_ProgressCollector(self))
         self.server: ThreadingHTTPServer | None = None
         if port is not None:
             self.server = ThreadingHTTPServer(("0.0.0.0", port), self._handler())
@@ -84,15 +92,11 @@ class ProgressReporter:
         with self.lock:
             return [p for p in self.points if p["kind"] in ("train", "eval") and p.get("step", 0) > step]
 
-    def prometheus(self) -> str:
-        p = self.snapshot()
-        lines = [f"kubeforge_trainer_step {p['step']}", f"kubeforge_trainer_total_steps {p['totalSteps']}",
-                 f"kubeforge_trainer_epoch {p['epoch']}",
-                 f"kubeforge_trainer_samples_per_second {p.get('samplesPerSecond', 0.0)}"]
-        if p.get("loss") is not None:
-            lines.append(f"kubeforge_trainer_loss {p['loss']}")
-        lines += [f'kubeforge_trainer_eval{{metric="{k}"}} {v}' for k, v in p.get("eval", {}).items()]
-        return "\n".join(lines) + "\n"
+    def prometheus(self, accept: str = "") -> tuple[bytes, str]:
+        """(body, content type) of the current progress as Prometheus text, or OpenMetrics when the
+        scraper's Accept header asks for it; gauges are read at scrape time."""
+        encode, content_type = choose_encoder(accept)
+        return encode(self.registry), content_type
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         reporter = self
@@ -108,7 +112,7 @@ class ProgressReporter:
                     payload = {**reporter.snapshot(), "history": reporter.since(since)}
                     body, ctype = json.dumps(payload).encode(), "application/json"
                 elif url.path == "/metrics":
-                    body, ctype = reporter.prometheus().encode(), "text/plain; version=0.0.4"
+                    body, ctype = reporter.prometheus(self.headers.get("Accept", ""))
                 else:
                     self.send_error(404)
                     return
@@ -124,3 +128,28 @@ class ProgressReporter:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
+
+
+class _ProgressCollector(Collector):
+    """Exposes a reporter's progress as gauges, read from its snapshot at scrape time (one source of
+    truth, nothing to keep in sync on the training hot path)."""
+
+    def __init__(self, reporter: ProgressReporter) -> None:
+        self.reporter = reporter
+
+    def collect(self) -> Iterable[Metric]:
+        p = self.reporter.snapshot()  # the wire form (ProgressDoc): camelCase, unset optionals omitted
+        gauges = [("step", "Optimizer steps completed", p["step"]),
+                  ("total_steps", "Optimizer steps the run will take", p["totalSteps"]),
+                  ("epoch", "Current epoch (0-based)", p["epoch"]),
+                  ("samples_per_second", "Training throughput over the last logging interval",
+                   p["samplesPerSecond"])]
+        if p.get("loss") is not None:
+            gauges.append(("loss", "Training loss at the last logged step", p["loss"]))
+        for name, doc, value in gauges:
+            yield GaugeMetricFamily(f"kubeforge_trainer_{name}", doc, value=float(value))
+        evals = GaugeMetricFamily("kubeforge_trainer_eval", "Evaluation metrics at the last epoch end",
+                                  labels=["metric"])
+        for metric, value in p.get("eval", {}).items():
+            evals.add_metric([metric], float(value))
+        yield evals

@@ -122,7 +122,9 @@ def _env(job: JobRef, spec: TrainingJobSpec, member: Member, attempt: int) -> li
             f"{pod_name(job.name, ROLE_PS, i)}.{job.name}.{job.namespace}.svc.cluster.local"
             for i in range(spec.parameter_servers))
     user = [{"name": e.name, "value": e.value} for e in spec.env]
-    return [{"name": str(k), "value": v} for k, v in env.items()] + user
+    cpu_limit = {"name": Env.CPU_LIMIT_MILLICORES, "valueFrom": {"resourceFieldRef": {  # threads fit the pod
+        "containerName": CONTAINER_NAME, "resource": "limits.cpu", "divisor": "1m"}}}
+    return [{"name": str(k), "value": v} for k, v in env.items()] + [cpu_limit] + user
 
 
 def render_pod(job: JobRef, spec: TrainingJobSpec, member: Member, attempt: int, default_image: str,

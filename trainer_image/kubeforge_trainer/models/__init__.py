@@ -4,7 +4,6 @@ model card carries it; serving rebuilds from it, never from pickled code)."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -113,10 +112,3 @@ def loss_fn(task: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if task == "lm":
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
     return F.cross_entropy(logits.float(), y)
-
-
-def flops_per_sample(arch: dict[str, Any], model: nn.Module) -> float:
-    """Approximate training FLOPs per sample (6 x parameters x tokens), for MFU."""
-    params = sum(p.numel() for p in model.parameters())
-    tokens = arch.get("seqLen", 1) if arch["model"] == "gpt" else 1
-    return 6.0 * params * tokens * (1 if arch["model"] != "cnn" else math.prod(arch["imageShape"][1:]) / 8)

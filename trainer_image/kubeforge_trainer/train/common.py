@@ -5,6 +5,7 @@ final artifact/termination message."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import random
@@ -28,6 +29,7 @@ from ..context import ConfigError, JobContext
 from ..data import Data
 from ..models import loss_fn
 from ..progress import ProgressReporter
+from .cpus import threads_per_rank
 
 
 def termination_log() -> Path:
@@ -65,19 +67,26 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def threads_for(world: World) -> None:
-    """Split the machine's cores between the local ranks (torchrun defaults to 1 thread each)."""
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+def threads_for() -> int:
+    """Split the CPUs this container may use (cgroup quota, affinity, the operator's limit; not the
+    node's cores) between the local ranks (torchrun would default to 1 thread each); returns the count."""
+    threads = threads_per_rank()
+    torch.set_num_threads(threads)
+    return int(torch.get_num_threads())
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
+    """The seeded permutation of one epoch, computed once per epoch instead of once per step
+    (a 65k-sample randperm costs more than a whole ~1 ms step). Callers only slice it."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
 def global_batch(recipe: Recipe, data: Data, step: int, steps_per_epoch: int) -> torch.Tensor:
     """Indices of the global batch for `step`: a seeded permutation per epoch, cut into batches.
     Every rank computes the same list and takes its slice, so any world size sees the same data."""
     epoch, i = divmod(step, steps_per_epoch)
-    g = torch.Generator().manual_seed(recipe.seed * 1_000_003 + epoch)
-    perm = torch.randperm(len(data.x_train), generator=g)
-    return perm[i * recipe.batch_size : (i + 1) * recipe.batch_size]
+    return _epoch_order(recipe.seed, epoch, len(data.x_train))[i * recipe.batch_size : (i + 1) * recipe.batch_size]
 
 
 def shard(indices: torch.Tensor, rank: int, size: int) -> torch.Tensor:
@@ -200,19 +209,23 @@ class StepLog:
                  steps_per_epoch: int, resumed_from: int | None) -> None:
         self.reporter, self.total, self.batch, self.steps_per_epoch = reporter, total, batch, steps_per_epoch
         self.every = max(1, total // 400)
-        self.t_last, self.samples = time.perf_counter(), 0
+        self.t_last, self.last_done = time.perf_counter(), start
         if reporter:
             reporter.update(total_steps=total, step=start, phase="training", attempt=ctx.attempt,
                             last_checkpoint_step=resumed_from)
             reporter.record("start", step=start, attempt=ctx.attempt, resumedFrom=resumed_from)
 
+    def due(self, done: int, epoch_end: bool) -> bool:
+        """Whether step `done` is reported; the same answer on every rank, so callers may run a
+        collective (the loss all-reduce) and the float conversions only on these steps."""
+        return done % self.every == 0 or epoch_end
+
     def after(self, done: int, loss: float, metrics: dict[str, float], lr: float | None, epoch_end: bool) -> None:
-        self.samples += self.batch
-        if self.reporter is None or not (done % self.every == 0 or epoch_end):
+        if self.reporter is None or not self.due(done, epoch_end):
             return
         now = time.perf_counter()
-        rate = self.samples / max(now - self.t_last, 1e-9)
-        self.t_last, self.samples = now, 0
+        rate = (done - self.last_done) * self.batch / max(now - self.t_last, 1e-9)
+        self.t_last, self.last_done = now, done
         epoch = (done - 1) // self.steps_per_epoch
         self.reporter.update(step=done, epoch=epoch, loss=loss, samples_per_second=rate, eval=metrics,
                              eta_seconds=(self.total - done) * self.batch / max(rate, 1e-9))
