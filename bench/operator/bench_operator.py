@@ -234,7 +234,7 @@ def main() -> int:
         ns_r = new_namespace(admin, "bench-rss")
         for i in range(args.rss_jobs):
             admin.create(TJ.format(ns=ns_r), tj(f"r{i}", 1, NOWHERE))
-        wait_states(admin, ns_r, args.rss_jobs, "Created", timeout=900)
+        wait_states(admin, ns_r, args.rss_jobs, "Pending", timeout=900)  # unschedulable pods: state Pending
         settle(op)
         assert op.proc is not None
         rss = rss_mb(op.proc.pid)
