@@ -303,7 +303,8 @@ def _wait_metric(port: int, sample: str, at_least: float, timeout: float = 20) -
 # --- fuzz: arbitrary methods, paths and bodies never get a 5xx --------------------------------------
 
 _json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+                     lambda inner: st.lists(inner, max_size=4)
+                     | st.dictionaries(st.text(max_size=6), inner, max_size=4),
                      max_leaves=12)
 _numbers = st.one_of(st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True), st.booleans(),
                      st.text(max_size=3), st.none())
