@@ -34,6 +34,9 @@ test-unit: venv
 bench: venv minicp  ## side-by-side benchmarks -> bench/results/*.json -> docs/benchmarks.md
 	$(PY) bench/operator/bench_operator.py
 	$(PY) bench/train/bench_train.py
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	bench/serve/setup_kserve.sh $(PY)
+	$(PY) bench/serve/bench_serve.py
 	$(PY) bench/report.py
 
 cluster-up: venv minicp  ## start the embedded cluster in the background; prints the admin kubeconfig path last
