@@ -76,12 +76,14 @@ def start(name: str, cmd: list[str], env: dict[str, str], port: int, model: str)
     full = ["taskset", "-c", SERVER_CORE, *cmd]
     base = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
         [str(REPO / "operator"), str(REPO / "trainer_image"), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen(full, env={**base, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the server) a file, not a pipe: never blocks
+    proc = subprocess.Popen(full, env={**base, **env}, stdout=log, stderr=subprocess.STDOUT)
     target = Target(name, port, f"/v2/models/{model}/infer", proc)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+            log.seek(0)
+            raise RuntimeError(f"{name} exited: {log.read().decode(errors='replace')[-2000:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as r:
                 if r.status == 200 and (name != "kserve" or _model_ready(port, model)):
@@ -210,8 +212,8 @@ def summarize(rounds: list[dict[str, Obj]]) -> Obj:
 def kserve_status() -> tuple[bool, str]:
     if not KSERVE_PY.exists():
         return False, "KServe's environment (.bench/kserve-venv) is missing; see bench/serve/kserve_server.py"
-    out = subprocess.run([str(KSERVE_PY), "-c", "import kserve; print(kserve.__version__)"], capture_output=True,
-                         text=True)
+    out = subprocess.run([str(KSERVE_PY), "-c", "import importlib.metadata as m, kserve; print(m.version('kserve'))"],
+                         capture_output=True, text=True)
     if out.returncode:
         return False, f"kserve does not import: {out.stderr.strip().splitlines()[-1:]}"
     return True, f"kserve {out.stdout.strip()}"

@@ -3,7 +3,7 @@ serving the benchmark model, for the side-by-side comparison. Runs in its own en
 (`.bench/kserve-venv`, made by bench/serve/setup_kserve.sh) because kserve pins its own web stack;
 torch and the artifact loader come from the project's environment through a .pth file.
 
-Usage: kserve_server.py MODEL_DIR PORT  (model name `mlp`, gRPC off, one worker)"""
+Usage: kserve_server.py MODEL_DIR PORT  (model name `mlp`, gRPC off, one worker, latency logging off)"""
 
 from __future__ import annotations
 
@@ -38,14 +38,15 @@ class Mlp(kserve.Model):  # type: ignore[misc]
             y = self.net(x).numpy()
         out = InferOutput(name="logits", shape=list(y.shape), datatype="FP32")
         out.set_data_from_numpy(y, binary_data=False)
-        return InferResponse(model_name=self.name, infer_outputs=[out], response_id=payload.id)
+        return InferResponse(model_name=self.name, infer_outputs=[out], response_id=payload.id or "")
 
 
 def main() -> None:
     torch.set_num_threads(1)
     model_dir, port = Path(sys.argv[1]), int(sys.argv[2])
     sys.argv = sys.argv[:1]
-    kserve.ModelServer(http_port=port, enable_grpc=False, workers=1).start([Mlp("mlp", model_dir)])
+    server = kserve.ModelServer(http_port=port, enable_grpc=False, workers=1, enable_latency_logging=False)
+    server.start([Mlp("mlp", model_dir)])
 
 
 if __name__ == "__main__":
