@@ -102,7 +102,9 @@ def _serve_section(sv: dict[str, Any], date: datetime) -> list[str]:
                  (f"vs KServe, p50 at {c} client(s)", f"kserve_p50_c{c}", "< 1.0", 1.0, False),
                  (f"vs KServe, p99 at {c} client(s)", f"kserve_p99_c{c}", "< 1.0", 1.0, False)]
     lines = ["## Inference server (CPU)", "", f"Machine: {sv['machine']}; model {sv['model']}; date {date:%Y-%m-%d}; "
-             f"KServe: {sv['kserve']}.", "", "| what | ratio (median, spread) | goal | verdict |",
+             f"KServe: {sv['kserve']} (its defaults; gRPC and latency logging off, one worker). The model is "
+             "run per request by the naive server and by KServe, batched by ours.", "",
+             "| what | ratio (median, spread) | goal | verdict |",
              "| --- | --- | --- | --- |"]
     for what, key, goal, bound, higher in rows:
         if key in sv:
