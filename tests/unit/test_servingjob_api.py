@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from kubeforge_api.inference import InferenceRequest
-from kubeforge_api.server_settings import ServerEnv, ServerSettings
+from kubeforge_api.server_settings import ServerEnv, ServerSettings, cpu_threads
 from kubeforge_api.servingjob import ServingJobSpec, ServingJobStatus, Variant, service_url
 from pydantic import ValidationError
 
@@ -88,3 +88,10 @@ def test_inference_request_wire_names() -> None:
     assert r.inputs[0].datatype == "FP32"
     with pytest.raises(ValidationError):
         InferenceRequest.model_validate_json(b'{"inputs": [{"name": "input", "shape": [1], "datatype": "F"}]}')
+
+
+def test_torch_threads_follow_the_cpu_limit() -> None:
+    assert [cpu_threads(q) for q in ("500m", "2", "1.5", 3, None, "lots")] == [1, 2, 2, 3, 0, 0]
+    s = ServerSettings.for_spec("d", spec(resources={"limits": {"cpu": "1500m", "memory": "1Gi"}}))
+    assert s.torch_threads == 2 and s.to_env()[ServerEnv.TORCH_THREADS] == "2"
+    assert ServerSettings.for_spec("d", spec()).torch_threads == 0
