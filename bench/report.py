@@ -95,10 +95,17 @@ def _serve_section(sv: dict[str, Any], date: datetime) -> list[str]:
             ("p50 at 1 client vs naive", "p50_c1_vs_naive", "<= 1.3", 1.3, False),
             ("int8 + batching throughput at 32 clients vs naive fp32", "int8_throughput_c32_vs_naive_fp32", ">= 5.0",
              5.0, True),
-            ("no-op endpoint req/s vs bare Starlette on uvicorn", "noop_vs_starlette", ">= 0.7", 0.7, True)]
+            ("no-op endpoint req/s vs bare Starlette on uvicorn", "noop_vs_starlette", ">= 0.7", 0.7, True),
+            ("same, throughput at 32 clients per server CPU-second", "per_cpu_throughput_c32_vs_naive", ">= 3.0", 3.0,
+             True),
+            ("same, int8 throughput per server CPU-second", "per_cpu_int8_throughput_c32_vs_naive_fp32", ">= 5.0",
+             5.0, True),
+            ("same, no-op per server CPU-second", "per_cpu_noop_vs_starlette", ">= 0.7", 0.7, True)]
     for c in (1, 32):
         rows += [(f"vs KServe model server, throughput at {c} client(s)", f"kserve_throughput_c{c}", "> 1.0", 1.0,
                   True),
+                 (f"vs KServe, throughput at {c} client(s) per server CPU-second", f"per_cpu_kserve_throughput_c{c}",
+                  "> 1.0", 1.0, True),
                  (f"vs KServe, p50 at {c} client(s)", f"kserve_p50_c{c}", "< 1.0", 1.0, False),
                  (f"vs KServe, p99 at {c} client(s)", f"kserve_p99_c{c}", "< 1.0", 1.0, False)]
     lines = ["## Inference server (CPU)", "", f"Machine: {sv['machine']}; model {sv['model']}; date {date:%Y-%m-%d}; "

@@ -127,6 +127,29 @@ def verify(target: Target, model: torch.nn.Module, tolerance: float, n: int = 64
     return worst
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its descendants so far."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            todo += [int(c) for t in Path(f"/proc/{p}/task").iterdir() for c in (t / "children").read_text().split()]
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def measure(t: Target, path: str, conc: int, seconds: float, body: bytes | None) -> Obj:
+    """wrk against a target, plus requests per CPU-second the server used: on a shared machine a
+    server's CPU share varies with its thread count and the neighbours, its work per request does not."""
+    before = cpu_seconds(t.proc.pid)
+    r = wrk(t.port, path, conc, seconds, body)
+    cpu = cpu_seconds(t.proc.pid) - before
+    return {**r, "cpu_s": cpu, "per_cpu_s": r["requests"] / cpu if cpu > 0 else 0.0}
+
+
 def wrk(port: int, path: str, conc: int, seconds: float, body: bytes | None) -> Obj:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(WRK_SCRIPT.format(method="POST" if body else "GET", body=(body or b"").decode()))
@@ -140,7 +163,7 @@ def wrk(port: int, path: str, conc: int, seconds: float, body: bytes | None) -> 
     r = json.loads(line[len("RESULT "):])
     if r["non2xx"] or r["errors"]:
         raise RuntimeError(f"wrk saw {r['non2xx']} non-2xx answers and {r['errors']} socket errors on {path}")
-    return {"rps": r["requests"] / (r["duration_us"] / 1e6), "p50_ms": r["p50_us"] / 1000,
+    return {"requests": r["requests"], "rps": r["requests"] / (r["duration_us"] / 1e6), "p50_ms": r["p50_us"] / 1000,
             "p99_ms": r["p99_us"] / 1000}
 
 
@@ -176,9 +199,9 @@ def one_round(targets: dict[str, Target], body: bytes, seconds: float, shift: in
     for name, conc in points:
         t = targets[name]
         if conc == "noop":
-            out[f"{name}_noop"] = wrk(t.port, "/v2/health/live", 32, seconds, None)
+            out[f"{name}_noop"] = measure(t, "/v2/health/live", 32, seconds, None)
         else:
-            out[f"{name}_c{conc}"] = wrk(t.port, t.infer_path, int(conc), seconds, body)
+            out[f"{name}_c{conc}"] = measure(t, t.infer_path, int(conc), seconds, body)
     return out
 
 
@@ -191,7 +214,7 @@ def summarize(rounds: list[dict[str, Obj]]) -> Obj:
         return spread([r[a][key] / r[b][key] for r in rounds])
 
     def raw(point: str) -> Obj:
-        return {k: spread([r[point][k] for r in rounds]) for k in ("rps", "p50_ms", "p99_ms")}
+        return {k: spread([r[point][k] for r in rounds]) for k in ("rps", "p50_ms", "p99_ms", "per_cpu_s")}
 
     res: Obj = {
         "points": {p: raw(p) for p in rounds[0]},
@@ -200,10 +223,14 @@ def summarize(rounds: list[dict[str, Obj]]) -> Obj:
         "p50_c1_vs_naive": ratio("ours_c1", "naive_c1", "p50_ms"),
         "int8_throughput_c32_vs_naive_fp32": ratio("ours_int8_c32", "naive_c32"),
         "noop_vs_starlette": ratio("ours_noop", "naive_noop"),
+        "per_cpu_throughput_c32_vs_naive": ratio("ours_c32", "naive_c32", "per_cpu_s"),
+        "per_cpu_int8_throughput_c32_vs_naive_fp32": ratio("ours_int8_c32", "naive_c32", "per_cpu_s"),
+        "per_cpu_noop_vs_starlette": ratio("ours_noop", "naive_noop", "per_cpu_s"),
     }
     if "kserve_c1" in rounds[0]:
         for c in (1, 32):
             res[f"kserve_throughput_c{c}"] = ratio(f"ours_c{c}", f"kserve_c{c}")
+            res[f"per_cpu_kserve_throughput_c{c}"] = ratio(f"ours_c{c}", f"kserve_c{c}", "per_cpu_s")
             res[f"kserve_p50_c{c}"] = ratio(f"ours_c{c}", f"kserve_c{c}", "p50_ms")
             res[f"kserve_p99_c{c}"] = ratio(f"ours_c{c}", f"kserve_c{c}", "p99_ms")
     return res
