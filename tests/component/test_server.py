@@ -184,10 +184,10 @@ def test_other_http_errors(server: Server) -> None:
 
 
 def test_queue_full_503_and_timeout_504(cnn_dir: Path) -> None:
-    s = Server(cnn_dir, env={ServerEnv.MAX_BATCH_SIZE: "512", ServerEnv.MAX_QUEUE_DEPTH: "1",
-                             ServerEnv.REQUEST_TIMEOUT_SECONDS: "0.25"}).start()
+    s = Server(cnn_dir, env={ServerEnv.MAX_BATCH_SIZE: "1024", ServerEnv.MAX_QUEUE_DEPTH: "1",
+                             ServerEnv.REQUEST_TIMEOUT_SECONDS: "1"}).start()
     try:
-        heavy = infer_body(rows(512, seed=4))  # about 1 s of model time on one core
+        heavy = infer_body(rows(1024, seed=4))  # about 2 s of model time on an idle core, more on a busy one
         with ThreadPoolExecutor(2) as pool:
             first = pool.submit(request, s.port, "POST", INFER, heavy)  # occupies the model
             _wait_metric(s.port, "kubeforge_inference_latency_seconds_count{stage=\"queue\"}", 1)
@@ -249,19 +249,19 @@ def test_gpt_takes_int64_token_ids(tmp_path: Path) -> None:
 
 
 def test_sigterm_drains_in_flight_requests(cnn_dir: Path) -> None:
-    s = Server(cnn_dir, env={ServerEnv.MAX_BATCH_SIZE: "64", ServerEnv.SHUTDOWN_DELAY_SECONDS: "1"}).start()
+    s = Server(cnn_dir, env={ServerEnv.MAX_BATCH_SIZE: "256", ServerEnv.SHUTDOWN_DELAY_SECONDS: "2"}).start()
     assert s.proc is not None
-    body = infer_body(rows(64, seed=8))
-    with ThreadPoolExecutor(8) as pool:
-        in_flight = [pool.submit(request, s.port, "POST", INFER, body) for _ in range(8)]
+    body = infer_body(rows(256, seed=8))  # 12 of these: about 5 s of model time, longer than the delay
+    with ThreadPoolExecutor(12) as pool:
+        in_flight = [pool.submit(request, s.port, "POST", INFER, body) for _ in range(12)]
         _wait_metric(s.port, "kubeforge_inference_latency_seconds_count{stage=\"queue\"}", 1)
         s.proc.terminate()
-        deadline = time.monotonic() + 0.5
+        deadline = time.monotonic() + 1.5
         while request(s.port, "GET", "/v2/health/ready").status != 503:  # readiness drops at once
             assert time.monotonic() < deadline
         during = request(s.port, "POST", INFER, infer_body(rows(1, seed=9)))  # still served in the delay
         statuses = [f.result().status for f in in_flight]
-    assert statuses == [200] * 8 and during.status == 200
+    assert statuses == [200] * 12 and during.status == 200
     assert s.proc.wait(timeout=30) == 0
 
 
