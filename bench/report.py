@@ -106,6 +106,9 @@ def main() -> None:
              "absolute times on these 2-core machines are context only. Regenerate with `make bench`.", ""]
     lines += _operator_section(_load("operator"), date)
     lines += _trainer_section(_load("train"))
+    sv = _load("serve")
+    if sv:
+        lines += _serve_section(sv, date)
     gpu = _load("gpu")
     lines += ["## GPU", ""]
     if gpu:
@@ -115,6 +118,44 @@ def main() -> None:
         lines += ["Not measured yet: no accelerator was available. `bench/gpu.sh` is ready (bf16, raw loop vs trainer, "
                   "MFU) and writes bench/results/gpu.json.", ""]
     (REPO / "docs" / "benchmarks.md").write_text("\n".join(lines))
+
+
+def _serve_section(sv: dict[str, Any], date: datetime) -> list[str]:
+    """The inference server against a naive per-request server, bare Starlette and KServe."""
+    rows = [("throughput at 32 clients vs naive per-request server", "throughput_c32_vs_naive", ">= 3.0", 3.0, True),
+            ("p99 at 32 clients vs naive", "p99_c32_vs_naive", "<= 1.0", 1.0, False),
+            ("p50 at 1 client vs naive", "p50_c1_vs_naive", "<= 1.3", 1.3, False),
+            ("int8 + batching throughput at 32 clients vs naive fp32", "int8_throughput_c32_vs_naive_fp32", ">= 5.0",
+             5.0, True),
+            ("no-op endpoint req/s vs bare Starlette on uvicorn", "noop_vs_starlette", ">= 0.7", 0.7, True),
+            ("same, throughput at 32 clients per server CPU-second", "per_cpu_throughput_c32_vs_naive", ">= 3.0", 3.0,
+             True),
+            ("same, int8 throughput per server CPU-second", "per_cpu_int8_throughput_c32_vs_naive_fp32", ">= 5.0",
+             5.0, True),
+            ("same, no-op per server CPU-second", "per_cpu_noop_vs_starlette", ">= 0.7", 0.7, True)]
+    for c in (1, 32):
+        rows += [(f"vs KServe model server, throughput at {c} client(s)", f"kserve_throughput_c{c}", "> 1.0", 1.0,
+                  True),
+                 (f"vs KServe, throughput at {c} client(s) per server CPU-second", f"per_cpu_kserve_throughput_c{c}",
+                  "> 1.0", 1.0, True),
+                 (f"vs KServe, p50 at {c} client(s)", f"kserve_p50_c{c}", "< 1.0", 1.0, False),
+                 (f"vs KServe, p99 at {c} client(s)", f"kserve_p99_c{c}", "< 1.0", 1.0, False)]
+    lines = ["## Inference server (CPU)", "", f"Machine: {sv['machine']}; model {sv['model']}; date {date:%Y-%m-%d}; "
+             f"KServe: {sv['kserve']} (its defaults; gRPC and latency logging off, one worker). The model is "
+             "run per request by the naive server and by KServe, batched by ours.", "",
+             "| what | ratio (median, spread) | goal | verdict |",
+             "| --- | --- | --- | --- |"]
+    for what, key, goal, bound, higher in rows:
+        if key in sv:
+            r = {"ratio_median": sv[key]["median"], "ratio_min": sv[key]["min"], "ratio_max": sv[key]["max"],
+                 "rounds": sv[key]["rounds"]}
+            ok = r["ratio_median"] >= bound if higher else r["ratio_median"] <= bound
+            lines.append(f"| {what} | {_ratio(r)} | {goal} | {_met(ok)} |")
+    pts = sv["points"]
+    lines += ["", "Context (medians; absolute numbers on a shared 2-core machine): " + ", ".join(
+        f"{k} {v['rps']['median']:.0f} req/s p50 {v['p50_ms']['median']:.1f} ms p99 {v['p99_ms']['median']:.1f} ms"
+        for k, v in pts.items()) + ".", ""]
+    return lines
 
 
 if __name__ == "__main__":

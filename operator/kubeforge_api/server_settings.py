@@ -78,12 +78,27 @@ class ServerSettings(BaseModel):
     def for_spec(cls, name: str, spec: ServingJobSpec, model_dir: str = MODEL_MOUNT) -> ServerSettings:
         """The settings a ServingJob's Deployment passes to its servers."""
         b, lim = spec.batching, spec.limits
+        cpu = spec.resources.limits.get("cpu", spec.resources.requests.get("cpu"))
         return cls(model_dir=model_dir, model_name=name, max_batch_size=b.max_batch_size,
                    max_delay_ms=b.max_delay_ms, max_request_bytes=lim.max_request_bytes,
-                   max_queue_depth=lim.max_queue_depth, request_timeout_seconds=lim.request_timeout_seconds)
+                   max_queue_depth=lim.max_queue_depth, request_timeout_seconds=lim.request_timeout_seconds,
+                   torch_threads=cpu_threads(cpu))
 
     @property
     def termination_grace_seconds(self) -> int:
         """terminationGracePeriodSeconds that lets a SIGTERM'd server finish: the shutdown delay, the
         longest request, and a margin for closing."""
         return math.ceil(self.shutdown_delay_seconds + self.request_timeout_seconds + 5)
+
+
+def cpu_threads(quantity: int | str | None) -> int:
+    """Torch threads for a Kubernetes CPU quantity ("500m" -> 1, "2" -> 2, 1.5 -> 2); 0 (torch's
+    default) when unset, since a container sees every host core but may only use its limit."""
+    if quantity is None:
+        return 0
+    text = str(quantity).strip()
+    try:
+        cores = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    except ValueError:
+        return 0
+    return min(1024, max(1, math.ceil(cores)))

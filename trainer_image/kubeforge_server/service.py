@@ -135,9 +135,15 @@ class ModelService:
 
 
 def _runner(model: torch.nn.Module) -> Callable[[np.ndarray], np.ndarray]:
+    """The model on the GPU when the pod has one (resources: nvidia.com/gpu), else on the CPU; int8
+    (quantized) models run on the CPU, where their kernels are."""
+    quantized = any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules())
+    device = torch.device("cuda" if torch.cuda.is_available() and not quantized else "cpu")
+    model = model.to(device)
+
     def run(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            y: np.ndarray = model(torch.from_numpy(x)).float().numpy()
+            y: np.ndarray = model(torch.from_numpy(x).to(device)).float().cpu().numpy()
         return y
 
     return run
