@@ -34,6 +34,7 @@ def quiet() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*quantiz.*", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*reduce_range.*", category=UserWarning)
         yield
 
 
