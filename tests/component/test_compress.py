@@ -114,7 +114,8 @@ def check_report(storage: Path, outcome: Outcome, data: Data) -> None:
 
 def test_mlp_every_method_loads_back_and_the_report_holds(trained: dict[str, Path], tmp_path: Path) -> None:
     storage = storage_copy(trained, "mlp", tmp_path)
-    methods = [{"quantize": {"mode": "dynamic"}}, {"quantize": {"mode": "static", "calibrationSamples": 128}},
+    methods: list[dict[str, Any]] = [
+               {"quantize": {"mode": "dynamic"}}, {"quantize": {"mode": "static", "calibrationSamples": 128}},
                {"quantize": {"mode": "dynamic", "backend": "torchao"}},
                {"prune": {"structured": True, "amount": 0.75, "fineTuneSteps": 30}},
                {"prune": {"structured": False, "amount": 0.8, "fineTuneSteps": 20}},
@@ -122,12 +123,13 @@ def test_mlp_every_method_loads_back_and_the_report_holds(trained: dict[str, Pat
     outcome = compress(storage, methods, max_drop=0.08)
     data = data_of(storage)
     check_report(storage, outcome, data)
-    by = {c.method + c.parameters.get("backend", ""): c for c in outcome.report.candidates}  # type: ignore[operator]
+    by = {c.method + str(c.parameters.get("backend", "")): c for c in outcome.report.candidates}
     assert all(c.verdict != Verdict.FAILED for c in by.values()), [c.error for c in by.values()]
     # int8 weights, scales and zero points are separate tensors; int8 is ~4x smaller than fp32
     for key in ("quantize-dynamicauto", "quantize-staticauto", "quantize-dynamictorchao"):
-        assert by[key].artifact is not None and (by[key].size_ratio or 0) > 3.0
-        stored = load_file(str(storage / by[key].artifact.path / "model.safetensors"))
+        ref = by[key].artifact
+        assert ref is not None and (by[key].size_ratio or 0) > 3.0
+        stored = load_file(str(storage / ref.path / "model.safetensors"))
         assert any(k.endswith("::qdata") and v.dtype == torch.int8 for k, v in stored.items())
         assert any(k.endswith("::scale") for k in stored) and any(k.endswith("::zero_point") for k in stored)
     # structured pruning really removes neurons: fewer parameters, shapes in the card, faster

@@ -48,7 +48,8 @@ def test_bad_specs_are_refused_naming_the_field(doc: dict[str, Any], field: str)
 
 
 def test_a_method_sets_exactly_one_kind() -> None:
-    for doc in ({}, {"quantize": {}, "prune": {}}):
+    docs: list[dict[str, Any]] = [{}, {"quantize": {}, "prune": {}}]
+    for doc in docs:
         with pytest.raises(ValidationError, match="exactly one of quantize, prune, distill"):
             CompressionSpec.model_validate({"methods": [doc]})
 

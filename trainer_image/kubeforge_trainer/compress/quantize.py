@@ -196,6 +196,16 @@ def backend(name: str, mode: str) -> Backend:
     return EagerBackend()
 
 
+def loader(name: str, mode: str) -> Backend:
+    """The back end that rebuilds an artifact made by `name`: the same one when installed, else the
+    other (both store per-row int8 weights with scales, so either can serve a dynamic artifact)."""
+    if name == "torchao" and not torchao_available() and mode == "dynamic" and _eager_available():
+        return EagerBackend()
+    if name == "eager" and not _eager_available() and mode == "dynamic":
+        return TorchaoBackend()
+    return backend(name or "auto", mode)
+
+
 def _eager_available() -> bool:
     engines = torch.backends.quantized.supported_engines
     return importlib.util.find_spec("torch.ao.quantization") is not None and ("x86" in engines or "fbgemm" in engines)
