@@ -159,10 +159,10 @@ def bench_cnn(pairs: int, threads: int) -> Obj:
 
 
 def bench_distill(pairs: int, threads: int) -> Obj:
-    recipe = {"model": "gpt", "dataset": "text", "epochs": 1000, "maxSteps": 400, "batchSize": 32,
+    recipe = {"model": "gpt", "dataset": "text", "epochs": 1000, "maxSteps": 300, "batchSize": 32,
               "learningRate": 0.003, "modelConfig": {"dim": 128, "heads": 4, "layers": 4, "seqLen": 64}}
     storage = train(recipe)
-    report = pipeline(storage, [{"quantize": {"mode": "dynamic"}}, {"distill": {"steps": 400}}], threads)
+    report = pipeline(storage, [{"quantize": {"mode": "dynamic"}}, {"distill": {"steps": 300}}], threads)
     from kubeforge_trainer import artifacts
 
     _, teacher = artifacts.load_model(storage / "artifact")
@@ -175,19 +175,25 @@ def bench_distill(pairs: int, threads: int) -> Obj:
             "gpt_dynamic_int8_perplexity": dyn["measured"]["metric"], "gpt_dynamic_int8_drop": dyn["drop"]}
 
 
+SECTIONS: dict[str, Callable[[int, int], Obj]] = {
+    "encoder": lambda pairs, threads: bench_encoder(pairs), "static_cnn": bench_cnn, "distill": bench_distill}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--pairs", type=int, default=7)
+    parser.add_argument("--only", choices=list(SECTIONS), action="append", help="run these sections only (repeat)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "compress.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    result = {"machine": f"{os.cpu_count()}-core CPU, {args.threads} threads, torch {torch.__version__}",
-              "encoder": bench_encoder(args.pairs), "static_cnn": bench_cnn(args.pairs, args.threads),
-              "distill": bench_distill(args.pairs, args.threads)}
+    result: Obj = json.loads(args.out.read_text()) if args.only and args.out.exists() else {}
+    result["machine"] = f"{os.cpu_count()}-core CPU, {args.threads} threads, torch {torch.__version__}"
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    for name in args.only or list(SECTIONS):
+        result[name] = SECTIONS[name](args.pairs, args.threads)
+        args.out.write_text(json.dumps(result, indent=2))  # each section as soon as it is measured
+        print(name, json.dumps(result[name]), flush=True)
 
 
 if __name__ == "__main__":
