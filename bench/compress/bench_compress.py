@@ -159,10 +159,10 @@ def bench_cnn(pairs: int, threads: int) -> Obj:
 
 
 def bench_distill(pairs: int, threads: int) -> Obj:
-    recipe = {"model": "gpt", "dataset": "text", "epochs": 1000, "maxSteps": 300, "batchSize": 32,
-              "learningRate": 0.003, "modelConfig": {"dim": 128, "heads": 4, "layers": 4, "seqLen": 64}}
+    recipe = {"model": "gpt", "dataset": "text", "epochs": 1000, "maxSteps": 200, "batchSize": 16,
+              "learningRate": 0.003, "modelConfig": {"dim": 96, "heads": 4, "layers": 4, "seqLen": 64}}
     storage = train(recipe)
-    report = pipeline(storage, [{"quantize": {"mode": "dynamic"}}, {"distill": {"steps": 300}}], threads)
+    report = pipeline(storage, [{"quantize": {"mode": "dynamic"}}, {"distill": {"steps": 200}}], threads)
     from kubeforge_trainer import artifacts
 
     _, teacher = artifacts.load_model(storage / "artifact")
