@@ -61,8 +61,10 @@ def _compress_section(c: dict[str, Any] | None, date: datetime) -> list[str]:
          d["metric_kept"] >= 0.95),
         ("half-depth student, batch 8: speed-up", _ratio(d["batch8"]), ">= 1.6x", d["batch8"]["ratio_median"] >= 1.6),
     ]
-    out = ["## Compression (CPU, against fp32 in the same run)", "", f"Machine: {c['machine']}; date {date:%Y-%m-%d}.",
-           "", "| what | result (median, min-max, pairs) | goal | verdict |", "| --- | --- | --- | --- |"]
+    threads = ", ".join(f"{k} {c[k].get('threads', 2)}" for k in ("encoder", "static_cnn", "distill"))
+    out = ["## Compression (CPU, against fp32 in the same run)", "",
+           f"Machine: {c['machine']}; torch threads: {threads}; date {date:%Y-%m-%d}.", "",
+           "| what | result (median, min-max, pairs) | goal | verdict |", "| --- | --- | --- | --- |"]
     out += [f"| {what} | {res} | {goal} | {'-' if ok is None else _met(ok)} |" for what, res, goal, ok in rows]
     return [*out, ""]
 

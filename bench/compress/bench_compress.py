@@ -188,10 +188,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     result: Obj = json.loads(args.out.read_text()) if args.only and args.out.exists() else {}
-    result["machine"] = f"{os.cpu_count()}-core CPU, {args.threads} threads, torch {torch.__version__}"
+    result["machine"] = f"{os.cpu_count()}-core CPU, torch {torch.__version__}"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for name in args.only or list(SECTIONS):
-        result[name] = SECTIONS[name](args.pairs, args.threads)
+        result[name] = {**SECTIONS[name](args.pairs, args.threads), "threads": args.threads}
         args.out.write_text(json.dumps(result, indent=2))  # each section as soon as it is measured
         print(name, json.dumps(result[name]), flush=True)
 
