@@ -39,6 +39,7 @@ bench: venv minicp  ## side-by-side benchmarks -> bench/results/*.json -> docs/b
 	@status=0; \
 	$(PY) bench/operator/bench_operator.py || status=1; \
 	$(PY) bench/train/bench_train.py || status=1; \
+	$(PY) bench/compress/bench_compress.py || status=1; \
 	{ command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk); } && \
 	  bench/serve/setup_kserve.sh $(PY) && $(PY) bench/serve/bench_serve.py || status=1; \
 	$(PY) bench/report.py || status=1; \

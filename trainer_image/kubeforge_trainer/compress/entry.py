@@ -40,6 +40,8 @@ from kubeforge_api.constants import TERMINATION_LOG_PATH, Env
 from kubeforge_api.exitcodes import EXIT_INVALID_CONFIG
 from pydantic import ValidationError
 
+from .pipeline import CompressInputError, run
+
 
 def termination_log() -> Path:
     """The kubelet's termination-message file; local runs point it into the run folder."""
@@ -109,8 +111,6 @@ def main(argv: list[str], env: Mapping[str, str] = os.environ) -> int:
     try:
         spec = load_spec(args.spec, env)
         threads = args.threads or int(env.get(CompressEnv.THREADS, "0")) or usable_cpus()
-        from .pipeline import CompressInputError, run
-
         outcome = run(storage / (args.artifact or env.get(CompressEnv.INPUT, DEFAULT_INPUT)), spec,
                       storage / output, storage, threads)
     except (ValueError, CompressInputError) as e:

@@ -34,6 +34,7 @@ def quiet() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*quantiz.*", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*reduce_range.*", category=UserWarning)
         yield
 
 
@@ -193,6 +194,16 @@ def backend(name: str, mode: str) -> Backend:
     if not _eager_available():
         raise QuantizeError("this torch has no torch.ao.quantization; use backend torchao (dynamic)")
     return EagerBackend()
+
+
+def loader(name: str, mode: str) -> Backend:
+    """The back end that rebuilds an artifact made by `name`: the same one when installed, else the
+    other (both store per-row int8 weights with scales, so either can serve a dynamic artifact)."""
+    if name == "torchao" and not torchao_available() and mode == "dynamic" and _eager_available():
+        return EagerBackend()
+    if name == "eager" and not _eager_available() and mode == "dynamic":
+        return TorchaoBackend()
+    return backend(name or "auto", mode)
 
 
 def _eager_available() -> bool:

@@ -14,7 +14,7 @@ from torch import nn
 from ..models import build
 from . import prune
 from .codec import CodecError, encode
-from .quantize import QuantizeError, backend
+from .quantize import QuantizeError, backend, loader
 
 ENCODINGS = ("fp32", "int8-dynamic", "int8-static")
 
@@ -43,7 +43,7 @@ def rebuild(card: dict[str, Any], state: dict[str, torch.Tensor]) -> nn.Module:
             model.load_state_dict(state, strict=True)
             return model.eval()
         mode = encoding.removeprefix("int8-")
-        return backend(info.get("backend", "auto"), mode).rebuild(model, mode, state)
+        return loader(str(info.get("backend", "auto")), mode).rebuild(model, mode, state)
     except (CodecError, QuantizeError, RuntimeError, KeyError, TypeError, IndexError) as e:
         raise VariantError(f"weights do not fit the card ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
                            ) from None

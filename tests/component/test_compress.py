@@ -1,0 +1,283 @@
+"""Compression on models trained by the trainer's own code (digits MLP and CNN, the small GPT on
+text): every method yields an artifact the one loader rebuilds with the in-memory model's outputs,
+the gate accepts and rejects by the budget, structured pruning really shrinks the model, the
+report's numbers are recomputed here, and tampered or pickled artifacts are refused."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from kubeforge_api.compression import CompressionReport, CompressionSpec, CompressionTermination, Verdict
+from kubeforge_api.exitcodes import EXIT_INVALID_CONFIG
+from kubeforge_api.trainingjob import Recipe
+from kubeforge_trainer import artifacts
+from kubeforge_trainer.compress.pipeline import Outcome, run
+from kubeforge_trainer.data import Data
+from kubeforge_trainer.data import load as load_data
+from safetensors.torch import load_file
+from torch import nn
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "mlp": {"model": "mlp", "dataset": "digits", "epochs": 3, "batchSize": 64, "learningRate": 0.01,
+            "modelConfig": {"hidden": 512}},
+    "cnn": {"model": "cnn", "dataset": "digits", "epochs": 2, "batchSize": 64, "learningRate": 0.01},
+    "gpt": {"model": "gpt", "dataset": "text", "epochs": 100, "maxSteps": 60, "batchSize": 32,
+            "learningRate": 0.003, "modelConfig": {"dim": 64, "layers": 4, "seqLen": 32}},
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Train the three models at once with `python -m kubeforge_trainer train` (real trainer code)."""
+    root = tmp_path_factory.mktemp("trained")
+    procs = {}
+    for name, recipe in RECIPES.items():
+        env = {**os.environ, "KUBEFORGE_SPEC": json.dumps({"recipe": recipe}),
+               "KUBEFORGE_STORAGE_DIR": str(root / name), "KUBEFORGE_PROGRESS_PORT": "0", "OMP_NUM_THREADS": "1"}
+        procs[name] = subprocess.Popen([sys.executable, "-m", "kubeforge_trainer", "train"], env=env,
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for name, p in procs.items():
+        out, _ = p.communicate(timeout=400)
+        assert p.returncode == 0, f"{name}: {out[-2000:]}"
+    return {name: root / name for name in RECIPES}
+
+
+def storage_copy(trained: dict[str, Path], name: str, tmp_path: Path) -> Path:
+    shutil.copytree(trained[name] / "artifact", tmp_path / "artifact")
+    return tmp_path
+
+
+def compress(storage: Path, methods: list[dict[str, Any]], max_drop: float = 0.05, select: str = "best",
+             relative: bool = False) -> Outcome:
+    spec = CompressionSpec.model_validate({"methods": methods, "select": select,
+                                          "accuracyBudget": {"maxDrop": max_drop, "relative": relative}})
+    return run(storage / "artifact", spec, storage / "compressed", storage, threads=1, rounds=3)
+
+
+def data_of(storage: Path) -> Data:
+    card = json.loads((storage / "artifact" / "model-card.json").read_text())
+    return load_data(Recipe.model_validate(card["recipe"]), storage)
+
+
+@torch.inference_mode()
+def metric(model: nn.Module, data: Data) -> float:
+    """Computed here, independently of the trainer's `evaluate`."""
+    logits = model(data.x_eval)
+    if data.task == "classify":
+        return float((logits.argmax(-1) == data.y_eval).float().mean())
+    return math.exp(float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), data.y_eval.reshape(-1))))
+
+
+def check_report(storage: Path, outcome: Outcome, data: Data) -> None:
+    """Recompute every number of the report from the artifacts on disk."""
+    report = outcome.report
+    assert CompressionReport.model_validate_json((storage / "compressed" / "report.json").read_text()) == report
+    _, base = artifacts.load_model(storage / "artifact")
+    higher = data.task == "classify"
+    assert report.baseline.metric == pytest.approx(metric(base, data), rel=1e-4)
+    assert report.baseline.size_bytes == (storage / "artifact" / "model.safetensors").stat().st_size
+    for cand, in_memory in zip(report.candidates, outcome.models, strict=True):
+        if cand.verdict in (Verdict.FAILED, Verdict.SKIPPED):
+            continue
+        assert cand.artifact and cand.measured and cand.speedup and in_memory is not None
+        card, loaded = artifacts.load_model(storage / cand.artifact.path)
+        with torch.inference_mode():
+            assert torch.allclose(loaded(data.x_eval[:64]), in_memory(data.x_eval[:64]), atol=1e-5), cand.method
+        value = metric(loaded, data)
+        assert cand.measured.metric == pytest.approx(value, rel=1e-4)
+        drop = (report.baseline.metric - value) if higher else (value - report.baseline.metric)
+        drop = drop / abs(report.baseline.metric) if report.budget.relative else drop
+        assert cand.drop == pytest.approx(drop, abs=1e-4)
+        assert (cand.verdict == Verdict.ACCEPTED) == (drop <= report.budget.max_drop + 1e-4)
+        weights = storage / cand.artifact.path / "model.safetensors"
+        assert cand.measured.size_bytes == weights.stat().st_size
+        assert cand.artifact.digest == artifacts.digest_of(weights) == card["weights"]["digest"]
+        assert cand.size_ratio == pytest.approx(report.baseline.size_bytes / weights.stat().st_size)
+        assert cand.speedup.batch1 == pytest.approx(report.baseline.latency_ms.batch1 / cand.measured.latency_ms.batch1)
+        assert cand.speedup.batch8 == pytest.approx(report.baseline.latency_ms.batch8 / cand.measured.latency_ms.batch8)
+        lineage = card["lineage"]
+        assert lineage["parent"]["digest"] == report.parent.digest and lineage["method"] == cand.method
+        assert lineage["parameters"] == cand.parameters and card["compression"]["report"]["verdict"] == cand.verdict
+    if report.chosen is not None:
+        assert report.artifact == report.candidates[report.chosen].artifact
+
+
+def test_mlp_every_method_loads_back_and_the_report_holds(trained: dict[str, Path], tmp_path: Path) -> None:
+    storage = storage_copy(trained, "mlp", tmp_path)
+    methods: list[dict[str, Any]] = [
+               {"quantize": {"mode": "dynamic"}}, {"quantize": {"mode": "static", "calibrationSamples": 128}},
+               {"quantize": {"mode": "dynamic", "backend": "torchao"}},
+               {"prune": {"structured": True, "amount": 0.75, "fineTuneSteps": 30}},
+               {"prune": {"structured": False, "amount": 0.8, "fineTuneSteps": 20}},
+               {"distill": {"student": {"depth": 1, "width": 64}, "steps": 60}}]
+    outcome = compress(storage, methods, max_drop=0.08)
+    data = data_of(storage)
+    check_report(storage, outcome, data)
+    by = {c.method + str(c.parameters.get("backend", "")): c for c in outcome.report.candidates}
+    assert all(c.verdict != Verdict.FAILED for c in by.values()), [c.error for c in by.values()]
+    # int8 weights, scales and zero points are separate tensors; int8 is ~4x smaller than fp32
+    for key in ("quantize-dynamicauto", "quantize-staticauto", "quantize-dynamictorchao"):
+        ref = by[key].artifact
+        assert ref is not None and (by[key].size_ratio or 0) > 3.0
+        stored = load_file(str(storage / ref.path / "model.safetensors"))
+        assert any(k.endswith("::qdata") and v.dtype == torch.int8 for k, v in stored.items())
+        assert any(k.endswith("::scale") for k in stored) and any(k.endswith("::zero_point") for k in stored)
+    # structured pruning really removes neurons: fewer parameters, shapes in the card, faster
+    pruned = by["prune-structured"]
+    assert pruned.artifact and pruned.measured and pruned.speedup
+    card = json.loads((storage / pruned.artifact.path / "model-card.json").read_text())
+    assert card["architecture"]["shapes"]["1"] == [128, 64]
+    assert pruned.measured.parameters < outcome.report.baseline.parameters / 3
+    assert pruned.speedup.batch8 > 1.0
+    # unstructured: honest sparsity (recomputed), dense size, a smaller zlib size
+    sparse = by["prune-unstructured"]
+    assert sparse.artifact and sparse.sparsity is not None and sparse.compressed_size_bytes is not None
+    _, loaded = artifacts.load_model(storage / sparse.artifact.path)
+    weights = [m.weight for m in loaded.modules() if isinstance(m, nn.Linear)]
+    zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    assert sparse.sparsity == pytest.approx(zeros) and zeros >= 0.79
+    assert sparse.compressed_size_bytes < sparse.measured.size_bytes / 2  # type: ignore[union-attr]
+    student = by["distill"]
+    assert student.artifact
+    assert json.loads((storage / student.artifact.path / "model-card.json").read_text())["architecture"]["layers"] == 1
+
+
+def test_cnn_static_int8_and_channel_pruning(trained: dict[str, Path], tmp_path: Path) -> None:
+    storage = storage_copy(trained, "cnn", tmp_path)
+    outcome = compress(storage, [{"quantize": {"mode": "static"}},
+                                 {"prune": {"structured": True, "amount": 0.5, "fineTuneSteps": 30}},
+                                 {"distill": {"steps": 40}}], max_drop=0.5)
+    check_report(storage, outcome, data_of(storage))
+    static, pruned, student = outcome.report.candidates
+    assert static.verdict == Verdict.ACCEPTED and (static.size_ratio or 0) > 3.0
+    assert pruned.measured and pruned.measured.parameters < outcome.report.baseline.parameters * 0.6
+    assert pruned.artifact and student.artifact
+    card = json.loads((storage / pruned.artifact.path / "model-card.json").read_text())
+    assert card["architecture"]["shapes"]["1"][0] == 8  # conv channels 16 -> 8
+
+
+def test_gpt_dynamic_int8_ffn_pruning_and_half_depth_student(trained: dict[str, Path], tmp_path: Path) -> None:
+    storage = storage_copy(trained, "gpt", tmp_path)
+    outcome = compress(storage, [{"quantize": {"mode": "dynamic"}},
+                                 {"prune": {"structured": True, "amount": 0.5, "fineTuneSteps": 20}},
+                                 {"distill": {"steps": 30}}], max_drop=0.5, relative=True)
+    report = outcome.report
+    assert report.metric == "perplexity" and not report.higher_is_better
+    check_report(storage, outcome, data_of(storage))
+    dyn, pruned, student = report.candidates
+    assert dyn.verdict == Verdict.ACCEPTED and dyn.drop is not None and abs(dyn.drop) < 0.05
+    assert pruned.artifact and student.artifact
+    shapes = json.loads((storage / pruned.artifact.path / "model-card.json").read_text())["architecture"]["shapes"]
+    assert shapes["1.mlp.0"] == [128, 64] and shapes["1.mlp.2"] == [64, 128]
+    assert json.loads((storage / student.artifact.path / "model-card.json").read_text())["architecture"]["layers"] == 2
+
+
+def test_gate_rejects_outside_the_budget_and_first_stops_at_the_first_accepted(
+        trained: dict[str, Path], tmp_path: Path) -> None:
+    storage = storage_copy(trained, "mlp", tmp_path / "reject")
+    harsh = {"prune": {"structured": True, "amount": 0.95, "fineTuneSteps": 0}}
+    rejected = compress(storage, [harsh], max_drop=0.001)
+    check_report(storage, rejected, data_of(storage))
+    assert rejected.report.candidates[0].verdict == Verdict.REJECTED
+    assert rejected.report.chosen is None and rejected.report.artifact is None
+    assert rejected.report.reason == "AccuracyBudgetExceeded"
+    assert rejected.report.candidates[0].artifact is not None  # kept for inspection, not published
+    storage = storage_copy(trained, "mlp", tmp_path / "first")
+    first = compress(storage, [harsh, {"quantize": {}}, {"prune": {}}], max_drop=0.02, select="first")
+    verdicts = [c.verdict for c in first.report.candidates]
+    assert verdicts == [Verdict.REJECTED, Verdict.ACCEPTED, Verdict.SKIPPED]
+    assert first.report.chosen == 1 and first.report.reason == "Compressed"
+    assert first.report.artifact == first.report.candidates[1].artifact
+
+
+def test_tampered_or_pickled_artifacts_are_refused(trained: dict[str, Path], tmp_path: Path) -> None:
+    storage = storage_copy(trained, "cnn", tmp_path)
+    outcome = compress(storage, [{"quantize": {"mode": "static"}}], max_drop=1.0)
+    ref = outcome.report.candidates[0].artifact
+    assert ref is not None
+    good = storage / ref.path
+    artifacts.load_model(good)
+
+    flipped = tmp_path / "flipped"
+    shutil.copytree(good, flipped)
+    blob = bytearray((flipped / "model.safetensors").read_bytes())
+    blob[-5] ^= 0xFF
+    (flipped / "model.safetensors").write_bytes(bytes(blob))
+    with pytest.raises(artifacts.ArtifactError, match="digest"):
+        artifacts.load_model(flipped)
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(good, pickled)
+    torch.save({"weight": torch.zeros(3)}, pickled / "model.safetensors")  # a pickle under the right name
+    card = json.loads((pickled / "model-card.json").read_text())
+    card["weights"]["digest"] = artifacts.digest_of(pickled / "model.safetensors")  # digest "fixed" too
+    (pickled / "model-card.json").write_text(json.dumps(card))
+    with pytest.raises(artifacts.ArtifactError, match="not a valid safetensors"):
+        artifacts.load_model(pickled)
+    (pickled / "model.pt").write_bytes((pickled / "model.safetensors").read_bytes())
+    card["weights"]["file"] = "model.pt"
+    (pickled / "model-card.json").write_text(json.dumps(card))
+    with pytest.raises(artifacts.ArtifactError, match="not safetensors"):
+        artifacts.load_model(pickled)
+
+    reshaped = tmp_path / "reshaped"
+    shutil.copytree(good, reshaped)
+    card = json.loads((reshaped / "model-card.json").read_text())
+    card["architecture"]["channels"] = 32  # the card no longer describes the weights
+    (reshaped / "model-card.json").write_text(json.dumps(card))
+    with pytest.raises(artifacts.ArtifactError, match="do not fit"):
+        artifacts.load_model(reshaped)
+
+
+def compress_process(storage: Path, spec: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KUBEFORGE_STORAGE_DIR": str(storage), "KUBEFORGE_COMPRESS_THREADS": "1",
+           "KUBEFORGE_SPEC": json.dumps({"recipe": RECIPES["cnn"], "compression": spec})}
+    return subprocess.run([sys.executable, "-m", "kubeforge_trainer", "compress", *args], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_pod_entry_point_contract(trained: dict[str, Path], tmp_path: Path) -> None:
+    storage = storage_copy(trained, "cnn", tmp_path)
+    done = compress_process(storage, {"methods": [{"quantize": {"mode": "static"}}],
+                                      "accuracyBudget": {"maxDrop": 0.5}})
+    assert done.returncode == 0, done.stderr[-2000:]
+    message = CompressionTermination.model_validate(json.loads(done.stdout.splitlines()[-1])["compression"])
+    assert message.compressed and message.chosen == "quantize-static" and message.artifact is not None
+    assert message.report_path == "compressed/report.json"
+    report = CompressionReport.model_validate_json((storage / message.report_path).read_text())
+    assert report.artifact == message.artifact and (storage / message.artifact.path / "model.safetensors").exists()
+
+    bad = compress_process(storage, {"methods": [{"prune": {"amount": 1.5}}]})
+    assert bad.returncode == EXIT_INVALID_CONFIG
+    assert "spec.compression.methods[0].prune.amount" in bad.stderr and "Traceback" not in bad.stderr
+    missing = compress_process(storage, {"methods": [{"quantize": {}}]}, "--artifact", "nowhere")
+    assert missing.returncode == EXIT_INVALID_CONFIG and "Traceback" not in missing.stderr
+
+
+def test_cli_prints_a_table_or_the_typed_report(trained: dict[str, Path], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from kubeforge_trainer.compress.cli import main
+
+    storage = storage_copy(trained, "mlp", tmp_path)
+    argv = [str(storage / "artifact"), "--method", "quantize:dynamic", "--method",
+            "prune:unstructured,amount=0.5,fineTuneSteps=5", "--budget", "0.05", "--select", "best", "--threads", "1"]
+    assert main([*argv, "--json"]) == 0
+    report = CompressionReport.model_validate_json(capsys.readouterr().out)
+    assert [c.method for c in report.candidates] == ["quantize-dynamic", "prune-unstructured"]
+    assert report.candidates[1].parameters == {"structured": False, "amount": 0.5, "fineTuneSteps": 5}
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "baseline (fp32)" in out and "quantize-dynamic" in out and "sparsity 50%" in out
+    assert main([str(storage / "artifact"), "--method", "prune:sideways"]) == EXIT_INVALID_CONFIG
+    assert main([str(storage / "artifact"), "--method", "prune,amount=2"]) == EXIT_INVALID_CONFIG
+    assert "compression.methods[0].prune.amount" in capsys.readouterr().err

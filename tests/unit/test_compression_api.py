@@ -1,0 +1,97 @@
+"""The compression contract: bad specs are refused with the field named, the recipe check, the
+defaults, and a termination message that always fits the kubelet's 4 KiB."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubeforge_api.compression import (
+    AccuracyBudget,
+    ArtifactRef,
+    Candidate,
+    CompressionReason,
+    CompressionReport,
+    CompressionSpec,
+    CompressionTermination,
+    Latency,
+    Measured,
+    Verdict,
+    check_against_recipe,
+)
+from pydantic import ValidationError
+
+
+def spec(**kw: Any) -> CompressionSpec:
+    return CompressionSpec.model_validate({"methods": [{"quantize": {}}], **kw})
+
+
+@pytest.mark.parametrize(("doc", "field"), [
+    ({"methods": []}, "methods"),
+    ({"methods": [{"prune": {"amount": 0.99}}]}, "amount"),
+    ({"methods": [{"prune": {"amount": 0}}]}, "amount"),
+    ({"methods": [{"quantize": {"mode": "int4"}}]}, "mode"),
+    ({"methods": [{"quantize": {"calibrationSamples": 1}}]}, "calibrationSamples"),
+    ({"methods": [{"distill": {"temperature": 0}}]}, "temperature"),
+    ({"methods": [{"distill": {"alpha": 1.5}}]}, "alpha"),
+    ({"methods": [{"distill": {"student": {"depth": 0}}}]}, "depth"),
+    ({"methods": [{"quantize": {}}] * 9}, "methods"),
+    ({"methods": [{"quantize": {}}], "select": "fastest"}, "select"),
+    ({"methods": [{"quantize": {}}], "accuracyBudget": {"maxDrop": -1}}, "maxDrop"),
+    ({"methods": [{"quantize": {}}], "accuracyBudget": {"metric": "f1"}}, "metric"),
+    ({"methods": [{"quantise": {}}]}, "quantise"),
+])
+def test_bad_specs_are_refused_naming_the_field(doc: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as e:
+        CompressionSpec.model_validate(doc)
+    assert any(field in [str(p) for p in err["loc"]] for err in e.value.errors()), e.value.errors()
+
+
+def test_a_method_sets_exactly_one_kind() -> None:
+    docs: list[dict[str, Any]] = [{}, {"quantize": {}, "prune": {}}]
+    for doc in docs:
+        with pytest.raises(ValidationError, match="exactly one of quantize, prune, distill"):
+            CompressionSpec.model_validate({"methods": [doc]})
+
+
+def test_defaults_and_wire_form() -> None:
+    s = spec()
+    assert s.select == "first" and s.accuracy_budget.max_drop == 0.01 and not s.accuracy_budget.relative
+    m = s.methods[0]
+    assert m.label() == "quantize-dynamic" and m.parameters() == {"mode": "dynamic", "backend": "auto",
+                                                                  "calibrationSamples": 256}
+    assert CompressionSpec.model_validate(s.dump()) == s
+
+
+def test_check_against_recipe_names_the_field() -> None:
+    ok = spec(accuracyBudget={"metric": "accuracy"})
+    assert check_against_recipe(ok, "mlp", "digits") == []
+    errors = check_against_recipe(ok, "gpt", "text")
+    assert len(errors) == 1 and errors[0].startswith("spec.compression.accuracyBudget.metric")
+    static = CompressionSpec.model_validate({"methods": [{"prune": {}}, {"quantize": {"mode": "static"}}]})
+    assert check_against_recipe(static, "cnn", "digits") == []
+    assert check_against_recipe(static, "gpt", "text")[0].startswith("spec.compression.methods[1].quantize.mode")
+    torchao = CompressionSpec.model_validate({"methods": [{"quantize": {"mode": "static", "backend": "torchao"}}]})
+    assert any("backend" in e for e in check_against_recipe(torchao, "cnn", "digits"))
+
+
+def report(n: int, message: str) -> CompressionReport:
+    lat = Latency(batch1=1.234567, batch8=9.87654)
+    meas = Measured(metric=0.97, metrics={"accuracy": 0.97, "evalLoss": 0.1}, size_bytes=10**9, parameters=10**8,
+                    latency_ms=lat)
+    ref = ArtifactRef(path="compressed/" + "x" * 400, digest="sha256:" + "a" * 64, size_bytes=10**9)
+    cands = [Candidate(method="prune-unstructured", parameters={"amount": 0.5}, verdict=Verdict.REJECTED,
+                       measured=meas, drop=0.5, speedup=lat, artifact=ref) for _ in range(n)]
+    return CompressionReport(metric="accuracy", higher_is_better=True, budget=AccuracyBudget(), select="best",
+                             threads=2, parent=ref, baseline=meas, candidates=cands, chosen=0, artifact=ref,
+                             reason=CompressionReason.COMPRESSED, message=message)
+
+
+@pytest.mark.parametrize("n", [1, 8])
+def test_termination_message_fits_4k(n: int) -> None:
+    r = report(n, "m" * 1024)
+    text = CompressionTermination.from_report(r, "compressed/report.json").encode()
+    assert len(text.encode()) <= 4096
+    back = CompressionTermination.model_validate_json(text)
+    assert back.compressed and back.chosen == "prune-unstructured" and back.artifact == r.artifact
+    assert back.reason == CompressionReason.COMPRESSED
