@@ -147,3 +147,21 @@ spec:
     assert (status["state"], compressed["status"], compressed["reason"]) == ("Succeeded", "False",
                                                                              "AccuracyBudgetExceeded")
     assert status["artifact"]["digest"].startswith("sha256:") and "artifact" not in status["compression"]
+
+
+def test_the_trainers_own_reason_and_exit_code_reach_the_user(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text("""apiVersion: kubeforge.dev/v1alpha1
+kind: TrainingJob
+metadata: {name: nodata}
+spec:
+  nodes: 2
+  recipe: {model: gpt, dataset: file, datasetPath: corpus/missing.txt}
+""")
+    out = subprocess.run([KUBEFORGE, "run", str(path), "--runs-dir", str(tmp_path / "r")], capture_output=True,
+                         text=True, timeout=300)
+    status = dict(record(tmp_path / "r")["status"])  # type: ignore[arg-type]
+    assert out.returncode == 1 and status["reason"] == "ExitCode" and status["restartCount"] == 0
+    assert status["lastFailure"]["exitCode"] == 78  # carried through torchrun: a configuration error
+    assert "does not exist" in status["lastFailure"]["message"] and "ChildFailedError" not in out.stderr
+    assert "does not exist" in out.stderr.splitlines()[-1]

@@ -89,7 +89,7 @@ def test_render_parameter_servers_and_elastic() -> None:
     env = {e["name"]: e["value"] for e in p["spec"]["containers"][0]["env"] if "value" in e}
     assert env["PET_NNODES"] == "4" and env["KUBEFORGE_ROLE"] == "ps"
     assert env["KUBEFORGE_PS_ADDRESSES"] == "j-ps-0.j.ns.svc.cluster.local,j-ps-1.j.ns.svc.cluster.local"
-    assert p["spec"]["containers"][0]["command"] == ["torchrun", "--module", "kubeforge_trainer", "train"]
+    assert p["spec"]["containers"][0]["command"] == ["python", "-m", "kubeforge_trainer", "launch"]
     el = TrainingJobSpec.model_validate({"nodes": 2, "elastic": {"minNodes": 1, "maxNodes": 3},
                                          "command": ["torchrun", "t.py"]})
     env = {e["name"]: e["value"] for e in render_pod(JobRef("j", "ns", "u", 1), el, members(el)[0], 0, "i",

@@ -6,16 +6,48 @@ never turn into a SIGABRT at interpreter exit (see `train/teardown.py`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 import traceback
 from typing import NoReturn
 
+from kubeforge_api.constants import Env
 from kubeforge_api.exitcodes import EXIT_INVALID_CONFIG
 
 from .checkpoint import CheckpointError
 from .context import ConfigError, JobContext
 from .progress import ProgressReporter
+
+
+def invalid(error: Exception) -> int:
+    """A configuration or data error: one line on stderr and in the termination message (so
+    `kubectl describe` and `kubeforge run` say why), and the exit code that is never retried."""
+    line = f"kubeforge-trainer: {' '.join(str(error).split())}"[:1024]
+    print(line, file=sys.stderr, flush=True)
+    from .train.common import termination_log
+
+    with contextlib.suppress(OSError):
+        path = termination_log()
+        if path.exists() or Env.TERMINATION_LOG in os.environ:
+            path.write_text(line)
+    return EXIT_INVALID_CONFIG
+
+
+def launch(argv: list[str]) -> int:
+    """`python -m kubeforge_trainer launch`: torchrun (configured by the PET_* env) over `train`,
+    in this process, exiting with the code of the first rank that failed rather than torchrun's 1,
+    so a configuration error (78) stays permanent and a killed rank (128+N) stays retryable."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    try:
+        torchrun(["--module", "kubeforge_trainer", "train", *argv])
+        return 0
+    except ChildFailedError as e:
+        first = min(e.failures.values(), key=lambda f: f.timestamp)
+        return first.exitcode if first.exitcode > 0 else 128 - first.exitcode
 
 
 def train() -> int:
@@ -27,8 +59,7 @@ def train() -> int:
     try:
         ctx = JobContext.from_env()
     except ConfigError as e:
-        print(f"kubeforge-trainer: {e}", file=sys.stderr)
-        return EXIT_INVALID_CONFIG
+        return invalid(e)
     world = init_world(ctx.backend)
     threads = threads_for()
     print(f"kubeforge-trainer: rank {world.rank}/{world.size}, {threads} intra-op threads", file=sys.stderr, flush=True)
@@ -42,8 +73,7 @@ def train() -> int:
             from .train.data_parallel import train as run
         result = run(ctx, world, reporter)
     except (ConfigError, CheckpointError) as e:
-        print(f"kubeforge-trainer: {e}", file=sys.stderr)
-        return EXIT_INVALID_CONFIG
+        return invalid(e)
     finally:
         if reporter:
             reporter.close()
@@ -54,12 +84,14 @@ def train() -> int:
 
 
 def main() -> int:
+    if len(sys.argv) >= 2 and sys.argv[1] == "launch":
+        return launch(sys.argv[2:])
     if len(sys.argv) >= 2 and sys.argv[1] == "compress":
         from .compress.entry import main as compress
 
         return compress(sys.argv[2:])
     if len(sys.argv) < 2 or sys.argv[1] != "train":
-        print("usage: python -m kubeforge_trainer train|compress   (run inside a TrainingJob pod)", file=sys.stderr)
+        print("usage: python -m kubeforge_trainer launch|train|compress   (inside a TrainingJob pod)", file=sys.stderr)
         return 2
     return train()
 

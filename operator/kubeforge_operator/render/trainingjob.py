@@ -28,7 +28,7 @@ from kubeforge_api.constants import (
 from kubeforge_api.trainingjob import Strategy, TrainingJobSpec
 
 Obj = dict[str, Any]
-TRAINER_COMMAND = ["torchrun", "--module", "kubeforge_trainer", "train"]
+TRAINER_COMMAND = ["python", "-m", "kubeforge_trainer", "launch"]  # torchrun in-process; keeps the rank's exit code
 COMPRESS_COMMAND = ["python", "-m", "kubeforge_trainer", "compress"]
 GPU_RESOURCE = "nvidia.com/gpu"
 
