@@ -143,7 +143,9 @@ def _trainer_section(tr: dict[str, Any] | None) -> list[str]:
     if tr is None:
         return ["## Trainer (CPU)", "", "Not measured yet: run `make bench` (bench/train/bench_train.py).", ""]
     dates = sorted({str(v["date"]) for v in tr.values() if isinstance(v, dict) and "date" in v})
+    undated = [k for _, k, _ in TRAINER_ROWS if isinstance(tr.get(k), dict) and "date" not in tr[k]]
     when = ", ".join(dates) or "before per-part dates"
+    when += f" (undated rows: {', '.join(undated)}, from an earlier run)" if dates and undated else ""
     lines = ["## Trainer (CPU)", "", f"Machine: {tr.get('machine', 'unknown')}; measured {when}.",
              "", "| what | ratio (median, spread) | losses equal to 1e-5 | goal | verdict |",
              "| --- | --- | --- | --- | --- |"]

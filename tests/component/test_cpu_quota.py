@@ -32,15 +32,18 @@ def make_cgroup() -> Path:
     name = f"kf-quota-test-{os.getpid()}"
     root = Path("/sys/fs/cgroup")
     if (root / "cgroup.controllers").exists():
-        group = root / own_path("").lstrip("/") / name
-        group.mkdir()
-        (group / "cpu.max").write_text("100000 100000")
-        return group
-    mount = next(root / m for m in ("cpu", "cpu,cpuacct", "cpuacct,cpu") if (root / m).is_dir())
-    group = mount / own_path("cpu").lstrip("/") / name
+        group, files = root / own_path("").lstrip("/") / name, {"cpu.max": "100000 100000"}
+    else:
+        mount = next(root / m for m in ("cpu", "cpu,cpuacct", "cpuacct,cpu") if (root / m).is_dir())
+        group = mount / own_path("cpu").lstrip("/") / name
+        files = {"cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "100000"}
     group.mkdir()
-    (group / "cpu.cfs_period_us").write_text("100000")
-    (group / "cpu.cfs_quota_us").write_text("100000")
+    try:
+        for file, value in files.items():
+            (group / file).write_text(value)
+    except OSError:
+        group.rmdir()  # e.g. the cpu controller is not delegated to this cgroup
+        raise
     return group
 
 

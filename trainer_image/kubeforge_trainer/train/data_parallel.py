@@ -39,7 +39,7 @@ from .common import (
 
 def wrap_model(model: nn.Sequential, strategy: Strategy, world: World, bucket_mb: int,
                device: torch.device) -> nn.Module:
-    """The model as this strategy trains it: itself alone, DDP, or FSDP2 (each layer, then the root)."""
+    """The model as this strategy trains it: itself alone, DDP, or FSDP2 (bucketed units, then the root)."""
     model = model.to(device)
     if world.size == 1:
         return model
