@@ -9,11 +9,12 @@ import json
 import threading
 import time
 import urllib.parse
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from kubeforge_api.contracts import ProgressDoc
 from prometheus_client import CollectorRegistry
@@ -51,7 +52,8 @@ class ProgressReporter:
         self.lock = threading.Lock()
         self.history = history
         self.started = time.monotonic()
-        self.points: list[dict[str, Any]] = []  # recent history, served to the operator
+        self.points: deque[dict[str, Any]] = deque(maxlen=MAX_POINTS)  # recent history, served to the operator
+        self._file: TextIO | None = None
         self.registry = CollectorRegistry(auto_describe=True)  # per reporter: never the process-global one
         self.registry.register(_ProgressCollector(self))
         self.server: ThreadingHTTPServer | None = None
@@ -72,12 +74,14 @@ class ProgressReporter:
         """Append one point to the history ({"kind": "train"|"eval", "step": ..., "loss": ...})."""
         point = {"kind": kind, "time": round(time.time(), 3), **values}
         with self.lock:
-            self.points = [*self.points[-(MAX_POINTS - 1):], point]
+            self.points.append(point)
         if self.history is None:
             return
-        self.history.parent.mkdir(parents=True, exist_ok=True)
-        with self.history.open("a") as f:
-            f.write(json.dumps(point) + "\n")
+        if self._file is None:  # opened once: a point costs a write and a flush, not an open and a close
+            self.history.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.history.open("a")
+        self._file.write(json.dumps(point) + "\n")
+        self._file.flush()
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -125,6 +129,9 @@ class ProgressReporter:
         return Handler
 
     def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
