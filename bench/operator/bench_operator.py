@@ -183,6 +183,11 @@ def wait_states(client: KubeClient, ns: str, n: int, state: str, timeout: float 
     raise TimeoutError(f"not all jobs reached {state}")
 
 
+def save(out: str, result: dict[str, Any]) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=2))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
@@ -211,6 +216,11 @@ def main() -> int:
         wait_states(admin, ns_w, args.lifecycle_jobs, "Succeeded")
         settle(op)
         life = delta(writes(op), before)
+        result: dict[str, Any] = {"machine": "2-core CPU, embedded control plane (k8s 1.34.4) on the same machine",
+                                  "writes_per_lifecycle": {k: v / args.lifecycle_jobs for k, v in sorted(life.items())},
+                                  "writes_per_lifecycle_goal": "pods + services + 3 = 6 for a 2-node job (events "
+                                                               "counted apart)"}
+        save(args.out, result)  # every phase is kept as soon as it is measured
         ratios, op_lat, op_rates, base_rates = [], [], [], []
         for r in range(args.rounds):
             ns_a = new_namespace(admin, f"bench-op-{r}")
@@ -224,12 +234,24 @@ def main() -> int:
             op_rates.append(rate_a)
             base_rates.append(rate_b)
             print(f"round {r}: operator {rate_a:.1f} jobs/s, baseline {rate_b:.1f} jobs/s", flush=True)
+        result["jobs_per_s"] = {"operator_median": statistics.median(op_rates),
+                                "baseline_median": statistics.median(base_rates),
+                                "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
+                                "ratio_max": max(ratios), "rounds": args.rounds}
+        result["create_to_pods_ms_under_load"] = {"p50": statistics.median(op_lat) * 1e3,
+                                                  "p99": sorted(op_lat)[int(0.99 * (len(op_lat) - 1))] * 1e3,
+                                                  "n": args.rounds * args.jobs}
+        save(args.out, result)
         # Latency with no queue: one job at a time.
         ns_l = new_namespace(admin, "bench-latency")
         single: list[float] = []
         for i in range(50):
             settle(op, quiet_for=0.5)
             single += operator_round(kube_admin, admin, ns_l, f"s{i}", 1, 4, 1)[1]
+        result["create_to_pods_ms_single"] = {"p50": statistics.median(single) * 1e3,
+                                              "p99": sorted(single)[int(0.99 * (len(single) - 1))] * 1e3,
+                                              "n": len(single)}
+        save(args.out, result)
         # 1,000 jobs: RSS, then a no-op resync (operator restart over settled jobs).
         ns_r = new_namespace(admin, "bench-rss")
         for i in range(args.rss_jobs):
@@ -237,31 +259,13 @@ def main() -> int:
         wait_states(admin, ns_r, args.rss_jobs, "Pending", timeout=900)  # unschedulable pods: state Pending
         settle(op)
         assert op.proc is not None
-        rss = rss_mb(op.proc.pid)
+        result["rss_mb_at_jobs"] = {"jobs": args.rss_jobs, "rss_mb": rss_mb(op.proc.pid)}
+        save(args.out, result)
         op.stop()
         op.start()
         settle(op, quiet_for=10)
-        resync = {k: v for k, v in writes(op).items() if v}  # a fresh process: its counters start at zero
-        total_jobs = args.rounds * args.jobs
-        result = {
-            "machine": "2-core CPU, embedded control plane (k8s 1.34.4) on the same machine",
-            "create_to_pods_ms_single": {"p50": statistics.median(single) * 1e3,
-                                         "p99": sorted(single)[int(0.99 * (len(single) - 1))] * 1e3,
-                                         "n": len(single)},
-            "create_to_pods_ms_under_load": {"p50": statistics.median(op_lat) * 1e3,
-                                             "p99": sorted(op_lat)[int(0.99 * (len(op_lat) - 1))] * 1e3,
-                                             "n": total_jobs},
-            "jobs_per_s": {"operator_median": statistics.median(op_rates),
-                           "baseline_median": statistics.median(base_rates),
-                           "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
-                           "ratio_max": max(ratios), "rounds": args.rounds},
-            "writes_per_lifecycle": {k: v / args.lifecycle_jobs for k, v in sorted(life.items())},
-            "writes_per_lifecycle_goal": "pods + services + 3 = 6 for a 2-node job (events counted apart)",
-            "rss_mb_at_jobs": {"jobs": args.rss_jobs, "rss_mb": rss},
-            "writes_on_noop_resync": resync,
-        }
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
+        result["writes_on_noop_resync"] = {k: v for k, v in writes(op).items() if v}  # a fresh process counts from 0
+        save(args.out, result)
         print(json.dumps(result, indent=2))
         return 0
     finally:
