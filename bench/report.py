@@ -77,7 +77,8 @@ def _compress_rows(c: dict[str, Any] | None, date: datetime) -> list[str]:
     notes = ["", "The encoder has random weights (nothing is downloaded), so its metric drop is top-1 disagreement "
              "with fp32 on a mean-pooled head; accuracy drops on trained models come from the compression pipeline "
              "(digits CNN, text GPT). torchao is only fast under `torch.compile` (compile time in the row); eager "
-             "torchao is slower than fp32 on CPU. Timings are interleaved pairs on a shared 2-core machine: "
+             "torchao gains little on CPU. The GPT teacher is trained briefly, so the student (trained further "
+             "from it) can beat it. Timings are interleaved pairs on a shared 2-core machine: "
              "when other jobs load it, fp32 and int8 slow down unevenly (OpenMP threads wait for descheduled "
              "peers), so ratios from a loaded run understate the speed-ups; rerun one section with "
              "`bench/compress/bench_compress.py --only encoder`."]

@@ -149,8 +149,7 @@ def bench_cnn(pairs: int, threads: int) -> Obj:
     fp32 = len(weights_bytes(encoded(model, "fp32", "")))
     out: Obj = {"batch1": ratio(model, static, calib[:1], pairs), "batch8": ratio(model, static, calib[:8], pairs),
                 "size_ratio": fp32 / len(weights_bytes(encoded(static, "int8-static", "eager")))}
-    digits = train({"model": "cnn", "dataset": "digits", "epochs": 10, "batchSize": 64, "learningRate": 0.01,
-                    "modelConfig": {"channels": 32}})
+    digits = train({"model": "cnn", "dataset": "digits", "epochs": 8, "batchSize": 64, "learningRate": 0.01})
     report = pipeline(digits, [{"quantize": {"mode": "static"}}], threads)
     out["digits_accuracy"] = {"fp32": report["baseline"]["metric"],
                               "int8": report["candidates"][0]["measured"]["metric"],
