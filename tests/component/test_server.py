@@ -196,8 +196,10 @@ def test_queue_full_503_and_timeout_504(cnn_dir: Path) -> None:
             third = request(s.port, "POST", INFER, heavy)
             assert third.status == 503 and third.headers.get("retry-after") == "1", third.body
             assert "queue is full" in third.json()["error"]
-            assert first.result().status == 504 and "requestTimeoutSeconds" in first.result().json()["error"]
-            assert second.result().status == 504
+            # The first request was already in the model: it is answered 504 only if the model took longer than
+            # the timeout (how long depends on the machine); the queued one waited past it in any case.
+            assert first.result().status in (200, 504)
+            assert second.result().status == 504 and "requestTimeoutSeconds" in second.result().json()["error"]
         _wait_metric(s.port, 'kubeforge_inference_latency_seconds_count{stage="inference"}', 1)  # model idle again
         assert request(s.port, "POST", INFER, infer_body(rows(1, seed=5))).status == 200  # still serving
     finally:
