@@ -48,12 +48,12 @@ def main() -> None:
         return
     namespaces = ui.namespace_selector(src)
     c1, c2, c3, c4, c5 = st.columns([3, 3, 2, 2, 1])
-    text = c1.text_input("Filter", placeholder="name or reason contains...")
+    text = c1.text_input("Filter", placeholder="name or reason contains...", key="ov_filter")
     states = c2.multiselect("State", ["Pending", "Created", "Running", "Restarting", "Succeeded", "Failed",
-                                      "Suspended", "Ready", "NotReady", "Degraded", "Interrupted"])
-    kinds = c3.multiselect("Kind", [overview.TRAINING, overview.SERVING])
-    key = c4.selectbox("Sort by", overview.SORT_KEYS)
-    descending = c5.toggle("Reverse")
+                                      "Suspended", "Ready", "NotReady", "Degraded", "Interrupted"], key="ov_states")
+    kinds = c3.multiselect("Kind", [overview.TRAINING, overview.SERVING], key="ov_kinds")
+    key = c4.selectbox("Sort by", overview.SORT_KEYS, key="ov_sort")
+    descending = c5.toggle("Reverse", key="ov_reverse")
     st.fragment(table, run_every=ui.settings().refresh_seconds)(src, namespaces, text, states, kinds, key or "age",
                                                                  descending)
 

@@ -109,8 +109,10 @@ def details(src: Source, job: TrainingJob) -> None:
     left.table(pd.DataFrame(training.spec_summary(job), columns=["field", "value"]).set_index("field"))
     right.subheader("Timeline")
     rows = training.timeline(job.status)
-    right.dataframe(pd.DataFrame([asdict(r) for r in rows]), hide_index=True) if rows else right.caption(
-        "No conditions yet.")
+    if rows:
+        right.dataframe(pd.DataFrame([asdict(r) for r in rows]), hide_index=True)
+    else:
+        right.caption("No conditions yet.")
     st.subheader("Pods")
     pods = ui.read(lambda: src.pods(ns, {LABEL_JOB: name})) or []
     if pods:
