@@ -234,3 +234,53 @@ def test_cluster_page_shows_capacity_and_kubeforge_usage() -> None:
     down = MemorySource(failures={"nodes": SourceError(ErrorKind.FORBIDDEN, "forbidden: the dashboard may not "
                                                                            "list nodes (403 Forbidden)")})
     assert "forbidden: the dashboard may not list nodes" in seen(render(down, "cluster"))
+
+
+def test_try_it_asks_a_real_inference_server(tmp_path: Path) -> None:
+    import torch
+    from kubeforge_trainer.artifacts import load_model
+    from servehelp import DIGITS_MLP, Server, write_artifact
+
+    model_dir = write_artifact(tmp_path / "artifact", DIGITS_MLP)
+    server = Server(model_dir, name="digits-serving").start()
+    try:
+        at = render(w.world("127.0.0.1", server.port), "serving", ns="ml", name="digits-serving")
+        assert at.text_area[0].value.count("0") == 64  # one row as wide as the model's input
+        row = [float(i % 17) for i in range(64)]
+        at.text_area[0].input(", ".join(str(v) for v in row))
+        at.button[0].click().run()
+        assert not at.exception
+        assert [s.value for s in at.success] == ["Answered by digits-serving-7d9f-abcde (model digits-serving)"]
+        answer = next(d.value for d in at.dataframe if "predicted class" in d.value.columns).iloc[0]
+        _, model = load_model(model_dir)
+        assert answer["predicted class"] == int(model(torch.tensor([row])).argmax())
+        at.text_area[0].input("1, 2, 3")
+        at.button[0].click().run()
+        (error,) = [e.value for e in at.error]
+        assert error.startswith("Request failed: http://127.0.0.1:") and "answered 4" in error
+        # scraped before this run's request: the first answer, seen through both pods (one process here)
+        assert {m.label: m.value for m in at.metric}["Requests"] == "2"
+    finally:
+        server.stop()
+
+
+def test_local_runs_through_the_same_pages(tmp_path: Path) -> None:
+    from kubeforge_api.contracts import RunRecord
+    from kubeforge_dashboard.local import LocalRunsSource
+
+    run = tmp_path / "digits-0123abcd"
+    (run / "logs").mkdir(parents=True)
+    status = {"state": "Succeeded", "reason": "Completed", "history": w.history(20), "restartCount": 0,
+              "conditions": [w.cond("Succeeded", "True", "Completed", "all 1 worker pods succeeded", 5)],
+              "artifact": {"uri": f"file://{run}/storage/artifact", "digest": w.DIGEST, "sizeBytes": 5000}}
+    record = RunRecord(name="digits", uid="0123abcd-ffff", file="job.yaml", spec={"nodes": 1, "recipe": w.RECIPE},
+                       start_time=w.T0, storage=str(run / "storage"), logs=str(run / "logs"), state="Succeeded",
+                       status=status)
+    (run / "run.json").write_text(record.model_dump_json(by_alias=True))
+    (run / "logs" / "digits-node-0.log").write_text("epoch 3 done\ntraining finished\n")
+    src = LocalRunsSource(tmp_path)
+    table = render(src).dataframe[0].value
+    assert list(table["Name"]) == ["digits-0123abcd"] and list(table["Namespace"]) == ["local"]
+    at = render(src, "training", ns="local", name="digits-0123abcd")
+    assert charts(at) == 3 and "training finished" in at.code[0].value and w.DIGEST in seen(at)
+    assert "local runs have no ServingJobs" in seen(render(src, "serving", ns="local", name="x"))
