@@ -76,7 +76,8 @@ def succeeded(name: str, accepted: bool) -> TrainingJob:
         "progress": {"step": 400, "totalSteps": 400, "percent": "100.0%", "loss": 0.05, "eval": {"accuracy": 0.955}},
         "history": history(40), "lastCheckpoint": {"step": 400},
         "artifact": {"uri": f"pvc://models/runs/{name}/artifact", "digest": DIGEST, "sizeBytes": 42_000},
-        "compression": report(accepted)}, compression={"methods": [{"quantize": {}}]})
+        "compression": report(accepted)}, compression={"methods": [{"quantize": {}}]},
+        storage={"persistentVolumeClaim": {"claimName": "models"}, "path": f"runs/{name}"})
 
 
 def training_jobs() -> list[TrainingJob]:

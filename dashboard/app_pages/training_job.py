@@ -93,6 +93,9 @@ def compression(job: TrainingJob) -> None:
     if view is None:
         return
     st.subheader("Compression")
+    if not view.rows:
+        st.info(view.verdict)
+        return
     (st.success if view.compressed else st.warning)(view.verdict)
     st.caption(f"metric {view.metric}" + (f" · budget {view.budget}" if view.budget else ""))
     st.dataframe(pd.DataFrame([asdict(r) for r in view.rows]), hide_index=True, width="stretch")

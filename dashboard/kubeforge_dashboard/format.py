@@ -10,7 +10,7 @@ from kubeforge_api.constants import State
 STATE_COLOR = {
     State.RUNNING: "blue", State.SUCCEEDED: "green", State.FAILED: "red", State.RESTARTING: "orange",
     State.PENDING: "gray", State.CREATED: "gray", State.SUSPENDED: "violet", State.INTERRUPTED: "orange",
-    "Ready": "green", "Degraded": "orange", "NotReady": "red",
+    "Compressing": "blue", "Ready": "green", "Degraded": "orange", "NotReady": "red",
 }
 STATE_GLYPH = {"blue": "🔵", "green": "🟢", "red": "🔴", "orange": "🟠", "gray": "⚪", "violet": "🟣"}
 

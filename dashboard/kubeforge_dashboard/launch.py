@@ -46,10 +46,9 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: fl
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the dashboard exited with {proc.returncode}; see {log}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url + HEALTH, timeout=2) as r:
-                if r.status == 200:
-                    return
+        with contextlib.suppress(OSError), urllib.request.urlopen(url + HEALTH, timeout=2) as r:
+            if r.status == 200:
+                return
         time.sleep(0.2)
     raise RuntimeError(f"the dashboard did not answer within {timeout:.0f}s; see {log}")
 

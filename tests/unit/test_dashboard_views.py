@@ -108,11 +108,17 @@ def test_compression_report_compares_candidates_with_the_baseline() -> None:
 
 def test_compression_report_in_other_shapes_never_raises() -> None:
     assert compression.compression_view(None) is None and compression.compression_view({}) is None
-    summary = {"compressed": True, "reason": "Compressed", "chosen": "prune-structured", "baselineMetric": 0.9,
+    summary = {"compressed": True, "reason": "Compressed", "message": "prune-structured is within budget",
+               "reportPath": "runs/x/compressed/report.json", "chosen": "prune-structured", "baselineMetric": 0.9,
+               "artifact": {"uri": "pvc://models/runs/x/compressed/prune-structured", "digest": w.DIGEST,
+                            "sizeBytes": 2048},
                "candidates": [{"method": "prune-structured", "verdict": "accepted", "metric": 0.89, "drop": 0.01,
-                               "sizeBytes": 2048, "latencyMs": {"batch1": 0.5, "batch8": 1}}]}
+                               "sizeBytes": 2048, "latencyMs": {"batch1": 0.5, "batch8": 1}}], "attempts": 1}
     view = compression.compression_view(summary)
     assert view is not None and view.verdict.startswith("Compressed: prune-structured")
+    assert dict(view.artifact)["URI"] == "pvc://models/runs/x/compressed/prune-structured"
+    running = compression.compression_view({"attempts": 2})
+    assert running is not None and running.verdict == "Compression running (attempt 2)" and not running.rows
     assert (view.rows[1].metric, view.rows[1].size, view.rows[1].latency_ms) == ("0.89", "2.0 KiB", "0.5")
     junk = compression.compression_view({"candidates": "nope", "baseline": 3, "chosen": 7, "budget": []})
     assert junk is not None and not junk.compressed and len(junk.rows) == 1

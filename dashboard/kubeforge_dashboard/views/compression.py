@@ -3,8 +3,9 @@
 `status.compression` is not typed in the API yet, so this reads the dict defensively: it accepts
 the full report (`baseline` and `candidates[]` with `measured` metric, sizeBytes, latencyMs,
 `drop`, `speedup`, `verdict`, `chosen` index, published `artifact`) and the trimmed summary of a
-termination message (`baselineMetric`, candidates with flat metric/sizeBytes/latencyMs, `chosen`
-method name). A value of the wrong type becomes empty, never an exception."""
+termination message the operator copies into the status (`compressed`, `baselineMetric`,
+candidates with flat metric/sizeBytes/latencyMs, `chosen` method name, `artifact.uri`), and
+`{"attempts": N}` while the compression pod runs. A value of the wrong type becomes empty, never an exception."""
 
 from __future__ import annotations
 
@@ -90,6 +91,9 @@ def compression_view(report: dict[str, Any] | None) -> CompressionView | None:
     """None when the job has no compression result."""
     if not report:
         return None
+    if set(report) <= {"attempts"}:  # the compression pod has not reported yet
+        return CompressionView(metric="", budget="", rows=[], compressed=False,
+                               verdict=f"Compression running (attempt {report.get('attempts', 1)})")
     candidates = [c for c in report.get("candidates", []) if isinstance(c, dict)] \
         if isinstance(report.get("candidates"), list) else []
     base = _d(report.get("baseline"))
@@ -108,7 +112,8 @@ def compression_view(report: dict[str, Any] | None) -> CompressionView | None:
     if message:
         verdict += f". {message}"
     art = _d(report.get("artifact"))
-    artifact = [(k, v) for k, v in (("Path", str(art.get("path", ""))), ("Digest", str(art.get("digest", ""))),
-                                    ("Size", size(_i(art.get("sizeBytes"))))) if v] if art else []
+    fields = (("URI", str(art.get("uri", ""))), ("Path", str(art.get("path", ""))),
+              ("Digest", str(art.get("digest", ""))), ("Size", size(_i(art.get("sizeBytes")))))
+    artifact = [(k, v) for k, v in fields if v]
     return CompressionView(metric=str(report.get("metric", "metric")), budget=_budget(report), rows=rows,
                            verdict=verdict, compressed=compressed, artifact=artifact)
