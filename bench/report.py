@@ -24,6 +24,29 @@ def _met(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
+def _calls(calls: dict[str, int]) -> str:
+    return f"{sum(calls.values())} ({', '.join(f'{k} {v}' for k, v in sorted(calls.items()))})"
+
+
+def _dashboard(date: datetime) -> list[str]:
+    d = _load("dashboard")
+    if not d:
+        return []
+    o, b, r = d["overview_s"], d["baseline_s"], d["speedup_vs_per_job"]
+    calls = sum(d["overview_calls"].values())
+    short, long = d["job_page_calls_history_10"], d["job_page_calls_history_200"]
+    return [
+        "## Dashboard (embedded control plane)", "", f"Machine: {d['machine']}; date {date:%Y-%m-%d}.", "",
+        "| what | baseline | result | goal | verdict |", "| --- | --- | --- | --- | --- |",
+        f"| overview of {d['jobs']} TrainingJobs (200-point histories), one server-side render (AppTest) | "
+        f"per-job reads: list names, then one GET per job ({b['median']:.2f} s) | {o['median']:.2f} s "
+        f"({o['min']:.2f}-{o['max']:.2f}); speedup {_ratio(r)} | <= 1 s | {_met(o['median'] <= 1.0)} |",
+        f"| API calls per overview refresh | {d['jobs'] + 2} (per-job) | {_calls(d['overview_calls'])} | <= 3, "
+        f"none per job | {_met(calls <= 3)} |",
+        f"| API calls of a job page, 10-point vs 200-point history | - | {_calls(short)} vs {_calls(long)} | "
+        f"bounded, independent of history | {_met(short == long)} |", ""]
+
+
 def main() -> None:
     date = datetime.fromtimestamp(max((p.stat().st_mtime for p in RESULTS.glob("*.json")), default=0), UTC)
     lines = ["# Benchmarks", "",
@@ -74,6 +97,7 @@ def main() -> None:
         lines += [f"| CPU MFU: trainer FLOP/s (6 x params x samples/s) over an fp32 1024² matmul ceiling measured in "
                   f"the same run | {mfu['median']:.2f} ({mfu['min']:.2f}-{mfu['max']:.2f}) | — | ≥ 0.60 | "
                   f"{_met(mfu['median'] >= 0.6)} |", ""]
+    lines += _dashboard(date)
     gpu = _load("gpu")
     lines += ["## GPU", ""]
     if gpu:

@@ -69,7 +69,8 @@ def start(directory: Path, env: dict[str, str] | None = None, port: int = 8501, 
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port), "--server.address",
-             address, "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+             address, "--server.headless", "true", "--browser.gatherUsageStats", "false",
+             "--client.toolbarMode", "viewer"],
             env=environ, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     (directory / "pid").write_text(str(proc.pid))
     url = f"http://{address}:{port}"
