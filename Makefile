@@ -38,6 +38,7 @@ test-unit: venv
 bench: venv minicp  ## side-by-side benchmarks -> bench/results/*.json -> docs/benchmarks.md
 	$(PY) bench/operator/bench_operator.py
 	$(PY) bench/train/bench_train.py
+	$(PY) bench/dashboard/bench_dashboard.py
 	$(PY) bench/report.py
 
 cluster-up: venv minicp  ## start the embedded cluster in the background; prints the admin kubeconfig path last
