@@ -41,6 +41,8 @@ def _dashboard(date: datetime) -> list[str]:
         f"| overview of {d['jobs']} TrainingJobs (200-point histories), one server-side render (AppTest) | "
         f"per-job reads: list names, then one GET per job ({b['median']:.2f} s) | {o['median']:.2f} s "
         f"({o['min']:.2f}-{o['max']:.2f}); speedup {_ratio(r)} | <= 1 s | {_met(o['median'] <= 1.0)} |",
+        f"| the overview's reads alone (3 lists, decode, validate) | - | "
+        f"{d['overview_reads_s']['median']:.2f} s | context | - |",
         f"| API calls per overview refresh | {d['jobs'] + 2} (per-job) | {_calls(d['overview_calls'])} | <= 3, "
         f"none per job | {_met(calls <= 3)} |",
         f"| API calls of a job page, 10-point vs 200-point history | - | {_calls(short)} vs {_calls(long)} | "

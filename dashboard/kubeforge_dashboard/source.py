@@ -119,7 +119,8 @@ class Source(Protocol):
     def namespaces(self) -> list[str]: ...
 
     def training_jobs(self, namespaces: tuple[str, ...]) -> Listing[TrainingJob]:
-        """Jobs in `namespaces` (empty: every namespace)."""
+        """Jobs in `namespaces` (empty: every namespace); `status.history` may be left out (only
+        `training_job` must return it)."""
         ...
 
     def serving_jobs(self, namespaces: tuple[str, ...]) -> Listing[ServingJob]: ...
