@@ -24,10 +24,19 @@ PAGES = {"training": "app_pages/training_job.py", "serving": "app_pages/serving_
          "cluster": "app_pages/cluster.py", "overview": "app_pages/overview.py"}
 
 
+_COMPONENTS: list[Any] = []
+
+
 def render(source: Any, page: str = "overview", **query: str) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=60)
+    # Each new AppTest scans every installed package for Streamlit components (seconds here); a real
+    # server does it once, so the tests share the first scan. Without this private attribute: just slower.
+    if _COMPONENTS and hasattr(at, "_bidi_component_manager"):
+        at._bidi_component_manager = _COMPONENTS[0]
     at.session_state["kubeforge_source"] = source
     at.run()  # the pages are known once st.navigation has run
+    if not _COMPONENTS and getattr(at, "_bidi_component_manager", None) is not None:
+        _COMPONENTS.append(at._bidi_component_manager)
     if page != "overview":
         at.switch_page(PAGES[page])
         for k, v in query.items():
