@@ -103,9 +103,8 @@ def main() -> None:
         lines += [f"| CPU MFU: trainer FLOP/s (6 x params x samples/s) over an fp32 1024² matmul ceiling measured in "
                   f"the same run | {mfu['median']:.2f} ({mfu['min']:.2f}-{mfu['max']:.2f}) | — | ≥ 0.60 | "
                   f"{_met(mfu['median'] >= 0.6)} |", ""]
-    lines += _dashboard(date)
     gpu = _load("gpu")
-    lines += ["## GPU", ""]
+    lines += [*_dashboard(date), "## GPU", ""]
     if gpu:
         lines += [f"{gpu['device']}: trainer vs raw bf16 loop {gpu['trainer_vs_raw_loop_median']:.3f}, MFU "
                   f"{gpu['mfu_median']:.2f} of a measured {gpu['bf16_matmul_tflops']:.0f} TFLOP/s bf16 matmul.", ""]
