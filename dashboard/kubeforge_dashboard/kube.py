@@ -4,14 +4,17 @@ Answers are read as raw JSON (`_preload_content=False`): the typed API models of
 the records of `kubeobjects` are built from the same camelCase form the API server sends, and
 skipping the client's own deserialisation keeps a 500-job overview fast. Every request is counted
 in `calls` (by kind of request), so tests and benchmarks can hold the pages to a bounded number of
-calls: the overview lists each kind once, whatever the number of jobs."""
+calls: the overview lists each kind once, whatever the number of jobs. With `mirror` (the default)
+those lists come from a watch-fed `Mirror` per kind and scope: one list, then only change events,
+so a refresh issues no list at all."""
 
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import urllib3
 from kubeforge_api.constants import GROUP, SERVINGJOB_PLURAL, TRAININGJOB_PLURAL, VERSION
@@ -20,11 +23,20 @@ from kubeforge_api.trainingjob import TrainingJob
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
+from pydantic import BaseModel
 
 from .kubeobjects import Obj, event_info, node_info, parse_all, pod_info, selector_string
+from .mirror import Mirror
 from .source import ErrorKind, EventInfo, Listing, NodeInfo, PodInfo, SourceError
 
 LOG_LIMIT_BYTES = 256 * 1024
+MAX_MIRRORS = 8
+M = TypeVar("M", bound=BaseModel)
+
+
+def _without_history(obj: Obj) -> None:
+    """Lists feed the overview, which draws no curves: skip validating 4 x 200 points per job."""
+    (obj.get("status") or {}).pop("history", None)
 
 
 def connect(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
@@ -56,12 +68,15 @@ def _error(e: Exception, what: str) -> SourceError:
 class KubernetesSource:
     """Reads Kubeforge's CRs, pods, events, logs and nodes from a cluster."""
 
-    def __init__(self, api: client.ApiClient, timeout: float = 5.0) -> None:
+    def __init__(self, api: client.ApiClient, timeout: float = 5.0, mirror: bool = True) -> None:
         self.api = api
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.timeout = timeout
         self.calls: Counter[str] = Counter()
+        self.mirror = mirror  # lists of Kubeforge kinds from a watch-fed mirror (one list, then events)
+        self._mirrors: dict[tuple[str, str], Mirror[Any]] = {}
+        self._mirrors_lock = threading.Lock()
 
     @property
     def description(self) -> str:
@@ -89,6 +104,32 @@ class KubernetesSource:
         data = self._json("list namespaces", "list namespaces", self.core.list_namespace)
         return sorted(str(n["metadata"]["name"]) for n in data.get("items", []))
 
+    def _list_raw(self, plural: str, namespace: str) -> tuple[list[Obj], str]:
+        """One list of `plural` in `namespace` ("" for all) and its resourceVersion."""
+        args: tuple[Any, ...] = (GROUP, VERSION, namespace, plural) if namespace else (GROUP, VERSION, plural)
+        fn = self.custom.list_namespaced_custom_object if namespace else self.custom.list_cluster_custom_object
+        data = self._json(f"list {plural}", f"list {plural} in " + (f"namespace {namespace}" if namespace
+                                                                     else "all namespaces"), fn, *args)
+        return list(data.get("items", [])), str(data.get("metadata", {}).get("resourceVersion", ""))
+
+    def _mirrored(self, plural: str, namespaces: tuple[str, ...], parse: Callable[[Obj], M], kind: str,
+                  prepare: Callable[[Obj], None]) -> Listing[M]:
+        scope = namespaces[0] if len(namespaces) == 1 else ""
+        with self._mirrors_lock:
+            found = self._mirrors.get((plural, scope))
+            if found is None:
+                fn = self.custom.list_namespaced_custom_object if scope else self.custom.list_cluster_custom_object
+                args = (GROUP, VERSION, scope, plural) if scope else (GROUP, VERSION, plural)
+                found = Mirror(lambda: self._list_raw(plural, scope), fn, args, parse, kind, prepare)
+                self._mirrors[(plural, scope)] = found
+                while len(self._mirrors) > MAX_MIRRORS:  # the scope read longest ago goes
+                    key = min(self._mirrors, key=lambda k: self._mirrors[k].last_read)
+                    self._mirrors.pop(key).stop()
+        listing: Listing[M] = found.snapshot()
+        if not scope and namespaces:
+            listing.items[:] = [i for i in listing.items if getattr(i, "metadata").namespace in namespaces]  # noqa: B009
+        return listing
+
     def _list_custom(self, plural: str, namespaces: tuple[str, ...]) -> list[Obj]:
         # resourceVersion=0: served from the API server's watch cache, not a quorum read of etcd
         if len(namespaces) == 1:
@@ -104,12 +145,18 @@ class KubernetesSource:
         return [i for i in items if not wanted or i.get("metadata", {}).get("namespace") in wanted]
 
     def training_jobs(self, namespaces: tuple[str, ...]) -> Listing[TrainingJob]:
+        if self.mirror:
+            return self._mirrored(TRAININGJOB_PLURAL, namespaces, TrainingJob.model_validate, "TrainingJob",
+                                  _without_history)
         items = self._list_custom(TRAININGJOB_PLURAL, namespaces)
-        for item in items:  # lists feed the overview, which draws no curves: skip validating 4 x 200 points per job
-            (item.get("status") or {}).pop("history", None)
+        for item in items:
+            _without_history(item)
         return parse_all(TrainingJob.model_validate, items, "TrainingJob")
 
     def serving_jobs(self, namespaces: tuple[str, ...]) -> Listing[ServingJob]:
+        if self.mirror:
+            return self._mirrored(SERVINGJOB_PLURAL, namespaces, ServingJob.model_validate, "ServingJob",
+                                  lambda o: None)
         return parse_all(ServingJob.model_validate, self._list_custom(SERVINGJOB_PLURAL, namespaces), "ServingJob")
 
     def _get_custom(self, plural: str, namespace: str, name: str) -> Obj:

@@ -162,3 +162,32 @@ def test_every_page_in_a_real_browser(cluster: Cluster, served: tuple[str, str, 
         expect(page.get_by_text("CPU requested by Kubeforge")).to_be_visible()
         page.screenshot(path=str(ARTIFACTS / "cluster.png"), full_page=True)
         browser.close()
+
+
+def test_overview_lists_come_from_one_list_then_watch_events(cluster: Cluster, namespace: str) -> None:
+    """The Kubernetes source lists each kind once per scope, then follows changes by watch: a created
+    job appears, a status change shows, a deleted job disappears, without a second list."""
+    from conftest import wait_for
+    from kubeforge_dashboard.kube import KubernetesSource, connect
+
+    install(cluster.kubeconfig)
+    src = KubernetesSource(connect(str(cluster.kubeconfig)))
+    assert src.training_jobs((namespace,)).items == []
+    job = {"apiVersion": "kubeforge.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": "watched"},
+           "spec": {"recipe": {"model": "mlp", "dataset": "digits"}}}
+    cluster.apply(job, namespace)
+    wait_for(lambda: [j.metadata.name for j in src.training_jobs((namespace,)).items] == ["watched"], 30,
+             what="the new job in the mirror")
+    path = f"/apis/kubeforge.dev/v1alpha1/namespaces/{namespace}/trainingjobs/watched/status"
+    cluster.client.patch(path, {"status": {"state": "Running", "history": {"loss": [[1, 2.0], [2, 1.0]]}}})
+
+    def state() -> str | None:
+        (j,) = src.training_jobs((namespace,)).items
+        assert j.status is None or j.status.history is None  # lists never carry curves
+        return j.status.state if j.status else None
+
+    wait_for(lambda: state() == "Running", 30, what="the status change in the mirror")
+    assert src.training_job(namespace, "watched").status.history == {"loss": [[1, 2.0], [2, 1.0]]}  # type: ignore
+    cluster.kubectl("delete", "-n", namespace, "tj/watched")
+    wait_for(lambda: src.training_jobs((namespace,)).items == [], 30, what="the deletion in the mirror")
+    assert src.calls["list trainingjobs"] == 1
