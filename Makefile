@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 export PYTHONPATH := $(CURDIR)/tests/cluster
 
-.PHONY: venv minicp generate lint test test-unit bench demo cluster-up cluster-down operator-up operator-down
+.PHONY: venv minicp generate lint test test-unit bench demo cluster-up cluster-down operator-up operator-down \
+	dashboard dashboard-down
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -40,6 +41,7 @@ bench: venv minicp  ## side-by-side benchmarks -> bench/results/*.json -> docs/b
 	$(PY) bench/operator/bench_operator.py || status=1; \
 	$(PY) bench/train/bench_train.py || status=1; \
 	$(PY) bench/compress/bench_compress.py || status=1; \
+	$(PY) bench/dashboard/bench_dashboard.py || status=1; \
 	{ command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk); } && \
 	  bench/serve/setup_kserve.sh $(PY) && $(PY) bench/serve/bench_serve.py || status=1; \
 	$(PY) bench/report.py || status=1; \
@@ -59,3 +61,9 @@ operator-down:
 
 demo: venv minicp  ## the embedded cluster + operator; every sample TrainingJob to Succeeded, with progress
 	@$(PY) -m minicluster demo --samples manifests/samples
+
+dashboard: venv  ## the dashboard in the background (current kubeconfig, or local runs without a cluster); URL last
+	@$(PY) -m kubeforge_dashboard.launch up --dir "$(CLUSTER_DIR)/dashboard"
+
+dashboard-down:
+	@$(PY) -m kubeforge_dashboard.launch down --dir "$(CLUSTER_DIR)/dashboard"

@@ -24,6 +24,37 @@ def _met(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
+def _calls(calls: dict[str, int]) -> str:
+    return f"{sum(calls.values())} ({', '.join(f'{k} {v}' for k, v in sorted(calls.items()))})"
+
+
+def _dashboard(date: datetime) -> list[str]:
+    d = _load("dashboard")
+    if not d:
+        return []
+    o, b, r = d["overview_s"], d["baseline_s"], d["speedup_vs_per_job"]
+    calls = sum(d["overview_calls"].values())
+    short, long = d["job_page_calls_history_10"], d["job_page_calls_history_200"]
+    return [
+        "## Dashboard (embedded control plane)", "", f"Machine: {d['machine']}; date {date:%Y-%m-%d}.", "",
+        "| what | baseline | result | goal | verdict |", "| --- | --- | --- | --- | --- |",
+        f"| overview of {d['jobs']} TrainingJobs (200-point histories), one server-side render (AppTest) | "
+        f"per-job reads: list names, then one GET per job ({b['median']:.2f} s) | {o['median']:.2f} s "
+        f"({o['min']:.2f}-{o['max']:.2f}); speedup {_ratio(r)} | <= 1 s | {_met(o['median'] <= 1.0)} |",
+        f"| the overview's reads alone, from the watch-fed mirrors | plain lists of both kinds, decoded and "
+        f"validated ({d['overview_lists_s']['median']:.2f} s: the first render's cost) | "
+        f"{d['overview_reads_s']['median']:.3f} s | context | - |",
+        f"| API calls per overview refresh | {d['jobs'] + 2} (per-job) | {_calls(d['overview_calls'])} | <= 3, "
+        f"none per job | {_met(calls <= 3)} |",
+        f"| API calls of a job page, 10-point vs 200-point history | - | {_calls(short)} vs {_calls(long)} | "
+        f"bounded, independent of history | {_met(short == long)} |", "",
+        "Each job's status carries 4 curves of up to 200 points, so one list of 500 jobs is about 12 MB for the "
+        "API server to encode and the dashboard to decode: the dashboard lists each kind once per scope and then "
+        "follows watch events (as a client-go informer does), so a refresh reads memory; API calls per refresh "
+        "count the lists a refresh issues.", ""]
+
+
+
 def _compress_section(c: dict[str, Any] | None, date: datetime) -> list[str]:
     """Compression vs fp32, or one line saying the results are incomplete (a failed part loses only itself)."""
     try:
@@ -174,7 +205,7 @@ def main() -> None:
     if sv:
         lines += _serve_section(sv, date)
     gpu = _load("gpu")
-    lines += [*_compress_section(_load("compress"), date), "## GPU", ""]
+    lines += [*_compress_section(_load("compress"), date), *_dashboard(date), "## GPU", ""]
     if gpu:
         lines += [f"{gpu['device']}: trainer vs raw bf16 loop {gpu['trainer_vs_raw_loop_median']:.3f}, MFU "
                   f"{gpu['mfu_median']:.2f} of a measured {gpu['bf16_matmul_tflops']:.0f} TFLOP/s bf16 matmul.", ""]

@@ -38,7 +38,8 @@ def test_rbac_is_least_privilege() -> None:
 
 
 def test_operator_deployment_is_single_recreate_and_restricted() -> None:
-    dep = next(d for d in rendered(MANIFESTS / "base") if d["kind"] == "Deployment")
+    dep = next(d for d in rendered(MANIFESTS / "base") if d["kind"] == "Deployment"
+               and d["metadata"]["name"] == "kubeforge-operator")
     assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"] == {"type": "Recreate"}
     pod = dep["spec"]["template"]["spec"]
     c = pod["containers"][0]
@@ -51,8 +52,8 @@ def test_operator_deployment_is_single_recreate_and_restricted() -> None:
 
 
 def test_kind_overlay_never_pulls() -> None:
-    dep = next(d for d in rendered(MANIFESTS / "overlays" / "kind") if d["kind"] == "Deployment")
-    assert dep["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] == "Never"
+    for dep in (d for d in rendered(MANIFESTS / "overlays" / "kind") if d["kind"] == "Deployment"):
+        assert dep["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] == "Never", dep["metadata"]
 
 
 def test_samples_are_valid_kubeforge_objects() -> None:

@@ -1,0 +1,142 @@
+"""Serving job: readiness, replicas per track, model lineage, canary split, live latency from the
+servers' /metrics, and a form that sends an Open Inference Protocol request."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+import pandas as pd
+import streamlit as st
+from kubeforge_api.constants import LABEL_SERVING
+from kubeforge_api.servingjob import ServingJob
+from kubeforge_dashboard import metrics, servers, ui
+from kubeforge_dashboard.format import color
+from kubeforge_dashboard.source import PodInfo, Source
+from kubeforge_dashboard.views import serving
+from kubeforge_dashboard.views.overview import page_link
+
+SCRAPES_KEY = "kubeforge_scrapes"
+
+
+def pick_job(src: Source, namespaces: tuple[str, ...]) -> tuple[str, str] | None:
+    chosen = ui.selected_job()
+    if chosen:
+        return chosen
+    listing = ui.read(lambda: src.serving_jobs(namespaces))
+    if listing is None:
+        return None
+    if not listing.items:
+        st.info("No ServingJobs to show yet.")
+        return None
+    names = [f"{j.metadata.namespace}/{j.metadata.name}" for j in listing.items]
+    ns, _, name = (st.selectbox("ServingJob", names) or names[0]).partition("/")
+    return ns, name
+
+
+def header(job: ServingJob) -> None:
+    h = serving.header(job)
+    st.title(f"ServingJob {job.metadata.name}")
+    st.badge(h.state, color=color(h.state))  # type: ignore[arg-type]
+    st.caption(f"namespace {job.metadata.namespace} · replicas {h.replicas}" + (f" · {h.url}" if h.url else ""))
+    if h.reason:
+        st.warning(h.reason)
+    if h.conditions:
+        st.dataframe(pd.DataFrame(h.conditions, columns=["condition", "status", "reason", "message"]),
+                     hide_index=True, width="stretch")
+
+
+def tracks(job: ServingJob) -> None:
+    st.subheader("Model and traffic")
+    st.dataframe(pd.DataFrame([asdict(t) for t in serving.tracks(job)]), hide_index=True, width="stretch")
+    for label, link in serving.lineage_links(job):
+        st.markdown(f"Lineage: [{label}]({link})")
+
+
+def latency(key: str, pods: list[PodInfo]) -> None:
+    ready = serving.server_pods(pods)
+    if not ready:
+        st.info("No ready server to read metrics from.")
+        return
+    scrapes, now = [], time.time()
+    for pod, result in servers.scrape_all(ready):
+        if isinstance(result, servers.ServerError):
+            st.warning(f"Metrics of {pod.name} unreadable: {result.message}")
+            continue
+        try:
+            scrapes.append(metrics.parse(result, now))
+        except ValueError as e:
+            st.warning(f"Metrics of {pod.name} unreadable: not Prometheus text ({e})")
+    if not scrapes:
+        return
+    history = st.session_state.setdefault(SCRAPES_KEY, {})
+    current = metrics.combine(scrapes)
+    view = metrics.latency_view(current, history.get(key))
+    history[key] = current
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Requests", view.requests, help=f"{view.errors} answered with 5xx")
+    c2.metric("Rate", "measuring..." if view.rate_per_second is None else f"{view.rate_per_second:.2f}/s")
+    c3.metric("p50 latency", "no requests yet" if view.p50_ms is None else f"{view.p50_ms:.1f} ms")
+    c4.metric("p99 latency", "no requests yet" if view.p99_ms is None else f"{view.p99_ms:.1f} ms")
+    st.caption(f"Percentiles {view.window}, over {len(scrapes)} of {len(ready)} ready servers.")
+
+
+def try_it(job: ServingJob, pods: list[PodInfo]) -> None:
+    st.subheader("Try it")
+    names = [t.track for t in serving.tracks(job)]
+    track = st.radio("Track", names, horizontal=True) if len(names) > 1 else serving.MAIN
+    ready = serving.server_pods(pods, track)
+    if not ready:
+        st.info(f"No ready {track} server to ask.")
+        return
+    model = job.metadata.name
+    meta_key = f"kubeforge_meta_{job.metadata.namespace}_{model}_{track}"
+    if meta_key not in st.session_state:
+        try:
+            st.session_state[meta_key] = servers.metadata(ready[0], model)
+        except servers.ServerError as e:
+            st.session_state[meta_key] = None
+            st.caption(f"Model metadata unavailable: {e.message}")
+    meta = st.session_state[meta_key]
+    with st.form("infer"):
+        text = st.text_area("Input rows (one per line, numbers separated by commas)", servers.default_input(meta))
+        sent = st.form_submit_button("Send inference request")
+    if not sent:
+        return
+    try:
+        response = servers.infer(ready[0], model, servers.request_for(servers.parse_rows(text), meta))
+    except (ValueError, servers.ServerError) as e:
+        st.error(f"Request failed: {getattr(e, 'message', e)}")
+        return
+    st.success(f"Answered by {ready[0].name} (model {response.model_name})")
+    rows = servers.answer_rows(response)
+    if rows:
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
+    with st.expander("Response JSON"):
+        st.json(response.model_dump(exclude_none=True))
+
+
+def main() -> None:
+    src = ui.source()
+    if src is None:
+        return
+    picked = pick_job(src, ui.namespace_selector(src))
+    if picked is None:
+        return
+    job = ui.read(lambda: src.serving_job(*picked))
+    if job is None:
+        return
+    ns = job.metadata.namespace or ""
+    header(job)
+    tracks(job)
+    pods = ui.read(lambda: src.pods(ns, {LABEL_SERVING: job.metadata.name})) or []
+    st.subheader("Servers")
+    if pods:
+        st.dataframe(pd.DataFrame(serving.pod_rows(pods)), hide_index=True, width="stretch")
+    st.subheader("Traffic and latency")
+    st.fragment(latency, run_every=ui.settings().refresh_seconds)(f"{ns}/{job.metadata.name}", pods)
+    try_it(job, pods)
+    st.caption(f"[Back to the overview]({page_link('overview', ns, job.metadata.name).split('?')[0]})")
+
+
+main()

@@ -1,0 +1,142 @@
+"""The one data-access interface of the dashboard, and the plain records it returns.
+
+Pages never talk to Kubernetes or to the file system: they ask a `Source`. Two implementations
+exist: `kube.KubernetesSource` (read-only, the official client) and `local.LocalRunsSource` (the
+run records `kubeforge run` writes); `memory.MemorySource` holds objects in memory (tests,
+benchmarks). Kubeforge's own kinds come back as the typed API models of `kubeforge_api`; pods,
+events and nodes as the small frozen records below (only what the pages show). Every failure is a
+`SourceError` with a message meant for the user: pages show it instead of raising."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Generic, Protocol, TypeVar
+
+from kubeforge_api.servingjob import ServingJob
+from kubeforge_api.trainingjob import TrainingJob
+
+T = TypeVar("T")
+
+
+class ErrorKind(StrEnum):
+    UNREACHABLE = "unreachable"  # no kubeconfig, API server down, timeouts
+    FORBIDDEN = "forbidden"  # RBAC said no
+    NOT_FOUND = "not-found"
+    UNREADABLE = "unreadable"  # an answer we could not understand
+
+
+class SourceError(Exception):
+    """A read that failed, with a message that says what and where."""
+
+    def __init__(self, kind: ErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Resources:
+    """CPU in millicores, memory in bytes, GPUs as a count."""
+
+    cpu_m: int = 0
+    memory: int = 0
+    gpus: int = 0
+
+    def __add__(self, other: Resources) -> Resources:
+        return Resources(self.cpu_m + other.cpu_m, self.memory + other.memory, self.gpus + other.gpus)
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    name: str
+    ready: bool = False
+    restarts: int = 0
+    state: str = ""  # running | waiting | terminated
+    reason: str = ""  # e.g. CrashLoopBackOff, OOMKilled, Error
+    exit_code: int | None = None  # of the current container when terminated
+    last_exit_code: int | None = None  # of the previous container (after a restart)
+    last_reason: str = ""
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    namespace: str
+    name: str
+    phase: str = "Unknown"
+    node: str = ""
+    ip: str = ""
+    ready: bool = False
+    created: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    containers: tuple[ContainerState, ...] = ()
+    message: str = ""  # e.g. the scheduler's reason for Pending
+    requests: Resources = Resources()
+    port: int | None = None  # the first declared container port
+    uid: str = ""
+
+    @property
+    def restarts(self) -> int:
+        return sum(c.restarts for c in self.containers)
+
+
+@dataclass(frozen=True)
+class EventInfo:
+    time: str
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+    object_kind: str
+    object_name: str
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    ready: bool
+    capacity: Resources
+    allocatable: Resources
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Listing(Generic[T]):
+    """Objects of one kind, plus one line per object that could not be read as its model."""
+
+    items: list[T]
+    problems: list[str] = field(default_factory=list)
+
+
+class Source(Protocol):
+    """Read-only access to everything the dashboard shows."""
+
+    @property
+    def description(self) -> str:
+        """Where the data comes from, in a few words (shown in the sidebar)."""
+        ...
+
+    def namespaces(self) -> list[str]: ...
+
+    def training_jobs(self, namespaces: tuple[str, ...]) -> Listing[TrainingJob]:
+        """Jobs in `namespaces` (empty: every namespace); `status.history` may be left out (only
+        `training_job` must return it)."""
+        ...
+
+    def serving_jobs(self, namespaces: tuple[str, ...]) -> Listing[ServingJob]: ...
+
+    def training_job(self, namespace: str, name: str) -> TrainingJob: ...
+
+    def serving_job(self, namespace: str, name: str) -> ServingJob: ...
+
+    def pods(self, namespace: str, selector: dict[str, str]) -> list[PodInfo]:
+        """Pods of `namespace` (empty: all) whose labels match `selector`."""
+        ...
+
+    def events(self, namespace: str, names: frozenset[str]) -> list[EventInfo]:
+        """Events of `namespace` about the objects named in `names`."""
+        ...
+
+    def logs(self, namespace: str, pod: str, container: str | None, previous: bool, tail: int) -> str: ...
+
+    def nodes(self) -> list[NodeInfo]: ...

@@ -1,0 +1,84 @@
+"""Streamlit glue shared by the pages: the session's `Source` (one per process, or one a test put
+into the session state), the namespace selector, the selected job from the query string, and
+errors shown as messages instead of exceptions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import streamlit as st
+
+from .settings import DashboardSettings, make_source
+from .source import ErrorKind, Source, SourceError
+
+SOURCE_KEY = "kubeforge_source"  # a test may put its own Source here before the first run
+SETTINGS_KEY = "kubeforge_settings"
+NAMESPACES_KEY = "kubeforge_namespaces"
+T = TypeVar("T")
+
+
+@st.cache_resource(show_spinner=False)
+def _process_source() -> Source:
+    return make_source(settings())
+
+
+def settings() -> DashboardSettings:
+    found = st.session_state.get(SETTINGS_KEY)
+    return found if isinstance(found, DashboardSettings) else DashboardSettings.from_env()
+
+
+def source() -> Source | None:
+    """The session's source, or None after showing why there is none."""
+    found = st.session_state.get(SOURCE_KEY)
+    if found is not None:
+        return found  # type: ignore[no-any-return]
+    try:
+        return _process_source()
+    except SourceError as e:
+        show_error(e)
+        return None
+
+
+HINTS = {
+    ErrorKind.UNREACHABLE: "Check the kubeconfig (KUBECONFIG) and that the API server is up; "
+                           "without a cluster, `make dashboard` shows the local runs.",
+    ErrorKind.FORBIDDEN: "The dashboard's ServiceAccount reads only what its ClusterRole grants; pick another "
+                         "namespace or extend its RBAC.",
+    ErrorKind.NOT_FOUND: "It may have been deleted; go back to the overview.",
+    ErrorKind.UNREADABLE: "The object does not match this dashboard's API version.",
+}
+
+
+def show_error(e: SourceError) -> None:
+    st.error(f"{e.message}\n\n{HINTS.get(e.kind, '')}", icon="🚫" if e.kind == ErrorKind.FORBIDDEN else "⚠️")
+
+
+def read(fn: Callable[[], T]) -> T | None:
+    """`fn()`, or None after showing its SourceError."""
+    try:
+        return fn()
+    except SourceError as e:
+        show_error(e)
+        return None
+
+
+def namespace_selector(src: Source) -> tuple[str, ...]:
+    """The sidebar's namespace choice (empty: all namespaces), kept across pages."""
+    st.sidebar.caption(f"Source: {src.description}")
+    try:
+        options = src.namespaces()
+    except SourceError as e:
+        st.sidebar.warning(f"Cannot list namespaces ({e.message}); type them instead.")
+        typed = st.sidebar.text_input("Namespaces (comma-separated)", key="kubeforge_ns_text")
+        return tuple(n.strip() for n in typed.split(",") if n.strip())
+    if NAMESPACES_KEY not in st.session_state:
+        st.session_state[NAMESPACES_KEY] = [n for n in settings().namespaces if n in options]
+    chosen = st.sidebar.multiselect("Namespaces", options, key=NAMESPACES_KEY, placeholder="all namespaces")
+    return tuple(chosen)
+
+
+def selected_job() -> tuple[str, str] | None:
+    """(namespace, name) from the query string (`?ns=...&name=...`)."""
+    ns, name = st.query_params.get("ns"), st.query_params.get("name")
+    return (ns, name) if ns and name else None

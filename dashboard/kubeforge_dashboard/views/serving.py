@@ -1,0 +1,92 @@
+"""The serving job page's view model: readiness (conditions), replicas per track, the served model's
+lineage (with a link to its TrainingJob) and the canary split. Pure: typed API models in, rows out.
+Latency and rates come from `metrics`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kubeforge_api.constants import LABEL_TRACK
+from kubeforge_api.servingjob import ModelSource, ResolvedModel, ServingJob
+
+from ..source import PodInfo
+from .overview import TRAINING_PAGE, page_link, serving_state
+
+MAIN, CANARY = "main", "canary"
+
+
+@dataclass(frozen=True)
+class TrackRow:
+    track: str
+    model: str
+    digest: str
+    training_job: str
+    traffic_percent: int
+    replicas: str  # ready/existing
+
+
+@dataclass(frozen=True)
+class ServingHeader:
+    state: str
+    reason: str
+    url: str
+    replicas: str
+    conditions: list[tuple[str, str, str, str]]  # type, status, reason, message
+
+
+def header(job: ServingJob) -> ServingHeader:
+    state, reason = serving_state(job)
+    st = job.status
+    conds = [(c.type, str(c.status), c.reason or "", c.message or "") for c in (st.conditions if st else [])]
+    ready, existing = (st.ready_replicas, st.replicas) if st else (0, 0)
+    return ServingHeader(state, reason, (st.url or "") if st else "",
+                         f"{ready} ready of {existing} (desired {job.spec.desired_replicas})", conds)
+
+
+def _source_text(src: ModelSource) -> str:
+    if src.training_job_ref is not None:
+        return f"TrainingJob {src.training_job_ref.name} ({src.training_job_ref.variant})"
+    return src.uri or ""
+
+
+def _resolved(model: ResolvedModel | None, wanted: ModelSource) -> tuple[str, str, str]:
+    if model is None:
+        return f"waiting for {_source_text(wanted)}", "", (wanted.training_job_ref.name if wanted.training_job_ref
+                                                          else "")
+    return model.uri, model.digest or "", model.training_job or ""
+
+
+def tracks(job: ServingJob) -> list[TrackRow]:
+    """Main and canary: model, lineage, share of traffic, replicas."""
+    st, canary = job.status, job.spec.canary
+    percent = canary.traffic_percent if canary else 0
+    uri, digest, tj = _resolved(st.model if st else None, job.spec.model)
+    rows = [TrackRow(MAIN, uri, digest, tj, 100 - percent,
+                     f"{st.ready_replicas}/{st.replicas}" if st else "0/0")]
+    if canary is not None:
+        cs = st.canary if st else None
+        uri, digest, tj = _resolved(cs.model if cs else None, canary.model)
+        rows.append(TrackRow(CANARY, uri, digest, tj, percent, f"{cs.ready_replicas}/{cs.replicas}" if cs else "0/0"))
+    return rows
+
+
+def lineage_links(job: ServingJob) -> list[tuple[str, str]]:
+    """(label, page link) of each TrainingJob whose artifact a track serves."""
+    ns = job.metadata.namespace or ""
+    out = []
+    for t in tracks(job):
+        if t.training_job:
+            out.append((f"{t.track}: TrainingJob {t.training_job}", page_link(TRAINING_PAGE, ns, t.training_job)))
+    return out
+
+
+def server_pods(pods: list[PodInfo], track: str | None = None) -> list[PodInfo]:
+    """Ready servers (of one track, or all), the ones worth scraping or asking."""
+    return [p for p in pods if p.ready and p.ip and (track is None or p.labels.get(LABEL_TRACK, MAIN) == track)]
+
+
+def pod_rows(pods: list[PodInfo]) -> list[dict[str, object]]:
+    return [{"pod": p.name, "track": p.labels.get(LABEL_TRACK, MAIN), "phase": p.phase, "ready": p.ready,
+             "node": p.node, "ip": p.ip, "restarts": p.restarts,
+             "reason": ", ".join(c.reason or c.last_reason for c in p.containers if c.reason or c.last_reason)}
+            for p in sorted(pods, key=lambda p: (p.labels.get(LABEL_TRACK, MAIN), p.name))]

@@ -1,0 +1,175 @@
+"""The training job page's view model: spec summary, a timeline of condition transitions, pods
+(phase, node, restarts, last exit code), metric curves from `status.history`, the last checkpoint
+and the artifact with its lineage. Pure: typed API models in, rows out. The compression report has
+its own module (`compression`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kubeforge_api.constants import LABEL_RANK, LABEL_ROLE
+from kubeforge_api.servingjob import ServingJob
+from kubeforge_api.trainingjob import TrainingJob, TrainingJobStatus
+
+from ..format import duration, number, size
+from ..source import EventInfo, PodInfo
+
+# Which history series go in which chart; any other series goes into the eval chart.
+LOSS_SERIES = ("loss", "evalLoss")
+THROUGHPUT_SERIES = ("samplesPerSecond",)
+CHARTS = ("Loss", "Eval metric", "Samples per second")
+
+
+@dataclass(frozen=True)
+class TimelineRow:
+    time: str
+    event: str
+    status: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class PodRow:
+    name: str
+    role: str
+    rank: str
+    phase: str
+    ready: bool
+    node: str
+    restarts: int
+    last_exit_code: int | None
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    series: str
+    step: float
+    value: float
+
+
+def spec_summary(job: TrainingJob) -> list[tuple[str, str]]:
+    s = job.spec
+    out = [("Strategy", str(s.strategy)),
+           ("Pods", f"{s.nodes} node{'s' if s.nodes != 1 else ''} x {s.procs_per_node} process"
+                    f"{'es' if s.procs_per_node != 1 else ''}"
+                    + (f" + {s.parameter_servers} parameter servers" if s.parameter_servers else ""))]
+    if s.recipe is not None:
+        r = s.recipe
+        out += [("Recipe", f"{r.model} on {r.dataset}"),
+                ("Training", f"{r.epochs} epochs, batch {r.batch_size}, lr {r.learning_rate:g}, {r.optimizer}"
+                             + (f", at most {r.max_steps} steps" if r.max_steps else ""))]
+    else:
+        out.append(("Command", " ".join([*(s.command or []), *(s.args or [])])))
+    limits = {**s.resources.requests, **s.resources.limits}
+    if limits:
+        out.append(("Resources per pod", ", ".join(f"{k}={v}" for k, v in sorted(limits.items()))))
+    storage = s.storage
+    if storage and storage.persistent_volume_claim:
+        out.append(("Storage", f"claim {storage.persistent_volume_claim.claim_name}, "
+                               f"path {storage.path or job.metadata.name}"))
+    else:
+        out.append(("Storage", "emptyDir (lost with the pods)"))
+    rp = s.run_policy
+    out.append(("Run policy", f"backoffLimit {rp.backoff_limit}"
+                + (f", deadline {duration(rp.active_deadline_seconds)}" if rp.active_deadline_seconds else "")
+                + (", suspended" if rp.suspend else "")))
+    out.append(("Compression", "configured" if s.compression else "none"))
+    return out
+
+
+def timeline(status: TrainingJobStatus | None) -> list[TimelineRow]:
+    """Condition transitions (plus start and completion), oldest first."""
+    if status is None:
+        return []
+    out = [TimelineRow(c.last_transition_time or "", c.type, c.status, c.reason or "", c.message or "")
+           for c in status.conditions or []]
+    if status.start_time:
+        out.append(TimelineRow(status.start_time, "Started", "", "", "pods first created (or resumed)"))
+    if status.completion_time:
+        out.append(TimelineRow(status.completion_time, "Completed", "", str(status.state or ""), ""))
+    return sorted(out, key=lambda r: (r.time, r.event))
+
+
+def pod_rows(pods: list[PodInfo]) -> list[PodRow]:
+    out = []
+    for p in sorted(pods, key=lambda p: (p.labels.get(LABEL_ROLE, ""), int(p.labels.get(LABEL_RANK, "0") or 0),
+                                         p.name)):
+        last = next((c.exit_code if c.exit_code is not None else c.last_exit_code for c in p.containers
+                     if c.exit_code is not None or c.last_exit_code is not None), None)
+        reasons = [c.reason or c.last_reason for c in p.containers if c.reason or c.last_reason]
+        out.append(PodRow(p.name, p.labels.get(LABEL_ROLE, ""), p.labels.get(LABEL_RANK, ""), p.phase, p.ready,
+                          p.node, p.restarts, last, ", ".join(reasons), p.message))
+    return out
+
+
+def crashed(pod: PodInfo) -> bool:
+    """Whether the pod has a previous container whose log is worth reading."""
+    return any(c.restarts > 0 or c.last_exit_code is not None for c in pod.containers)
+
+
+def curves(status: TrainingJobStatus | None) -> dict[str, list[CurvePoint]]:
+    """Points per chart (CHARTS), from `status.history`; charts without points are left out."""
+    history = (status.history if status else None) or {}
+    charts: dict[str, list[CurvePoint]] = {c: [] for c in CHARTS}
+    for series, points in history.items():
+        chart = ("Loss" if series in LOSS_SERIES else "Samples per second" if series in THROUGHPUT_SERIES
+                 else "Eval metric")
+        charts[chart] += [CurvePoint(series, p[0], p[1]) for p in points]
+    return {c: pts for c, pts in charts.items() if pts}
+
+
+def progress_line(status: TrainingJobStatus | None) -> str:
+    p = status.progress if status else None
+    if p is None or p.step is None:
+        return "no progress reported yet"
+    parts = [f"step {p.step}" + (f" of {p.total_steps}" if p.total_steps else "")]
+    if p.percent:
+        parts.append(p.percent)
+    if p.epoch is not None:
+        parts.append(f"epoch {p.epoch}")
+    if p.loss is not None:
+        parts.append(f"loss {number(p.loss)}")
+    for k, v in sorted((p.eval or {}).items()):
+        parts.append(f"eval {k} {number(v)}")
+    if p.samples_per_second:
+        parts.append(f"{p.samples_per_second:.0f} samples/s")
+    if p.eta_seconds:
+        parts.append(f"ETA {duration(p.eta_seconds)}")
+    return ", ".join(parts)
+
+
+def checkpoint_line(status: TrainingJobStatus | None) -> str:
+    cp = status.last_checkpoint if status else None
+    return f"step {cp.step}" if cp and cp.step is not None else "none written yet"
+
+
+def artifact_rows(job: TrainingJob, serving: list[ServingJob]) -> list[tuple[str, str]]:
+    """The artifact (uri, digest, size) and its lineage: the job that made it and who serves it."""
+    art = job.status.artifact if job.status else None
+    if art is None or not art.uri:
+        return []
+    served_by = [s.metadata.name for s in serving
+                 if s.status and s.status.model and s.status.model.training_job == job.metadata.name]
+    return [("URI", art.uri), ("Digest", art.digest or ""), ("Size", size(art.size_bytes)),
+            ("Trained by", f"TrainingJob {job.metadata.namespace}/{job.metadata.name} ({job.spec.strategy}, "
+                           f"{job.spec.world_size} ranks)"),
+            ("Served by", ", ".join(served_by) or "no ServingJob")]
+
+
+def event_rows(events: list[EventInfo]) -> list[dict[str, Any]]:
+    return [{"time": e.time, "type": e.type, "reason": e.reason, "object": f"{e.object_kind}/{e.object_name}",
+             "message": e.message, "count": e.count} for e in events]
+
+
+def failure_line(status: TrainingJobStatus | None) -> str:
+    f = status.last_failure if status else None
+    if f is None:
+        return ""
+    where = f" in pod {f.pod}" + (f", container {f.container}" if f.container else "") if f.pod else ""
+    code = f"exit code {f.exit_code}" if f.exit_code is not None else ""
+    return " ".join(x for x in (f"{f.reason or 'Failure'}:", code + where, f"- {f.message}" if f.message else "")
+                    if x).strip()

@@ -1,0 +1,193 @@
+"""The dashboard on the real control plane: its shipped ServiceAccount can read everything the
+pages show and write nothing; and, running as that ServiceAccount, every page loaded in headless
+Chromium shows a finished TrainingJob (curves included) and a Ready ServingJob (latency, lineage,
+an inference answer). Screenshots go to the ignored folder .test-artifacts/dashboard/."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import REPO, Cluster
+from kubeforge_dashboard import launch
+from minicluster.controlplane import write_kubeconfig
+from minicluster.operator_process import OperatorProcess, install
+
+SA_NAMESPACE, SA = "kubeforge-system", "kubeforge-dashboard"
+AS = f"--as=system:serviceaccount:{SA_NAMESPACE}:{SA}"
+SAMPLE = REPO / "manifests" / "samples" / "servingjob-digits.yaml"
+ARTIFACTS = REPO / ".test-artifacts" / "dashboard"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+READS = [("trainingjobs.kubeforge.dev", ""), ("servingjobs.kubeforge.dev", ""), ("pods", ""), ("events", ""),
+         ("nodes", ""), ("namespaces", "")]
+WRITES = ["create", "update", "patch", "delete", "deletecollection"]
+NEVER = [("get", "secrets", ""), ("list", "secrets", ""), ("create", "pods", "exec"), ("get", "pods", "proxy"),
+         ("create", "pods", "eviction"), ("update", "trainingjobs.kubeforge.dev", "status"),
+         ("patch", "servingjobs.kubeforge.dev", "status"), ("list", "deployments.apps", ""),
+         ("list", "configmaps", ""), ("create", "serviceaccounts", "token"), ("impersonate", "users", ""),
+         ("create", "events", "")]
+
+
+def can(cluster: Cluster, verb: str, resource: str, sub: str = "", namespace: str = "default") -> bool:
+    args = ["auth", "can-i", verb, resource, AS, f"--namespace={namespace}"]
+    if sub:
+        args.append(f"--subresource={sub}")
+    out = cluster.kubectl(*args, check=False)
+    assert out.stdout.strip() in ("yes", "no"), out.stderr
+    return out.stdout.strip() == "yes"
+
+
+def test_dashboard_service_account_reads_what_pages_show_and_writes_nothing(cluster: Cluster) -> None:
+    install(cluster.kubeconfig)
+    for resource, sub in READS:
+        for verb in ("get", "list", "watch"):
+            assert can(cluster, verb, resource, sub), f"the dashboard cannot {verb} {resource}"
+    assert can(cluster, "get", "pods", "log") and not can(cluster, "create", "pods", "log")
+    for resource, sub in [*READS, ("pods", "log")]:
+        for verb in WRITES:
+            assert not can(cluster, verb, resource, sub), f"the dashboard may {verb} {resource}/{sub}"
+    for verb, resource, sub in NEVER:
+        assert not can(cluster, verb, resource, sub), f"the dashboard may {verb} {resource}/{sub}"
+    rules = cluster.kubectl("auth", "can-i", "--list", AS, "--namespace=default").stdout.splitlines()[1:]
+    granted = {}
+    for line in rules:
+        if not line.strip() or line.startswith(" "):  # non-resource URLs: discovery and health, for everyone
+            continue
+        granted[line.split()[0]] = set(line[line.rindex("[") + 1:line.rindex("]")].split())
+    assert set(granted["pods"]) == {"get", "list", "watch"} and granted["pods/log"] == {"get"}
+    for resource, verbs in granted.items():
+        if not resource.startswith("selfsubject"):  # every user may ask what it may do
+            assert verbs <= {"get", "list", "watch"}, (resource, verbs)
+
+
+def dashboard_kubeconfig(cluster: Cluster, out: Path) -> Path:
+    """A kubeconfig holding a token of the dashboard's own ServiceAccount."""
+    token = cluster.kubectl("create", "token", SA, "-n", SA_NAMESPACE, "--duration=1h").stdout.strip()
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())["clusters"][0]["cluster"]
+    return write_kubeconfig(out, admin["server"], Path(admin["certificate-authority"]), token,
+                            f"system:serviceaccount:{SA_NAMESPACE}:{SA}")
+
+
+def small(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The sample, trained for one epoch and without compression (the page tests cover reports)."""
+    for d in docs:
+        if d["kind"] == "TrainingJob":
+            d["spec"]["recipe"]["epochs"] = 1
+            d["spec"].pop("compression", None)
+        if d["kind"] == "ServingJob":
+            d["spec"]["model"]["trainingJobRef"]["variant"] = "original"
+    return docs
+
+
+@pytest.fixture
+def served(cluster: Cluster, operator: OperatorProcess, namespace: str) -> tuple[str, str, str]:
+    """A finished TrainingJob and the Ready ServingJob serving its artifact (the serving sample, smaller)."""
+    docs = small([d for d in yaml.safe_load_all(SAMPLE.read_text()) if d])
+    kinds = {d["kind"]: d["metadata"]["name"] for d in docs}
+    tj, sj = kinds["TrainingJob"], kinds["ServingJob"]
+    cluster.apply(docs, namespace)
+    for what, condition in ((f"tj/{tj}", "Succeeded"), (f"sj/{sj}", "Ready")):
+        out = cluster.kubectl("wait", "-n", namespace, f"--for=condition={condition}", what, "--timeout=480s",
+                              check=False)
+        assert out.returncode == 0, cluster.kubectl("get", "-n", namespace, what, "-o", "yaml").stdout
+    return namespace, tj, sj
+
+
+@pytest.fixture
+def dashboard(cluster: Cluster, served: tuple[str, str, str]) -> Iterator[str]:
+    namespace = served[0]
+    work = cluster.root / f"dashboard-{namespace}"
+    work.mkdir(exist_ok=True)
+    env = {"KUBECONFIG": str(dashboard_kubeconfig(cluster, work / "sa.kubeconfig")),
+           "KUBEFORGE_DASHBOARD_SOURCE": "kubernetes", "KUBEFORGE_DASHBOARD_NAMESPACES": namespace,
+           "KUBEFORGE_DASHBOARD_REFRESH_SECONDS": "2"}
+    running = launch.start(work, env, port=0)
+    yield running.url
+    launch.stop(work)
+
+
+def test_every_page_in_a_real_browser(cluster: Cluster, served: tuple[str, str, str], dashboard: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "install Debian's chromium (.ci/run does)"
+    namespace, tj, sj = served
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        expect.set_options(timeout=60_000)  # Streamlit renders over its websocket after the page loads
+
+        page.goto(dashboard + "/")
+        expect(page.get_by_text("Kubeforge jobs").first).to_be_visible()
+        grid = page.get_by_test_id("stDataFrame").first
+        expect(grid).to_be_visible()
+        expect(page.get_by_test_id("stMetric").filter(has_text="Succeeded")).to_contain_text("1")
+        expect(page.get_by_test_id("stMetric").filter(has_text="Ready")).to_contain_text("1")
+        page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
+
+        page.goto(f"{dashboard}/training?ns={namespace}&name={tj}")
+        expect(page.get_by_text(f"TrainingJob {tj}").first).to_be_visible()
+        expect(page.get_by_text("Succeeded").first).to_be_visible()
+        charts = page.get_by_test_id("stVegaLiteChart")
+        expect(charts.first.locator("canvas, svg").first).to_be_visible()
+        assert charts.count() >= 2  # loss and eval metric at least
+        expect(page.get_by_text("sha256:").first).to_be_visible()
+        # table cells are drawn on a canvas; their text lives in the grid's accessible (hidden) table
+        expect(page.get_by_text(f"{tj}-node-0").first).to_be_attached()
+        page.screenshot(path=str(ARTIFACTS / "training.png"), full_page=True)
+
+        page.goto(f"{dashboard}/serving?ns={namespace}&name={sj}")
+        expect(page.get_by_text(f"ServingJob {sj}").first).to_be_visible()
+        expect(page.get_by_role("link", name=f"main: TrainingJob {tj}")).to_be_visible()
+        expect(page.get_by_test_id("stMetric").filter(has_text="p99 latency")).to_be_visible()
+        page.get_by_role("button", name="Send inference request").click()
+        expect(page.get_by_text(f"(model {sj})").first).to_be_visible()
+        # the next auto-refresh scrapes the servers again and counts that request
+        requests = page.get_by_test_id("stMetric").first  # Requests, then Rate, p50 and p99
+        expect(requests).to_contain_text("Requests")
+        expect(requests).to_contain_text(re.compile(r"Requests\s*[1-9]"))
+        page.screenshot(path=str(ARTIFACTS / "serving.png"), full_page=True)
+
+        page.goto(f"{dashboard}/cluster")
+        expect(page.get_by_text("kf-node").first).to_be_attached()
+        expect(page.get_by_text("CPU requested by Kubeforge")).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "cluster.png"), full_page=True)
+        browser.close()
+
+
+def test_overview_lists_come_from_one_list_then_watch_events(cluster: Cluster, namespace: str) -> None:
+    """The Kubernetes source lists each kind once per scope, then follows changes by watch: a created
+    job appears, a status change shows, a deleted job disappears, without a second list."""
+    from conftest import wait_for
+    from kubeforge_dashboard.kube import KubernetesSource, connect
+
+    install(cluster.kubeconfig)
+    src = KubernetesSource(connect(str(cluster.kubeconfig)))
+    assert src.training_jobs((namespace,)).items == []
+    job = {"apiVersion": "kubeforge.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": "watched"},
+           "spec": {"recipe": {"model": "mlp", "dataset": "digits"}}}
+    cluster.apply(job, namespace)
+    wait_for(lambda: [j.metadata.name for j in src.training_jobs((namespace,)).items] == ["watched"], 30,
+             what="the new job in the mirror")
+    path = f"/apis/kubeforge.dev/v1alpha1/namespaces/{namespace}/trainingjobs/watched/status"
+    cluster.client.patch(path, {"status": {"state": "Running", "history": {"loss": [[1, 2.0], [2, 1.0]]}}})
+
+    def state() -> str | None:
+        (j,) = src.training_jobs((namespace,)).items
+        assert j.status is None or j.status.history is None  # lists never carry curves
+        return j.status.state if j.status else None
+
+    wait_for(lambda: state() == "Running", 30, what="the status change in the mirror")
+    assert src.training_job(namespace, "watched").status.history == {"loss": [[1, 2.0], [2, 1.0]]}  # type: ignore
+    cluster.kubectl("delete", "-n", namespace, "tj/watched")
+    wait_for(lambda: src.training_jobs((namespace,)).items == [], 30, what="the deletion in the mirror")
+    assert src.calls["list trainingjobs"] == 1

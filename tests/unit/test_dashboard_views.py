@@ -1,0 +1,149 @@
+"""The dashboard's pure view models over the typed API models: overview rows, filters and sorting,
+the training page's timeline, pods and curves, the compression comparison read defensively, the
+serving tracks and the cluster's usage."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import dashboard_world as w
+import pytest
+from kubeforge_dashboard.views import cluster, compression, overview, serving, training
+
+NOW = datetime(2026, 11, 28, 11, 0, tzinfo=UTC)
+
+
+def rows_by_name() -> dict[str, overview.JobRow]:
+    return {r.name: r for r in overview.rows(w.training_jobs(), [w.serving_job()], NOW)}
+
+
+def test_overview_rows_say_state_progress_eta_and_why_a_job_is_unhealthy() -> None:
+    rows = rows_by_name()
+    running = rows["digits-running"]
+    assert (running.state, running.progress, running.eta, running.size, running.age) == (
+        "Running", 0.3, "1m 35s", "2 pods", "1h 0m")
+    assert running.reason == "" and running.link == "training?ns=ml&name=digits-running"
+    pending = rows["big-pending"]
+    assert pending.state == "Pending" and pending.reason.startswith("Unschedulable: pod big-pending-node-0: 0/1 nodes")
+    assert "Insufficient nvidia.com/gpu" in pending.reason
+    failed = rows["broken"]
+    assert failed.badge == "🔴 Failed" and failed.restarts == 3
+    assert failed.reason.startswith("BackoffLimitExceeded: 3 counted failures")
+    assert failed.reason.endswith("(exit code 3 in pod broken-node-1)")
+    assert rows["digits-q"].progress == 1.0 and rows["digits-q"].reason == ""
+    assert rows["just-created"].state == "Pending" and rows["just-created"].reason == "waiting for the operator"
+    sj = rows["digits-serving"]
+    assert (sj.kind, sj.state, sj.size, sj.progress) == ("ServingJob", "Ready", "2/2 replicas + 1 canary", 1.0)
+    assert sj.link == "serving?ns=ml&name=digits-serving"
+
+
+def test_overview_filters_sorts_and_counts() -> None:
+    rows = list(rows_by_name().values())
+    assert [r.name for r in overview.filtered(rows, "GPU")] == ["big-pending"]  # matches the reason, any case
+    assert {r.name for r in overview.filtered(rows, states=frozenset({"Running"}))} == {"digits-running",
+                                                                                        "oom-restarted"}
+    assert [r.name for r in overview.filtered(rows, kinds=frozenset({overview.SERVING}))] == ["digits-serving"]
+    assert overview.sort(rows, "restarts", descending=True)[0].name == "broken"
+    assert overview.sort(rows, "progress", descending=True)[0].progress == 1.0
+    assert [r.name for r in overview.sort(rows, "name")][:2] == ["big-pending", "broken"]
+    assert overview.counts(rows)["Running"] == 2 and overview.counts(rows)["Succeeded"] == 2
+    with pytest.raises(ValueError, match="unknown sort key"):
+        overview.sort(rows, "colour")
+
+
+def test_serving_state_follows_ready_and_degraded() -> None:
+    sj = w.serving_job()
+    assert overview.serving_state(sj) == ("Ready", "")
+    st = sj.status
+    assert st is not None
+    degraded = st.model_copy(update={"conditions": [
+        w.cond_model("Ready", "True", "ModelLoaded", "", 1),
+        w.cond_model("Degraded", "True", "ModelNotFound", "pvc://models/runs/nothing has no model-card.json", 2)]})
+    state, reason = overview.serving_state(sj.model_copy(update={"status": degraded}))
+    assert state == "Degraded" and reason == "ModelNotFound: pvc://models/runs/nothing has no model-card.json"
+    waiting = st.model_copy(update={"conditions": [w.cond_model("Ready", "False", "ModelNotReady",
+                                                                "TrainingJob digits-q has not succeeded", 1)]})
+    assert overview.serving_state(sj.model_copy(update={"status": waiting})) == (
+        "NotReady", "ModelNotReady: TrainingJob digits-q has not succeeded")
+
+
+def test_training_timeline_pods_curves_and_failure() -> None:
+    jobs = {j.metadata.name: j for j in w.training_jobs()}
+    done = jobs["digits-q"]
+    events = [r.event for r in training.timeline(done.status)]
+    assert events == ["Created", "Started", "Completed", "Running", "Succeeded"]
+    curves = training.curves(done.status)
+    assert set(curves) == {"Loss", "Eval metric", "Samples per second"}
+    assert {p.series for p in curves["Loss"]} == {"loss", "evalLoss"} and len(curves["Loss"]) == 40 + 10
+    assert training.curves(jobs["just-created"].status) == {} and training.timeline(None) == []
+    pods = {r.name: r for r in training.pod_rows(w.pods())}
+    assert (pods["oom-restarted-node-0"].restarts, pods["oom-restarted-node-0"].last_exit_code,
+            pods["oom-restarted-node-0"].reason) == (1, 137, "OOMKilled")
+    assert (pods["broken-node-1"].phase, pods["broken-node-1"].last_exit_code) == ("Failed", 3)
+    assert "Insufficient nvidia.com/gpu" in pods["big-pending-node-0"].message
+    assert training.failure_line(jobs["broken"].status) == (
+        "Error: exit code 3 in pod broken-node-1, container trainer - ValueError: bad learning rate")
+    assert training.progress_line(jobs["digits-running"].status) == (
+        "step 120 of 400, 30.0%, epoch 2, loss 0.4213, eval accuracy 0.88, 912 samples/s, ETA 1m 35s")
+    assert training.progress_line(None) == "no progress reported yet"
+    art = dict(training.artifact_rows(done, [w.serving_job()]))
+    assert art["Digest"] == w.DIGEST and art["Served by"] == "digits-serving" and art["Size"] == "41.0 KiB"
+    assert training.artifact_rows(jobs["digits-running"], []) == []
+
+
+def test_compression_report_compares_candidates_with_the_baseline() -> None:
+    view = compression.compression_view(w.report(accepted=True))
+    assert view is not None and view.compressed
+    assert view.verdict.startswith("Compressed: quantize-dynamic published")
+    base, quant, prune = view.rows
+    assert (base.metric, base.size, base.speedup, base.verdict) == ("0.955", "41.0 KiB", "1.00x", "baseline")
+    assert (quant.metric, quant.drop, quant.size, quant.speedup, quant.verdict) == (
+        "0.951", "+0.004", "10.7 KiB", "2.00x", "✅ accepted")
+    assert prune.verdict == "❌ rejected" and view.budget == "max drop 0.01"
+    assert dict(view.artifact)["Digest"] == w.DIGEST
+    rejected = compression.compression_view(w.report(accepted=False))
+    assert rejected is not None and not rejected.compressed
+    assert rejected.verdict.startswith("Not compressed (AccuracyBudgetExceeded)")
+
+
+def test_compression_report_in_other_shapes_never_raises() -> None:
+    assert compression.compression_view(None) is None and compression.compression_view({}) is None
+    summary = {"compressed": True, "reason": "Compressed", "message": "prune-structured is within budget",
+               "reportPath": "runs/x/compressed/report.json", "chosen": "prune-structured", "baselineMetric": 0.9,
+               "artifact": {"uri": "pvc://models/runs/x/compressed/prune-structured", "digest": w.DIGEST,
+                            "sizeBytes": 2048},
+               "candidates": [{"method": "prune-structured", "verdict": "accepted", "metric": 0.89, "drop": 0.01,
+                               "sizeBytes": 2048, "latencyMs": {"batch1": 0.5, "batch8": 1}}], "attempts": 1}
+    view = compression.compression_view(summary)
+    assert view is not None and view.verdict.startswith("Compressed: prune-structured")
+    assert dict(view.artifact)["URI"] == "pvc://models/runs/x/compressed/prune-structured"
+    running = compression.compression_view({"attempts": 2})
+    assert running is not None and running.verdict == "Compression running (attempt 2)" and not running.rows
+    assert (view.rows[1].metric, view.rows[1].size, view.rows[1].latency_ms) == ("0.89", "2.0 KiB", "0.5")
+    junk = compression.compression_view({"candidates": "nope", "baseline": 3, "chosen": 7, "budget": []})
+    assert junk is not None and not junk.compressed and len(junk.rows) == 1
+
+
+def test_serving_tracks_lineage_and_canary_split() -> None:
+    sj = w.serving_job()
+    main, canary = serving.tracks(sj)
+    assert (main.track, main.traffic_percent, main.replicas, main.training_job) == ("main", 80, "2/2", "digits-q")
+    assert (canary.track, canary.traffic_percent, canary.replicas, canary.training_job) == (
+        "canary", 20, "1/1", "digits-strict")
+    assert serving.lineage_links(sj) == [("main: TrainingJob digits-q", "training?ns=ml&name=digits-q"),
+                                         ("canary: TrainingJob digits-strict", "training?ns=ml&name=digits-strict")]
+    pods = w.pods("10.0.0.5", 8080)
+    assert [p.name for p in serving.server_pods(pods, "canary")] == ["digits-serving-canary-5c4b-fghij"]
+    waiting = sj.model_copy(update={"status": None})
+    assert serving.tracks(waiting)[0].model == "waiting for TrainingJob digits-q (compressed)"
+
+
+def test_cluster_usage_counts_only_live_kubeforge_pods() -> None:
+    src = w.world()
+    (row,) = cluster.node_rows(src.node_list, src.pod_list)
+    # 5 running pods on kf-node request 1 CPU each; the pending one has no node, the failed one holds nothing
+    assert (row.node, row.cpu, row.pods, row.gpus) == ("kf-node", "5 / 32", 5, "0 / 1")
+    assert row.cpu_used == pytest.approx(5 / 32) and row.memory == "10.0 GiB / 64.0 GiB"
+    jobs = {r["job"]: r for r in cluster.job_rows(src.pod_list)}
+    assert jobs["digits-running"]["pods"] == 2 and jobs["digits-serving"]["kind"] == "ServingJob"
+    assert "broken" not in jobs
