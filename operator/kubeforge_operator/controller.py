@@ -225,9 +225,11 @@ class Controller:
                 await self.reconcile(key)
                 self.retries.pop(key, None)
             except ApiError as e:
-                if e.status != 409:  # a 409 is a stale pass: the next one sees the newer object
+                if e.status == 409:  # a stale pass: the watch brings the newer object, look again soon
+                    self.queue.add_after(key, RETRY_BASE)
+                else:
                     log.warning("%s %s/%s: %s", self.kind.kind, *key, e)
-                self.queue.add_after(key, self._retry_delay(key))
+                    self.queue.add_after(key, self._retry_delay(key))
             except Exception:
                 log.exception("%s %s/%s: the pass crashed", self.kind.kind, *key)
                 self.queue.add_after(key, self._retry_delay(key))
