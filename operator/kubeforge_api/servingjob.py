@@ -83,6 +83,8 @@ class Autoscaling(Model):
     max_replicas: int = Field(ge=1, le=1000, description="Most replicas the autoscaler may create.")
     target_cpu_utilization_percentage: int = Field(default=80, ge=1, le=100, description=(
         "Average CPU utilization (percent of the CPU request) the HorizontalPodAutoscaler aims for."))
+    scale_down_stabilization_seconds: int = Field(default=300, ge=0, le=3600, description=(
+        "How long load must stay low before replicas are removed (the HPA's scale-down stabilization window)."))
 
 
 class Batching(Model):

@@ -201,3 +201,30 @@ def test_rollout_and_pod_deletion_under_load_lose_nothing_and_the_canary_gets_it
     answers = [infer_url(url, rows.tolist()) for _ in range(120)]
     share = sum(close(a, out_a) for a in answers) / len(answers)
     assert 0.3 <= share <= 0.7, share  # one replica per track: about half of the requests
+
+
+def test_the_autoscaler_adds_servers_under_load_and_removes_them_after(
+        service_routing: Cluster, resource_metrics: Cluster, operator: OperatorProcess, namespace: str) -> None:
+    cluster = service_routing
+    serving_models(cluster, namespace)
+    cluster.apply({"apiVersion": "kubeforge.dev/v1alpha1", "kind": "ServingJob", "metadata": {"name": "busy"},
+                   "spec": {"model": {"uri": "pvc://models/a"}, "resources": {"requests": {"cpu": "50m"}},
+                            "autoscaling": {"minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercentage": 50,
+                                            "scaleDownStabilizationSeconds": 10}}}, namespace)
+    cluster.kubectl("wait", "-n", namespace, "--for=condition=Ready", "sj/busy", "--timeout=180s")
+    ip = cluster.client.get(f"/api/v1/namespaces/{namespace}/services/busy")["spec"]["clusterIP"]
+    rows = digits().x_eval[:64].tolist()
+
+    def replicas() -> int:
+        return int(get(cluster, namespace, "servingjobs", "busy")["status"].get("replicas", 0))
+
+    loads = [Load(f"http://{ip}:80/v2/models/busy/infer", rows, rate=200.0) for _ in range(4)]
+    for load in loads:
+        load.__enter__()
+    try:
+        wait_for(lambda: replicas() >= 2, 120, what="the HPA to add a server under load")
+    finally:
+        for load in loads:
+            load.__exit__()
+    assert not [f for load in loads for f in load.failed], "requests failed while scaling out"
+    wait_for(lambda: replicas() == 1, 120, what="the HPA to remove the extra servers after the load")

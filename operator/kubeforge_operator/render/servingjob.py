@@ -147,7 +147,9 @@ def render_hpa(ref: JobRef, spec: ServingJobSpec) -> Obj:
                                "minReplicas": a.min_replicas, "maxReplicas": a.max_replicas,
                                "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
                                    "type": "Utilization",
-                                   "averageUtilization": a.target_cpu_utilization_percentage}}}]}})
+                                   "averageUtilization": a.target_cpu_utilization_percentage}}}],
+                               "behavior": {"scaleDown": {
+                                   "stabilizationWindowSeconds": a.scale_down_stabilization_seconds}}}})
 
 
 def render_pdb(ref: JobRef) -> Obj:
