@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 export PYTHONPATH := $(CURDIR)/tests/cluster
 
-.PHONY: venv minicp generate lint test test-unit bench demo cluster-up cluster-down operator-up operator-down
+.PHONY: venv minicp helm generate lint test test-unit bench demo cluster-up cluster-down operator-up operator-down
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,6 +20,9 @@ venv: $(STAMP)
 minicp:  ## build (or reuse the cached) control-plane binary
 	tests/cluster/build-minicp.sh
 
+helm:  ## build (or reuse the cached) helm binary from its Go module; prints its path last
+	@tests/cluster/build-helm.sh
+
 generate: venv  ## CRDs (manifests/crds + the chart's copy) and docs/api.md tables from operator/kubeforge_api
 	$(PY) -m kubeforge_api.codegen
 
@@ -28,7 +31,7 @@ lint: venv
 	$(VENV)/bin/mypy operator trainer_image dashboard tests/cluster/minicluster bench
 	$(VENV)/bin/lint-imports
 
-test: lint minicp
+test: lint minicp helm
 	$(PY) -m pytest -q -ra
 
 test-unit: venv
