@@ -54,5 +54,5 @@ operator-up: venv  ## install CRDs+RBAC into the current kubeconfig's cluster; r
 operator-down:
 	$(PY) -m minicluster operator-down --dir "$(CLUSTER_DIR)/operator"
 
-demo: venv minicp  ## the embedded cluster + operator; every sample TrainingJob to Succeeded, with progress
-	@$(PY) -m minicluster demo --samples manifests/samples
+demo: venv minicp  ## the embedded cluster + operator; every sample trained, compressed and served, then queried
+	@$(PY) -m minicluster demo --samples manifests/samples $(DEMO_ARGS)
