@@ -181,7 +181,7 @@ def release_objects(cluster: Cluster, release: str) -> list[str]:
 
 
 def deployment(cluster: Cluster, ns: str) -> Obj:
-    return cluster.client.get(f"/apis/apps/v1/namespaces/{ns}/deployments/{SA}")
+    return dict(cluster.client.get(f"/apis/apps/v1/namespaces/{ns}/deployments/{SA}"))
 
 
 def test_install_upgrade_uninstall(cluster: Cluster, helm_bin: Path, namespace: str, watched: str,
