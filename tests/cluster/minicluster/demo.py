@@ -136,7 +136,7 @@ def compression_line(admin: Path, job: Obj) -> str:
     if report is not None and report.chosen is not None:
         cand = report.candidates[report.chosen]
         if cand.speedup is not None:
-            line += f", {cand.speedup.batch1:.1f}x faster at batch 1 ({cand.speedup.batch8:.1f}x at batch 8)"
+            line += f", speedup {cand.speedup.batch1:.2f}x at batch 1 and {cand.speedup.batch8:.2f}x at batch 8"
         if cand.size_ratio is not None:
             line += f", {cand.size_ratio:.1f}x smaller"
     return line
