@@ -194,6 +194,7 @@ def test_install_upgrade_uninstall(cluster: Cluster, helm_bin: Path, namespace: 
     assert can_i(cluster, namespace, "create", "pods", "default")  # cluster-wide by default
     assert not can_i(cluster, namespace, "get", "secrets", "default")
     assert f"clusterrole.rbac.authorization.k8s.io/{release}-kubeforge-crds" in release_objects(cluster, release)
+    cluster.kubectl("apply", "--server-side", "-k", str(REPO / "manifests" / "crds"))  # the CRD upgrade note's step
 
     values = tmp_path / "values.yaml"
     values.write_text(yaml.safe_dump({"replicas": 0, "watchNamespaces": [watched],
