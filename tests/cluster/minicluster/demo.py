@@ -206,7 +206,7 @@ def send_requests(admin: Path, sj: Obj) -> bool:
         try:
             infer(host, name, rows[:1], timeout=2)
         except (OSError, urllib.error.URLError):
-            print(f"  {what} ({host}) does not answer here; trying the next")
+            print(f"  {what} {host} does not answer here (no Service routing?); trying the next endpoint")
             continue
         times, right = [], 0
         for row, label in zip(rows, labels, strict=True):
