@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 export PYTHONPATH := $(CURDIR)/tests/cluster
 
-.PHONY: venv minicp generate lint test test-unit bench demo cluster-up cluster-down operator-up operator-down \
+.PHONY: venv minicp helm generate lint test test-unit bench demo cluster-up cluster-down operator-up operator-down \
 	dashboard dashboard-down
 
 $(STAMP): pyproject.toml
@@ -22,6 +22,9 @@ minicp:  ## build (or reuse the cached) control-plane and metrics-server binarie
 	tests/cluster/build-minicp.sh
 	tests/cluster/build-metrics-server.sh
 
+helm:  ## build (or reuse the cached) helm binary from its Go module; prints its path last
+	@tests/cluster/build-helm.sh
+
 generate: venv  ## CRDs (manifests/crds + the chart's copy) and docs/api.md tables from operator/kubeforge_api
 	$(PY) -m kubeforge_api.codegen
 
@@ -30,7 +33,7 @@ lint: venv
 	$(VENV)/bin/mypy operator trainer_image dashboard tests/cluster/minicluster bench
 	$(VENV)/bin/lint-imports
 
-test: lint minicp
+test: lint minicp helm
 	$(PY) -m pytest -q -ra
 
 test-unit: venv
@@ -59,8 +62,8 @@ operator-up: venv  ## install CRDs+RBAC into the current kubeconfig's cluster; r
 operator-down:
 	$(PY) -m minicluster operator-down --dir "$(CLUSTER_DIR)/operator"
 
-demo: venv minicp  ## the embedded cluster + operator; every sample TrainingJob to Succeeded, with progress
-	@$(PY) -m minicluster demo --samples manifests/samples
+demo: venv minicp  ## the embedded cluster + operator; every sample trained, compressed and served, then queried
+	@$(PY) -m minicluster demo --samples manifests/samples $(DEMO_ARGS)
 
 dashboard: venv  ## the dashboard in the background (current kubeconfig, or local runs without a cluster); URL last
 	@$(PY) -m kubeforge_dashboard.launch up --dir "$(CLUSTER_DIR)/dashboard"

@@ -1,17 +1,36 @@
-"""`make demo`: the embedded cluster, the operator under its own ServiceAccount, and every sample
-TrainingJob applied and followed to a terminal state, printing what `kubectl get tj` shows."""
+"""`make demo`: the whole pipeline on the embedded cluster, told in a few lines.
+
+The embedded cluster and the operator (under its own ServiceAccount) start; every sample in the
+samples folder is applied (TrainingJobs, and a ServingJob that serves a job's compressed model);
+the demo prints each object's state changes, then what a user came for: accuracy before and after
+compression and its speedup (the job's compression report), the ServingJob's URL, and real inference
+requests answered by a server. `--keep` leaves it all running.
+
+Requests go to the Service's ClusterIP when it routes on this machine, else to a server pod's IP
+(the embedded cluster may run without kube-proxy)."""
 
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
+
+from kubeforge_api.compression import CompressionReport
+from kubeforge_api.inference import PATH_INFER, Datatype, InferenceRequest, InferenceResponse, RequestInput
 
 from .launch import start_cluster
 from .operator_process import OperatorProcess, install, kubectl, operator_kubeconfig
 
+Obj = dict[str, Any]
 TERMINAL = ("Succeeded", "Failed")
+SERVING_STUCK = ("ModelNotFound", "ModelLoadFailed", "InvalidSpec")  # Ready=False that waiting will not fix
+SERVER_PORT = 8080
+REQUESTS = 8
 
 
 def demo(samples: Path, keep: bool, timeout: float = 900) -> int:
@@ -24,28 +43,12 @@ def demo(samples: Path, keep: bool, timeout: float = 900) -> int:
         install(admin)
         op = OperatorProcess(operator_kubeconfig(admin, cluster.root / "operator.kubeconfig"),
                              cluster.root / "operator.log", {"KUBEFORGE_RESTART_BACKOFF_SECONDS": "2"}).start()
-        files = sorted(samples.glob("trainingjob-*.yaml"))
+        files = sorted(samples.glob("*.yaml"))
         for f in files:
             kubectl(admin, "apply", "-f", str(f))
-        deadline, last = time.monotonic() + timeout, ""
-        while time.monotonic() < deadline:
-            table = kubectl(admin, "get", "tj")
-            if table != last:
-                print(f"\n$ kubectl get tj   (t={time.strftime('%H:%M:%S')})\n{table}", end="", flush=True)
-                last = table
-            jobs = json.loads(kubectl(admin, "get", "tj", "-o", "json"))["items"]
-            if jobs and all(j.get("status", {}).get("state") in TERMINAL for j in jobs):
-                break
-            time.sleep(1)
-        jobs = json.loads(kubectl(admin, "get", "tj", "-o", "json"))["items"]
-        for j in jobs:
-            st = j.get("status", {})
-            art = st.get("artifact")
-            extra = f"; artifact {art['uri']} {art['digest'][:19]}..." if art else ""
-            acc = (st.get("progress") or {}).get("eval", {}).get("accuracy")
-            print(f"{j['metadata']['name']}: {st.get('state')} ({st.get('reason', '')})"
-                  f"{f'; accuracy {acc:.3f}' if acc else ''}{extra}")
-        ok = bool(jobs) and all(j.get("status", {}).get("state") == "Succeeded" for j in jobs)
+        print(f"applied {', '.join(f.name for f in files)}\n", flush=True)
+        follow(admin, timeout)
+        ok = report_training(admin) & report_serving(admin)
         if keep:
             print(f"\nkept running: export KUBECONFIG={admin}; stop with: kill {cluster.proc.pid}")
         return 0 if ok else 1
@@ -57,3 +60,161 @@ def demo(samples: Path, keep: bool, timeout: float = 900) -> int:
             if op is not None:
                 op.stop()
             cluster.stop()
+
+
+# ------------------------------------------------------------------------------------------ following
+
+
+def items(admin: Path, kind: str) -> list[Obj]:
+    return list(json.loads(kubectl(admin, "get", kind, "-o", "json"))["items"])
+
+
+def condition(obj: Obj, ctype: str) -> Obj | None:
+    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == ctype), None)
+
+
+def serving_state(sj: Obj) -> str:
+    ready = condition(sj, "Ready")
+    return f"Ready={ready['status']} ({ready['reason']})" if ready else "Pending"
+
+
+def snapshot(admin: Path) -> dict[str, str]:
+    """Each object's state in one phrase: `tj/NAME` -> state (reason), `sj/NAME` -> Ready=... (reason)."""
+    out = {f"tj/{j['metadata']['name']}": f"{j.get('status', {}).get('state', 'Pending')} "
+           f"({j.get('status', {}).get('reason', '')})" for j in items(admin, "tj")}
+    out.update({f"sj/{s['metadata']['name']}": serving_state(s) for s in items(admin, "sj")})
+    return out
+
+
+def settled(admin: Path) -> bool:
+    """Every TrainingJob terminal, every ServingJob ready (or stuck for a reason waiting cannot fix)."""
+    jobs, servers = items(admin, "tj"), items(admin, "sj")
+    trained = bool(jobs) and all(j.get("status", {}).get("state") in TERMINAL for j in jobs)
+    served = all((c := condition(s, "Ready")) and (c["status"] == "True" or c["reason"] in SERVING_STUCK)
+                 for s in servers)
+    return trained and served
+
+
+def follow(admin: Path, timeout: float) -> None:
+    """Print one line per state change until everything settles or `timeout` passes."""
+    start, seen = time.monotonic(), dict[str, str]()
+    while time.monotonic() - start < timeout:
+        for name, state in snapshot(admin).items():
+            if seen.get(name) != state:
+                print(f"{time.monotonic() - start:5.0f}s  {name:<34} {state}", flush=True)
+                seen[name] = state
+        if settled(admin):
+            return
+        time.sleep(1)
+    print(f"timed out after {timeout:.0f} s", flush=True)
+
+
+# ------------------------------------------------------------------------------------------ the story
+
+
+def report_training(admin: Path) -> bool:
+    print()
+    jobs = items(admin, "tj")
+    for j in jobs:
+        st = j.get("status", {})
+        acc = (st.get("progress") or {}).get("eval", {}).get("accuracy")
+        print(f"tj/{j['metadata']['name']}: {st.get('state')} ({st.get('reason', '')})"
+              f"{f'; accuracy {acc:.3f}' if acc is not None else ''}")
+        if st.get("compression"):
+            print(f"  {compression_line(admin, j)}")
+    return bool(jobs) and all(j.get("status", {}).get("state") == "Succeeded" for j in jobs)
+
+
+def compression_line(admin: Path, job: Obj) -> str:
+    """Accuracy before -> after and the speedup, from `status.compression` and the report it points to."""
+    comp = job["status"]["compression"]
+    chosen = next((c for c in comp.get("candidates", []) if c.get("verdict") == "accepted"), None)
+    if chosen is None:
+        return f"compression: nothing published ({comp.get('reason')}: {comp.get('message', '')})"
+    line = (f"compressed ({chosen['method']}): accuracy {comp['baselineMetric']:.3f} -> {chosen['metric']:.3f}")
+    report = read_report(admin, job)
+    if report is not None and report.chosen is not None:
+        cand = report.candidates[report.chosen]
+        if cand.speedup is not None:
+            line += f", speedup {cand.speedup.batch1:.2f}x at batch 1 and {cand.speedup.batch8:.2f}x at batch 8"
+        if cand.size_ratio is not None:
+            line += f", {cand.size_ratio:.1f}x smaller"
+    return line
+
+
+def read_report(admin: Path, job: Obj) -> CompressionReport | None:
+    """The full report on the job's claim (a hostPath volume in the embedded cluster), if readable."""
+    storage = job["spec"].get("storage") or {}
+    claim = (storage.get("persistentVolumeClaim") or {}).get("claimName")
+    rel = job["status"]["compression"].get("reportPath")
+    if not claim or not rel:
+        return None
+    ns = job["metadata"]["namespace"]
+    pvc = json.loads(kubectl(admin, "get", "pvc", claim, "-n", ns, "-o", "json"))
+    pv = json.loads(kubectl(admin, "get", "pv", pvc["spec"]["volumeName"], "-o", "json"))
+    path = Path(pv["spec"].get("hostPath", {}).get("path", "/nonexistent")) / storage.get("path", "") / rel
+    return CompressionReport.model_validate_json(path.read_text()) if path.is_file() else None
+
+
+def report_serving(admin: Path) -> bool:
+    ok = True
+    for sj in items(admin, "sj"):
+        name, st = sj["metadata"]["name"], sj.get("status", {})
+        ready = condition(sj, "Ready")
+        print(f"sj/{name}: {serving_state(sj)}; url {st.get('url', '-')}")
+        if not ready or ready["status"] != "True":
+            ok = False
+            continue
+        ok &= send_requests(admin, sj)
+    return ok
+
+
+def endpoints(admin: Path, sj: Obj) -> list[tuple[str, str]]:
+    """(what, host) to try: the Service's ClusterIP first, then each ready server pod's IP."""
+    ns, name = sj["metadata"]["namespace"], sj["metadata"]["name"]
+    svc = json.loads(kubectl(admin, "get", "svc", name, "-n", ns, "-o", "json"))
+    out = [("Service ClusterIP", svc["spec"]["clusterIP"])] if svc["spec"].get("clusterIP", "None") != "None" else []
+    pods = json.loads(kubectl(admin, "get", "pods", "-n", ns, "-l", f"kubeforge.dev/serving-name={name}",
+                              "-o", "json"))["items"]
+    return out + [(f"pod {p['metadata']['name']}", p["status"]["podIP"]) for p in pods
+                  if p.get("status", {}).get("podIP") and p["status"].get("phase") == "Running"]
+
+
+def infer(host: str, model: str, rows: list[list[float]], timeout: float = 5) -> list[int]:
+    """One Open Inference Protocol request; the predicted class of each row."""
+    body = InferenceRequest(inputs=[RequestInput(name="input", shape=[len(rows), len(rows[0])],
+                                                 datatype=Datatype.FP32, data=[v for r in rows for v in r])])
+    req = urllib.request.Request(f"http://{host}:{SERVER_PORT}{PATH_INFER.format(name=model)}", body.dump_json(),
+                                 {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        out = InferenceResponse.model_validate_json(r.read()).outputs[0]
+    width = out.shape[-1]
+    return [argmax(out.data[i * width:(i + 1) * width]) for i in range(len(rows))]
+
+
+def argmax(values: list[Any]) -> int:
+    return max(range(len(values)), key=values.__getitem__)
+
+
+def send_requests(admin: Path, sj: Obj) -> bool:
+    """REQUESTS single-image requests from the held-out digits through the first endpoint that answers."""
+    from kubeforge_trainer.data import digits
+
+    data, name = digits(), sj["metadata"]["name"]
+    rows, labels = data.x_eval[:REQUESTS].tolist(), data.y_eval[:REQUESTS].tolist()
+    for what, host in endpoints(admin, sj):
+        try:
+            infer(host, name, rows[:1], timeout=2)
+        except (OSError, urllib.error.URLError):
+            print(f"  {what} {host} does not answer here (no Service routing?); trying the next endpoint")
+            continue
+        times, right = [], 0
+        for row, label in zip(rows, labels, strict=True):
+            t0 = time.perf_counter()
+            right += infer(host, name, [row]) == [label]
+            times.append((time.perf_counter() - t0) * 1000)
+        print(f"  {REQUESTS} requests to {what} ({host}:{SERVER_PORT}): {right}/{REQUESTS} digits right, "
+              f"median latency {statistics.median(times):.1f} ms")
+        return right > 0
+    print("  no endpoint answered")
+    return False
