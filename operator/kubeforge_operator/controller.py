@@ -307,8 +307,13 @@ class Controller:
                 self.objs[key] = slim(updated)
             metrics.count_transition(self.kind.kind, ns, old, plan.status)
         await asyncio.gather(*(self.kube.delete_child(ns, c.kind, c.name, c.uid) for c in plan.delete))
-        await asyncio.gather(*(self._create(key, obj, child) for child in plan.create),
+        # What pods depend on (a Service for their rendezvous) first: pods are created only if none was refused,
+        # so a gang never starts against an object that is not its own.
+        refused = len(self.refusals.get(key, ()))
+        await asyncio.gather(*(self._create(key, obj, c) for c in plan.create if c["kind"] != "Pod"),
                              *(self.kube.apply(child) for child in plan.update))
+        if len(self.refusals.get(key, ())) == refused:
+            await asyncio.gather(*(self._create(key, obj, c) for c in plan.create if c["kind"] == "Pod"))
         for e in plan.events:
             self.post_event(obj, e.type, e.reason, e.message)
         for child in plan.create:
