@@ -81,7 +81,8 @@ class Autoscaling(Model):
 
     min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest replicas the autoscaler keeps.")
     max_replicas: int = Field(ge=1, le=1000, description="Most replicas the autoscaler may create.")
-    target_cpu_utilization_percentage: int = Field(default=80, ge=1, le=100, description=(
+    target_cpu_utilization_percentage: int = Field(default=80, ge=1, le=100, alias="targetCPUUtilizationPercentage",
+                                                   description=(
         "Average CPU utilization (percent of the CPU request) the HorizontalPodAutoscaler aims for."))
     scale_down_stabilization_seconds: int = Field(default=300, ge=0, le=3600, description=(
         "How long load must stay low before replicas are removed (the HPA's scale-down stabilization window)."))
