@@ -109,7 +109,7 @@ def test_lint_is_clean_with_the_chart_values_and_a_namespaced_install(helm_bin: 
 
 
 def test_template_equals_the_kustomize_base_in_substance(helm_bin: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    chart, base = template(helm_bin, "--include-crds"), kustomize_base()
+    chart, base = template(helm_bin, "--include-crds", "--set=dashboard.enabled=true"), kustomize_base()
     kinds = {d["kind"] for d in chart}
     assert kinds == {d["kind"] for d in base} - {"Namespace"}, kinds  # helm creates the release namespace
     by_name = {d["metadata"]["name"]: d for d in of_kind(base, "CustomResourceDefinition")}
@@ -119,11 +119,15 @@ def test_template_equals_the_kustomize_base_in_substance(helm_bin: Path, monkeyp
         roles = {r["metadata"]["name"] for r in of_kind(docs, "ClusterRole")}
         for b in of_kind(docs, "ClusterRoleBinding"):
             assert b["roleRef"]["name"] in roles
-            assert b["subjects"] == [{"kind": "ServiceAccount", "name": SA, "namespace": "kubeforge-system"}]
+            [subject] = b["subjects"]
+            assert subject["kind"] == "ServiceAccount" and subject["namespace"] == "kubeforge-system"
+            assert subject["name"] in (SA, "kubeforge-dashboard")
     sa_chart, sa_base = of_kind(chart, "ServiceAccount"), of_kind(base, "ServiceAccount")
     assert [(s["metadata"]["name"], s["metadata"]["namespace"]) for s in sa_chart] == \
         [(s["metadata"]["name"], s["metadata"]["namespace"]) for s in sa_base]
-    [dep_chart], [dep_base] = of_kind(chart, "Deployment"), of_kind(base, "Deployment")
+    deployments = {d["metadata"]["name"]: d for d in of_kind(chart, "Deployment")}
+    assert set(deployments) == {d["metadata"]["name"] for d in of_kind(base, "Deployment")}
+    dep_chart, dep_base = deployments[SA], next(d for d in of_kind(base, "Deployment") if d["metadata"]["name"] == SA)
     assert normalised_deployment(dep_chart) == normalised_deployment(dep_base)
     assert operator_settings(dep_chart, monkeypatch) == operator_settings(dep_base, monkeypatch)
 
