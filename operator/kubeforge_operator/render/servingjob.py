@@ -37,6 +37,7 @@ from .trainingjob import JobRef
 Obj = dict[str, Any]
 MAIN, CANARY = "main", "canary"
 DEFAULT_CPU_REQUEST = "100m"  # the HPA measures CPU against the request
+SHUTDOWN_DELAY = 15.0  # seconds: longer than endpoint removal takes to reach every kube-proxy
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,8 @@ def _container(spec: ServingJobSpec, settings: ServerSettings) -> Obj:
 def render_deployment(ref: JobRef, spec: ServingJobSpec, track: str, model: ModelVolume, image: str,
                       replicas: int | None) -> Obj:
     """`replicas` None leaves the count to the HorizontalPodAutoscaler."""
-    settings = ServerSettings.for_spec(ref.name, spec)
+    # A stopping server keeps answering (not ready) until every proxy has dropped it from the Service.
+    settings = ServerSettings.for_spec(ref.name, spec).model_copy(update={"shutdown_delay_seconds": SHUTDOWN_DELAY})
     tmpl = spec.pod_template
     labels = {**tmpl.labels, **selector(ref), LABEL_TRACK: track, LABEL_OWNER_UID: ref.uid,
               LABEL_MANAGED_BY: MANAGED_BY}
