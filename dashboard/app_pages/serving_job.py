@@ -12,26 +12,12 @@ from kubeforge_api.constants import LABEL_SERVING
 from kubeforge_api.servingjob import ServingJob
 from kubeforge_dashboard import metrics, servers, ui
 from kubeforge_dashboard.format import color
-from kubeforge_dashboard.source import PodInfo, Source
+from kubeforge_dashboard.source import PodInfo
 from kubeforge_dashboard.views import serving
 from kubeforge_dashboard.views.overview import page_link
 
 SCRAPES_KEY = "kubeforge_scrapes"
 
-
-def pick_job(src: Source, namespaces: tuple[str, ...]) -> tuple[str, str] | None:
-    chosen = ui.selected_job()
-    if chosen:
-        return chosen
-    listing = ui.read(lambda: src.serving_jobs(namespaces))
-    if listing is None:
-        return None
-    if not listing.items:
-        st.info("No ServingJobs to show yet.")
-        return None
-    names = [f"{j.metadata.namespace}/{j.metadata.name}" for j in listing.items]
-    ns, _, name = (st.selectbox("ServingJob", names) or names[0]).partition("/")
-    return ns, name
 
 
 def header(job: ServingJob) -> None:
@@ -120,7 +106,8 @@ def main() -> None:
     src = ui.source()
     if src is None:
         return
-    picked = pick_job(src, ui.namespace_selector(src))
+    namespaces = ui.namespace_selector(src)
+    picked = ui.pick_job("ServingJob", lambda: src.serving_jobs(namespaces))
     if picked is None:
         return
     job = ui.read(lambda: src.serving_job(*picked))

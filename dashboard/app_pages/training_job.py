@@ -22,21 +22,6 @@ from kubeforge_dashboard.views.compression import compression_view
 LOG_TAIL = 200
 
 
-def pick_job(src: Source, namespaces: tuple[str, ...]) -> tuple[str, str] | None:
-    chosen = ui.selected_job()
-    if chosen:
-        return chosen
-    listing = ui.read(lambda: src.training_jobs(namespaces))
-    if listing is None:
-        return None
-    if not listing.items:
-        st.info("No TrainingJobs to show yet.")
-        return None
-    names = [f"{j.metadata.namespace}/{j.metadata.name}" for j in listing.items]
-    picked = st.selectbox("TrainingJob", names)
-    ns, _, name = (picked or names[0]).partition("/")
-    return ns, name
-
 
 def header(job: TrainingJob) -> None:
     st.title(f"TrainingJob {job.metadata.name}")
@@ -144,7 +129,8 @@ def main() -> None:
     src = ui.source()
     if src is None:
         return
-    picked = pick_job(src, ui.namespace_selector(src))
+    namespaces = ui.namespace_selector(src)
+    picked = ui.pick_job("TrainingJob", lambda: src.training_jobs(namespaces))
     if picked is None:
         return
     job = ui.read(lambda: src.training_job(*picked))

@@ -8,9 +8,11 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import streamlit as st
+from kubeforge_api.servingjob import ServingJob
+from kubeforge_api.trainingjob import TrainingJob
 
 from .settings import DashboardSettings, make_source
-from .source import ErrorKind, Source, SourceError
+from .source import ErrorKind, Listing, Source, SourceError
 
 SOURCE_KEY = "kubeforge_source"  # a test may put its own Source here before the first run
 SETTINGS_KEY = "kubeforge_settings"
@@ -82,3 +84,19 @@ def selected_job() -> tuple[str, str] | None:
     """(namespace, name) from the query string (`?ns=...&name=...`)."""
     ns, name = st.query_params.get("ns"), st.query_params.get("name")
     return (ns, name) if ns and name else None
+
+
+def pick_job(kind: str, listing: Callable[[], Listing[TrainingJob] | Listing[ServingJob]]) -> tuple[str, str] | None:
+    """(namespace, name) of the job a page shows: from the query string, else chosen from `listing()`."""
+    chosen = selected_job()
+    if chosen:
+        return chosen
+    jobs = read(listing)
+    if jobs is None:
+        return None
+    if not jobs.items:
+        st.info(f"No {kind}s to show yet.")
+        return None
+    names = [f"{j.metadata.namespace}/{j.metadata.name}" for j in jobs.items]
+    ns, _, name = (st.selectbox(kind, names) or names[0]).partition("/")
+    return ns, name
