@@ -58,7 +58,9 @@ def event_poster(memo: kopf.Memo) -> PostEvent:
 
 def _keep_context(memo: kopf.Memo) -> None:
     """Handlers get a shallow copy of the operator's memo: the holder dict is the shared part."""
-    memo["kopf_context"].setdefault("context", contextvars.copy_context())
+    holder = memo["kopf_context"]
+    if "context" not in holder:  # copied once, not on every watch event
+        holder["context"] = contextvars.copy_context()
 
 
 @kopf.on.startup()
