@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import time
@@ -19,6 +20,7 @@ from minicluster.launch import start_cluster
 from minicluster.operator_process import OperatorProcess, install, operator_kubeconfig
 
 REPO = Path(__file__).resolve().parent.parent
+ALLOWED_PRIORITY_CLASS = "kubeforge-test-allowed"  # the session operator allows it; the cluster has none such
 Obj = dict[str, Any]
 
 
@@ -145,7 +147,8 @@ def operator(cluster: Cluster) -> Iterator[OperatorProcess]:
     install(cluster.kubeconfig)
     kubeconfig = operator_kubeconfig(cluster.kubeconfig, cluster.root / "operator.kubeconfig")
     op = OperatorProcess(kubeconfig, cluster.root / "operator.log", {
-        "KUBEFORGE_RESTART_BACKOFF_SECONDS": "1", "KUBEFORGE_LOG_FORMAT": "plain"}).start()
+        "KUBEFORGE_RESTART_BACKOFF_SECONDS": "1", "KUBEFORGE_LOG_FORMAT": "plain",
+        "KUBEFORGE_ALLOWED_PRIORITY_CLASSES": json.dumps([ALLOWED_PRIORITY_CLASS])}).start()
     yield op
     op.stop()
 

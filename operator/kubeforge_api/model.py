@@ -87,6 +87,13 @@ def list_map(*keys: str) -> JsonDict:
 
 
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|e[0-9]+)?$"
+# Label and annotation keys and label values as the pod API checks them (an optional DNS prefix, then a name).
+QUALIFIED_NAME_PATTERN = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                          r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+# Keys under these domains (and their subdomains) belong to Kubernetes and to the operator:
+# AppArmor, seccomp and every key the operator selects pods by live there.
+RESERVED_KEY_PATTERN = r"^([^/]*\.)?(kubernetes\.io|k8s\.io|kubeforge\.dev)/"
 
 
 def _int_or_string(value: Any) -> int | str:

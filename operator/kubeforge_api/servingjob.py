@@ -51,6 +51,7 @@ class ServingReason(StrEnum):
     ROLLOUT_IN_PROGRESS = "RolloutInProgress"
     INVALID_SPEC = "InvalidSpec"
     SUSPENDED = "Suspended"
+    POD_POLICY_VIOLATION = "PodPolicyViolation"  # the same as the TrainingJob reason
 
 
 class TrainingJobRef(Model):

@@ -6,10 +6,9 @@ to a spec dict, so a job gets the same verdict, naming the same field, everywher
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Literal, NotRequired
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator, with_config
-from typing_extensions import TypedDict
+from pydantic import Field, model_validator
 
 from .compression import CompressionSpec
 from .constants import (
@@ -25,6 +24,7 @@ from .crd import Column, CrdKind
 from .meta import MAX_NAME_LENGTH, NAME_TOO_LONG, Condition, ObjectMeta
 from .model import IntOrString, Resources, Rule, RuleViolation, list_map, omit_default
 from .model import Model as Model  # re-exported: other kinds import the base from here
+from .podtemplate import PodTemplate as PodTemplate  # re-exported: both kinds share it
 
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 LongString = Annotated[str, Field(max_length=4096)]
@@ -162,46 +162,6 @@ class EnvVar(Model):
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$",
                       description="Variable name; the operator's own names are reserved.")
     value: str = Field(default="", max_length=4096, json_schema_extra=omit_default, description="Variable value.")
-
-
-@with_config({"extra": "forbid"})
-class LocalObjectReference(TypedDict):
-    """A Secret of the job's namespace that holds registry credentials."""
-
-    name: Annotated[str, Field(max_length=253, description="Name of the Secret.")]
-
-
-@with_config({"extra": "forbid"})
-class Toleration(TypedDict):
-    """A Kubernetes toleration: lets pods run on nodes with a matching taint."""
-
-    key: NotRequired[Annotated[str, Field(max_length=317, description=(
-        "Taint key; omitted with operator Exists, it matches every key."))]]
-    operator: NotRequired[Annotated[Literal["Exists", "Equal"], Field(description="How key and value match.")]]
-    value: NotRequired[Annotated[str, Field(max_length=63, description="Taint value (operator Equal).")]]
-    effect: NotRequired[Annotated[Literal["NoSchedule", "PreferNoSchedule", "NoExecute"],
-                                  Field(description="Taint effect to match; omitted, it matches every effect.")]]
-    tolerationSeconds: NotRequired[Annotated[int, Field(  # camelCase: the wire name
-        description="With effect NoExecute: how long the pod stays bound after the taint appears.")]]
-
-
-class PodTemplate(Model):
-    """The only pod settings a user chooses; nothing else is accepted (no securityContext, volumes,
-    hostNetwork or serviceAccountName), so creating a TrainingJob never grants privileged pods."""
-
-    labels: dict[str, Annotated[str, Field(max_length=63)]] = Field(
-        default_factory=dict, max_length=32, description="Extra labels on every pod.")
-    annotations: dict[str, LongString] = Field(default_factory=dict, max_length=32,
-                                               description="Extra annotations on every pod.")
-    node_selector: dict[str, Annotated[str, Field(max_length=63)]] = Field(
-        default_factory=dict, max_length=32, description="Node labels the pods must be scheduled on.")
-    priority_class_name: str | None = Field(default=None, max_length=253, description="PriorityClass of the pods.")
-    image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list, max_length=8,
-                                                           description="Secrets for pulling the image.")
-    tolerations: list[Toleration] = Field(default_factory=list, max_length=32,
-                                          description="Tolerations of the pods (GPU pods also get nvidia.com/gpu).")
-    affinity: dict[str, Any] | None = Field(default=None, description=(
-        "A Kubernetes Affinity (node and pod affinity and anti-affinity); it grants no privilege."))
 
 
 def _same(field: str) -> str:

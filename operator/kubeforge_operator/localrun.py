@@ -116,7 +116,7 @@ class LocalRun:
     job: Obj
     root: Path
     storage: Path
-    cfg: Config = field(default_factory=lambda: Config(default_image="local", backoff_seconds=1.0))
+    cfg: Config = field(default_factory=lambda: Config(default_image="local", backoff_seconds=1.0, pod_policy=None))
     pods: dict[str, LocalPod] = field(default_factory=dict)
     service: bool = False
     master_port: int = 0

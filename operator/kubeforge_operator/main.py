@@ -76,7 +76,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo["kopf_context"] = {}
     training = Controller(TrainingJobKind(cfg.policy()), kube, event_poster(memo), cfg.workers,
                           denied_namespaces=frozenset(cfg.denied_namespaces))
-    serving = Controller(ServingJobKind(ServingConfig(cfg.trainer_image), training.objs.get), kube,
+    serving = Controller(ServingJobKind(ServingConfig(cfg.trainer_image, cfg.pod_policy()), training.objs.get), kube,
                          event_poster(memo), cfg.workers, denied_namespaces=frozenset(cfg.denied_namespaces))
     memo["controllers"] = {"TrainingJob": training, "ServingJob": serving}
     memo["kube"] = kube

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .podpolicy import DEFAULT_NODE_SELECTOR_KEYS, DEFAULT_TOLERATION_KEYS, PodPolicy
 from .trainingjob.context import Config
 
 
@@ -25,8 +26,20 @@ class Settings(BaseSettings):
     log_format: str = Field(default="json", pattern="^(json|plain)$")
     progress_interval_seconds: float = Field(default=5.0, gt=0, description="at most one progress poll per job per "
                                              "interval")
+    # What job authors may put into pods (kubeforge_operator.podpolicy); a violation fails the job.
+    allowed_priority_classes: list[str] = Field(default_factory=list, description="PriorityClasses pods may name")
+    allowed_toleration_keys: list[str] = Field(default_factory=lambda: list(DEFAULT_TOLERATION_KEYS))
+    allowed_node_selector_keys: list[str] = Field(default_factory=lambda: list(DEFAULT_NODE_SELECTOR_KEYS))
+    allow_image_pull_secrets: bool = Field(default=False, description="whether pods may name imagePullSecrets")
+    allowed_label_keys: list[str] = Field(default_factory=list, description=(
+        "pod label keys a job may set; empty = any key outside the reserved domains"))
 
     def policy(self) -> Config:
         """The part of the settings a TrainingJob decision depends on."""
         return Config(self.trainer_image, self.shm_size, self.restart_backoff_seconds,
-                      self.restart_backoff_max_seconds, self.progress_interval_seconds)
+                      self.restart_backoff_max_seconds, self.progress_interval_seconds, self.pod_policy())
+
+    def pod_policy(self) -> PodPolicy:
+        return PodPolicy(frozenset(self.allowed_priority_classes), frozenset(self.allowed_toleration_keys),
+                         frozenset(self.allowed_node_selector_keys), self.allow_image_pull_secrets,
+                         frozenset(self.allowed_label_keys))

@@ -81,6 +81,14 @@ CORPUS: list[tuple[str, Obj, str]] = [
     ("dataset-file-without-path", with_spec(command=None, recipe={"model": "mlp", "dataset": "file"}),
      "spec.recipe.datasetPath"),
     ("duplicate-env-name", with_spec(env=[{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]), "spec.env[1]"),
+    ("reserved-label-domain", with_spec(podTemplate={"labels": {"kubeforge.dev/job-name": "other"}}),
+     "spec.podTemplate.labels"),
+    ("apparmor-unconfined", with_spec(podTemplate={"annotations": {
+        "container.apparmor.security.beta.kubernetes.io/trainer": "unconfined"}}), "spec.podTemplate.annotations"),
+    ("label-key-syntax", with_spec(podTemplate={"labels": {"no spaces": "x"}}), "spec.podTemplate.labels"),
+    ("label-value-syntax", with_spec(podTemplate={"labels": {"app": "no spaces"}}), "spec.podTemplate.labels.app"),
+    ("toleration-without-key", with_spec(podTemplate={"tolerations": [{"operator": "Exists"}]}),
+     "spec.podTemplate.tolerations[0].key"),
     ("elastic-with-pipeline", with_spec(strategy="pipeline", nodes=2, elastic={"minNodes": 1, "maxNodes": 2}),
      "spec.elastic"),
 ]

@@ -1,11 +1,12 @@
-"""What a job author cannot do to the operator: make it retry a refused create forever, hijack a
-job's rendezvous with a pre-created object, or get it to act in kube-system."""
+"""What a job author cannot do to the operator: make it retry a refused create forever, preempt other
+tenants with a priority class the settings do not allow, hijack a job's rendezvous with a
+pre-created object, or get it to act in kube-system."""
 
 from __future__ import annotations
 
 import time
 
-from conftest import Cluster, condition, job, wait_condition
+from conftest import ALLOWED_PRIORITY_CLASS, Cluster, condition, job, wait_condition
 from minicluster.operator_process import OperatorProcess
 from test_trainingjob import TJ, command_job, create_job, pods_of
 
@@ -13,12 +14,25 @@ from test_trainingjob import TJ, command_job, create_job, pods_of
 def test_a_pod_the_api_server_refuses_fails_the_job_with_its_words(cluster: Cluster, operator: OperatorProcess,
                                                                    namespace: str) -> None:
     create_job(cluster, namespace, command_job("vip", "print()", 1,
-                                               podTemplate={"priorityClassName": "does-not-exist"}))
+                                               podTemplate={"priorityClassName": ALLOWED_PRIORITY_CLASS}))
     obj = wait_condition(cluster, namespace, "vip", "Failed", 60)
     failed = condition(obj, "Failed")
     assert failed is not None and failed["reason"] == "CreateRejected", obj["status"]
-    assert "PriorityClass" in failed["message"] and "does-not-exist" in failed["message"]
+    assert "PriorityClass" in failed["message"] and ALLOWED_PRIORITY_CLASS in failed["message"]
     assert not pods_of(cluster, namespace, "vip")
+
+
+def test_a_priority_class_the_settings_do_not_allow_fails_the_job_before_any_pod(
+        cluster: Cluster, operator: OperatorProcess, namespace: str) -> None:
+    create_job(cluster, namespace, command_job("preempt", "print()", 1,
+                                               podTemplate={"priorityClassName": "system-node-critical"}))
+    obj = wait_condition(cluster, namespace, "preempt", "Failed", 60)
+    failed = condition(obj, "Failed")
+    assert failed is not None and failed["reason"] == "PodPolicyViolation", obj["status"]
+    assert failed["message"].startswith("spec.podTemplate.priorityClassName: 'system-node-critical'"), failed
+    assert not pods_of(cluster, namespace, "preempt")
+    events = cluster.client.get(f"/api/v1/namespaces/{namespace}/events")["items"]
+    assert any(e["reason"] == "PodPolicyViolation" and e["type"] == "Warning" for e in events), events
 
 
 def test_a_precreated_service_of_the_same_name_is_a_name_conflict_not_a_rendezvous(

@@ -150,6 +150,8 @@ def test_a_namespaced_install_grants_roles_only_in_the_watched_namespaces(helm_b
     ("workers=many", "workers"),
     ("image.pullPolicy=Sometimes", "pullPolicy"),
     ("watchNamespaces={Team_A}", "watchNamespaces"),
+    ("podPolicy.allowedPriorityClasses={System Critical}", "allowedPriorityClasses"),
+    ("podPolicy.allowImagePullSecrets=maybe", "allowImagePullSecrets"),
 ])
 def test_values_schema_rejects_bad_values_naming_the_field(helm_bin: Path, setting: str, message: str) -> None:
     out = helm(helm_bin, "template", "kubeforge", str(CHART), f"--set={setting}", check=False)

@@ -119,9 +119,7 @@ def render_deployment(ref: JobRef, spec: ServingJobSpec, track: str, model: Mode
                     {"name": "tmp", "emptyDir": {}}],
     }
     pod_spec["containers"][0]["volumeMounts"][0]["subPath"] = model.path
-    optional = {"nodeSelector": tmpl.node_selector, "tolerations": tmpl.tolerations, "affinity": tmpl.affinity,
-                "priorityClassName": tmpl.priority_class_name, "imagePullSecrets": tmpl.image_pull_secrets}
-    pod_spec.update({k: v for k, v in optional.items() if v})
+    pod_spec.update(tmpl.pod_spec_fields())
     dep_spec: Obj = {
         "selector": {"matchLabels": {**selector(ref), LABEL_TRACK: track}},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},

@@ -169,12 +169,9 @@ def render_pod(job: JobRef, spec: TrainingJobSpec, member: Member, attempt: int,
         "volumes": [{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size}},
                     {"name": "tmp", "emptyDir": {}}, storage],
     }
-    tolerations = list(tmpl.tolerations)
-    if spec.resources.gpus and member.role == ROLE_NODE:
-        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
-    optional = {"nodeSelector": tmpl.node_selector, "tolerations": tolerations, "affinity": tmpl.affinity,
-                "priorityClassName": tmpl.priority_class_name, "imagePullSecrets": tmpl.image_pull_secrets}
-    pod_spec.update({k: v for k, v in optional.items() if v})
+    gpu = ({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},) \
+        if spec.resources.gpus and member.role == ROLE_NODE else ()
+    pod_spec.update(tmpl.pod_spec_fields(gpu))
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": job.namespace, "labels": labels,

@@ -7,7 +7,7 @@ cannot load its model (rolling updates never take the serving revision down, max
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kubeforge_api.conditions import set_condition
 from kubeforge_api.constants import ANNOTATION_SPEC_HASH, LABEL_TRACK
@@ -22,6 +22,7 @@ from kubeforge_api.servingjob import (
 from pydantic import ValidationError
 
 from ..plan import ChildRef, Event, Obj, Plan, World, ts
+from ..podpolicy import PodPolicy, violation
 from ..render.servingjob import (
     CANARY,
     MAIN,
@@ -37,6 +38,7 @@ from ..trainingjob.validate import spec_errors
 from .model import Unresolved, resolve
 
 WAIT_FOR_MODEL_SECONDS = 5.0
+WARNING_REASONS = {ServingReason.INVALID_SPEC, ServingReason.POD_POLICY_VIOLATION}
 LOAD_FAILURES = {EXIT_MODEL_LOAD_FAILED: ServingReason.MODEL_LOAD_FAILED,
                  EXIT_MODEL_NOT_FOUND: ServingReason.MODEL_NOT_FOUND}
 
@@ -44,6 +46,7 @@ LOAD_FAILURES = {EXIT_MODEL_LOAD_FAILED: ServingReason.MODEL_LOAD_FAILED,
 @dataclass(frozen=True)
 class Config:
     default_image: str
+    pod_policy: PodPolicy = field(default_factory=PodPolicy)
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,10 @@ def decide(world: World, cfg: Config) -> Plan:
     except ValidationError as e:
         p.condition(ServingConditionType.READY, False, ServingReason.INVALID_SPEC, spec_errors(e))
         return _finish(p)
+    forbidden = violation(spec.pod_template, cfg.pod_policy)
+    if forbidden is not None:  # nothing is rolled out with it; what serves already keeps serving
+        p.condition(ServingConditionType.READY, False, ServingReason.POD_POLICY_VIOLATION, forbidden)
+        return _finish(p)
     jobs = world.probe if isinstance(world.probe, dict) else {}
     main = resolve(spec.model, jobs)
     canary = resolve(spec.canary.model, jobs) if spec.canary else None
@@ -194,6 +201,7 @@ def _finish(p: ServingPass) -> Plan:
     for c in p.status.get("conditions") or []:
         prev = old.get(c["type"])
         if prev is None or (prev["status"], prev.get("reason")) != (c["status"], c.get("reason")):
-            warn = c["type"] == ServingConditionType.DEGRADED and c["status"] == "True"
+            warn = (c["type"] == ServingConditionType.DEGRADED and c["status"] == "True") or \
+                c.get("reason") in WARNING_REASONS
             p.plan.events.append(Event("Warning" if warn else "Normal", c.get("reason", ""), c.get("message", "")))
     return p.plan

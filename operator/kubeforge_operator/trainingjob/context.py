@@ -4,7 +4,7 @@ and the status being built. The policy steps read and amend a `Pass`; `decide` r
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from kubeforge_api.conditions import set_condition
@@ -14,6 +14,7 @@ from kubeforge_api.trainingjob import CleanPodPolicy, RunPolicy, TrainingJobSpec
 
 from ..observe import Failure, PodView, view
 from ..plan import ChildRef, Obj, Plan, World, ts
+from ..podpolicy import PodPolicy
 from ..render.trainingjob import JobRef
 
 if TYPE_CHECKING:
@@ -29,6 +30,8 @@ class Config:
     backoff_seconds: float = 10.0
     backoff_max_seconds: float = 300.0
     progress_interval_seconds: float = 5.0
+    # None: no allow-lists (local runs, where pods are processes)
+    pod_policy: PodPolicy | None = field(default_factory=PodPolicy)
 
 
 class Pass:

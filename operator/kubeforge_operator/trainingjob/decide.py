@@ -17,6 +17,7 @@ from .creation import backoff_elapsed, create_missing, old_attempt_gone
 from .deadlines import active_deadline
 from .failures import failed_or_restarting
 from .finished import finished
+from .pod_policy import pod_policy_violated
 from .progress import record_progress
 from .refused import create_refused
 from .running import running_or_why_not
@@ -29,6 +30,7 @@ STEPS: tuple[Step, ...] = (
     invalid_spec,  # nothing else can be read from a spec the models reject
     finished,  # a terminal job only tidies up and expires; no step below may change it
     suspended,  # a suspended job holds no pods, whatever its pods say
+    pod_policy_violated,  # pods the operator's settings forbid are never created
     create_refused,  # what the API server refused to create, it will refuse again: fail with its words
     active_deadline,  # the deadline outranks failures and progress
     failed_or_restarting,  # the earliest failure decides before anything counts as success
@@ -41,7 +43,7 @@ STEPS: tuple[Step, ...] = (
     running_or_why_not,  # Running, or why not (and the startup deadline)
 )
 WARNING_REASONS = {Reason.UNSCHEDULABLE, Reason.IMAGE_PULL_BACKOFF, Reason.CRASH_LOOP_BACKOFF, Reason.CONFIG_ERROR,
-                   Reason.GANG_RESTART, Reason.CREATE_REJECTED, Reason.NAME_CONFLICT}
+                   Reason.GANG_RESTART, Reason.CREATE_REJECTED, Reason.NAME_CONFLICT, Reason.POD_POLICY_VIOLATION}
 
 
 def decide(world: World, cfg: Config) -> Plan:
