@@ -96,9 +96,14 @@ LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
 RESERVED_KEY_PATTERN = r"^([^/]*\.)?(kubernetes\.io|k8s\.io|kubeforge\.dev)/"
 
 
+MAX_INT_OR_STRING_LENGTH = 64
+
+
 def _int_or_string(value: Any) -> int | str:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError("must be an integer or a string")
+    if isinstance(value, str) and len(value) > MAX_INT_OR_STRING_LENGTH:
+        raise ValueError(f"must be at most {MAX_INT_OR_STRING_LENGTH} characters")
     return value
 
 
@@ -109,7 +114,8 @@ def _quantity(value: Any) -> int | str:
     return checked
 
 
-IntOrString = Annotated[int | str, PlainValidator(_int_or_string), WithJsonSchema({"x-kubernetes-int-or-string": True})]
+IntOrString = Annotated[int | str, PlainValidator(_int_or_string),
+                        WithJsonSchema({"x-kubernetes-int-or-string": True, "maxLength": MAX_INT_OR_STRING_LENGTH})]
 Quantity = Annotated[int | str, PlainValidator(_quantity),
                      WithJsonSchema({"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN})]
 

@@ -7,42 +7,15 @@ is the operator's setting, checked when it reconciles (kubeforge_operator.podpol
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from .model import LABEL_VALUE_PATTERN, QUALIFIED_NAME_PATTERN, RESERVED_KEY_PATTERN, Model, Rule
+from .affinity import Affinity
+from .labels import LabelValue, QualifiedName, key_syntax_rule, reserved_keys_rule
+from .model import Model, Rule
 
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
-MAX_KEY_LENGTH = 317  # a 253-character DNS prefix, '/', a 63-character name
-LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]
-QualifiedName = Annotated[str, Field(min_length=1, max_length=MAX_KEY_LENGTH, pattern=QUALIFIED_NAME_PATTERN)]
-
-
-def qualified(key: str) -> bool:
-    return len(key) <= MAX_KEY_LENGTH and re.fullmatch(QUALIFIED_NAME_PATTERN, key) is not None
-
-
-def reserved(key: str) -> bool:
-    return re.match(RESERVED_KEY_PATTERN, key) is not None
-
-
-def _keys_rules(field: str, what: str) -> tuple[Rule, Rule]:
-    """The key syntax and the reserved domains of the map `field`, in CEL and in Python."""
-    attr = re.sub(r"(?<!^)([A-Z])", r"_\1", field).lower()
-    syntax = Rule(f"!has(self.{field}) || self.{field}.all(k, size(k) <= {MAX_KEY_LENGTH} && "
-                  f"k.matches(r'{QUALIFIED_NAME_PATTERN}'))",
-                  f"every {what} key must be a qualified name (an optional DNS prefix and '/', "
-                  "then at most 63 characters of A-Z, a-z, 0-9, '-', '_', '.')", f".{field}",
-                  check=lambda t: all(qualified(k) for k in getattr(t, attr)))
-    domains = Rule(f"!has(self.{field}) || self.{field}.all(k, !k.matches(r'{RESERVED_KEY_PATTERN}'))",
-                   f"{what} keys under kubernetes.io/, k8s.io/ and kubeforge.dev/ (and their "
-                   "subdomains) are reserved", f".{field}",
-                   check=lambda t: not any(reserved(k) for k in getattr(t, attr)))
-    return syntax, domains
-
-
 class LocalObjectReference(Model):
     """A Secret of the job's namespace that holds registry credentials."""
 
@@ -78,7 +51,8 @@ class PodTemplate(Model):
     hostNetwork or serviceAccountName), so creating a job never grants privileged pods. The
     operator's own labels always win over these, and it selects pods by its own keys only."""
 
-    crd_rules = (*_keys_rules("labels", "label"), *_keys_rules("annotations", "annotation"))
+    crd_rules = (key_syntax_rule("labels", "label"), reserved_keys_rule("labels", "label"),
+                 key_syntax_rule("annotations", "annotation"), reserved_keys_rule("annotations", "annotation"))
 
     labels: dict[str, LabelValue] = Field(default_factory=dict, max_length=32, description=(
         "Extra labels on every pod; keys under kubernetes.io/, k8s.io/ and kubeforge.dev/ are reserved."))
@@ -94,15 +68,17 @@ class PodTemplate(Model):
         "Secrets for pulling the image; only when the operator allows them (a setting; by default not)."))
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32, description=(
         "Tolerations of the pods, with the keys the operator allows (GPU pods also get nvidia.com/gpu)."))
-    affinity: dict[str, Any] | None = Field(default=None, description=(
-        "A Kubernetes Affinity (node and pod affinity and anti-affinity); it grants no privilege."))
+    affinity: Affinity | None = Field(default=None, description=(
+        "Node affinity, pod affinity and anti-affinity (a bounded subset of a Kubernetes Affinity: match "
+        "expressions, label selectors and topology keys; pod terms look at the job's own namespace)."))
 
     def pod_spec_fields(self, extra_tolerations: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
         """The pod spec fields this template sets (empty ones left out), tolerations after `extra_tolerations`."""
         fields: dict[str, Any] = {
             "nodeSelector": dict(self.node_selector),
             "tolerations": [t.dump() for t in self.tolerations] + list(extra_tolerations),
-            "affinity": self.affinity,
+            "affinity": self.affinity.model_dump(by_alias=True, exclude_defaults=True, mode="json")
+            if self.affinity else None,
             "priorityClassName": self.priority_class_name,
             "imagePullSecrets": [s.dump() for s in self.image_pull_secrets],
         }

@@ -39,11 +39,6 @@ def _key_problem(path: str, keys: list[str], allowed: frozenset[str], what: str)
     return None
 
 
-def node_keys(tmpl: PodTemplate) -> list[str]:
-    """Every node label key the template schedules by (nodeSelector and node affinity)."""
-    return list(tmpl.node_selector)
-
-
 def violation(tmpl: PodTemplate, policy: PodPolicy, root: str = "spec.podTemplate") -> str | None:
     """The first field of `tmpl` the policy does not allow, as `path: why`; None when all are allowed."""
     name = tmpl.priority_class_name
@@ -54,7 +49,9 @@ def violation(tmpl: PodTemplate, policy: PodPolicy, root: str = "spec.podTemplat
         return f"{root}.imagePullSecrets: not allowed by the operator's settings (the registry is pulled anonymously)"
     checks = (
         (f"{root}.tolerations[{{i}}].key", [t.key for t in tmpl.tolerations], policy.toleration_keys, "toleration key"),
-        (f"{root}.nodeSelector", node_keys(tmpl), policy.node_selector_keys, "node label key"),
+        (f"{root}.nodeSelector", list(tmpl.node_selector), policy.node_selector_keys, "node label key"),
+        (f"{root}.affinity.nodeAffinity", tmpl.affinity.node_keys() if tmpl.affinity else [],
+         policy.node_selector_keys, "node label key"),
         (f"{root}.labels", list(tmpl.labels) if policy.label_keys else [], policy.label_keys, "label key"),
     )
     for path, keys, allowed, what in checks:

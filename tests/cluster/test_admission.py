@@ -89,6 +89,16 @@ CORPUS: list[tuple[str, Obj, str]] = [
     ("label-value-syntax", with_spec(podTemplate={"labels": {"app": "no spaces"}}), "spec.podTemplate.labels.app"),
     ("toleration-without-key", with_spec(podTemplate={"tolerations": [{"operator": "Exists"}]}),
      "spec.podTemplate.tolerations[0].key"),
+    ("affinity-unknown-field", with_spec(podTemplate={"affinity": {"nodeAffinity": {"anything": {"x": 1}}}}),
+     "spec.podTemplate.affinity.nodeAffinity.anything"),
+    ("affinity-exists-with-values", with_spec(podTemplate={"affinity": {"nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "kubernetes.io/arch", "operator": "Exists", "values": ["amd64"]}]}]}}}}),
+     "spec.podTemplate.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"
+     ".matchExpressions[0].values"),
+    ("pod-affinity-without-topology-key", with_spec(podTemplate={"affinity": {"podAntiAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": [{"labelSelector": {"matchLabels": {"a": "b"}}}]}}}),
+     "spec.podTemplate.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey"),
     ("elastic-with-pipeline", with_spec(strategy="pipeline", nodes=2, elastic={"minNodes": 1, "maxNodes": 2}),
      "spec.elastic"),
 ]
@@ -195,3 +205,42 @@ def test_kubectl_explain_describes_every_field(cluster: Cluster, crds: None) -> 
     schema = published["dev.kubeforge.v1alpha1.TrainingJob"]["properties"]
     paths = undescribed(schema["spec"], "spec") + undescribed(schema["status"], "status")
     assert paths == [], f"kubectl explain says <no description> for {paths}"
+
+
+AFFINITY = {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+    {"weight": 10, "preference": {"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In",
+                                                        "values": ["amd64", "arm64"]}]}}]},
+            "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 50, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {
+                    "matchLabels": {"kubeforge.dev/job-name": "ok"}}}}]}}
+
+
+def test_a_typed_affinity_is_admitted_as_written(cluster: Cluster, crds: None, namespace: str) -> None:
+    doc = with_spec(podTemplate={"affinity": AFFINITY})
+    doc["metadata"]["name"] = "ok"
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
+    stored = cluster.client.get(f"/apis/kubeforge.dev/v1alpha1/namespaces/{namespace}/trainingjobs/ok")
+    assert stored["spec"]["podTemplate"]["affinity"] == AFFINITY
+
+
+@pytest.mark.parametrize(("case", "spec", "words"), [
+    ("long-args", {"args": ["x" * 4000] * 20}, "at most 65536"),
+    ("long-env", {"env": [{"name": f"V{i}", "value": "x" * 4000} for i in range(20)]}, "at most 65536"),
+    ("long-annotations", {"podTemplate": {"annotations": {f"example.com/a{i}": "x" * 4000 for i in range(5)}}},
+     "at most 16384"),
+])
+def test_the_admission_policy_caps_a_jobs_free_text(cluster: Cluster, crds: None, namespace: str, case: str,
+                                                    spec: Obj, words: str) -> None:
+    """Every field passes the schema on its own; the ValidatingAdmissionPolicy refuses the sum."""
+    doc = with_spec(**spec)
+    assert local_verdict(doc) is None, case
+
+    def refused() -> str | None:
+        out = cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc),
+                              check=False)
+        return out.stderr if out.returncode != 0 else None
+
+    stderr = wait_for(refused, 30, what="the admission policy to take effect")
+    assert "kubeforge-job-size" in stderr and words in stderr, stderr
+    small = with_spec(args=["x" * 4000] * 10)
+    cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=yaml.safe_dump(small))

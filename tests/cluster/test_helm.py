@@ -130,6 +130,11 @@ def test_template_equals_the_kustomize_base_in_substance(helm_bin: Path, monkeyp
     dep_chart, dep_base = deployments[SA], next(d for d in of_kind(base, "Deployment") if d["metadata"]["name"] == SA)
     assert normalised_deployment(dep_chart) == normalised_deployment(dep_base)
     assert operator_settings(dep_chart, monkeypatch) == operator_settings(dep_base, monkeypatch)
+    policies = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+    named = {"policyName": "kubeforge-job-size"}  # the chart prefixes the release name: two installs never clash
+    assert [(d["kind"], {**d["spec"], **named} if "policyName" in d["spec"] else d["spec"])
+            for d in of_kind(chart, *policies)] == [(d["kind"], d["spec"]) for d in of_kind(base, *policies)]
+    assert not of_kind(template(helm_bin, "--set=admissionPolicy.enabled=false"), *policies)
 
 
 def test_a_namespaced_install_grants_roles_only_in_the_watched_namespaces(helm_bin: Path) -> None:

@@ -158,3 +158,45 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert policy.priority_classes == {"batch-low"} and policy.image_pull_secrets
     assert policy.toleration_keys == {"nvidia.com/gpu"} and "kubernetes.io/arch" in policy.node_selector_keys
     assert Settings().policy().pod_policy == policy
+
+
+AFFINITY = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+    {"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["a", "b"]}]}]}},
+    "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"topologyKey": "kubernetes.io/hostname",
+         "labelSelector": {"matchLabels": {"kubeforge.dev/job-name": "demo"}}}]}}
+
+
+def test_a_typed_affinity_reaches_the_pods_as_written() -> None:
+    tj = TrainingJobSpec.model_validate(job({"affinity": AFFINITY})["spec"])
+    pod = render_pod(REF, tj, members(tj)[0], 0, "img", "1Gi")
+    assert pod["spec"]["affinity"] == AFFINITY
+    assert violation(tj.pod_template, PodPolicy()) is None
+
+
+@pytest.mark.parametrize("bad", [
+    {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}},
+    {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "k", "operator": "In"}]}]}}},
+    {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 1, "preference": {"matchExpressions": [{"key": "k", "operator": "Gt", "values": ["1", "2"]}]}}]}},
+    {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"topologyKey": "kubernetes.io/hostname", "namespaces": ["team-b"]}]}},
+    {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"bad key": "x"}}}]}},
+    {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"topologyKey": "kubernetes.io/hostname"}] * 9}},
+    {"nodeAffinity": {"unknown": {}}},
+])
+def test_affinity_outside_the_bounded_subset_is_refused(bad: Obj) -> None:
+    with pytest.raises(ValidationError):
+        template(affinity=bad)
+
+
+def test_node_affinity_keys_follow_the_node_selector_allow_list() -> None:
+    t = template(affinity={"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 1, "preference": {"matchExpressions": [
+            {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]}}]}})
+    problem = violation(t, PodPolicy())
+    assert problem is not None and problem.startswith("spec.podTemplate.affinity.nodeAffinity: node label key "
+                                                      "'node-role.kubernetes.io/control-plane'"), problem
