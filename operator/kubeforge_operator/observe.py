@@ -75,7 +75,8 @@ def _failure(pod: Obj) -> Failure | None:
         message = (t.get("message") or "").strip()
         return Failure(name, container, int(t["exitCode"]), t.get("reason") or "Error", message[-512:], finished)
     if status.get("phase") == "Failed":  # e.g. evicted before any container ran
-        return Failure(name, "", 0, status.get("reason") or "PodFailed", status.get("message") or "", "")
+        return Failure(name, "", 0, status.get("reason") or "PodFailed",
+                       (status.get("message") or "")[-512:], "")
     return None
 
 

@@ -11,6 +11,7 @@ from kubeforge_api.constants import ConditionType, Reason, State
 
 from ..plan import Event, Obj, Plan, World
 from ..render.trainingjob import members, pod_name
+from .bounded import bound
 from .compression import compressing
 from .context import Config, Pass
 from .creation import backoff_elapsed, create_missing, old_attempt_gone
@@ -102,4 +103,5 @@ def _finish(p: Pass) -> Plan:
     p.status.setdefault("restartCount", 0)
     p.status.setdefault("state", State.PENDING)
     p.plan.events = _events(p)
+    bound(p.status)  # after the events: they keep the full messages
     return p.plan
