@@ -124,4 +124,5 @@ class Reason(StrEnum):
     POD_DELETED = "PodDeleted"
     CREATE_REJECTED = "CreateRejected"  # the API server refused a child (Pod Security, quota, PriorityClass...)
     NAME_CONFLICT = "NameConflict"  # a child's name is taken by an object this job does not own
+    PROGRESS_ENDPOINT_MISBEHAVING = "ProgressEndpointMisbehaving"  # Warning Event only: rank 0's endpoint
     POD_POLICY_VIOLATION = "PodPolicyViolation"  # spec.podTemplate asks for what the operator's settings forbid

@@ -13,6 +13,7 @@ import ssl
 import tempfile
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,27 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
 }
+
+
+@dataclass(frozen=True)
+class Misbehaved:
+    """What a progress endpoint did wrong, in words for a Warning Event."""
+
+    problem: str
+
+
+def judge_progress(body: bytes) -> ProgressDoc | Misbehaved:
+    """A progress reply as the typed document, or what is wrong with it (never raises)."""
+    if len(body) > MAX_PROGRESS_BYTES:
+        return Misbehaved(f"answered more than {MAX_PROGRESS_BYTES} bytes")
+    doc = parse_progress(body)
+    if doc is not None:
+        return doc
+    try:
+        json.loads(body)
+    except (ValueError, RecursionError):
+        return Misbehaved("answered a body that is not JSON")
+    return Misbehaved("answered JSON that is not a valid progress document (types, ranges, sizes)")
 
 
 def _kind(path: str) -> str:
@@ -193,14 +215,26 @@ class Kube:
 
     async def progress(self, ip: str, port: int, since: int, path: str = "/progress") -> ProgressDoc | None:
         """Rank 0's progress (history after `since`), or None when it does not answer usefully."""
+        reply = await self.read_progress(ip, port, since, path)
+        return reply if isinstance(reply, ProgressDoc) else None
+
+    async def read_progress(self, ip: str, port: int, since: int,
+                            path: str = "/progress") -> ProgressDoc | Misbehaved | None:
+        """Rank 0's progress; `Misbehaved` when it answered what no honest endpoint does (a redirect,
+        a compressed or oversized body, not a progress document); None when it did not answer (yet)."""
         if self._pods is None:
             self._pods = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2), auto_decompress=False)
         try:
             async with self._pods.get(f"http://{ip}:{port}{path}", params={"since": str(since)},
                                       allow_redirects=False, headers={"Accept-Encoding": "identity"}) as r:
-                if r.status != 200 or r.headers.get("Content-Encoding", "identity") != "identity":
+                if 300 <= r.status < 400:
+                    return Misbehaved(f"answered a redirect (HTTP {r.status}); redirects are never followed")
+                encoding = r.headers.get("Content-Encoding", "identity")
+                if r.status == 200 and encoding != "identity":
+                    return Misbehaved(f"answered a {encoding[:32]!r}-encoded body; only identity is read")
+                if r.status != 200:
                     return None
                 body = await r.content.read(MAX_PROGRESS_BYTES + 1)
         except (aiohttp.ClientError, TimeoutError, ValueError, OSError):
             return None
-        return parse_progress(body) if len(body) <= MAX_PROGRESS_BYTES else None
+        return judge_progress(body)

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     log_format: str = Field(default="json", pattern="^(json|plain)$")
     progress_interval_seconds: float = Field(default=5.0, gt=0, description="at most one progress poll per job per "
                                              "interval")
+    progress_warning_interval_seconds: float = Field(default=300.0, gt=0, description=(
+        "at most one Warning Event per job per interval for a misbehaving progress endpoint"))
     # What job authors may put into pods (kubeforge_operator.podpolicy); a violation fails the job.
     allowed_priority_classes: list[str] = Field(default_factory=list, description="PriorityClasses pods may name")
     allowed_toleration_keys: list[str] = Field(default_factory=lambda: list(DEFAULT_TOLERATION_KEYS))
@@ -37,7 +39,9 @@ class Settings(BaseSettings):
     def policy(self) -> Config:
         """The part of the settings a TrainingJob decision depends on."""
         return Config(self.trainer_image, self.shm_size, self.restart_backoff_seconds,
-                      self.restart_backoff_max_seconds, self.progress_interval_seconds, self.pod_policy())
+                      self.restart_backoff_max_seconds, self.progress_interval_seconds,
+                      progress_warning_interval_seconds=self.progress_warning_interval_seconds,
+                      pod_policy=self.pod_policy())
 
     def pod_policy(self) -> PodPolicy:
         return PodPolicy(frozenset(self.allowed_priority_classes), frozenset(self.allowed_toleration_keys),

@@ -30,8 +30,17 @@ class Config:
     backoff_seconds: float = 10.0
     backoff_max_seconds: float = 300.0
     progress_interval_seconds: float = 5.0
+    progress_warning_interval_seconds: float = 300.0  # at most one Warning per job for a misbehaving endpoint
     # None: no allow-lists (local runs, where pods are processes)
     pod_policy: PodPolicy | None = field(default_factory=PodPolicy)
+
+
+@dataclass(frozen=True)
+class ProgressProbe:
+    """What the progress probe learned this pass: the document, and a Warning to post (rate-limited)."""
+
+    doc: ProgressDoc | None
+    warning: str | None = None
 
 
 class Pass:
@@ -50,7 +59,10 @@ class Pass:
         self.service_exists = bool(world.owned("Service"))
         self.expected = frozenset(name for kind, name in world.expected if kind == "Pod")
         self.service_expected = any(kind == "Service" for kind, _ in world.expected)
-        self.progress: ProgressDoc | None = world.probe if isinstance(world.probe, ProgressDoc) else None
+        probe = world.probe if isinstance(world.probe, ProgressProbe) else ProgressProbe(
+            world.probe if isinstance(world.probe, ProgressDoc) else None)
+        self.progress: ProgressDoc | None = probe.doc
+        self.progress_warning = probe.warning
         self.valid_spec: TrainingJobSpec | None = None  # set by the validation step, the first one
 
     # ----- what was observed -----

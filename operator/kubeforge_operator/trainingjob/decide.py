@@ -103,5 +103,7 @@ def _finish(p: Pass) -> Plan:
     p.status.setdefault("restartCount", 0)
     p.status.setdefault("state", State.PENDING)
     p.plan.events = _events(p)
+    if p.progress_warning:  # the job reconciles on; its progress just is not read from that endpoint
+        p.plan.events.append(Event("Warning", Reason.PROGRESS_ENDPOINT_MISBEHAVING, p.progress_warning))
     bound(p.status)  # after the events: they keep the full messages
     return p.plan

@@ -1,5 +1,8 @@
 """How the controller core runs TrainingJobs: the child kinds it owns, the pure policy, and the
-progress probe (rank 0's endpoint, asked at most once per interval whatever events arrive)."""
+progress probe (rank 0's endpoint, asked at most once per interval whatever events arrive). An
+endpoint that misbehaves (a redirect, a compressed or oversized body, not a progress document)
+gets a Warning Event at most once per job per `progress_warning_interval_seconds`; the job keeps
+reconciling, its progress just is not read from there."""
 
 from __future__ import annotations
 
@@ -8,14 +11,21 @@ import time
 from kubeforge_api.constants import PROGRESS_PORT, ROLE_NODE, TRAININGJOB_PLURAL
 from kubeforge_api.contracts import ProgressDoc
 
-from ..kube import Kube
-from ..observe import view
-from ..plan import Plan, World
-from .context import Config
+from ..kube import Kube, Misbehaved
+from ..observe import PodView, view
+from ..plan import Obj, Plan, World
+from .context import Config, ProgressProbe
 from .decide import decide
 from .progress import last_step
 
 Key = tuple[str, str]
+
+
+def rank0(world: World, status: Obj) -> PodView | None:
+    """Rank 0 of the current attempt, when it runs and has an address."""
+    attempt = int(status.get("restartCount", 0))
+    return next((v for v in map(view, world.owned("Pod")) if v.role == ROLE_NODE and v.rank == 0
+                 and v.attempt == attempt and v.running and v.ip), None)
 
 
 class TrainingJobKind:
@@ -23,18 +33,21 @@ class TrainingJobKind:
     plural = TRAININGJOB_PLURAL
     child_kinds: tuple[str, ...] = ("Pod", "Service")
     owner_label = ""
+    progress_port = PROGRESS_PORT
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.polled: dict[Key, tuple[float, ProgressDoc | None]] = {}
+        self.warned: dict[Key, float] = {}
 
     def decide(self, world: World) -> Plan:
         return decide(world, self.cfg)
 
     def forget(self, key: Key) -> None:
         self.polled.pop(key, None)
+        self.warned.pop(key, None)
 
-    async def probe(self, world: World, kube: Kube) -> ProgressDoc | None:
+    async def probe(self, world: World, kube: Kube) -> ProgressProbe | None:
         """Rank 0's progress for a running recipe job; the answer of the last poll within the interval."""
         job = world.obj
         if not (job.get("spec") or {}).get("recipe"):
@@ -42,13 +55,20 @@ class TrainingJobKind:
         key = (job["metadata"]["namespace"], job["metadata"]["name"])
         at, doc = self.polled.get(key, (-1e9, None))
         if time.monotonic() - at < self.cfg.progress_interval_seconds:
-            return doc
+            return ProgressProbe(doc)
         status = job.get("status") or {}
-        attempt = int(status.get("restartCount", 0))
-        rank0 = next((v for v in map(view, world.owned("Pod")) if v.role == ROLE_NODE and v.rank == 0
-                      and v.attempt == attempt and v.running and v.ip), None)
-        if rank0 is None:
+        pod = rank0(world, status)
+        if pod is None:
             return None
-        doc = await kube.progress(rank0.ip, PROGRESS_PORT, last_step(status.get("history") or {}))
+        reply = await kube.read_progress(pod.ip, self.progress_port, last_step(status.get("history") or {}))
+        doc = reply if isinstance(reply, ProgressDoc) else None
         self.polled[key] = (time.monotonic(), doc)
-        return doc
+        return ProgressProbe(doc, self._warning(key, pod, reply) if isinstance(reply, Misbehaved) else None)
+
+    def _warning(self, key: Key, pod: PodView, reply: Misbehaved) -> str | None:
+        """The Warning to post for a misbehaving endpoint, unless one was posted for the job lately."""
+        now = time.monotonic()
+        if now - self.warned.get(key, -1e9) < self.cfg.progress_warning_interval_seconds:
+            return None
+        self.warned[key] = now
+        return f"the progress endpoint of pod {pod.name} {reply.problem}; progress is not read from it"
