@@ -21,6 +21,8 @@ from minicluster.operator_process import OperatorProcess, install, operator_kube
 
 REPO = Path(__file__).resolve().parent.parent
 ALLOWED_PRIORITY_CLASS = "kubeforge-test-allowed"  # the session operator allows it; the cluster has none such
+# Namespaces the session operator never acts in: a namespaced-mode operator of its own gets them.
+NAMESPACED_MODE = ("kf-namespaced-watched", "kf-namespaced-other")
 Obj = dict[str, Any]
 
 
@@ -148,7 +150,8 @@ def operator(cluster: Cluster) -> Iterator[OperatorProcess]:
     kubeconfig = operator_kubeconfig(cluster.kubeconfig, cluster.root / "operator.kubeconfig")
     op = OperatorProcess(kubeconfig, cluster.root / "operator.log", {
         "KUBEFORGE_RESTART_BACKOFF_SECONDS": "1", "KUBEFORGE_LOG_FORMAT": "plain",
-        "KUBEFORGE_ALLOWED_PRIORITY_CLASSES": json.dumps([ALLOWED_PRIORITY_CLASS])}).start()
+        "KUBEFORGE_ALLOWED_PRIORITY_CLASSES": json.dumps([ALLOWED_PRIORITY_CLASS]),
+        "KUBEFORGE_DENIED_NAMESPACES": json.dumps(["kube-system", *NAMESPACED_MODE])}).start()
     yield op
     op.stop()
 

@@ -70,6 +70,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
+    # Namespaced mode watches exactly the namespaces named: listing all of them needs a cluster-wide
+    # grant that a Role per namespace does not give, and kopf would retry the refused list at start.
+    settings.scanning.disabled = bool(cfg.namespaces)
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port, addr="0.0.0.0")
     kube = Kube(lambda: connect(settings))

@@ -38,13 +38,14 @@ def install(admin_kubeconfig: Path) -> None:
     kubectl(admin_kubeconfig, "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
 
 
-def operator_kubeconfig(admin_kubeconfig: Path, out: Path) -> Path:
-    token = kubectl(admin_kubeconfig, "create", "token", SERVICE_ACCOUNT, "-n", NAMESPACE,
+def operator_kubeconfig(admin_kubeconfig: Path, out: Path, namespace: str = NAMESPACE) -> Path:
+    """A kubeconfig holding only a token of the operator's ServiceAccount in `namespace`."""
+    token = kubectl(admin_kubeconfig, "create", "token", SERVICE_ACCOUNT, "-n", namespace,
                     "--duration=24h").strip()
     cfg = yaml.safe_load(admin_kubeconfig.read_text())
     cluster = cfg["clusters"][0]["cluster"]
     return write_kubeconfig(out, cluster["server"], Path(cluster["certificate-authority"]), token,
-                            f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}")
+                            f"system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}")
 
 
 class OperatorProcess:
