@@ -145,7 +145,8 @@ def pod_logs(cluster: Cluster, ns: str, name: str, container: str | None = None)
 
 @pytest.fixture(scope="session")
 def operator(cluster: Cluster) -> Iterator[OperatorProcess]:
-    """The operator, running under its shipped RBAC with a token of its own ServiceAccount."""
+    """The operator, running under its shipped RBAC with a token of its own ServiceAccount, and under
+    its Deployment's 512 MiB memory limit for the whole session (minicluster.memcap says how)."""
     install(cluster.kubeconfig)
     kubeconfig = operator_kubeconfig(cluster.kubeconfig, cluster.root / "operator.kubeconfig")
     op = OperatorProcess(kubeconfig, cluster.root / "operator.log", {
@@ -154,6 +155,8 @@ def operator(cluster: Cluster) -> Iterator[OperatorProcess]:
         "KUBEFORGE_DENIED_NAMESPACES": json.dumps(["kube-system", *NAMESPACED_MODE])}).start()
     yield op
     op.stop()
+    peak = op.check_memory()
+    (cluster.root / "operator-peak-rss-bytes").write_text(f"{peak}\n")
 
 
 def job(cluster: Cluster, ns: str, name: str) -> Obj:

@@ -56,3 +56,21 @@ def test_jobs_in_kube_system_are_never_acted_on(cluster: Cluster, operator: Oper
         assert not pods_of(cluster, "kube-system", "sneaky")
     finally:
         cluster.client.delete(TJ.format(ns="kube-system") + "/sneaky")
+
+
+def test_twenty_of_the_largest_jobs_admitted_leave_the_operator_well_under_its_memory_limit(
+        cluster: Cluster, operator: OperatorProcess, namespace: str) -> None:
+    """The attack of 20 suspended 1.3 MB jobs, as far as admission now lets it go: every free-text
+    field at the admission policy's caps. The operator stays up, under 512 MiB, and other jobs run."""
+    annotations = {f"example.com/a{i}": "x" * 4000 for i in range(4)}
+    for i in range(20):
+        create_job(cluster, namespace, command_job(f"big-{i}", "print()", 1, args=["y" * 4000] * 15,
+                                                   runPolicy={"suspend": True},
+                                                   podTemplate={"annotations": annotations}))
+    create_job(cluster, namespace, command_job("small", "print('fine')", 1))
+    wait_condition(cluster, namespace, "small", "Succeeded", 120)
+    assert all(job(cluster, namespace, f"big-{i}")["status"]["state"] == "Suspended" for i in range(20))
+    assert operator.proc is not None and operator.proc.poll() is None
+    peak = operator.check_memory()
+    print(f"operator peak RSS {peak / 2**20:.0f} MiB")
+    assert peak < 256 * 2**20, f"peak RSS {peak / 2**20:.0f} MiB"  # far below the limit, not just under it

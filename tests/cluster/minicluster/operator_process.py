@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from . import memcap
 from .controlplane import free_port, write_kubeconfig
 
 REPO = Path(__file__).resolve().parents[3]
@@ -51,13 +52,17 @@ def operator_kubeconfig(admin_kubeconfig: Path, out: Path, namespace: str = NAME
 class OperatorProcess:
     """`python -m kubeforge_operator` in the background; can be killed and started again."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, kubeconfig: Path, log_path: Path, env: dict[str, str] | None = None,
+                 memory_limit: int = memcap.LIMIT_BYTES) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.liveness_port = 0
         self.metrics_port = 0
+        self.memory_limit = memory_limit
+        self.cgroup: Path | None = None  # the cgroup v2 group enforcing memory.max, where the machine allows
+        self.peaks: list[int] = []  # peak RSS in bytes of every run of the process that ended
 
     def start(self, timeout: float = 60) -> OperatorProcess:
         self.liveness_port, self.metrics_port = free_port(), free_port()
@@ -66,6 +71,7 @@ class OperatorProcess:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "kubeforge_operator"], env=env, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
+        self.cgroup = memcap.cap(self.proc.pid, f"kubeforge-operator-{self.proc.pid}", self.memory_limit)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -86,8 +92,24 @@ class OperatorProcess:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            self.peaks.append(memcap.peak_rss(self.proc.pid))
             os.killpg(self.proc.pid, sig)
             self.proc.wait(30)
+        memcap.release(self.cgroup)
+        self.cgroup = None
+
+    def peak_rss(self) -> int:
+        """The largest resident set any run of the operator reached so far, in bytes."""
+        running = memcap.peak_rss(self.proc.pid) if self.proc is not None and self.proc.poll() is None else 0
+        return max([running, *self.peaks])
+
+    def check_memory(self) -> int:
+        """The peak in bytes; AssertionError when it reached the limit."""
+        peak = self.peak_rss()
+        enforced = f"cgroup memory.max at {self.cgroup}" if self.cgroup else "peak RSS (VmHWM) checked"
+        assert peak < self.memory_limit, (f"operator peak RSS {peak / 2**20:.0f} MiB reached its "
+                                          f"{self.memory_limit / 2**20:.0f} MiB limit ({enforced})")
+        return peak
 
     def stop(self) -> None:
         self.kill(signal.SIGTERM)
