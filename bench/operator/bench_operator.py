@@ -35,7 +35,7 @@ from minicluster.operator_process import OperatorProcess, install, operator_kube
 
 Obj = dict[str, Any]
 TJ = "/apis/kubeforge.dev/v1alpha1/namespaces/{ns}/trainingjobs"
-NOWHERE = {"podTemplate": {"nodeSelector": {"kubeforge.dev/bench": "nowhere"}}}
+NOWHERE = {"podTemplate": {"nodeSelector": {"kubernetes.io/arch": "nowhere"}}}  # an allowed key, no such node
 
 
 def tj(name: str, nodes: int, spec: Obj | None = None) -> Obj:
