@@ -16,6 +16,8 @@ from .labels import LabelValue, QualifiedName, key_syntax_rule, reserved_keys_ru
 from .model import Model, Rule
 
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+
 class LocalObjectReference(Model):
     """A Secret of the job's namespace that holds registry credentials."""
 
