@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from conftest import ALLOWED_PRIORITY_CLASS, Cluster, condition, job, wait_condition
+from conftest import ALLOWED_PRIORITY_CLASS, Cluster, condition, job, wait_condition, wait_for
 from minicluster.operator_process import OperatorProcess
 from test_trainingjob import TJ, command_job, create_job, pods_of
 
@@ -74,3 +74,23 @@ def test_twenty_of_the_largest_jobs_admitted_leave_the_operator_well_under_its_m
     peak = operator.check_memory()
     print(f"operator peak RSS {peak / 2**20:.0f} MiB")
     assert peak < 256 * 2**20, f"peak RSS {peak / 2**20:.0f} MiB"  # far below the limit, not just under it
+
+
+def test_a_servingjob_asking_for_a_forbidden_toleration_rolls_nothing_out(cluster: Cluster, operator: OperatorProcess,
+                                                                         namespace: str) -> None:
+    path = f"/apis/kubeforge.dev/v1alpha1/namespaces/{namespace}/servingjobs"
+    cluster.client.create(path, {"apiVersion": "kubeforge.dev/v1alpha1", "kind": "ServingJob",
+                                 "metadata": {"name": "tainted"},
+                                 "spec": {"model": {"uri": "pvc://models/m"}, "podTemplate": {"tolerations": [
+                                     {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]}}})
+
+    def ready() -> dict[str, str] | None:
+        status = cluster.client.get(f"{path}/tainted").get("status") or {}
+        return next((c for c in status.get("conditions", []) if c["type"] == "Ready"), None)
+
+    cond = wait_for(ready, 60, what="the ServingJob's Ready condition")
+    assert (cond["status"], cond["reason"]) == ("False", "PodPolicyViolation"), cond
+    assert cond["message"].startswith("spec.podTemplate.tolerations[0].key: toleration key "
+                                      "'node-role.kubernetes.io/control-plane'"), cond
+    deployments = cluster.client.get(f"/apis/apps/v1/namespaces/{namespace}/deployments")["items"]
+    assert not deployments
