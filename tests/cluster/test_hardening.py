@@ -1,6 +1,7 @@
 """What a job author cannot do to the operator: make it retry a refused create forever, preempt other
-tenants with a priority class the settings do not allow, hijack a job's rendezvous with a
-pre-created object, or get it to act in kube-system."""
+tenants with a priority class the settings do not allow, steer a ServingJob onto tainted nodes,
+hijack a job's rendezvous with a pre-created object, get it to act in kube-system, or grow it
+past its memory limit with the largest jobs admission lets through."""
 
 from __future__ import annotations
 
