@@ -1,13 +1,16 @@
-"""Node-agent robustness: many pods staging one claim path at once, and a container the agent
+"""Node-agent robustness: many pods staging one claim path at once, a container the agent
 cannot create reported as `CreateContainerError` (waiting, no exit code) rather than as a failed
-program."""
+program, and a container stopped the way a container runtime stops it."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 from conftest import Cluster, absent, pod_phase, wait_for
+from minicluster.containers import Process, now
 from minicluster.kubeapi import Informer
 
 Obj = dict[str, Any]
@@ -72,3 +75,35 @@ def test_a_container_the_agent_cannot_create_waits_with_create_container_error(
     assert "NotADirectoryError" in cs["state"]["waiting"]["message"], cs
     cluster.client.delete(path)
     wait_for(lambda: absent(cluster, path), timeout=30, what="the blocked pod to be deleted")
+
+
+STOPPABLE = """
+import os, signal, subprocess, sys, time
+out = sys.argv[1]
+def term(*_):
+    with open(out + "/main", "a") as f:
+        f.write("SIGTERM\\n")
+    time.sleep(0.5)  # a short graceful shutdown: a second SIGTERM in here would be counted too
+    sys.exit(0)
+signal.signal(signal.SIGTERM, term)
+child = subprocess.Popen([sys.executable, "-c", "import signal, sys, time\\n"
+    "signal.signal(signal.SIGTERM, lambda *_: open(sys.argv[1] + '/child', 'w').close())\\n"
+    "time.sleep(60)", out])
+open(out + "/pids", "w").write(str(child.pid))
+while True:
+    time.sleep(0.05)
+"""
+
+
+def test_stopping_a_container_sends_one_sigterm_to_its_main_process_then_kills_the_rest(tmp_path: Path) -> None:
+    # A runtime signals a container's PID 1 once (servers read a second SIGTERM as "stop now"); the
+    # kernel kills the other processes of the container when PID 1 ends.
+    popen = subprocess.Popen([sys.executable, "-c", STOPPABLE, str(tmp_path)], start_new_session=True)
+    proc = Process(popen, now(), None, tmp_path / "log")
+    child = int(wait_for(lambda: (tmp_path / "pids").exists() and (tmp_path / "pids").read_text(), 30,
+                         what="the container's child process"))
+    proc.stop(10)
+    assert (tmp_path / "main").read_text() == "SIGTERM\n" and proc.exit_code() == 0
+    assert not (tmp_path / "child").exists()  # SIGKILLed, never asked to stop
+    wait_for(lambda: not Path(f"/proc/{child}").exists() or Path(f"/proc/{child}/stat").read_text()
+             .rsplit(")", 1)[1].split()[0] in "ZX", 10, what="the child to be killed")

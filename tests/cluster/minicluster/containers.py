@@ -145,9 +145,13 @@ class Process:
             os.killpg(self.popen.pid, sig)
 
     def stop(self, grace: float) -> None:
-        """SIGTERM, wait up to `grace` seconds, then SIGKILL whatever is left."""
+        """Stop the container as a container runtime does: one SIGTERM to its main process (PID 1 of
+        a real container) and nothing else; once that exits, or after `grace` seconds, SIGKILL
+        whatever is left (the kernel kills the rest of a pid namespace when its PID 1 ends).
+        Signalling every process and the process group would hand the main process a second
+        SIGTERM whenever it ran between the two, and servers read a second SIGTERM as "stop now"."""
         if self.poll() is None:
-            self.signal_all(signal.SIGTERM)
+            self.popen.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline and self.poll() is None:
                 time.sleep(0.05)
