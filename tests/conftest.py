@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import time
@@ -20,6 +21,9 @@ from minicluster.operator_process import OperatorProcess, install, operator_kube
 
 REPO = Path(__file__).resolve().parent.parent
 Obj = dict[str, Any]
+# Namespaces the session's local operator never acts in: tests of operators installed in the cluster use them.
+OPERATOR_FREE = tuple(f"free-{uuid.uuid4().hex[:6]}-{i}" for i in range(4))
+_unused_free = iter(OPERATOR_FREE)
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,16 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
         cluster.client.delete(f"/api/v1/namespaces/{name}")
 
 
+@pytest.fixture
+def free_namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace that the session's local operator leaves alone (an installed operator watches it)."""
+    name = next(_unused_free)
+    cluster.client.create("/api/v1/namespaces", {"metadata": {"name": name}})
+    yield name
+    with contextlib.suppress(ApiError):
+        cluster.client.delete(f"/api/v1/namespaces/{name}")
+
+
 def absent(cluster: Cluster, path: str) -> bool:
     """Whether the object at API `path` is gone."""
     try:
@@ -140,12 +154,30 @@ def pod_logs(cluster: Cluster, ns: str, name: str, container: str | None = None)
 
 
 @pytest.fixture(scope="session")
+def helm_bin() -> Path:
+    """`make helm`'s binary: built from the Go module once, then reused from the cache."""
+    out = subprocess.run([str(REPO / "tests" / "cluster" / "build-helm.sh")], capture_output=True, text=True,
+                         check=True, timeout=3600)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def helm(binary: Path, *args: str, kubeconfig: Path | None = None,
+         check: bool = True) -> subprocess.CompletedProcess[str]:
+    cfg = [f"--kubeconfig={kubeconfig}"] if kubeconfig else []
+    out = subprocess.run([str(binary), *cfg, *args], capture_output=True, text=True, timeout=300)
+    if check and out.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed ({out.returncode}): {out.stderr}{out.stdout}")
+    return out
+
+
+@pytest.fixture(scope="session")
 def operator(cluster: Cluster) -> Iterator[OperatorProcess]:
     """The operator, running under its shipped RBAC with a token of its own ServiceAccount."""
     install(cluster.kubeconfig)
     kubeconfig = operator_kubeconfig(cluster.kubeconfig, cluster.root / "operator.kubeconfig")
     op = OperatorProcess(kubeconfig, cluster.root / "operator.log", {
-        "KUBEFORGE_RESTART_BACKOFF_SECONDS": "1", "KUBEFORGE_LOG_FORMAT": "plain"}).start()
+        "KUBEFORGE_RESTART_BACKOFF_SECONDS": "1", "KUBEFORGE_LOG_FORMAT": "plain",
+        "KUBEFORGE_DENIED_NAMESPACES": json.dumps(["kube-system", *OPERATOR_FREE])}).start()
     yield op
     op.stop()
 

@@ -70,6 +70,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
+    # Watching named namespaces needs no namespace list (which a namespaced install may not read).
+    settings.scanning.disabled = bool(cfg.namespaces)
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port, addr="0.0.0.0")
     kube = Kube(lambda: connect(settings))
