@@ -1,4 +1,6 @@
-"""Shared fixtures: the embedded cluster (started once per session; tests isolate by namespace)."""
+"""Shared fixtures: the embedded cluster (started once per session; tests isolate by namespace), or any
+cluster given with `--kubeconfig` (e.g. kind, with the operator installed there by helm); tests marked
+`embedded` need the embedded cluster's internals and skip there, each saying why."""
 
 from __future__ import annotations
 
@@ -72,8 +74,30 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60, interval: float 
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}; last={last!r}")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--kubeconfig", default=None, help=(
+        "run the cluster tier against this cluster (its current context; the operator must run there) "
+        "instead of the embedded one"))
+
+
+def external_cluster(kubeconfig: Path, root: Path) -> Cluster:
+    """A cluster the tests did not start: ClusterIPs route inside it, but not from this machine."""
+    client = KubeClient.from_kubeconfig(kubeconfig)
+    try:
+        client.get("/apis/metrics.k8s.io/v1beta1")
+        metrics = True
+    except ApiError:
+        metrics = False
+    return Cluster(root, kubeconfig, client, {"external": True, "kubeProxy": {"enabled": True},
+                                              "metricsServer": metrics})
+
+
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    given = request.config.getoption("--kubeconfig")
+    if given:
+        yield external_cluster(Path(given).resolve(), tmp_path_factory.mktemp("external"))
+        return
     try:  # KUBEFORGE_CLUSTER_ARGS: more `minicluster up` flags, e.g. --no-metrics-server while iterating
         running = start_cluster(gpus=1, extra=tuple(os.environ.get("KUBEFORGE_CLUSTER_ARGS", "").split()))
     except RuntimeError as e:
@@ -87,6 +111,8 @@ def cluster() -> Iterator[Cluster]:
 def service_routing(cluster: Cluster) -> Cluster:
     """The session cluster, for tests that need ClusterIP routing; skips (saying why) where another
     embedded cluster on this host holds kube-proxy."""
+    if cluster.info.get("external"):
+        pytest.skip("this machine cannot reach an external cluster's ClusterIPs")
     if not cluster.routes_services:
         pytest.skip(f"no ClusterIP routing in this cluster: {cluster.info.get('kubeProxy', {}).get('reason')}")
     return cluster
@@ -102,12 +128,19 @@ def resource_metrics(cluster: Cluster) -> Cluster:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "own_clusters: starts and stops embedded clusters of its own (runs first)")
+    config.addinivalue_line("markers", "embedded(reason): needs the embedded cluster; skips with --kubeconfig")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests that start and stop clusters of their own run before the session cluster takes the host's
-    kube-proxy lock (they check what a cluster that holds it leaves behind)."""
+    kube-proxy lock (they check what a cluster that holds it leaves behind). With `--kubeconfig`, tests
+    marked `embedded` skip with the marker's reason."""
     items.sort(key=lambda item: item.get_closest_marker("own_clusters") is None)
+    if config.getoption("--kubeconfig"):
+        for item in items:
+            marker = item.get_closest_marker("embedded")
+            if marker is not None:
+                item.add_marker(pytest.mark.skip(reason=f"embedded cluster only: {marker.args[0]}"))
 
 
 @pytest.fixture
@@ -171,8 +204,14 @@ def helm(binary: Path, *args: str, kubeconfig: Path | None = None,
 
 
 @pytest.fixture(scope="session")
-def operator(cluster: Cluster) -> Iterator[OperatorProcess]:
-    """The operator, running under its shipped RBAC with a token of its own ServiceAccount."""
+def operator(cluster: Cluster) -> Iterator[OperatorProcess | None]:
+    """The operator, running under its shipped RBAC with a token of its own ServiceAccount: a local
+    process here, the installed Deployment (None) in a cluster given with `--kubeconfig`."""
+    if cluster.info.get("external"):
+        cluster.kubectl("wait", "-n", "kubeforge-system", "--for=condition=Available", "deployment/kubeforge-operator",
+                        "--timeout=120s")
+        yield None
+        return
     install(cluster.kubeconfig)
     kubeconfig = operator_kubeconfig(cluster.kubeconfig, cluster.root / "operator.kubeconfig")
     op = OperatorProcess(kubeconfig, cluster.root / "operator.log", {

@@ -7,8 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import Cluster, absent, pod_phase, wait_for
 from minicluster.kubeapi import Informer
+
+pytestmark = pytest.mark.embedded("self-tests of the embedded cluster's node agent")
 
 Obj = dict[str, Any]
 PODS = 12

@@ -16,9 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from conftest import REPO, Cluster, helm, pod_logs, wait_condition, wait_for
 from minicluster.kubeapi import ApiError, Informer
+
+pytestmark = pytest.mark.embedded("installs operators beside the session's own (which leaves them alone only here)")
 
 CHART = REPO / "manifests" / "chart" / "kubeforge"
 SAMPLE = REPO / "manifests" / "samples" / "trainingjob-env-check.yaml"
