@@ -8,7 +8,7 @@ CLUSTER_DIR ?= $(CURDIR)/.cluster
 export PYTHONPATH := $(CURDIR)/tests/cluster
 
 .PHONY: venv minicp helm generate lint test test-unit bench demo cluster-up cluster-down operator-up operator-down \
-	dashboard dashboard-down
+	dashboard dashboard-down kind-up kind-e2e images
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -63,7 +63,16 @@ operator-down:
 	$(PY) -m minicluster operator-down --dir "$(CLUSTER_DIR)/operator"
 
 demo: venv minicp  ## the embedded cluster + operator; every sample trained, compressed and served, then queried
-	@$(PY) -m minicluster demo --samples manifests/samples $(DEMO_ARGS)
+	@$(PY) -m minicluster demo --samples manifests/samples $(if $(KEEP),--keep) $(DEMO_ARGS)
+
+images:  ## (opt-in, slow; podman + runc + debootstrap, root) build the three images and start each; IMAGES=operator for one
+	@tests/e2e/images.sh
+
+kind-up: venv  ## (Docker + kind) a kind cluster, images built and loaded, Kubeforge installed by helm
+	@tests/e2e/kind.sh up "$(PY)"
+
+kind-e2e: venv  ## (Docker + kind) kind-up, then the cluster test tier against the kind cluster
+	@tests/e2e/kind.sh e2e "$(PY)"
 
 dashboard: venv  ## the dashboard in the background (current kubeconfig, or local runs without a cluster); URL last
 	@$(PY) -m kubeforge_dashboard.launch up --dir "$(CLUSTER_DIR)/dashboard"

@@ -1,4 +1,6 @@
-"""Shared fixtures: the embedded cluster (started once per session; tests isolate by namespace)."""
+"""Shared fixtures: the embedded cluster (started once per session; tests isolate by namespace), or any
+cluster given with `--kubeconfig` (e.g. kind, with the operator installed there by helm); tests marked
+`embedded` need the embedded cluster's internals and skip there, each saying why."""
 
 from __future__ import annotations
 
@@ -24,6 +26,9 @@ ALLOWED_PRIORITY_CLASS = "kubeforge-test-allowed"  # the session operator allows
 # Namespaces the session operator never acts in: a namespaced-mode operator of its own gets them.
 NAMESPACED_MODE = ("kf-namespaced-watched", "kf-namespaced-other")
 Obj = dict[str, Any]
+# Namespaces the session's local operator never acts in: tests of operators installed in the cluster use them.
+OPERATOR_FREE = tuple(f"free-{uuid.uuid4().hex[:6]}-{i}" for i in range(4))
+_unused_free = iter(OPERATOR_FREE)
 
 
 @dataclass(frozen=True)
@@ -72,8 +77,30 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60, interval: float 
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}; last={last!r}")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--kubeconfig", default=None, help=(
+        "run the cluster tier against this cluster (its current context; the operator must run there) "
+        "instead of the embedded one"))
+
+
+def external_cluster(kubeconfig: Path, root: Path) -> Cluster:
+    """A cluster the tests did not start: ClusterIPs route inside it, but not from this machine."""
+    client = KubeClient.from_kubeconfig(kubeconfig)
+    try:
+        client.get("/apis/metrics.k8s.io/v1beta1")
+        metrics = True
+    except ApiError:
+        metrics = False
+    return Cluster(root, kubeconfig, client, {"external": True, "kubeProxy": {"enabled": True},
+                                              "metricsServer": metrics})
+
+
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    given = request.config.getoption("--kubeconfig")
+    if given:
+        yield external_cluster(Path(given).resolve(), tmp_path_factory.mktemp("external"))
+        return
     try:  # KUBEFORGE_CLUSTER_ARGS: more `minicluster up` flags, e.g. --no-metrics-server while iterating
         running = start_cluster(gpus=1, extra=tuple(os.environ.get("KUBEFORGE_CLUSTER_ARGS", "").split()))
     except RuntimeError as e:
@@ -87,6 +114,8 @@ def cluster() -> Iterator[Cluster]:
 def service_routing(cluster: Cluster) -> Cluster:
     """The session cluster, for tests that need ClusterIP routing; skips (saying why) where another
     embedded cluster on this host holds kube-proxy."""
+    if cluster.info.get("external"):
+        pytest.skip("this machine cannot reach an external cluster's ClusterIPs")
     if not cluster.routes_services:
         pytest.skip(f"no ClusterIP routing in this cluster: {cluster.info.get('kubeProxy', {}).get('reason')}")
     return cluster
@@ -102,12 +131,19 @@ def resource_metrics(cluster: Cluster) -> Cluster:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "own_clusters: starts and stops embedded clusters of its own (runs first)")
+    config.addinivalue_line("markers", "embedded(reason): needs the embedded cluster; skips with --kubeconfig")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests that start and stop clusters of their own run before the session cluster takes the host's
-    kube-proxy lock (they check what a cluster that holds it leaves behind)."""
+    kube-proxy lock (they check what a cluster that holds it leaves behind). With `--kubeconfig`, tests
+    marked `embedded` skip with the marker's reason."""
     items.sort(key=lambda item: item.get_closest_marker("own_clusters") is None)
+    if config.getoption("--kubeconfig"):
+        for item in items:
+            marker = item.get_closest_marker("embedded")
+            if marker is not None:
+                item.add_marker(pytest.mark.skip(reason=f"embedded cluster only: {marker.args[0]}"))
 
 
 @pytest.fixture
@@ -119,6 +155,16 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     cluster.client.create("/api/v1/namespaces", {"metadata": {"name": name, "labels": labels}})
     wait_for(lambda: cluster.client.get(f"/api/v1/namespaces/{name}/serviceaccounts/default"),
              what="the default ServiceAccount")
+    yield name
+    with contextlib.suppress(ApiError):
+        cluster.client.delete(f"/api/v1/namespaces/{name}")
+
+
+@pytest.fixture
+def free_namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace that the session's local operator leaves alone (an installed operator watches it)."""
+    name = next(_unused_free)
+    cluster.client.create("/api/v1/namespaces", {"metadata": {"name": name}})
     yield name
     with contextlib.suppress(ApiError):
         cluster.client.delete(f"/api/v1/namespaces/{name}")
@@ -144,15 +190,38 @@ def pod_logs(cluster: Cluster, ns: str, name: str, container: str | None = None)
 
 
 @pytest.fixture(scope="session")
-def operator(cluster: Cluster) -> Iterator[OperatorProcess]:
-    """The operator, running under its shipped RBAC with a token of its own ServiceAccount, and under
-    its Deployment's 512 MiB memory limit for the whole session (minicluster.memcap says how)."""
+def helm_bin() -> Path:
+    """`make helm`'s binary: built from the Go module once, then reused from the cache."""
+    out = subprocess.run([str(REPO / "tests" / "cluster" / "build-helm.sh")], capture_output=True, text=True,
+                         check=True, timeout=3600)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def helm(binary: Path, *args: str, kubeconfig: Path | None = None,
+         check: bool = True) -> subprocess.CompletedProcess[str]:
+    cfg = [f"--kubeconfig={kubeconfig}"] if kubeconfig else []
+    out = subprocess.run([str(binary), *cfg, *args], capture_output=True, text=True, timeout=300)
+    if check and out.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed ({out.returncode}): {out.stderr}{out.stdout}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster) -> Iterator[OperatorProcess | None]:
+    """The operator, running under its shipped RBAC with a token of its own ServiceAccount: a local
+    process here, held to its Deployment's 512 MiB memory limit for the whole session (minicluster.memcap
+    says how); the installed Deployment (None) in a cluster given with `--kubeconfig`."""
+    if cluster.info.get("external"):
+        cluster.kubectl("wait", "-n", "kubeforge-system", "--for=condition=Available", "deployment/kubeforge-operator",
+                        "--timeout=120s")
+        yield None
+        return
     install(cluster.kubeconfig)
     kubeconfig = operator_kubeconfig(cluster.kubeconfig, cluster.root / "operator.kubeconfig")
     op = OperatorProcess(kubeconfig, cluster.root / "operator.log", {
         "KUBEFORGE_RESTART_BACKOFF_SECONDS": "1", "KUBEFORGE_LOG_FORMAT": "plain",
         "KUBEFORGE_ALLOWED_PRIORITY_CLASSES": json.dumps([ALLOWED_PRIORITY_CLASS]),
-        "KUBEFORGE_DENIED_NAMESPACES": json.dumps(["kube-system", *NAMESPACED_MODE])}).start()
+        "KUBEFORGE_DENIED_NAMESPACES": json.dumps(["kube-system", *NAMESPACED_MODE, *OPERATOR_FREE])}).start()
     yield op
     op.stop()
     peak = op.check_memory()

@@ -3,8 +3,11 @@ they own) routed into the controller core, which does all the work. `python -m k
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
+import os
+import signal
 from typing import Any, cast
 
 import kopf
@@ -20,6 +23,7 @@ from prometheus_client import start_http_server
 
 from .controller import Controller, PostEvent
 from .kube import Kube
+from .leader import LeaderElector
 from .plan import Obj
 from .servingjob.decide import Config as ServingConfig
 from .servingjob.kind import ServingJobKind, referenced_jobs
@@ -84,14 +88,42 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo["controllers"] = {"TrainingJob": training, "ServingJob": serving}
     memo["kube"] = kube
     for controller in memo["controllers"].values():
-        await controller.prime(cfg.namespaces)
-        controller.start()
+        controller.start()  # workers wait until their controller is primed
+    if not cfg.leader_election_namespace:
+        await prime(memo, cfg.namespaces)
+        return
+    memo["elector"] = LeaderElector(kube, cfg.leader_election_namespace, cfg.lease_name, cfg.pod_name)
+    memo["leading"] = asyncio.create_task(lead(memo, cfg.namespaces))
+
+
+async def prime(memo: kopf.Memo, namespaces: list[str]) -> None:
+    for controller in memo["controllers"].values():
+        await controller.prime(namespaces)
+
+
+async def lead(memo: kopf.Memo, namespaces: list[str]) -> None:
+    """A replica watches (its caches stay warm) but acts only while it holds the Lease. Losing it stops
+    every worker at once, and the process exits so that it starts again as a fresh candidate."""
+    elector: LeaderElector = memo["elector"]
+    try:
+        await elector.acquire()
+        await prime(memo, namespaces)
+        await elector.keep()
+    except Exception:
+        logging.getLogger("kubeforge.leader").exception("leading failed")
+    for controller in memo["controllers"].values():
+        await controller.stop()
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if "leading" in memo:
+        memo["leading"].cancel()
     for controller in memo["controllers"].values():
         await controller.stop()
+    if "elector" in memo:  # after the workers stopped: the next leader starts without waiting
+        await memo["elector"].release()
     await memo["kube"].close()
 
 

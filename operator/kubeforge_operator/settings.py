@@ -3,6 +3,8 @@ passed explicitly to whatever needs it."""
 
 from __future__ import annotations
 
+import socket
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -24,6 +26,11 @@ class Settings(BaseSettings):
     workers: int = Field(default=8, ge=1, le=256, description="jobs reconciled concurrently")
     shm_size: str = "1Gi"
     log_format: str = Field(default="json", pattern="^(json|plain)$")
+    leader_election_namespace: str = Field(default="", description=(
+        "the namespace of the Lease that replicas elect their one acting leader with (the operator's own); "
+        "empty = no leader election, for a single operator process"))
+    lease_name: str = "kubeforge-operator"
+    pod_name: str = Field(default_factory=socket.gethostname, description="this replica's identity in the Lease")
     progress_interval_seconds: float = Field(default=5.0, gt=0, description="at most one progress poll per job per "
                                              "interval")
     progress_warning_interval_seconds: float = Field(default=300.0, gt=0, description=(

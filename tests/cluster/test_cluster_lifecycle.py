@@ -19,6 +19,8 @@ from minicluster.kubeapi import KubeClient
 from minicluster.launch import RunningCluster, start_cluster
 from minicluster.serviceproxy import SYSCTLS, nft_tables
 
+pytestmark = pytest.mark.embedded("starts and stops embedded clusters of its own")
+
 pytestmark = pytest.mark.own_clusters
 
 

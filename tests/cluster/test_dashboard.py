@@ -113,6 +113,7 @@ def dashboard(cluster: Cluster, served: tuple[str, str, str]) -> Iterator[str]:
     launch.stop(work)
 
 
+@pytest.mark.embedded("builds the dashboard's kubeconfig from the embedded cluster's CA file")
 def test_every_page_in_a_real_browser(cluster: Cluster, served: tuple[str, str, str], dashboard: str) -> None:
     from playwright.sync_api import expect, sync_playwright
 

@@ -8,7 +8,10 @@ import re
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
+
+pytestmark = pytest.mark.embedded("make demo starts an embedded cluster of its own")
 
 
 def test_demo_runs_every_stage_to_done() -> None:
@@ -24,4 +27,5 @@ def test_demo_runs_every_stage_to_done() -> None:
     assert "sj/digits-serving: Ready=True (ModelLoaded); url http://digits-serving.default.svc.cluster.local" in story
     right = re.search(r"(\d)/8 digits right", story)
     assert right and int(right.group(1)) >= 6, story
+    assert re.search(r"^dashboard: http://127\.0\.0\.1:\d+$", story, re.MULTILINE), story
     assert len(story.splitlines()) < 40, story  # short: state changes, not every poll

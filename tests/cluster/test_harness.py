@@ -11,6 +11,8 @@ import pytest
 from conftest import Cluster, absent, pod_logs, pod_phase, wait_for
 from minicluster.kubeapi import ApiError
 
+pytestmark = pytest.mark.embedded("self-tests of the embedded cluster's node agent")
+
 Obj = dict[str, Any]
 PY = "python"
 

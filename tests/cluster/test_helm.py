@@ -1,9 +1,9 @@
 """The Helm chart under real helm (built from its Go module): lint, a rendering equal in substance to the
 kustomize base, a values schema that rejects bad values, and a release's whole life in the embedded cluster.
 
-The chart's operator Deployment is installed with `replicas: 0`: the embedded node agent cannot run the
-operator image as a pod yet, so the release tests assert what a user relies on besides a running
+The release here is installed with `replicas: 0`, so that it asserts what a user relies on besides a running
 operator: CRDs established, the RBAC the API server evaluates, the objects created, changed and removed.
+test_operator_in_cluster.py runs the chart's operator as pods.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO, Cluster, absent, wait_for
+from conftest import REPO, Cluster, absent, helm, wait_for
 from minicluster.kubeapi import ApiError
 
 CHART = REPO / "manifests" / "chart" / "kubeforge"
@@ -27,23 +27,6 @@ SA = "kubeforge-operator"
 CRDS = ("trainingjobs.kubeforge.dev", "servingjobs.kubeforge.dev")
 HELM_ONLY_LABELS = ("app.kubernetes.io/instance", "helm.sh/chart")
 Obj = dict[str, Any]
-
-
-@pytest.fixture(scope="session")
-def helm_bin() -> Path:
-    """`make helm`'s binary: built from the Go module once, then reused from the cache."""
-    out = subprocess.run([str(REPO / "tests" / "cluster" / "build-helm.sh")], capture_output=True, text=True,
-                         check=True, timeout=3600)
-    return Path(out.stdout.strip().splitlines()[-1])
-
-
-def helm(binary: Path, *args: str, kubeconfig: Path | None = None,
-         check: bool = True) -> subprocess.CompletedProcess[str]:
-    cfg = [f"--kubeconfig={kubeconfig}"] if kubeconfig else []
-    out = subprocess.run([str(binary), *cfg, *args], capture_output=True, text=True, timeout=300)
-    if check and out.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)} failed ({out.returncode}): {out.stderr}{out.stdout}")
-    return out
 
 
 def parse(text: str) -> list[Obj]:
@@ -99,7 +82,7 @@ def operator_settings(dep: Obj, monkeypatch: pytest.MonkeyPatch) -> Obj:
         for var in [v for v in os.environ if v.startswith("KUBEFORGE_")]:
             m.delenv(var)
         for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]:
-            m.setenv(e["name"], e["value"])
+            m.setenv(e["name"], e["value"] if "value" in e else json.dumps(e["valueFrom"]))
         return Settings().model_dump()
 
 
@@ -139,18 +122,18 @@ def test_template_equals_the_kustomize_base_in_substance(helm_bin: Path, monkeyp
 
 def test_a_namespaced_install_grants_roles_only_in_the_watched_namespaces(helm_bin: Path) -> None:
     docs = template(helm_bin, "--set=watchNamespaces={team-a,team-b}")
-    roles = of_kind(docs, "Role")
+    roles = [r for r in of_kind(docs, "Role") if r["metadata"]["name"] == SA]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     [cluster_role] = of_kind(docs, "ClusterRole")
     assert [r["resources"] for r in cluster_role["rules"]] == [["customresourcedefinitions"]]
-    env = {e["name"]: e["value"] for e in of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
            ["containers"][0]["env"]}
     assert json.loads(env["KUBEFORGE_NAMESPACES"]) == ["team-a", "team-b"]
 
 
 @pytest.mark.parametrize(("setting", "message"), [
     ("replicas=-1", "replicas"),
-    ("replicas=2", "replicas"),
+    ("replicas=6", "replicas"),
     ("unknownKey=1", "unknownKey"),
     ("workers=many", "workers"),
     ("image.pullPolicy=Sometimes", "pullPolicy"),

@@ -19,6 +19,7 @@ AS = f"--as=system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
     ("delete", "services", False), ("create", "statefulsets.apps", False), ("create", "events.events.k8s.io", False),
     ("create", "rolebindings.rbac.authorization.k8s.io", False), ("impersonate", "users", False),
     ("create", "serviceaccounts/token", False), ("delete", "nodes", False),
+    ("update", "leases.coordination.k8s.io", False),  # only its own Lease, in its own namespace
 ])
 def test_operator_service_account_can_do_exactly_what_it_needs(cluster: Cluster, verb: str, resource: str,
                                                                allowed: bool) -> None:
@@ -27,3 +28,15 @@ def test_operator_service_account_can_do_exactly_what_it_needs(cluster: Cluster,
     extra = [f"--subresource={sub}"] if sub else []
     out = cluster.kubectl("auth", "can-i", verb, resource, *extra, AS, "-n", "default", check=False)
     assert out.stdout.strip() == ("yes" if allowed else "no"), (verb, resource, out.stdout, out.stderr)
+
+
+def test_operator_may_hold_only_its_own_lease_in_its_own_namespace(cluster: Cluster) -> None:
+    install(cluster.kubeconfig)
+
+    def can(verb: str, lease: str) -> bool:
+        out = cluster.kubectl("auth", "can-i", verb, f"leases.coordination.k8s.io/{lease}", AS, "-n", NAMESPACE,
+                              check=False)
+        return out.stdout.strip() == "yes"
+
+    assert can("get", SERVICE_ACCOUNT) and can("update", SERVICE_ACCOUNT)
+    assert not can("update", "someone-else") and not can("delete", SERVICE_ACCOUNT)

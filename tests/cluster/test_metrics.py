@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import Cluster, wait_for
 
 Obj = dict[str, Any]
@@ -74,6 +75,7 @@ def _at(samples: list[tuple[float, float]], t: float) -> float:
     return before[1] + (after[1] - before[1]) * (t - before[0]) / (after[0] - before[0])
 
 
+@pytest.mark.embedded("switches the load through a hostPath file on this machine")
 def test_hpa_scales_a_cpu_bound_deployment_out_and_back_in(resource_metrics: Cluster, namespace: str,
                                                            tmp_path: Path) -> None:
     cluster = resource_metrics

@@ -9,9 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import Cluster, absent, pod_phase, wait_for
 from minicluster.containers import Process, now
 from minicluster.kubeapi import Informer
+
+pytestmark = pytest.mark.embedded("self-tests of the embedded cluster's node agent")
 
 Obj = dict[str, Any]
 PODS = 12

@@ -13,6 +13,7 @@ from collections import defaultdict
 from typing import Any
 
 import kopf
+import pytest
 from conftest import Cluster, wait_condition
 from kubeforge_operator.controller import Controller
 from kubeforge_operator.kube import Kube
@@ -20,6 +21,8 @@ from kubeforge_operator.trainingjob.context import Config
 from kubeforge_operator.trainingjob.kind import TrainingJobKind
 from minicluster.operator_process import OperatorProcess
 from test_trainingjob import TJ, command_job, create_job
+
+pytestmark = pytest.mark.embedded("kills and restarts the operator's local process")
 
 Obj = dict[str, Any]
 

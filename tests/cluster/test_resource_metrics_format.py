@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from minicluster.resourcemetrics import ContainerSample, node_cpu_seconds, node_working_set_bytes, render
 from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = pytest.mark.embedded("self-tests of the embedded cluster's node agent")
 
 STAT = "cpu  100 20 30 1000 50 5 5 10 7 0\ncpu0 1 2 3 4 5 6 7 8 9 0\n"
 MEMINFO = "MemTotal:       1000 kB\nMemFree:         100 kB\nMemAvailable:    400 kB\n"

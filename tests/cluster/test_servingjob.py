@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 import yaml
 from conftest import REPO, Cluster, absent, condition, wait_condition, wait_for
@@ -51,6 +52,7 @@ def claim_dir(cluster: Cluster, ns: str, claim: str) -> Path:
     return Path(pv["spec"]["hostPath"]["path"])
 
 
+@pytest.mark.embedded("reads the artifact through the claim's hostPath on this machine")
 def test_serving_waits_for_training_then_serves_its_artifact(cluster: Cluster, operator: OperatorProcess,
                                                              namespace: str) -> None:
     docs = {d["kind"]: d for d in yaml.safe_load_all(SAMPLE.read_text()) if d}

@@ -32,7 +32,9 @@ def create_job(cluster: Cluster, ns: str, body: Obj) -> Obj:
     return cluster.client.create(TJ.format(ns=ns), body)
 
 
-@pytest.mark.parametrize("sample", SAMPLES, ids=[s.stem for s in SAMPLES])
+@pytest.mark.parametrize("sample", [pytest.param(s, marks=pytest.mark.embedded(
+    "reads the model card through the claim's hostPath on this machine")) if "digits" in s.stem else s
+    for s in SAMPLES], ids=[s.stem for s in SAMPLES])
 def test_sample_succeeds_with_the_wiring_pods_expect(cluster: Cluster, operator: OperatorProcess, namespace: str,
                                                      sample: Path) -> None:
     doc = next(d for d in yaml.safe_load_all(sample.read_text()) if d["kind"] == "TrainingJob")
@@ -59,7 +61,7 @@ def test_sample_succeeds_with_the_wiring_pods_expect(cluster: Cluster, operator:
             assert fields["KUBEFORGE_JOB_UID"] == obj["metadata"]["uid"]
     if name == "digits":
         assert_trained(cluster, namespace, obj)
-    if name == "allreduce":
+    if name == "allreduce" and operator is not None:  # None: the operator runs in the given cluster
         out = operator.tail(400)
         assert "Traceback" not in out
 

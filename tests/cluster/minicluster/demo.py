@@ -4,7 +4,8 @@ The embedded cluster and the operator (under its own ServiceAccount) start; ever
 samples folder is applied (TrainingJobs, and a ServingJob that serves a job's compressed model);
 the demo prints each object's state changes, then what a user came for: accuracy before and after
 compression and its speedup (the job's compression report), the ServingJob's URL, and real inference
-requests answered by a server. `--keep` leaves it all running.
+requests answered by a server, and the dashboard's URL (the dashboard runs against the cluster).
+`--keep` leaves it all running.
 
 Requests go to the Service's ClusterIP when it routes on this machine, else to a server pod's IP
 (the embedded cluster may run without kube-proxy)."""
@@ -22,6 +23,7 @@ from typing import Any
 
 from kubeforge_api.compression import CompressionReport
 from kubeforge_api.inference import PATH_INFER, Datatype, InferenceRequest, InferenceResponse, RequestInput
+from kubeforge_dashboard import launch as dashboard
 
 from .launch import start_cluster
 from .operator_process import OperatorProcess, install, kubectl, operator_kubeconfig
@@ -49,17 +51,31 @@ def demo(samples: Path, keep: bool, timeout: float = 900) -> int:
         print(f"applied {', '.join(f.name for f in files)}\n", flush=True)
         follow(admin, timeout)
         ok = report_training(admin) & report_serving(admin)
-        if keep:
-            print(f"\nkept running: export KUBECONFIG={admin}; stop with: kill {cluster.proc.pid}")
-        return 0 if ok else 1
+        board = open_dashboard(cluster.root, admin)
+        if keep and op.proc is not None:
+            groups = " ".join(f"-{pid}" for pid in (cluster.proc.pid, op.proc.pid, board and board.pid) if pid)
+            print(f"\nkept running: export KUBECONFIG={admin}; stop with: kill -- {groups}")
+        return 0 if ok and board is not None else 1
     except subprocess.CalledProcessError as e:
         print(e.stderr)
         return 1
     finally:
         if not keep:
+            dashboard.stop(cluster.root / "dashboard")
             if op is not None:
                 op.stop()
             cluster.stop()
+
+
+def open_dashboard(root: Path, admin: Path) -> dashboard.Running | None:
+    """The dashboard in the background against this cluster; None (saying why) when it does not start."""
+    try:
+        board = dashboard.start(root / "dashboard", env={"KUBECONFIG": str(admin)})
+    except RuntimeError as e:
+        print(f"\ndashboard: not started ({e})")
+        return None
+    print(f"\ndashboard: {board.url}")
+    return board
 
 
 # ------------------------------------------------------------------------------------------ following

@@ -1,5 +1,5 @@
-"""A small JSON client for the Kubernetes API (token + CA from a kubeconfig), with list-then-watch
-informers. The harness uses it instead of a generated client so raw objects stay plain dicts."""
+"""A small JSON client for the Kubernetes API (a kubeconfig's token or client certificate, and its CA),
+with list-then-watch informers. The harness uses it instead of a generated client so raw objects stay plain dicts."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ import json
 import logging
 import socket
 import ssl
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from base64 import b64decode
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,11 +43,25 @@ class NotFound(ApiError, LookupError):
     pass
 
 
+def _pem(entry: Obj, key: str) -> str | None:
+    """A kubeconfig's PEM for `key` (`certificate-authority`...): the file, or the inline `-data`."""
+    if entry.get(f"{key}-data"):
+        return b64decode(entry[f"{key}-data"]).decode()
+    return Path(entry[key]).read_text() if entry.get(key) else None
+
+
 class KubeClient:
-    def __init__(self, server: str, token: str, ca: str) -> None:
+    def __init__(self, server: str, token: str, ca: str, client_cert: tuple[str, str] | None = None) -> None:
+        """`ca` is a file path; `client_cert` the PEM texts of a client certificate and its key."""
         self.server = server.rstrip("/")
         self.token = token
         self.ctx = ssl.create_default_context(cafile=ca)
+        if client_cert is not None:  # ssl loads a certificate only from files: they live for this call only
+            with tempfile.TemporaryDirectory() as tmp:
+                cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+                cert.write_text(client_cert[0])
+                key.write_text(client_cert[1])
+                self.ctx.load_cert_chain(str(cert), str(key))
 
     @classmethod
     def from_kubeconfig(cls, path: str | Path) -> KubeClient:
@@ -53,7 +69,14 @@ class KubeClient:
         ctx = next(c["context"] for c in cfg["contexts"] if c["name"] == cfg["current-context"])
         cluster = next(c["cluster"] for c in cfg["clusters"] if c["name"] == ctx["cluster"])
         user = next(u["user"] for u in cfg["users"] if u["name"] == ctx["user"])
-        return cls(cluster["server"], user["token"], cluster["certificate-authority"])
+        if cluster.get("certificate-authority"):
+            return cls(cluster["server"], user.get("token", ""), cluster["certificate-authority"], _client_cert(user))
+        with tempfile.NamedTemporaryFile("w", suffix=".crt", delete=False) as ca:  # inline CA (kind's kubeconfig)
+            ca.write(_pem(cluster, "certificate-authority") or "")
+        try:
+            return cls(cluster["server"], user.get("token", ""), ca.name, _client_cert(user))
+        finally:
+            Path(ca.name).unlink()
 
     def _open(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
               query: dict[str, Any] | None = None, timeout: float = 30) -> Any:
@@ -61,8 +84,9 @@ class KubeClient:
         if query:
             url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
         data = json.dumps(body).encode() if body is not None else None
+        auth = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         req = urllib.request.Request(url, data=data, method=method, headers={
-            "Authorization": f"Bearer {self.token}", "Content-Type": content_type, "Accept": "application/json"})
+            **auth, "Content-Type": content_type, "Accept": "application/json"})
         for attempt in range(30):
             try:
                 return urllib.request.urlopen(req, context=self.ctx, timeout=timeout)
@@ -107,6 +131,11 @@ class KubeClient:
                 if line.strip():
                     event = json.loads(line)
                     yield event["type"], event["object"]
+
+
+def _client_cert(user: Obj) -> tuple[str, str] | None:
+    cert, key = _pem(user, "client-certificate"), _pem(user, "client-key")
+    return (cert, key) if cert and key else None
 
 
 def close_watch(resp: Any) -> None:

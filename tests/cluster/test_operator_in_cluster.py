@@ -1,0 +1,112 @@
+"""The operator as a pod: `helm install` runs the chart's Deployment in the embedded cluster (the node
+agent runs the operator image as `python -m kubeforge_operator`). The operator logs in with its projected
+ServiceAccount token and reaches the API server where the node agent tells every pod to
+(`KUBERNETES_SERVICE_HOST`: the `kubernetes` Service's ClusterIP where this cluster runs kube-proxy, else
+the API server's own address on the pod bridge). Sample jobs go to a namespace the session's local operator
+leaves alone, so only the installed operator can make them succeed. Of two replicas, only the holder of the
+Lease acts; when its pod goes, the other takes over."""
+
+from __future__ import annotations
+
+import contextlib
+import urllib.request
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import REPO, Cluster, helm, pod_logs, wait_condition, wait_for
+from minicluster.kubeapi import ApiError, Informer
+
+pytestmark = pytest.mark.embedded("installs operators beside the session's own (which leaves them alone only here)")
+
+CHART = REPO / "manifests" / "chart" / "kubeforge"
+SAMPLE = REPO / "manifests" / "samples" / "trainingjob-env-check.yaml"
+OPERATOR_LABELS = "app.kubernetes.io/name=kubeforge-operator"
+
+
+@contextlib.contextmanager
+def release(cluster: Cluster, helm_bin: Path, watch: str, replicas: int) -> Iterator[str]:
+    """The chart installed into a fresh namespace (Pod Security `restricted`) with `replicas` operator pods
+    watching namespace `watch`; yields the release namespace; uninstalls on exit."""
+    ns = f"kfop-{uuid.uuid4().hex[:8]}"
+    cluster.client.create("/api/v1/namespaces", {"metadata": {
+        "name": ns, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
+    try:
+        helm(helm_bin, "install", ns, str(CHART), "-n", ns, f"--set=replicas={replicas}",
+             f"--set=watchNamespaces={{{watch}}}", "--set=restartBackoffSeconds=1", "--wait", "--timeout=180s",
+             kubeconfig=cluster.kubeconfig)
+        yield ns
+    finally:
+        helm(helm_bin, "uninstall", ns, "-n", ns, "--wait", kubeconfig=cluster.kubeconfig, check=False)
+        with contextlib.suppress(ApiError):
+            cluster.client.delete(f"/api/v1/namespaces/{ns}")
+
+
+def running_operators(cluster: Cluster, ns: str) -> list[str]:
+    """Names of the operator pods that run and are not being deleted."""
+    pods = cluster.client.request("GET", f"/api/v1/namespaces/{ns}/pods", query={"labelSelector": OPERATOR_LABELS})
+    return sorted(p["metadata"]["name"] for p in pods["items"]
+                  if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp"))
+
+
+def test_helm_installed_operator_runs_a_sample_job(cluster: Cluster, helm_bin: Path, free_namespace: str) -> None:
+    with release(cluster, helm_bin, free_namespace, replicas=1) as ns:
+        [pod] = wait_for(lambda: running_operators(cluster, ns), 60, what="the operator pod")
+        cluster.apply(SAMPLE, free_namespace)
+        wait_condition(cluster, free_namespace, "env-check", "Succeeded", timeout=180)
+        logs = pod_logs(cluster, ns, pod)
+        assert "Activity 'login' succeeded" in logs, logs[-2000:]
+
+
+def lease_holder(cluster: Cluster, ns: str) -> str:
+    lease = cluster.client.get(f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/kubeforge-operator")
+    return str(lease["spec"].get("holderIdentity") or "")
+
+
+def object_writes(cluster: Cluster, ns: str, pod: str) -> list[str]:
+    """The operator pod's counts of API writes other than to its Lease (its Prometheus metrics)."""
+    ip = cluster.client.get(f"/api/v1/namespaces/{ns}/pods/{pod}")["status"]["podIP"]
+    with urllib.request.urlopen(f"http://{ip}:8080/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return [line for line in text.splitlines()
+            if line.startswith("kubeforge_api_writes_total{") and 'kind="leases"' not in line]
+
+
+def run_sample(cluster: Cluster, ns: str, name: str) -> None:
+    job: dict[str, Any] = yaml.safe_load(SAMPLE.read_text())
+    job["metadata"]["name"] = name
+    cluster.apply(job, ns)
+    wait_condition(cluster, ns, name, "Succeeded", timeout=180)
+
+
+def test_of_two_replicas_one_acts_and_the_other_takes_over(cluster: Cluster, helm_bin: Path,
+                                                          free_namespace: str) -> None:
+    created: defaultdict[str, set[str]] = defaultdict(set)  # pod name -> uids of every pod ever made
+
+    def on_pod(etype: str, pod: dict[str, Any]) -> None:
+        created[pod["metadata"]["name"]].add(pod["metadata"]["uid"])
+
+    pods = Informer(cluster.client, f"/api/v1/namespaces/{free_namespace}/pods", on_pod).start()
+    try:
+        with release(cluster, helm_bin, free_namespace, replicas=2) as ns:
+            replicas = wait_for(lambda: len(running_operators(cluster, ns)) == 2 and running_operators(cluster, ns),
+                                90, what="two operator pods")
+            leader = wait_for(lambda: lease_holder(cluster, ns) in replicas and lease_holder(cluster, ns), 60,
+                              what="a leader")
+            run_sample(cluster, free_namespace, "before")
+            [standby] = set(replicas) - {leader}
+            assert object_writes(cluster, ns, leader) and not object_writes(cluster, ns, standby)
+            cluster.kubectl("delete", "pod", leader, "-n", ns, "--wait=false")
+            successor = wait_for(lambda: lease_holder(cluster, ns) not in ("", leader) and lease_holder(cluster, ns),
+                                 60, what="another leader")
+            run_sample(cluster, free_namespace, "after")
+    finally:
+        pods.stop()
+    assert successor in replicas, (successor, replicas)  # the standby, not the pod that replaced the leader
+    expected = {f"{job}-node-{rank}" for job in ("before", "after") for rank in range(3)}
+    assert set(created) == expected, created
+    assert all(len(uids) == 1 for uids in created.values()), created
