@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import NAMESPACED_MODE, Cluster, job, wait_condition, wait_for
+from conftest import NAMESPACED_MODE, Cluster, helm, job, wait_condition, wait_for
 from minicluster.kubeapi import ApiError
 from minicluster.operator_process import OperatorProcess, operator_kubeconfig
-from test_helm import CHART, can_i, helm, helm_bin  # noqa: F401 (helm_bin is a fixture)
+from test_helm import CHART, can_i
 from test_trainingjob import TJ, command_job, create_job, pods_of
 
 WATCHED, OTHER = NAMESPACED_MODE
@@ -41,7 +41,7 @@ def fixed_namespaces(cluster: Cluster) -> Iterator[tuple[str, str]]:
 
 
 def test_the_operator_in_namespaced_mode_runs_jobs_with_roles_only(
-        cluster: Cluster, helm_bin: Path, namespace: str, fixed_namespaces: tuple[str, str],  # noqa: F811
+        cluster: Cluster, helm_bin: Path, namespace: str, fixed_namespaces: tuple[str, str],
         tmp_path: Path) -> None:
     release = f"kf-{namespace}"
     helm(helm_bin, "install", release, str(CHART), "-n", namespace, "--set=replicas=0",
