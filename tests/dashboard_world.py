@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubeforge_api.constants import LABEL_JOB, LABEL_MANAGED_BY, LABEL_RANK, LABEL_ROLE, LABEL_SERVING, LABEL_TRACK
+from kubeforge_api.curves import encode
 from kubeforge_api.meta import Condition
 from kubeforge_api.servingjob import ServingJob
 from kubeforge_api.trainingjob import TrainingJob
@@ -37,11 +38,12 @@ def tj(name: str, status: dict[str, Any] | None, nodes: int = 2, **spec: Any) ->
     return TrainingJob.model_validate(body)
 
 
-def history(n: int) -> dict[str, list[list[float]]]:
-    return {"loss": [[i * 10, 2.3 / (1 + i)] for i in range(n)],
-            "evalLoss": [[i * 40, 2.4 / (1 + i)] for i in range(n // 4)],
-            "accuracy": [[i * 40, min(0.1 + 0.1 * i, 0.97)] for i in range(n // 4)],
-            "samplesPerSecond": [[i * 10, 900.0 + i] for i in range(n)]}
+def history(n: int) -> dict[str, str]:
+    """`status.history` as the operator writes it: one `step:value` string per curve."""
+    return {"loss": encode((i * 10, 2.3 / (1 + i)) for i in range(n)),
+            "evalLoss": encode((i * 40, 2.4 / (1 + i)) for i in range(n // 4)),
+            "accuracy": encode((i * 40, min(0.1 + 0.1 * i, 0.97)) for i in range(n // 4)),
+            "samplesPerSecond": encode((i * 10, 900.0 + i) for i in range(n))}
 
 
 def report(accepted: bool) -> dict[str, Any]:

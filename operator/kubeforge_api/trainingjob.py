@@ -22,6 +22,7 @@ from .constants import (
     State,
 )
 from .crd import Column, CrdKind
+from .curves import MAX_CURVE_POINTS, Curve
 from .meta import MAX_NAME_LENGTH, NAME_TOO_LONG, Condition, ObjectMeta
 from .model import IntOrString, Resources, Rule, RuleViolation, list_map, omit_default
 from .model import Model as Model  # re-exported: other kinds import the base from here
@@ -362,9 +363,6 @@ class Artifact(Model):
     size_bytes: int | None = Field(default=None, description="Size of the weights in bytes.")
 
 
-HistoryPoint = Annotated[list[float], Field(min_length=2, max_length=2)]
-
-
 class TrainingJobStatus(Model):
     """What the operator observed; written only by the operator (status subresource)."""
 
@@ -384,9 +382,9 @@ class TrainingJobStatus(Model):
     last_failure: LastFailure | None = Field(default=None, description=(
         "The failure that decided the last restart or the job's failure."))
     progress: Progress | None = Field(default=None, description="Training progress as rank 0 last reported it.")
-    history: dict[str, list[HistoryPoint]] | None = Field(default=None, description=(
-        "Metric curves (loss, evalLoss, accuracy, perplexity, samplesPerSecond): [[step, value], ...], downsampled "
-        "to at most 200 points each."))
+    history: dict[str, Curve] | None = Field(default=None, max_length=8, description=(
+        "Metric curves (loss, evalLoss, accuracy, perplexity, samplesPerSecond), each one line of space-separated "
+        f"step:value pairs, oldest first, e.g. '10:2.303 20:1.971'; thinned to at most {MAX_CURVE_POINTS} points."))
     last_checkpoint: CheckpointRef | None = Field(default=None, description="The newest checkpoint written.")
     artifact: Artifact | None = Field(default=None, description="The trained model, once the job succeeded.")
     compression: dict[str, Any] | None = Field(default=None, description=(

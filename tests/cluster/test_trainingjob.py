@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import REPO, Cluster, absent, condition, job, pod_logs, wait_condition, wait_for
+from kubeforge_api.curves import MAX_CURVE_POINTS, decode
 from minicluster.operator_process import OperatorProcess
 
 Obj = dict[str, Any]
@@ -59,6 +60,7 @@ def test_sample_succeeds_with_the_wiring_pods_expect(cluster: Cluster, operator:
             assert fields["KUBEFORGE_JOB_UID"] == obj["metadata"]["uid"]
     if name == "digits":
         assert_trained(cluster, namespace, obj)
+        assert_describe_fits_a_screen(cluster, namespace, name)
     if name == "allreduce":
         out = operator.tail(400)
         assert "Traceback" not in out
@@ -200,12 +202,24 @@ def test_status_fields_and_printer_columns(cluster: Cluster, operator: OperatorP
     assert json.loads(cluster.kubectl("get", "kubeforge", "-n", namespace, "-o", "json").stdout)["items"]
 
 
+def assert_describe_fits_a_screen(cluster: Cluster, namespace: str, name: str) -> None:
+    """`kubectl describe` of a finished recipe job fits on a screen: no more than 80 lines, none
+    wider than a wide terminal, and it still names the state, the loss and the artifact."""
+    out = cluster.kubectl("describe", "tj", name, "-n", namespace).stdout
+    lines = out.splitlines()
+    print(f"kubectl describe tj/{name}: {len(lines)} lines, widest {max(map(len, lines))}")
+    assert len(lines) <= 80, out
+    assert max(map(len, lines)) <= 200, out
+    assert "Succeeded" in out and "Loss:" in out and "pvc://training-data/runs/digits/artifact" in out
+
+
 def assert_trained(cluster: Cluster, namespace: str, obj: Obj) -> None:
     """A recipe job that succeeded reports progress, curves, its last checkpoint and its artifact."""
     st = obj["status"]
     assert st["progress"]["step"] == st["progress"]["totalSteps"] > 0 and st["progress"]["percent"] == "100.0%"
     assert st["progress"]["eval"]["accuracy"] >= 0.9
-    assert 0 < len(st["history"]["loss"]) <= 200 and st["history"]["loss"][-1][0] == st["progress"]["step"]
+    loss = decode(st["history"]["loss"])
+    assert 0 < len(loss) <= MAX_CURVE_POINTS and loss[-1][0] == st["progress"]["step"]
     assert st["history"]["accuracy"]
     assert st["lastCheckpoint"]["step"] > 0
     art = st["artifact"]
