@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from kubeforge_api.contracts import HistoryPoint, ProgressDoc
@@ -53,11 +54,16 @@ def test_summary_is_rounded_so_unchanged_progress_writes_nothing() -> None:
                           "eval": {"accuracy": 0.5}, "samplesPerSecond": 1234.6, "etaSeconds": 12}
 
 
-def test_termination_message_fits_4k_and_ends_at_the_last_step() -> None:
-    history = [{"kind": "train", "step": s, "loss": 1.0 / s, "time": 1.0, "lr": 0.1} for s in range(1, 3001)]
+def test_termination_message_fits_4k_ends_at_the_last_step_and_keeps_every_eval_point() -> None:
+    history: list[dict[str, Any]] = []
+    for s in range(1, 3001):  # 8 epochs of 375 steps, an eval point after each epoch's last step
+        history.append({"kind": "train", "step": s, "loss": 1.0 / s, "time": 1.0, "lr": 0.1})
+        if s % 375 == 0:
+            history.append({"kind": "eval", "step": s, "accuracy": 0.9, "evalLoss": 0.3})
     msg = termination_message({"path": "artifact", "digest": "sha256:" + "ab" * 32, "sizeBytes": 1},
                               {"step": 3000, "history": history})
     assert len(msg) <= 4096
     parsed = json.loads(msg)
-    steps = [p["step"] for p in parsed["progress"]["history"]]
+    steps = [p["step"] for p in parsed["progress"]["history"] if p["kind"] == "train"]
     assert steps[-1] == 3000 and len(steps) > 20 and parsed["artifact"]["digest"] == "sha256:" + "ab" * 32
+    assert [p["step"] for p in parsed["progress"]["history"] if p["kind"] == "eval"] == [375 * e for e in range(1, 9)]
