@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from types import SimpleNamespace
@@ -58,7 +59,7 @@ def test_the_trainer_reports_the_smoothed_eta(monkeypatch: pytest.MonkeyPatch) -
     steps = 399  # under 400 steps every step is reported
     seconds = list(noisy_step_seconds(steps))
     clock = iter([0.0, *_cumulative(iter(seconds))])
-    monkeypatch.setattr(common.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clock))  # the clock StepLog reads
     reporter = ProgressReporter(None, None)
     log = common.StepLog(reporter, SimpleNamespace(attempt=0), 0, steps, BATCH, steps, None)  # type: ignore[arg-type]
     etas = []
