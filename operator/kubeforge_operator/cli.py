@@ -82,7 +82,7 @@ class Display:
     def __call__(self, run: LocalRun, plan: Plan) -> None:
         for e in plan.events:
             if e.type == "Warning":
-                self.bar.console.print(f"kubeforge: {e.reason}: {e.message}", highlight=False)
+                self.bar.console.print(f"kubeforge: {e.reason}: {e.message}", highlight=False, soft_wrap=True)
         p = run.status.get("progress")
         if self.quiet or not p or not p.get("totalSteps"):
             return
