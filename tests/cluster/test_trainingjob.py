@@ -120,6 +120,25 @@ def test_worker_exiting_1_fails_the_job_naming_pod_and_code(cluster: Cluster, op
              what="running pods cleaned up")
     out = cluster.kubectl("get", "tj", "-n", namespace).stdout
     assert re.search(r"exit1\s+Failed\s+2", out), out
+    logs = cluster.kubectl("logs", "exit1-node-1", "-n", namespace).stdout  # the pod that failed kept its logs
+    assert "bad hyper-parameters" in logs
+
+
+def test_the_trainers_own_reason_and_exit_code_reach_describe_and_events(
+        cluster: Cluster, operator: OperatorProcess, namespace: str) -> None:
+    """A recipe whose dataset file is missing: the trainer's one-line reason and its exit code 78
+    (configuration error, carried through torchrun, never retried) are what `kubectl describe` and
+    the job's Warning event say, not torchrun's ChildFailedError banner."""
+    body = {"apiVersion": "kubeforge.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": "nodata"},
+            "spec": {"nodes": 2, "recipe": {"model": "gpt", "dataset": "file", "datasetPath": "corpus/missing.txt"}}}
+    create_job(cluster, namespace, body)
+    st = wait_condition(cluster, namespace, "nodata", "Failed", 180)["status"]
+    assert (st["reason"], st["restartCount"], st["lastFailure"]["exitCode"]) == ("ExitCode", 0, 78)
+    assert "does not exist" in st["lastFailure"]["message"]
+    desc = cluster.kubectl("describe", "tj", "nodata", "-n", namespace).stdout
+    assert "does not exist" in desc and "code 78" in desc and "ChildFailedError" not in desc, desc
+    events = cluster.client.get(f"/api/v1/namespaces/{namespace}/events?fieldSelector=involvedObject.name%3Dnodata")
+    assert any(e["type"] == "Warning" and "does not exist" in e["message"] for e in events["items"]), events
 
 
 def test_gpu_job_on_a_cluster_without_enough_gpus_is_unschedulable_then_fails(
@@ -135,6 +154,11 @@ def test_gpu_job_on_a_cluster_without_enough_gpus_is_unschedulable_then_fails(
 
     obj = wait_for(unschedulable, 60, what="Running=False/Unschedulable")
     assert "nvidia.com/gpu" in condition(obj, "Running")["message"]  # type: ignore[index]
+    out = cluster.kubectl("get", "tj", "gpus", "-n", namespace).stdout  # the default columns say Pending
+    assert re.search(r"gpus\s+Pending\s+2\s", out), out
+    assert re.search(r"gpus\s+Pending\s+.*\sUnschedulable", cluster.kubectl(
+        "get", "tj", "gpus", "-n", namespace, "-o", "wide").stdout)
+    assert obj["status"]["replicaStatuses"]["node"] == {"pending": 2, "active": 0, "succeeded": 0, "failed": 0}
     desc = cluster.kubectl("describe", "tj", "gpus", "-n", namespace).stdout
     assert "Unschedulable" in desc
     obj = wait_condition(cluster, namespace, "gpus", "Failed", 60, reason="StartupDeadlineExceeded")
