@@ -344,8 +344,10 @@ class Progress(Model):
     percent: str | None = Field(default=None, description="step / totalSteps, e.g. 42.0% (printer column Progress).")
     loss: float | None = Field(default=None, description="Latest training loss.")
     eval: dict[str, float] | None = Field(default=None, description="Latest evaluation metrics, e.g. loss, accuracy.")
-    samples_per_second: float | None = Field(default=None, description="Training throughput of the whole job.")
-    eta_seconds: int | None = Field(default=None, description="Estimated seconds until training completes.")
+    samples_per_second: float | None = Field(default=None, description=(
+        "Training throughput of the whole job, smoothed over about 20 s."))
+    eta_seconds: int | None = Field(default=None, description=(
+        "Estimated seconds until training completes, from the smoothed throughput."))
 
 
 class CheckpointRef(Model):
