@@ -25,7 +25,8 @@ def encode(points: Iterable[CurvePoint]) -> str:
 def decode(curve: Any) -> list[CurvePoint]:
     """The points of a curve; also reads the older `[[step, value], ...]` form, and skips what is
     not a point (a hand-edited status), so a reader never fails on a curve."""
-    pairs: Iterable[Any] = (p.split(":", 1) for p in curve.split()) if isinstance(curve, str) else curve or ()
+    pairs: Iterable[Any] = (p.split(":", 1) for p in curve.split()) if isinstance(curve, str) else (
+        curve if isinstance(curve, list) else ())
     out: list[CurvePoint] = []
     for pair in pairs:
         try:

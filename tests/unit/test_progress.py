@@ -33,7 +33,7 @@ def test_a_curve_is_one_string_and_older_list_curves_still_read() -> None:
     assert encode([(10, 2.302585), (20, 1234.5678), (30, 1e-7)]) == "10:2.303 20:1235 30:1e-07"
     assert decode("10:2.303 20:1235 30:1e-07") == [(10, 2.303), (20, 1235.0), (30, 1e-07)]
     assert decode([[10, 2.5], [20.0, 1.0], ["bad"]]) == [(10, 2.5), (20, 1.0)]  # the older [[step, value]] form
-    assert decode("10:2.5 junk 20:x 30:1") == [(10, 2.5), (30, 1.0)]
+    assert decode("10:2.5 junk 20:x 30:1") == [(10, 2.5), (30, 1.0)] and decode(5) == decode(None) == []
     assert last_step({"loss": [[5, 1.0]], "accuracy": "7:0.5"}) == 7
     status = TrainingJobStatus.model_validate({"history": {"loss": [[1, 2.0], [2, 1.0]]}})
     assert status.history == {"loss": "1:2 2:1"}  # a job written by an older operator still parses
