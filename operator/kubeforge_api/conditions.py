@@ -18,16 +18,18 @@ def is_true(conditions: list[Condition], ctype: str) -> bool:
 
 
 def set_condition(conditions: list[Condition], ctype: str, status: bool, reason: str, message: str,
-                  now: str, generation: int) -> list[Condition]:
-    """A new list with `ctype` set; the transition time moves only when the status flips."""
+                  now: str, generation: int | None = None) -> list[Condition]:
+    """A new list with `ctype` set; the transition time moves only when the status flips. Without
+    `generation` the condition carries no observedGeneration of its own (the status's says it)."""
     value = "True" if status else "False"
     old = find(conditions, ctype)
     changed = old is None or old.get("status") != value
     new = {
         "type": ctype, "status": value, "reason": reason, "message": message[:1024],
         "lastTransitionTime": now if changed or old is None else old.get("lastTransitionTime", now),
-        "observedGeneration": generation,
     }
+    if generation is not None:
+        new["observedGeneration"] = generation
     if old == new:
         return conditions
     return [new if c.get("type") == ctype else c for c in conditions] if old else [*conditions, new]

@@ -255,7 +255,8 @@ class TrainingJobSpec(Model):
         Rule("has(self.command) == has(oldSelf.command) && (!has(self.command) || self.command == oldSelf.command)"
              f" && {_same('args')}", "spec.command and spec.args are immutable", ".command"),
         Rule(f"{_same('image')} && {_same('storage')}", "spec.image and spec.storage are immutable"),
-        Rule(f"self.runPolicy.suspend || ({_same('resources')} && {_same('env')} && {_same('podTemplate')})",
+        Rule("(has(self.runPolicy) && has(self.runPolicy.suspend) && self.runPolicy.suspend) || "
+             f"({_same('resources')} && {_same('env')} && {_same('podTemplate')})",
              "spec.resources, env and podTemplate can change only while spec.runPolicy.suspend is true"),
     )
 
@@ -287,15 +288,14 @@ class TrainingJobSpec(Model):
     recipe: Recipe | None = Field(default=None, description=(
         "Built-in training: model, dataset and hyper-parameters, no code needed. Exactly one of recipe or command. "
         "Immutable."))
-    checkpoint: Checkpoint = Field(default_factory=Checkpoint, json_schema_extra={"default": {}},
-                                   description="Checkpoint cadence and retention.")
+    checkpoint: Checkpoint = Field(default_factory=Checkpoint, description="Checkpoint cadence and retention.")
     storage: Storage | None = Field(default=None, description=(
         "Where checkpoints, metrics and the artifact go, mounted at /kubeforge/storage. Without a claim, an emptyDir "
         "(lost when pods restart). Immutable."))
     compression: CompressionSpec | None = Field(default=None, description=(
         "Optional accuracy-gated compression stage after training (quantization, pruning, distillation); needs a "
         "recipe and storage on a claim."))
-    run_policy: RunPolicy = Field(default_factory=RunPolicy, json_schema_extra={"default": {}}, description=(
+    run_policy: RunPolicy = Field(default_factory=RunPolicy, description=(
         "Failure, deadline, suspension and clean-up policy."))
     pod_template: PodTemplate = Field(default_factory=PodTemplate, description=(
         "The only pod settings a user chooses: labels, annotations, nodeSelector, tolerations, affinity, "
@@ -370,8 +370,8 @@ class TrainingJobStatus(Model):
 
     observed_generation: int | None = Field(default=None, description="The spec generation this status describes.")
     conditions: list[Condition] | None = Field(default=None, json_schema_extra=list_map("type"), description=(
-        "Created, Running, Restarting, Succeeded, Failed, Suspended (Compressed later); Succeeded and Failed are "
-        "terminal and never flip back."))
+        "Running, Restarting, Succeeded, Failed, Suspended, Compressed; Succeeded and Failed are terminal and "
+        "never flip back. status.observedGeneration is the generation they describe."))
     state: State | None = Field(default=None, description="One word for kubectl get (printer column State).")
     reason: str | None = Field(default=None, description="The CamelCase reason behind state (kubectl get -o wide).")
     start_time: str | None = Field(default=None, description="When pods were first created, or the job resumed.")
@@ -411,7 +411,7 @@ class TrainingJob(Model):
 
 CRD = CrdKind(
     group=GROUP, version=VERSION, kind="TrainingJob", plural=TRAININGJOB_PLURAL, model=TrainingJob,
-    short_names=("tj",), categories=("kubeforge",),
+    short_names=("tj",), categories=("kubeforge",), nested_defaults=False,
     columns=(
         Column("State", "string", ".status.state"),
         Column("Nodes", "integer", ".spec.nodes"),

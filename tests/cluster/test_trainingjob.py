@@ -158,7 +158,7 @@ def test_gpu_job_on_a_cluster_without_enough_gpus_is_unschedulable_then_fails(
     assert re.search(r"gpus\s+Pending\s+2\s", out), out
     assert re.search(r"gpus\s+Pending\s+.*\sUnschedulable", cluster.kubectl(
         "get", "tj", "gpus", "-n", namespace, "-o", "wide").stdout)
-    assert obj["status"]["replicaStatuses"]["node"] == {"pending": 2, "active": 0, "succeeded": 0, "failed": 0}
+    assert obj["status"]["replicaStatuses"]["node"] == {"pending": 2}  # counts of 0 are left out
     desc = cluster.kubectl("describe", "tj", "gpus", "-n", namespace).stdout
     assert "Unschedulable" in desc
     obj = wait_condition(cluster, namespace, "gpus", "Failed", 60, reason="StartupDeadlineExceeded")
@@ -219,14 +219,16 @@ def test_status_fields_and_printer_columns(cluster: Cluster, operator: OperatorP
     obj = wait_condition(cluster, namespace, "cols", "Running", 60)
     st = obj["status"]
     assert st["observedGeneration"] == obj["metadata"]["generation"]
-    assert st["replicaStatuses"] == {"node": {"pending": 0, "active": 2, "succeeded": 0, "failed": 0}}
+    assert st["replicaStatuses"] == {"node": {"active": 2}}
     assert st["startTime"] and st["state"] == "Running"
     out = cluster.kubectl("get", "tj", "-n", namespace, "-o", "wide").stdout
     assert re.search(r"cols\s+Running\s+2\s+.*\s0\s", out), out
     assert json.loads(cluster.kubectl("get", "kubeforge", "-n", namespace, "-o", "json").stdout)["items"]
 
 
-DESCRIBE_LINES = 110  # was 340, 236 of them status.history; the rest: spec with its defaults, conditions, events
+# Was 340: 236 of them status.history, then 107 with the defaults of spec.recipe and spec.runPolicy,
+# a Created condition, an observedGeneration per condition, pod counts of 0 and a finished job's ETA.
+DESCRIBE_LINES = 80
 
 
 def assert_describe_is_short(cluster: Cluster, namespace: str, name: str) -> None:
@@ -237,9 +239,11 @@ def assert_describe_is_short(cluster: Cluster, namespace: str, name: str) -> Non
     lines = out.splitlines()
     print(f"kubectl describe tj/{name}: {len(lines)} lines")
     history = lines.index("  History:")
-    assert [line.split(":")[0].strip() for line in lines[history + 1 : history + 5]] == [
-        "Accuracy", "Eval Loss", "Loss", "Samples Per Second"]
-    assert lines[history + 5].startswith("  Last Checkpoint:"), out  # nothing more of the history
+    end = next(i for i in range(history + 1, len(lines)) if not lines[i].startswith("    "))
+    curves = [line.split(":")[0].strip() for line in lines[history + 1 : end]]
+    # The throughput curve comes only from progress polls, which a short run on a busy machine can miss.
+    assert curves in (["Accuracy", "Eval Loss", "Loss"], ["Accuracy", "Eval Loss", "Loss", "Samples Per Second"]), out
+    assert lines[end].startswith("  Last Checkpoint:"), out  # nothing more of the history
     assert len(lines) <= DESCRIBE_LINES, out
     assert "Succeeded" in out and "pvc://training-data/runs/digits/artifact" in out
 
