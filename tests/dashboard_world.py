@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubeforge_api.constants import LABEL_JOB, LABEL_MANAGED_BY, LABEL_RANK, LABEL_ROLE, LABEL_SERVING, LABEL_TRACK
+from kubeforge_api.curves import encode
 from kubeforge_api.meta import Condition
 from kubeforge_api.servingjob import ServingJob
 from kubeforge_api.trainingjob import TrainingJob
@@ -37,11 +38,12 @@ def tj(name: str, status: dict[str, Any] | None, nodes: int = 2, **spec: Any) ->
     return TrainingJob.model_validate(body)
 
 
-def history(n: int) -> dict[str, list[list[float]]]:
-    return {"loss": [[i * 10, 2.3 / (1 + i)] for i in range(n)],
-            "evalLoss": [[i * 40, 2.4 / (1 + i)] for i in range(n // 4)],
-            "accuracy": [[i * 40, min(0.1 + 0.1 * i, 0.97)] for i in range(n // 4)],
-            "samplesPerSecond": [[i * 10, 900.0 + i] for i in range(n)]}
+def history(n: int) -> dict[str, str]:
+    """`status.history` as the operator writes it: one `step:value` string per curve."""
+    return {"loss": encode((i * 10, 2.3 / (1 + i)) for i in range(n)),
+            "evalLoss": encode((i * 40, 2.4 / (1 + i)) for i in range(n // 4)),
+            "accuracy": encode((i * 40, min(0.1 + 0.1 * i, 0.97)) for i in range(n // 4)),
+            "samplesPerSecond": encode((i * 10, 900.0 + i) for i in range(n))}
 
 
 def report(accepted: bool) -> dict[str, Any]:
@@ -70,8 +72,7 @@ def succeeded(name: str, accepted: bool) -> TrainingJob:
     return tj(name, {
         "state": "Succeeded", "reason": "Completed", "restartCount": 0, "startTime": "2026-11-28T10:01:00Z",
         "completionTime": "2026-11-28T10:09:00Z",
-        "conditions": [cond("Created", "True", "PodsCreated", "created the pods of attempt 0", 1),
-                       cond("Running", "False", "Completed", "all 2 worker pods succeeded", 9),
+        "conditions": [cond("Running", "False", "Completed", "all 2 worker pods succeeded", 9),
                        cond("Succeeded", "True", "Completed", "all 2 worker pods succeeded", 9)],
         "progress": {"step": 400, "totalSteps": 400, "percent": "100.0%", "loss": 0.05, "eval": {"accuracy": 0.955}},
         "history": history(40), "lastCheckpoint": {"step": 400},
@@ -83,15 +84,13 @@ def succeeded(name: str, accepted: bool) -> TrainingJob:
 def training_jobs() -> list[TrainingJob]:
     running = tj("digits-running", {
         "state": "Running", "reason": "AllPodsRunning", "restartCount": 0, "startTime": "2026-11-28T10:01:00Z",
-        "conditions": [cond("Created", "True", "PodsCreated", "created the pods of attempt 0", 1),
-                       cond("Running", "True", "AllPodsRunning", "all 2 pods are running", 2)],
+        "conditions": [cond("Running", "True", "AllPodsRunning", "all 2 pods are running", 2)],
         "progress": {"step": 120, "totalSteps": 400, "percent": "30.0%", "epoch": 2, "loss": 0.4213,
                      "samplesPerSecond": 912.0, "etaSeconds": 95, "eval": {"accuracy": 0.88}},
         "history": history(12), "lastCheckpoint": {"step": 100}})
     pending = tj("big-pending", {
         "state": "Pending", "reason": "Unschedulable", "startTime": "2026-11-28T10:01:00Z",
-        "conditions": [cond("Created", "True", "PodsCreated", "created the pods of attempt 0", 1),
-                       cond("Running", "False", "Unschedulable", "pod big-pending-node-0: 0/1 nodes are available: "
+        "conditions": [cond("Running", "False", "Unschedulable", "pod big-pending-node-0: 0/1 nodes are available: "
                             "1 Insufficient nvidia.com/gpu.", 2)]}, nodes=4,
         resources={"limits": {"nvidia.com/gpu": 8}})
     failed = tj("broken", {

@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO / "tests" / "cluster")]
 
 import yaml  # noqa: E402
+from kubeforge_api.curves import MAX_CURVE_POINTS, encode  # noqa: E402
 from kubeforge_api.trainingjob import TrainingJob  # noqa: E402
 from kubeforge_dashboard.cache import CachingSource  # noqa: E402
 from kubeforge_dashboard.kube import KubernetesSource, connect  # noqa: E402
@@ -45,8 +46,8 @@ class PerJobSource(KubernetesSource):
 
 
 def status(i: int, points: int) -> dict[str, Any]:
-    hist = {k: [[s * 10, 1.0 / (s + 1)] for s in range(points)] for k in ("loss", "evalLoss", "accuracy",
-                                                                         "samplesPerSecond")}
+    hist = {k: encode((s * 10, 1.0 / (s + 1)) for s in range(points)) for k in ("loss", "evalLoss", "accuracy",
+                                                                                "samplesPerSecond")}
     t = "2026-11-28T10:00:00Z"
     return {"state": "Running", "reason": "AllPodsRunning", "restartCount": i % 3, "startTime": t,
             "conditions": [{"type": "Created", "status": "True", "reason": "PodsCreated", "message": "created",
@@ -66,7 +67,7 @@ def populate(client: KubeClient, kubeconfig: Path, jobs: int) -> None:
     subprocess.run(["kubectl", f"--kubeconfig={kubeconfig}", "apply", "--server-side", "-n", NS, "-f", "-"],
                    input=yaml.safe_dump_all(docs), text=True, check=True, capture_output=True)
     for i in range(jobs):
-        points = 10 if i == 0 else 200  # job-0000 has a short history, the rest the full 200 points
+        points = 10 if i == 0 else MAX_CURVE_POINTS  # job-0000 has a short history, the rest a full one
         client.patch(f"{API}/job-{i:04d}/status", {"status": status(i, points)})
 
 

@@ -75,7 +75,6 @@ RESERVED_ENV_PREFIXES: Final = ("PET_", "TORCHELASTIC_", "KUBEFORGE_")
 
 
 class ConditionType(StrEnum):
-    CREATED = "Created"
     RUNNING = "Running"
     RESTARTING = "Restarting"
     SUCCEEDED = "Succeeded"

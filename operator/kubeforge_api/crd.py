@@ -80,6 +80,10 @@ class CrdKind:
     categories: tuple[str, ...] = ()
     columns: tuple[Column, ...] = ()
     scope: str = "Namespaced"
+    # False: the API server fills in the defaults of the spec's own fields only; those inside its
+    # objects (e.g. spec.recipe.epochs) are applied by the models, which every reader of a spec
+    # parses it with. `kubectl explain` and docs/api.md state every default either way.
+    nested_defaults: bool = True
 
     @property
     def name(self) -> str:
@@ -216,9 +220,33 @@ def explained(node: JsonDict) -> JsonDict:
     return _ordered(out)
 
 
+def without_defaults(node: JsonDict) -> JsonDict:
+    """A copy of `node` with no `default` anywhere (descriptions keep saying them)."""
+    out = {k: v for k, v in node.items() if k != "default"}
+    if "properties" in out:
+        out["properties"] = {k: without_defaults(v) for k, v in out["properties"].items()}
+    for key in ("items", "additionalProperties"):
+        if isinstance(out.get(key), dict):
+            out[key] = without_defaults(out[key])
+    return out
+
+
+def own_defaults_only(node: JsonDict) -> JsonDict:
+    """A copy of object schema `node` that keeps the defaults of its own fields and none below them."""
+    fields = {}
+    for name, child in node["properties"].items():
+        kept = without_defaults(child)
+        if "default" in child:
+            kept["default"] = child["default"]
+        fields[name] = _ordered(kept)
+    return {**node, "properties": fields}
+
+
 def _root_schema(kind: CrdKind) -> JsonDict:
     schema = explained(structural(kind.model))
     own = {k: v for k, v in schema["properties"].items() if k not in STANDARD}
+    if not kind.nested_defaults and "spec" in own:
+        own["spec"] = own_defaults_only(own["spec"])
     schema["properties"] = {**STANDARD, **own}
     return schema
 

@@ -26,11 +26,11 @@ class ObjectMeta(Model):
 class Condition(Model):
     """One observation of the object's state, as Kubernetes API conventions define it."""
 
-    type: str = Field(max_length=316, description="Condition type, e.g. Created, Running, Succeeded, Failed.")
+    type: str = Field(max_length=316, description="Condition type, e.g. Running, Succeeded, Failed, Ready.")
     status: Literal["True", "False", "Unknown"] = Field(description="Whether the condition holds.")
     reason: str | None = Field(default=None, max_length=1024,
                                description="CamelCase reason for the last transition (a programmatic identifier).")
     message: str | None = Field(default=None, description="Human-readable details of the last transition.")
     last_transition_time: str | None = Field(default=None, description="When the status last changed (RFC 3339).")
-    observed_generation: int | None = Field(default=None, ge=0,
-                                            description="The metadata.generation the condition was set for.")
+    observed_generation: int | None = Field(default=None, ge=0, description=(
+        "The metadata.generation the condition was set for."))

@@ -21,6 +21,7 @@ from .constants import (
     State,
 )
 from .crd import Column, CrdKind
+from .curves import MAX_CURVE_POINTS, Curve
 from .meta import MAX_NAME_LENGTH, NAME_TOO_LONG, Condition, ObjectMeta
 from .model import IntOrString, Resources, Rule, RuleViolation, list_map, omit_default
 from .model import Model as Model  # re-exported: other kinds import the base from here
@@ -214,7 +215,8 @@ class TrainingJobSpec(Model):
         Rule("has(self.command) == has(oldSelf.command) && (!has(self.command) || self.command == oldSelf.command)"
              f" && {_same('args')}", "spec.command and spec.args are immutable", ".command"),
         Rule(f"{_same('image')} && {_same('storage')}", "spec.image and spec.storage are immutable"),
-        Rule(f"self.runPolicy.suspend || ({_same('resources')} && {_same('env')} && {_same('podTemplate')})",
+        Rule("(has(self.runPolicy) && has(self.runPolicy.suspend) && self.runPolicy.suspend) || "
+             f"({_same('resources')} && {_same('env')} && {_same('podTemplate')})",
              "spec.resources, env and podTemplate can change only while spec.runPolicy.suspend is true"),
     )
 
@@ -246,15 +248,14 @@ class TrainingJobSpec(Model):
     recipe: Recipe | None = Field(default=None, description=(
         "Built-in training: model, dataset and hyper-parameters, no code needed. Exactly one of recipe or command. "
         "Immutable."))
-    checkpoint: Checkpoint = Field(default_factory=Checkpoint, json_schema_extra={"default": {}},
-                                   description="Checkpoint cadence and retention.")
+    checkpoint: Checkpoint = Field(default_factory=Checkpoint, description="Checkpoint cadence and retention.")
     storage: Storage | None = Field(default=None, description=(
         "Where checkpoints, metrics and the artifact go, mounted at /kubeforge/storage. Without a claim, an emptyDir "
         "(lost when pods restart). Immutable."))
     compression: CompressionSpec | None = Field(default=None, description=(
         "Optional accuracy-gated compression stage after training (quantization, pruning, distillation); needs a "
         "recipe and storage on a claim."))
-    run_policy: RunPolicy = Field(default_factory=RunPolicy, json_schema_extra={"default": {}}, description=(
+    run_policy: RunPolicy = Field(default_factory=RunPolicy, description=(
         "Failure, deadline, suspension and clean-up policy."))
     pod_template: PodTemplate = Field(default_factory=PodTemplate, description=(
         "The only pod settings a user chooses: labels, annotations, nodeSelector, tolerations, affinity, "
@@ -303,8 +304,10 @@ class Progress(Model):
     percent: str | None = Field(default=None, description="step / totalSteps, e.g. 42.0% (printer column Progress).")
     loss: float | None = Field(default=None, description="Latest training loss.")
     eval: dict[str, float] | None = Field(default=None, description="Latest evaluation metrics, e.g. loss, accuracy.")
-    samples_per_second: float | None = Field(default=None, description="Training throughput of the whole job.")
-    eta_seconds: int | None = Field(default=None, description="Estimated seconds until training completes.")
+    samples_per_second: float | None = Field(default=None, description=(
+        "Training throughput of the whole job, smoothed over about 20 s."))
+    eta_seconds: int | None = Field(default=None, description=(
+        "Estimated seconds until training completes, from the smoothed throughput."))
 
 
 class CheckpointRef(Model):
@@ -322,16 +325,13 @@ class Artifact(Model):
     size_bytes: int | None = Field(default=None, description="Size of the weights in bytes.")
 
 
-HistoryPoint = Annotated[list[float], Field(min_length=2, max_length=2)]
-
-
 class TrainingJobStatus(Model):
     """What the operator observed; written only by the operator (status subresource)."""
 
     observed_generation: int | None = Field(default=None, description="The spec generation this status describes.")
     conditions: list[Condition] | None = Field(default=None, json_schema_extra=list_map("type"), description=(
-        "Created, Running, Restarting, Succeeded, Failed, Suspended (Compressed later); Succeeded and Failed are "
-        "terminal and never flip back."))
+        "Running, Restarting, Succeeded, Failed, Suspended, Compressed; Succeeded and Failed are terminal and "
+        "never flip back."))
     state: State | None = Field(default=None, description="One word for kubectl get (printer column State).")
     reason: str | None = Field(default=None, description="The CamelCase reason behind state (kubectl get -o wide).")
     start_time: str | None = Field(default=None, description="When pods were first created, or the job resumed.")
@@ -344,9 +344,9 @@ class TrainingJobStatus(Model):
     last_failure: LastFailure | None = Field(default=None, description=(
         "The failure that decided the last restart or the job's failure."))
     progress: Progress | None = Field(default=None, description="Training progress as rank 0 last reported it.")
-    history: dict[str, list[HistoryPoint]] | None = Field(default=None, description=(
-        "Metric curves (loss, evalLoss, accuracy, perplexity, samplesPerSecond): [[step, value], ...], downsampled "
-        "to at most 200 points each."))
+    history: dict[str, Curve] | None = Field(default=None, max_length=8, description=(
+        "Metric curves (loss, evalLoss, accuracy, perplexity, samplesPerSecond), each one line of space-separated "
+        f"step:value pairs, oldest first, e.g. '10:2.303 20:1.971'; thinned to at most {MAX_CURVE_POINTS} points."))
     last_checkpoint: CheckpointRef | None = Field(default=None, description="The newest checkpoint written.")
     artifact: Artifact | None = Field(default=None, description="The trained model, once the job succeeded.")
     compression: dict[str, Any] | None = Field(default=None, description=(
@@ -371,7 +371,7 @@ class TrainingJob(Model):
 
 CRD = CrdKind(
     group=GROUP, version=VERSION, kind="TrainingJob", plural=TRAININGJOB_PLURAL, model=TrainingJob,
-    short_names=("tj",), categories=("kubeforge",),
+    short_names=("tj",), categories=("kubeforge",), nested_defaults=False,
     columns=(
         Column("State", "string", ".status.state"),
         Column("Nodes", "integer", ".spec.nodes"),

@@ -57,30 +57,42 @@ def load_job(path: Path) -> Obj:
     return doc
 
 
+def eta_text(progress: Obj) -> str:
+    """The trainer's ETA (from its smoothed throughput, as in `status.progress`), e.g. `ETA 0:01:05`."""
+    eta, left = progress.get("etaSeconds"), progress.get("totalSteps", 0) - progress.get("step", 0)
+    if eta is None or left <= 0:
+        return ""
+    minutes, seconds = divmod(int(eta), 60)
+    return f"ETA {minutes // 60}:{minutes % 60:02d}:{seconds:02d}"
+
+
 class Display:
-    """A live progress bar on a terminal (rich), a line per 10 % otherwise; Warning events as lines."""
+    """A live progress bar on a terminal (rich), a line per 10 % otherwise; Warning events as lines.
+    The ETA is the trainer's (smoothed), not one the bar estimates from irregular updates."""
 
     def __init__(self, quiet: bool) -> None:
-        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
         self.quiet, self.tty, self.shown = quiet, sys.stdout.isatty(), -1
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                            TextColumn("{task.fields[detail]}"), TimeRemainingColumn(), disable=quiet or not self.tty)
-        self.task = self.bar.add_task("training", total=None, detail="")
+                            TextColumn("{task.fields[detail]}"), TextColumn("{task.fields[eta]}"),
+                            disable=quiet or not self.tty)
+        self.task = self.bar.add_task("training", total=None, detail="", eta="")
 
     def __call__(self, run: LocalRun, plan: Plan) -> None:
         for e in plan.events:
             if e.type == "Warning":
-                self.bar.console.print(f"kubeforge: {e.reason}: {e.message}", highlight=False)
+                self.bar.console.print(f"kubeforge: {e.reason}: {e.message}", highlight=False, soft_wrap=True)
         p = run.status.get("progress")
         if self.quiet or not p or not p.get("totalSteps"):
             return
         metrics = {"loss": p["loss"]} if "loss" in p else {}
         detail = " ".join(f"{k} {v:.4g}" for k, v in {**metrics, **p.get("eval", {})}.items())
-        self.bar.update(self.task, completed=p["step"], total=p["totalSteps"], detail=f"step {p['step']} {detail}")
+        self.bar.update(self.task, completed=p["step"], total=p["totalSteps"], detail=f"step {p['step']} {detail}",
+                        eta=eta_text(p))
         tenth = int(float(p["percent"].rstrip("%")) // 10)
         if not self.tty and tenth > self.shown:
-            print(f"{p['percent']:>6} step {p['step']}/{p['totalSteps']} {detail}", flush=True)
+            print(f"{p['percent']:>6} step {p['step']}/{p['totalSteps']} {detail} {eta_text(p)}".rstrip(), flush=True)
             self.shown = tenth
 
     def __enter__(self) -> Display:

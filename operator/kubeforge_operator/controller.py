@@ -84,8 +84,16 @@ def slim(obj: Obj, keep_spec: bool = True) -> Obj:
 
 
 def status_patch(old: Obj, new: Obj) -> Obj:
-    """Merge-patch body turning `old` into `new` (removed keys become null)."""
-    patch: Obj = {k: v for k, v in new.items() if old.get(k) != v}
+    """Merge-patch body turning `old` into `new`: removed keys become null, at every depth (a merge
+    patch merges objects, so a key left out of a nested object would otherwise stay)."""
+    patch: Obj = {}
+    for k, v in new.items():
+        before = old.get(k)
+        if isinstance(v, dict) and isinstance(before, dict):
+            if before != v:
+                patch[k] = status_patch(before, v)
+        elif before != v or k not in old:
+            patch[k] = v
     patch.update({k: None for k in old if k not in new})
     return patch
 

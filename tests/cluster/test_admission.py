@@ -145,16 +145,34 @@ def test_fields_that_shape_the_gang_are_immutable(cluster: Cluster, crds: None, 
     changed["spec"]["podTemplate"] = {"nodeSelector": {"pool": "cpu"}}
     out = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(changed), check=False)
     assert out.returncode != 0 and "suspend" in out.stderr, out.stderr
+    # Without runPolicy (the API server does not fill it in) the rule still judges: not suspended.
+    plain = named("plain")
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(plain))
+    plain["spec"]["podTemplate"] = {"nodeSelector": {"pool": "cpu"}}
+    out = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(plain), check=False)
+    assert out.returncode != 0 and "can change only while spec.runPolicy.suspend is true" in out.stderr, out.stderr
 
 
-def test_defaults_are_filled_in_by_the_api_server(cluster: Cluster, crds: None, namespace: str) -> None:
+def test_defaults_of_the_spec_are_filled_in_by_the_api_server_those_inside_its_objects_by_the_models(
+        cluster: Cluster, crds: None, namespace: str) -> None:
+    """The spec's own fields get their defaults from the API server (CEL rules read them); the
+    stored spec otherwise holds what its author wrote (`kubectl describe` stays short), and the
+    models, which every reader parses a spec with, apply the rest, as `kubectl explain` says."""
     doc = copy.deepcopy(BASE)
     doc["metadata"]["name"] = "defaults"
+    doc["spec"]["recipe"], doc["spec"]["runPolicy"] = dict(RECIPE), {"cleanPodPolicy": "None"}
+    del doc["spec"]["command"]
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
     spec = cluster.client.get(f"/apis/kubeforge.dev/v1alpha1/namespaces/{namespace}/trainingjobs/defaults")["spec"]
     assert spec["strategy"] == "ddp" and spec["nodes"] == 1 and spec["procsPerNode"] == 1
-    assert spec["runPolicy"] == {"backoffLimit": 3, "suspend": False, "cleanPodPolicy": "Running"}
-    assert spec["checkpoint"] == {"intervalSteps": 100, "keep": 3}
+    assert spec["parameterServers"] == 0
+    assert spec["recipe"] == RECIPE and spec["runPolicy"] == {"cleanPodPolicy": "None"} and "checkpoint" not in spec
+    typed = TrainingJob.model_validate({**doc, "spec": spec}).spec
+    policy = typed.run_policy
+    assert (policy.backoff_limit, policy.suspend, typed.checkpoint.interval_steps) == (3, False, 100)
+    assert typed.recipe is not None and (typed.recipe.epochs, typed.recipe.optimizer) == (10, "adamw")
+    out = " ".join(cluster.kubectl("explain", "trainingjob.spec.recipe.epochs").stdout.split())
+    assert "Range: 1 to 10000. Default: 10." in out, out
 
 
 def local_verdict(doc: Obj) -> str | None:

@@ -180,7 +180,7 @@ def test_overview_lists_come_from_one_list_then_watch_events(cluster: Cluster, n
     wait_for(lambda: [j.metadata.name for j in src.training_jobs((namespace,)).items] == ["watched"], 30,
              what="the new job in the mirror")
     path = f"/apis/kubeforge.dev/v1alpha1/namespaces/{namespace}/trainingjobs/watched/status"
-    cluster.client.patch(path, {"status": {"state": "Running", "history": {"loss": [[1, 2.0], [2, 1.0]]}}})
+    cluster.client.patch(path, {"status": {"state": "Running", "history": {"loss": "1:2 2:1"}}})
 
     def state() -> str | None:
         (j,) = src.training_jobs((namespace,)).items
@@ -188,7 +188,7 @@ def test_overview_lists_come_from_one_list_then_watch_events(cluster: Cluster, n
         return j.status.state if j.status else None
 
     wait_for(lambda: state() == "Running", 30, what="the status change in the mirror")
-    assert src.training_job(namespace, "watched").status.history == {"loss": [[1, 2.0], [2, 1.0]]}  # type: ignore
+    assert src.training_job(namespace, "watched").status.history == {"loss": "1:2 2:1"}  # type: ignore
     cluster.kubectl("delete", "-n", namespace, "tj/watched")
     wait_for(lambda: src.training_jobs((namespace,)).items == [], 30, what="the deletion in the mirror")
     assert src.calls["list trainingjobs"] == 1

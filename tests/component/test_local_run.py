@@ -88,14 +88,15 @@ def test_local_restarts_follow_the_operators_policy(tmp_path: Path, codes: list[
         assert out.stderr.strip().splitlines()[-1].startswith("kubeforge: table Failed")
 
 
-def test_ctrl_c_stops_every_process_and_records_interrupted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_every_process_and_records_interrupted(tmp_path: Path, sig: signal.Signals) -> None:
     proc = subprocess.Popen([KUBEFORGE, "run", str(SAMPLES / "trainingjob-digits-ddp.yaml"), "--runs-dir",
                              str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob("*/logs/*.log")) and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(3)  # the ranks are up and running
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert "Traceback" not in err and err.strip().splitlines() == [err.strip().splitlines()[-1]]

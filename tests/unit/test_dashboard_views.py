@@ -71,7 +71,7 @@ def test_training_timeline_pods_curves_and_failure() -> None:
     jobs = {j.metadata.name: j for j in w.training_jobs()}
     done = jobs["digits-q"]
     events = [r.event for r in training.timeline(done.status)]
-    assert events == ["Created", "Started", "Completed", "Running", "Succeeded"]
+    assert events == ["Started", "Completed", "Running", "Succeeded"]
     curves = training.curves(done.status)
     assert set(curves) == {"Loss", "Eval metric", "Samples per second"}
     assert {p.series for p in curves["Loss"]} == {"loss", "evalLoss"} and len(curves["Loss"]) == 40 + 10

@@ -118,7 +118,15 @@ def test_the_crd_declares_names_columns_and_the_status_subresource() -> None:
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
     assert columns["State"]["jsonPath"] == ".status.state" and columns["Reason"]["priority"] == 1
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    assert spec["properties"]["runPolicy"]["default"] == {} and spec["properties"]["checkpoint"]["default"] == {}
+    # The API server fills in the spec's own defaults (CEL rules read them), not those inside its
+    # objects: the models apply those, so a stored spec says what its author wrote. explain still
+    # states every default.
+    assert spec["properties"]["nodes"]["default"] == 1 and spec["properties"]["strategy"]["default"] == "ddp"
+    nested = [path for path, node in schema_nodes(spec, "spec") if "default" in node and path.count(".") > 1]
+    assert nested == [] and "default" not in spec["properties"]["runPolicy"], nested
+    backoff = spec["properties"]["runPolicy"]["properties"]["backoffLimit"]
+    assert backoff["description"].endswith("Range: 0 to 100. Default: 3.")
+    assert TrainingJobSpec.model_validate({"command": ["x"]}).run_policy.backoff_limit == 3
     assert "default" not in spec["properties"]["env"]["items"]["properties"]["value"]
     assert spec["properties"]["compression"]["properties"]["methods"]["maxItems"] == 8
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]
@@ -270,6 +278,15 @@ def test_every_status_the_operator_writes_fits_the_status_schema() -> None:
         seen |= set(status)
     assert {"progress", "history", "lastCheckpoint", "artifact", "lastFailure", "restartCount", "replicaStatuses",
             "conditions", "state", "reason", "startTime", "completionTime", "observedGeneration"} <= seen
+
+
+def test_a_finished_job_keeps_its_final_numbers_but_no_rate_or_eta() -> None:
+    """Throughput and ETA only mean something while training runs; the curves keep the rate."""
+    succeeded = statuses()[3]
+    assert succeeded["state"] == "Succeeded"
+    assert succeeded["progress"] == {"step": 40, "totalSteps": 100, "epoch": 2, "percent": "40.0%", "loss": 0.52,
+                                     "eval": {"loss": 0.6, "accuracy": 0.81}}
+    assert succeeded["history"]["samplesPerSecond"] == "10:800"
 
 
 def test_kinds_listed_for_generation_are_all_the_crds() -> None:

@@ -11,6 +11,7 @@ import pytest
 from kubeforge_api.conditions import set_condition
 from kubeforge_api.exitcodes import FailureClass, classify
 from kubeforge_api.trainingjob import TrainingJobSpec
+from kubeforge_operator.controller import status_patch
 from kubeforge_operator.plan import World, ts
 from kubeforge_operator.render.trainingjob import JobRef, members, render_pod, render_service
 from kubeforge_operator.trainingjob.context import Config
@@ -129,6 +130,16 @@ def test_set_condition_is_idempotent_and_keeps_transition_time() -> None:
     assert c[0]["lastTransitionTime"] == "t4"
 
 
+def test_a_status_patch_removes_what_the_new_status_leaves_out_at_every_depth() -> None:
+    """A merge patch merges nested objects: a count that dropped to 0 (and so is left out) must be
+    nulled, or the API server keeps the old number."""
+    old = {"state": "Running", "replicaStatuses": {"node": {"active": 2}}, "progress": {"step": 5, "etaSeconds": 3}}
+    new = {"state": "Succeeded", "replicaStatuses": {"node": {"succeeded": 2}}, "progress": {"step": 5}}
+    assert status_patch(old, new) == {"state": "Succeeded", "progress": {"etaSeconds": None},
+                                      "replicaStatuses": {"node": {"succeeded": 2, "active": None}}}
+    assert status_patch(new, new) == {} and status_patch(old, {}) == {k: None for k in old}
+
+
 def test_backoff_doubles_and_caps() -> None:
     assert [backoff(n, CFG) for n in (1, 2, 3, 6, 20)] == [10, 20, 40, 300, 300]
 
@@ -138,9 +149,11 @@ def test_backoff_doubles_and_caps() -> None:
 def test_new_job_creates_service_and_pods_and_says_why_it_waits() -> None:
     plan = run(tj(), [], service=False)
     assert [o["kind"] for o in plan.create] == ["Service", "Pod", "Pod"]
-    assert cond(plan, "Created")["status"] == "True"
+    assert cond(plan, "Running")["reason"] == "ContainerCreating"  # no separate Created condition
     assert plan.status["state"] == "Created" and plan.status["observedGeneration"] == 2
     assert plan.status["startTime"] == ts(NOW)
+    assert [(e.reason, e.message) for e in plan.events] == [("PodsCreated", "created the pods of attempt 0")]
+    assert all(c["observedGeneration"] == 2 for c in plan.status["conditions"])
 
 
 def test_unchanged_world_gives_an_unchanged_status_and_no_actions() -> None:
@@ -188,8 +201,9 @@ def test_all_running_then_all_succeeded() -> None:
     assert cond(plan, "Running")["status"] == "True" and plan.status["state"] == "Running"
     plan = run(tj(status=plan.status), [pod(0, "Succeeded"), pod(1, "Succeeded")])
     assert cond(plan, "Succeeded")["status"] == "True" and plan.status["completionTime"] == ts(NOW)
-    assert plan.status["replicaStatuses"] == {"node": {"pending": 0, "active": 0, "succeeded": 2, "failed": 0}}
+    assert plan.status["replicaStatuses"] == {"node": {"succeeded": 2}}  # counts of 0 are left out
     assert [e.reason for e in plan.events] == ["Completed"]
+    assert "etaSeconds" not in plan.status.get("progress", {})
 
 
 def test_sigkill_restarts_the_gang_and_counts_once() -> None:

@@ -72,15 +72,21 @@ class ProgressReporter:
 
     def record(self, kind: str, **values: Any) -> None:
         """Append one point to the history ({"kind": "train"|"eval", "step": ..., "loss": ...})."""
-        point = {"kind": kind, "time": round(time.time(), 3), **values}
+        self.record_all([(kind, values)])
+
+    def record_all(self, points: list[tuple[str, dict[str, Any]]]) -> None:
+        """Append points of one step at once: a poll sees all or none of them (a poll asks for steps
+        after the last it saw, so one between a step's train and eval points lost the eval point)."""
+        now = round(time.time(), 3)
+        stamped = [{"kind": kind, "time": now, **values} for kind, values in points]
         with self.lock:
-            self.points.append(point)
+            self.points.extend(stamped)
         if self.history is None:
             return
         if self._file is None:  # opened once: a point costs a write and a flush, not an open and a close
             self.history.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.history.open("a")
-        self._file.write(json.dumps(point) + "\n")
+        self._file.write("".join(json.dumps(p) + "\n" for p in stamped))
         self._file.flush()
 
     def snapshot(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubeforge_api.constants import LABEL_RANK, LABEL_ROLE
+from kubeforge_api.curves import decode
 from kubeforge_api.servingjob import ServingJob
 from kubeforge_api.trainingjob import TrainingJob, TrainingJobStatus
 
@@ -118,7 +119,7 @@ def curves(status: TrainingJobStatus | None) -> dict[str, list[CurvePoint]]:
     for series, points in history.items():
         chart = ("Loss" if series in LOSS_SERIES else "Samples per second" if series in THROUGHPUT_SERIES
                  else "Eval metric")
-        charts[chart] += [CurvePoint(series, p[0], p[1]) for p in points]
+        charts[chart] += [CurvePoint(series, step, value) for step, value in decode(points)]
     return {c: pts for c, pts in charts.items() if pts}
 
 

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 
+# Fields of status.progress that only mean something while training runs.
+RUNNING_ONLY_PROGRESS = ("samplesPerSecond", "etaSeconds")
+
+
 @dataclass(frozen=True)
 class Config:
     """The operator settings a TrainingJob decision depends on."""
@@ -125,6 +129,8 @@ class Pass:
         self.status["state"] = State.SUCCEEDED if ctype == ConditionType.SUCCEEDED else State.FAILED
         self.status["reason"] = reason
         self.status.setdefault("completionTime", ts(self.now))
+        for key in RUNNING_ONLY_PROGRESS:  # nothing runs any more: no rate, no ETA
+            (self.status.get("progress") or {}).pop(key, None)
 
     def fail(self, reason: str, message: str, failure: Failure | None = None, kill_all: bool = False) -> bool:
         """End the job Failed; pods go as cleanPodPolicy says (all that still run when `kill_all`),

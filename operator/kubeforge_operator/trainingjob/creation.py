@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from kubeforge_api.constants import ConditionType, Reason, State
+from kubeforge_api.constants import Reason, State
 
-from ..plan import parse_ts, ts
+from ..plan import Event, parse_ts, ts
 from ..render.trainingjob import members, pod_name, render_pod, render_service
 from .context import Config, Pass
 
@@ -47,5 +47,6 @@ def create_missing(p: Pass) -> bool:
     p.plan.create.extend(new)
     if new or p.expected:
         p.status.setdefault("startTime", ts(p.now))
-        p.set(ConditionType.CREATED, True, Reason.PODS_CREATED, f"created the pods of attempt {p.restarts}")
+    if new and not present:  # no condition says so (Running's reason does): an event per attempt
+        p.plan.events.append(Event("Normal", Reason.PODS_CREATED, f"created the pods of attempt {p.restarts}"))
     return False

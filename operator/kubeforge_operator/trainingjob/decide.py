@@ -60,8 +60,9 @@ def _replica_statuses(p: Pass) -> dict[str, dict[str, int]]:
     Pods created but not yet seen count as pending, so seeing them arrive writes nothing."""
     out: dict[str, dict[str, int]] = {}
 
-    def count(role: str, key: str) -> None:
-        out.setdefault(role, {"pending": 0, "active": 0, "succeeded": 0, "failed": 0})[key] += 1
+    def count(role: str, key: str) -> None:  # counts of 0 are left out (readers take a missing count as 0)
+        counts = out.setdefault(role, {})
+        counts[key] = counts.get(key, 0) + 1
 
     for v in p.current:
         count(v.role, {"Succeeded": "succeeded", "Failed": "failed", "Running": "active"}.get(v.phase, "pending"))
@@ -75,7 +76,7 @@ def _replica_statuses(p: Pass) -> dict[str, dict[str, int]]:
 
 def _only_counts_changed(old: Obj, new: Obj) -> bool:
     """Whether the pod counts are all that changed (they are refreshed with the next status write)."""
-    return "replicaStatuses" in old and {k: v for k, v in old.items() if k != "replicaStatuses"} == \
+    return bool(old) and {k: v for k, v in old.items() if k != "replicaStatuses"} == \
         {k: v for k, v in new.items() if k != "replicaStatuses"}
 
 
@@ -99,10 +100,12 @@ def _finish(p: Pass) -> Plan:
     if p.valid_spec is not None:
         p.status["replicaStatuses"] = _replica_statuses(p)
         if _only_counts_changed(p.old, p.status):  # one pod's own transition is no news for the job: no write
-            p.status["replicaStatuses"] = p.old["replicaStatuses"]
+            p.status["replicaStatuses"] = p.old.get("replicaStatuses") or {}
+        if not p.status["replicaStatuses"]:  # no pods: nothing to count
+            del p.status["replicaStatuses"]
     p.status.setdefault("restartCount", 0)
     p.status.setdefault("state", State.PENDING)
-    p.plan.events = _events(p)
+    p.plan.events = [*p.plan.events, *_events(p)]
     if p.progress_warning:  # the job reconciles on; its progress just is not read from that endpoint
         p.plan.events.append(Event("Warning", Reason.PROGRESS_ENDPOINT_MISBEHAVING, p.progress_warning))
     bound(p.status)  # after the events: they keep the full messages

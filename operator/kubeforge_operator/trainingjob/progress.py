@@ -1,15 +1,17 @@
 """Step: what rank 0 reported this pass becomes `status.progress`, a bounded, downsampled
-`status.history` (loss curves) and `status.lastCheckpoint`. Recorded before success is decided,
-so the last numbers of a finished job are kept. Pure helpers are shared with `kubeforge run`."""
+`status.history` (loss curves, one `step:value` string per metric, see kubeforge_api.curves) and
+`status.lastCheckpoint`. Recorded before success is decided, so the last numbers of a finished
+job are kept. Pure helpers are shared with `kubeforge run`."""
 
 from __future__ import annotations
 
 from kubeforge_api.contracts import HistoryPoint, ProgressDoc
+from kubeforge_api.curves import MAX_CURVE_POINTS, CurvePoint, decode, encode
 
 from ..plan import Obj
 from .context import Pass
 
-HISTORY_LIMIT = 200  # points per metric
+HISTORY_LIMIT = MAX_CURVE_POINTS  # points per metric
 CURVES = ("loss", "evalLoss", "accuracy", "perplexity", "samplesPerSecond")
 MAX_VALUE = 1e15
 
@@ -28,7 +30,7 @@ def summary(doc: ProgressDoc) -> Obj:
     return out
 
 
-def downsample(points: list[list[float]], limit: int = HISTORY_LIMIT) -> list[list[float]]:
+def downsample(points: list[CurvePoint], limit: int = HISTORY_LIMIT) -> list[CurvePoint]:
     """Halve the resolution until the curve fits `limit` points, always keeping the newest."""
     while len(points) > limit:
         points = points[::2] if len(points) % 2 else [*points[:-1:2], points[-1]]
@@ -36,21 +38,21 @@ def downsample(points: list[list[float]], limit: int = HISTORY_LIMIT) -> list[li
 
 
 def merge_history(old: Obj, points: list[HistoryPoint]) -> Obj:
-    """Add new points to the per-metric curves {metric: [[step, value], ...]}; only known metrics,
-    only steps after the last one kept, so the history stays bounded whatever a pod sends."""
-    out = {k: list(v) for k, v in old.items() if k in CURVES and isinstance(v, list)}
-    last = {k: (v[-1][0] if v else -1) for k, v in out.items()}
+    """Add new points to the per-metric curves {metric: "step:value ..."}; only known metrics, only
+    steps after the last one kept, so the history stays bounded whatever a pod sends."""
+    curves = {k: decode(v) for k, v in old.items() if k in CURVES}
+    last = {k: (v[-1][0] if v else -1) for k, v in curves.items()}
     for point in points:
         values = point.dump()
         for metric in CURVES:
             if metric in values and point.step > last.get(metric, -1):
-                out.setdefault(metric, []).append([point.step, round(float(values[metric]), 6)])
+                curves.setdefault(metric, []).append((point.step, float(values[metric])))
                 last[metric] = point.step
-    return {k: downsample(v) for k, v in out.items()}
+    return {k: encode(downsample(v)) for k, v in curves.items() if v}
 
 
 def last_step(history: Obj) -> int:
-    return max((int(v[-1][0]) for v in history.values() if isinstance(v, list) and v), default=-1)
+    return max((curve[-1][0] for curve in map(decode, history.values()) if curve), default=-1)
 
 
 def apply_progress(status: Obj, doc: ProgressDoc) -> None:

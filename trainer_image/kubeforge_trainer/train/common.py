@@ -29,6 +29,7 @@ from ..context import ConfigError, JobContext
 from ..data import Data
 from ..models import loss_fn
 from ..progress import ProgressReporter
+from ..rate import SmoothedRate
 from .cpus import threads_per_rank
 
 
@@ -203,13 +204,15 @@ def micro_batches(x: torch.Tensor, y: torch.Tensor, n: int) -> Iterator[tuple[to
 
 class StepLog:
     """Rank 0's reporting after each optimizer step: progress, throughput and ETA, plus history
-    points every ~1/400 of the run and at each epoch end. A no-op on other ranks."""
+    points every ~1/400 of the run and at each epoch end. A no-op on other ranks. Progress carries
+    the smoothed throughput and the ETA from it (see rate.py); history points the measured one."""
 
     def __init__(self, reporter: ProgressReporter | None, ctx: JobContext, start: int, total: int, batch: int,
                  steps_per_epoch: int, resumed_from: int | None) -> None:
         self.reporter, self.total, self.batch, self.steps_per_epoch = reporter, total, batch, steps_per_epoch
         self.every = max(1, total // 400)
         self.t_last, self.last_done = time.perf_counter(), start
+        self.rate = SmoothedRate()
         if reporter:
             reporter.update(total_steps=total, step=start, phase="training", attempt=ctx.attempt,
                             last_checkpoint_step=resumed_from)
@@ -224,24 +227,37 @@ class StepLog:
         if self.reporter is None or not self.due(done, epoch_end):
             return
         now = time.perf_counter()
-        rate = (done - self.last_done) * self.batch / max(now - self.t_last, 1e-9)
+        seconds, samples = max(now - self.t_last, 1e-9), (done - self.last_done) * self.batch
+        rate, smoothed = samples / seconds, self.rate.update(samples, seconds)
         self.t_last, self.last_done = now, done
         epoch = (done - 1) // self.steps_per_epoch
-        self.reporter.update(step=done, epoch=epoch, loss=loss, samples_per_second=rate, eval=metrics,
-                             eta_seconds=(self.total - done) * self.batch / max(rate, 1e-9))
+        self.reporter.update(step=done, epoch=epoch, loss=loss, samples_per_second=smoothed, eval=metrics,
+                             eta_seconds=self.rate.eta((self.total - done) * self.batch))
         point = {"lr": lr} if lr is not None else {}
-        self.reporter.record("train", step=done, loss=loss, samplesPerSecond=rate, **point)
+        points = [("train", {"step": done, "loss": loss, "samplesPerSecond": rate, **point})]
         if epoch_end:
-            self.reporter.record("eval", step=done, epoch=epoch, **metrics)
+            points.append(("eval", {"step": done, "epoch": epoch, **metrics}))
+        self.reporter.record_all(points)
 
     def checkpointed(self, step: int) -> None:
         if self.reporter:
             self.reporter.update(last_checkpoint_step=step)
 
 
+def thin(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every other point of the more numerous kind (train or eval), keeping each kind's last: the
+    few eval points (one an epoch) are not thinned away with the many train points."""
+    by_kind = {k: [p for p in points if p["kind"] == k] for k in ("train", "eval")}
+    kind = max(by_kind, key=lambda k: len(by_kind[k]))
+    many = by_kind[kind]
+    by_kind[kind] = [*many[-2::-2][::-1], many[-1]] if len(many) > 2 else many[1:]
+    return sorted(by_kind["train"] + by_kind["eval"], key=lambda p: int(p["step"]))
+
+
 def termination_message(artifact: dict[str, Any], final: dict[str, Any], limit: int = TERMINATION_LIMIT) -> str:
     """The typed result for the pod's termination message (the kubelet keeps 4 KiB): the artifact,
-    the final progress and as much of the curve history as fits, thinned evenly, ending at the end."""
+    the final progress and as much of the curve history as fits, thinned evenly per kind, ending
+    at the end."""
     points = [p for p in final.get("history", []) if p.get("kind") in ("train", "eval")]
     while True:
         keep = ("kind", "step", "loss", "evalLoss", "accuracy", "perplexity")
@@ -251,7 +267,7 @@ def termination_message(artifact: dict[str, Any], final: dict[str, Any], limit: 
             message = result.model_dump_json(by_alias=True, exclude_none=True)
             if len(message) <= limit or not points:
                 return message
-        points = [*points[-2::-2][::-1], points[-1]] if len(points) > 2 else points[1:]
+        points = thin(points)
 
 
 def finish(ctx: JobContext, world: World, state: dict[str, torch.Tensor], arch: dict[str, Any], data: Data,
