@@ -69,7 +69,7 @@ STATIC_LAYERS = (nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.ReLU, nn.Flatten, nn.M
                  nn.AdaptiveAvgPool2d)
 
 
-def _fusable(body: nn.Sequential) -> list[list[str]]:
+def fusable(body: nn.Sequential) -> list[list[str]]:
     """conv+bn+relu, conv+bn, conv+relu and linear+relu runs: each becomes one int8 kernel (a lone
     BatchNorm or ReLU between int8 layers would cost a pass over the activations)."""
     names, mods = list(body._modules), list(body._modules.values())
@@ -87,12 +87,14 @@ def _fusable(body: nn.Sequential) -> list[list[str]]:
 class EagerBackend:
     name = "eager"
 
-    def dynamic(self, model: nn.Module) -> nn.Module:
+    def dynamic(self, model: nn.Module, keep_fp32: tuple[str, ...] = ()) -> nn.Module:
+        """Every Linear/LSTM in int8, except the submodules named in `keep_fp32`."""
         from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
 
         torch.backends.quantized.engine = engine()
         with quiet():
-            qconfig = {nn.Linear: per_channel_dynamic_qconfig, nn.LSTM: default_dynamic_qconfig}
+            qconfig: dict[Any, Any] = {nn.Linear: per_channel_dynamic_qconfig, nn.LSTM: default_dynamic_qconfig,
+                                       **dict.fromkeys(keep_fp32)}
             out: nn.Module = quantize_dynamic(model.eval(), qconfig, dtype=torch.qint8)  # type: ignore[no-untyped-call]
         return out
 
@@ -105,7 +107,7 @@ class EagerBackend:
                                 "use dynamic")
         torch.backends.quantized.engine = engine()
         with quiet():
-            body = fuse_modules(model.eval(), _fusable(model))  # type: ignore[no-untyped-call]
+            body = fuse_modules(model.eval(), fusable(model))  # type: ignore[no-untyped-call]
             wrapped = StaticInt8(body).eval()
             wrapped.qconfig = get_default_qconfig(engine())  # type: ignore[no-untyped-call]
             prepared = prepare(wrapped)  # type: ignore[no-untyped-call]
