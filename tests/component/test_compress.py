@@ -37,7 +37,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "mlp": {"model": "mlp", "dataset": "digits", "epochs": 3, "batchSize": 64, "learningRate": 0.01,
             "modelConfig": {"hidden": 512}},
     "cnn": {"model": "cnn", "dataset": "digits", "epochs": 2, "batchSize": 64, "learningRate": 0.01},
-    "gpt": {"model": "gpt", "dataset": "text", "epochs": 100, "maxSteps": 60, "batchSize": 32,
+    "gpt": {"model": "gpt", "dataset": "text", "epochs": 100, "maxSteps": 30, "batchSize": 16,
             "learningRate": 0.003, "modelConfig": {"dim": 64, "layers": 4, "seqLen": 32}},
 }
 
