@@ -68,53 +68,108 @@ def _compress_rows(c: dict[str, Any] | None, date: datetime) -> list[str]:
     if not c:
         return []
     e, cnn, d = c["encoder"], c["static_cnn"], c["distill"]
-    dyn, ao, aoc, pr = e["dynamic_int8"], e["torchao_eager"], e["torchao_compiled"], e["prune_ffn_50"]
-    ao_rel = aoc["batch8"]["ratio_median"] / dyn["batch8"]["ratio_median"]
-    dyn_drop = 100 * (1 - dyn["top1_agreement"])
-    rows = [
-        ("dynamic int8 (eager), BERT-like encoder, batch 1: speed-up", _ratio(dyn["batch1"]), ">= 2.5x",
-         dyn["batch1"]["ratio_median"] >= 2.5),
+    threads = ", ".join(f"{k} {c[k].get('threads', 2)}" for k in ("encoder", "static_cnn", "distill"))
+    out = ["## Compression (CPU, against fp32 in the same run)", "",
+           f"Machine: {c['machine']}; torch threads: {threads}; date {date:%Y-%m-%d}.", "",
+           "| what | result (median, min-max, rounds) | goal | verdict |", "| --- | --- | --- | --- |"]
+    rows = [*_encoder_rows(e), *_cnn_rows(cnn), *_distill_rows(d)]
+    out += [f"| {what} | {res} | {goal} | {'-' if ok is None else _met(ok)} |" for what, res, goal, ok in rows]
+    return [*out, "", *_compress_notes(e, cnn), ""]
+
+
+Row = tuple[str, str, str, bool | None]
+
+
+def _encoder_rows(e: dict[str, Any]) -> list[Row]:
+    m, dyn, ao, aoc, rel = e["metric"], e["dynamic_int8"], e["torchao_eager"], e["torchao_compiled"], e[
+        "torchao_vs_eager"]
+    trained = f"encoder d {m['dim']} trained {m['train_steps']} steps on digits patch tokens"
+    acc = f"fp32 {100 * m['fp32_accuracy']:.2f} %"
+    rows: list[Row] = [
+        ("dynamic int8 (eager), BERT-like encoder (d 768, seq 128), batch 1: speed-up", _ratio(dyn["batch1"]),
+         ">= 2.5x", dyn["batch1"]["ratio_median"] >= 2.5),
         ("dynamic int8 (eager), batch 8: speed-up", _ratio(dyn["batch8"]), ">= 2.2x",
          dyn["batch8"]["ratio_median"] >= 2.2),
         ("dynamic int8: Linear weights smaller", f"{dyn['linear_size_ratio']:.2f}x", ">= 3.9x",
          dyn["linear_size_ratio"] >= 3.9),
-        ("dynamic int8: top-1 disagreement with fp32 (random-weight encoder)", f"{dyn_drop:.2f} points", "<= 1 point",
-         dyn_drop <= 1),
+        (f"dynamic int8, every Linear: accuracy drop ({trained}, {m['eval_samples']} held-out images)",
+         f"{m['drop_points']:.2f} points ({acc} -> {100 * m['int8_accuracy']:.2f} %)", "<= 1 point",
+         m["drop_points"] <= 1),
+        ("dynamic int8, classifier head kept in fp32: accuracy drop",
+         f"{m['drop_points_head_fp32']:.2f} points ({acc} -> {100 * m['int8_head_fp32_accuracy']:.2f} %)",
+         "<= 1 point", m["drop_points_head_fp32"] <= 1)]
+    for b in (1, 8):
+        rows += [(f"torchao int8, eager, batch {b}: speed-up", _ratio(ao[f"batch{b}"]), "context", None),
+                 (f"torchao int8 under torch.compile (compile {aoc['compile_s']:.0f} s), batch {b}: speed-up",
+                  _ratio(aoc[f"batch{b}"]), "context", None),
+                 (f"torchao compiled vs eager back end, batch {b} (eager int8 time / torchao time, same rounds)",
+                  _ratio(rel[f"batch{b}"]), ">= 0.9", rel[f"batch{b}"]["ratio_median"] >= 0.9)]
+    for key, what in (("prune_ffn_50", "50 % FFN width"), ("prune_heads_50", "50 % attention heads")):
+        p = e[key]
+        rows += [(f"structured pruning, {what}, batch 8: speed-up ({p['parameters_ratio']:.2f}x fewer parameters)",
+                  _ratio(p["batch8"]), ">= 1.3x" if key == "prune_ffn_50" else "context",
+                  p["batch8"]["ratio_median"] >= 1.3 if key == "prune_ffn_50" else None),
+                 (f"structured pruning, {what}, batch 1: speed-up", _ratio(p["batch1"]), "context", None)]
+    return rows
+
+
+def _cnn_rows(cnn: dict[str, Any]) -> list[Row]:
+    fam = cnn["family_cnn_digits"]
+    rows: list[Row] = []
+    for side in (224, 64):
+        r = cnn[f"{side}px"]
+        rows += [(f"static int8 conv net (5 conv+bn+relu, {cnn['engine']} engine), {side}x{side} image, batch {b}: "
+                  "speed-up vs fp32 with BN folded", _ratio(r[f"batch{b}"]), ">= 3.0x",
+                  r[f"batch{b}"]["ratio_median"] >= 3.0) for b in (1, 8)]
+        rows.append((f"static int8 conv net, {side}x{side}, batch 1 / batch 8: speed-up vs fp32 as trained "
+                     "(BN not folded)", f"{_ratio(r['batch1_vs_unfolded'])} / {_ratio(r['batch8_vs_unfolded'])}",
+                     "context", None))
+    return [
+        *rows,
+        ("static int8 conv net: weights smaller", f"{cnn['size_ratio']:.2f}x", ">= 3.8x", cnn["size_ratio"] >= 3.8),
+        (f"static int8 conv net trained {cnn['train_steps']} steps on digits: accuracy drop",
+         f"{cnn['drop_points']:.2f} points (fp32 {100 * cnn['fp32_accuracy']:.2f} %)", "<= 0.5 point",
+         cnn["drop_points"] <= 0.5),
+        ("static int8 on the trained digits CNN of our model family (pipeline): accuracy drop",
+         f"{fam['drop_points']:.2f} points", "<= 0.5 point", fam["drop_points"] <= 0.5)]
+
+
+def _distill_rows(d: dict[str, Any]) -> list[Row]:
+    return [
         ("dynamic int8 on the trained GPT (text): perplexity drop", f"{d['gpt_dynamic_int8_drop']:.4f}", "context",
          None),
-        ("static int8 CNN (32 ch, 3x64x64), batch 1: speed-up", _ratio(cnn["batch1"]), ">= 3.0x",
-         cnn["batch1"]["ratio_median"] >= 3.0),
-        ("static int8 CNN, batch 8: speed-up", _ratio(cnn["batch8"]), ">= 3.0x", cnn["batch8"]["ratio_median"] >= 3.0),
-        ("static int8 CNN: weights smaller", f"{cnn['size_ratio']:.2f}x", ">= 3.8x", cnn["size_ratio"] >= 3.8),
-        ("static int8 on the trained digits CNN: accuracy drop", f"{cnn['digits_accuracy']['drop_points']:.2f} points",
-         "<= 0.5 point", cnn["digits_accuracy"]["drop_points"] <= 0.5),
-        ("torchao int8, eager, batch 8: speed-up", _ratio(ao["batch8"]), "context", None),
-        (f"torchao int8 under torch.compile (compile {aoc['compile_s']:.0f} s), batch 8: speed-up",
-         _ratio(aoc["batch8"]), "context", None),
-        ("torchao compiled speed-up / eager back end's speed-up (batch 8)", f"{ao_rel:.2f}", ">= 0.9", ao_rel >= 0.9),
-        ("structured pruning, 50 % FFN width, batch 8: speed-up", _ratio(pr["batch8"]), ">= 1.3x",
-         pr["batch8"]["ratio_median"] >= 1.3),
-        ("structured pruning, 50 % FFN width, batch 1: speed-up", _ratio(pr["batch1"]), "context", None),
         ("half-depth distilled GPT student: teacher perplexity / student perplexity",
          f"{d['metric_kept']:.3f} ({d['teacher_perplexity']:.2f} / {d['student_perplexity']:.2f})", ">= 0.95",
          d["metric_kept"] >= 0.95),
-        ("half-depth student, batch 8: speed-up", _ratio(d["batch8"]), ">= 1.6x", d["batch8"]["ratio_median"] >= 1.6),
-    ]
-    threads = ", ".join(f"{k} {c[k].get('threads', 2)}" for k in ("encoder", "static_cnn", "distill"))
-    out = ["## Compression (CPU, against fp32 in the same run)", "",
-           f"Machine: {c['machine']}; torch threads: {threads}; date {date:%Y-%m-%d}.", "",
-           "| what | result (median, min-max, pairs) | goal | verdict |", "| --- | --- | --- | --- |"]
-    out += [f"| {what} | {res} | {goal} | {'-' if ok is None else _met(ok)} |" for what, res, goal, ok in rows]
-    notes = ["", "The encoder has random weights (nothing is downloaded), so its metric drop is top-1 disagreement "
-             "with fp32 on a mean-pooled head; accuracy drops on trained models come from the compression pipeline "
-             "(digits CNN, text GPT). torchao is only fast under `torch.compile` (compile time in the row); eager "
-             "torchao gains little on CPU. The GPT teacher is trained briefly, so the student (trained further "
-             "from it) can beat it. Timings are interleaved pairs on a shared 2-core machine: "
-             "when other jobs load it, fp32 and int8 slow down unevenly (OpenMP threads wait for descheduled "
-             "peers), so ratios from a loaded run understate the speed-ups; rerun one section with "
-             "`bench/compress/bench_compress.py --only encoder`."]
-    return [*out, *notes, ""]
+        ("half-depth student, batch 8: speed-up", _ratio(d["batch8"]), ">= 1.6x", d["batch8"]["ratio_median"] >= 1.6)]
 
+
+def _compress_notes(e: dict[str, Any], cnn: dict[str, Any]) -> list[str]:
+    m = e["metric"]
+    return [
+        f"**Metric.** The accuracy drop of dynamic int8 is measured on the encoder's code at d {m['dim']} "
+        f"({m['heads']} heads, 4 layers), trained {m['train_steps']} steps ({m['train_s']:.0f} s) on digits turned "
+        "into a token task (each 2x2 patch at 3 grey levels is one of 81 tokens, 16 per image; nothing is "
+        "downloaded); speed and size are measured on the d-768 encoder at seq 128, whose int8 kernels do the same "
+        "work whatever the weights. The earlier '3.1 points' was top-1 disagreement of a random encoder on 64 "
+        "inputs (2 flips between near-tied logits), not a metric. Keeping the classifier head in fp32 (the eager "
+        "back end's `keep_fp32`) is the row below it.", "",
+        "**Static int8 CNN.** Profiled at batch 1: the fused int8 conv+relu kernels take 70-80 % of the int8 time, "
+        "quantize/dequantize and output allocation most of the rest; on the conv net the x86 engine beat fbgemm at "
+        "batch 1 (4.4x against 1.6x in one noisy profile; the stage picks x86 where torch has it); "
+        "channels-last input changed nothing (int8 convolutions run NHWC inside). At 64x64 these "
+        "fixed per-call costs bound the batch-1 speed-up; at 224x224 (the usual image size) the convolutions "
+        "dominate. Both sides have BatchNorm folded. The conv net's weights are trained on the 8x8 digits "
+        "(convolutions and the global average pool take any image size), so one model gives the accuracy drop and "
+        "the timings.", "",
+        "**torchao** is only fast under `torch.compile` (compile time in the row; it depends on the inductor "
+        "cache: about 90 s cold, a few seconds warm, on this machine); eager torchao gains little on CPU. "
+        "Its ratio to the eager back "
+        "end is timed in the same rounds (fp32, eager int8, torchao eager, torchao compiled), same threads, after "
+        "warm-up.", "",
+        "The GPT teacher is trained briefly, so the student (trained further from it) can beat it. Timings are "
+        "interleaved rounds on a shared 2-core machine: when other jobs load it, ratios spread widely (see "
+        "min-max); rerun one section with `bench/compress/bench_compress.py --only encoder`."]
 
 
 TRAINER_ROWS = [

@@ -5,12 +5,15 @@ report's numbers are recomputed here, and tampered or pickled artifacts are refu
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +24,12 @@ from kubeforge_api.compression import CompressionReport, CompressionSpec, Compre
 from kubeforge_api.exitcodes import EXIT_INVALID_CONFIG
 from kubeforge_api.trainingjob import Recipe
 from kubeforge_trainer import artifacts
+from kubeforge_trainer.compress import prune
 from kubeforge_trainer.compress.pipeline import Outcome, run
+from kubeforge_trainer.compress.variants import encoded
 from kubeforge_trainer.data import Data
 from kubeforge_trainer.data import load as load_data
+from kubeforge_trainer.models import build
 from safetensors.torch import load_file
 from torch import nn
 
@@ -31,7 +37,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "mlp": {"model": "mlp", "dataset": "digits", "epochs": 3, "batchSize": 64, "learningRate": 0.01,
             "modelConfig": {"hidden": 512}},
     "cnn": {"model": "cnn", "dataset": "digits", "epochs": 2, "batchSize": 64, "learningRate": 0.01},
-    "gpt": {"model": "gpt", "dataset": "text", "epochs": 100, "maxSteps": 60, "batchSize": 32,
+    "gpt": {"model": "gpt", "dataset": "text", "epochs": 100, "maxSteps": 30, "batchSize": 16,
             "learningRate": 0.003, "modelConfig": {"dim": 64, "layers": 4, "seqLen": 32}},
 }
 
@@ -166,7 +172,7 @@ def test_cnn_static_int8_and_channel_pruning(trained: dict[str, Path], tmp_path:
     assert card["architecture"]["shapes"]["1"][0] == 8  # conv channels 16 -> 8
 
 
-def test_gpt_dynamic_int8_ffn_pruning_and_half_depth_student(trained: dict[str, Path], tmp_path: Path) -> None:
+def test_gpt_dynamic_int8_ffn_and_head_pruning_and_half_depth_student(trained: dict[str, Path], tmp_path: Path) -> None:
     storage = storage_copy(trained, "gpt", tmp_path)
     outcome = compress(storage, [{"quantize": {"mode": "dynamic"}},
                                  {"prune": {"structured": True, "amount": 0.5, "fineTuneSteps": 20}},
@@ -179,6 +185,8 @@ def test_gpt_dynamic_int8_ffn_pruning_and_half_depth_student(trained: dict[str, 
     assert pruned.artifact and student.artifact
     shapes = json.loads((storage / pruned.artifact.path / "model-card.json").read_text())["architecture"]["shapes"]
     assert shapes["1.mlp.0"] == [128, 64] and shapes["1.mlp.2"] == [64, 128]
+    assert shapes["1.qkv"] == [96, 64] and shapes["1.proj"] == [64, 32]  # 4 heads of 16 -> 2
+    assert pruned.measured and pruned.measured.parameters < report.baseline.parameters
     assert json.loads((storage / student.artifact.path / "model-card.json").read_text())["architecture"]["layers"] == 2
 
 
@@ -239,17 +247,32 @@ def test_tampered_or_pickled_artifacts_are_refused(trained: dict[str, Path], tmp
         artifacts.load_model(reshaped)
 
 
-def compress_process(storage: Path, spec: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KUBEFORGE_STORAGE_DIR": str(storage), "KUBEFORGE_COMPRESS_THREADS": "1",
-           "KUBEFORGE_SPEC": json.dumps({"recipe": RECIPES["cnn"], "compression": spec})}
-    return subprocess.run([sys.executable, "-m", "kubeforge_trainer", "compress", *args], env=env,
-                          capture_output=True, text=True, timeout=300)
+def compress_env(storage: Path, spec: Any) -> dict[str, str]:
+    return {**os.environ, "KUBEFORGE_STORAGE_DIR": str(storage), "KUBEFORGE_COMPRESS_THREADS": "1",
+            "KUBEFORGE_SPEC": json.dumps({"recipe": RECIPES["cnn"], "compression": spec})}
 
 
-def test_pod_entry_point_contract(trained: dict[str, Path], tmp_path: Path) -> None:
+def compress_process(storage: Path, spec: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "kubeforge_trainer", "compress"], env=compress_env(storage, spec),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finished(proc: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+    out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_pod_entry_point_contract(trained: dict[str, Path], tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The real process: a good spec (exit 0, termination message) and a bad one (78, the field named)
+    run side by side; a missing artifact goes through the same `main` in this process."""
+    from kubeforge_trainer.compress.entry import main
+
     storage = storage_copy(trained, "cnn", tmp_path)
-    done = compress_process(storage, {"methods": [{"quantize": {"mode": "static"}}],
+    good = compress_process(storage, {"methods": [{"quantize": {"mode": "static"}}],
                                       "accuracyBudget": {"maxDrop": 0.5}})
+    bad = finished(compress_process(storage, {"methods": [{"prune": {"amount": 1.5}}]}))
+    done = finished(good)
     assert done.returncode == 0, done.stderr[-2000:]
     message = CompressionTermination.model_validate(json.loads(done.stdout.splitlines()[-1])["compression"])
     assert message.compressed and message.chosen == "quantize-static" and message.artifact is not None
@@ -257,11 +280,11 @@ def test_pod_entry_point_contract(trained: dict[str, Path], tmp_path: Path) -> N
     report = CompressionReport.model_validate_json((storage / message.report_path).read_text())
     assert report.artifact == message.artifact and (storage / message.artifact.path / "model.safetensors").exists()
 
-    bad = compress_process(storage, {"methods": [{"prune": {"amount": 1.5}}]})
     assert bad.returncode == EXIT_INVALID_CONFIG
     assert "spec.compression.methods[0].prune.amount" in bad.stderr and "Traceback" not in bad.stderr
-    missing = compress_process(storage, {"methods": [{"quantize": {}}]}, "--artifact", "nowhere")
-    assert missing.returncode == EXIT_INVALID_CONFIG and "Traceback" not in missing.stderr
+    capsys.readouterr()
+    missing = main(["--artifact", "nowhere"], compress_env(storage, {"methods": [{"quantize": {}}]}))
+    assert missing == EXIT_INVALID_CONFIG and "cannot compress nowhere" in capsys.readouterr().err
 
 
 def test_cli_prints_a_table_or_the_typed_report(trained: dict[str, Path], tmp_path: Path,
@@ -281,3 +304,39 @@ def test_cli_prints_a_table_or_the_typed_report(trained: dict[str, Path], tmp_pa
     assert main([str(storage / "artifact"), "--method", "prune:sideways"]) == EXIT_INVALID_CONFIG
     assert main([str(storage / "artifact"), "--method", "prune,amount=2"]) == EXIT_INVALID_CONFIG
     assert "compression.methods[0].prune.amount" in capsys.readouterr().err
+
+
+def parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_head_pruning_shrinks_attention_and_the_pruned_artifact_loads(tmp_path: Path) -> None:
+    """Heads only (FFN untouched): 8 heads -> 2 per block; qkv and proj really shrink, parameters and
+    latency fall (interleaved rounds), and the card's shapes rebuild the pruned model exactly."""
+    arch = {"model": "gpt", "vocab": 256, "dim": 256, "heads": 8, "layers": 2, "seqLen": 128}
+    torch.manual_seed(0)
+    model = build(arch).eval()
+    pruned = copy.deepcopy(model)
+    shapes = prune.structured(pruned, arch, 0.75, ("heads",))
+    assert shapes["1.qkv"] == [192, 256] and shapes["1.proj"] == [256, 64] and "1.mlp.0" not in shapes
+    gone = 6 * 32  # per block, 6 of 8 heads of 32 dims: 3 x gone qkv rows (weights, biases), gone proj columns
+    assert parameters(model) - parameters(pruned) == 2 * (3 * gone * 256 + 3 * gone + 256 * gone)
+    x = torch.randint(0, 256, (8, 128), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        for m in (model, pruned):
+            m(x)
+        ratios = []
+        for _ in range(9):
+            start = time.perf_counter()
+            model(x)
+            mid = time.perf_counter()
+            pruned(x)
+            ratios.append((mid - start) / (time.perf_counter() - mid))
+    assert statistics.median(ratios) > 1.0, ratios
+    card = {"architecture": {**arch, "shapes": shapes},
+            "compression": {"method": "prune-structured", "encoding": "fp32", "backend": ""}}
+    artifacts.write(tmp_path / "pruned", encoded(pruned, "fp32", ""), card)
+    loaded_card, loaded = artifacts.load_model(tmp_path / "pruned")
+    assert loaded_card["architecture"]["shapes"] == shapes
+    with torch.inference_mode():
+        assert torch.equal(loaded(x[:2]), pruned(x[:2]))

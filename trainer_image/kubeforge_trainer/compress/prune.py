@@ -1,5 +1,5 @@
 """Pruning. Structured pruning removes whole hidden units of an MLP, output channels of a CNN's
-convolutions and FFN units of a GPT block, slicing the producing layer's rows and the consuming
+convolutions, and FFN units and attention heads of a GPT block, slicing the producing layer's rows and the consuming
 layer's columns so every layer really shrinks; the new shapes go into the model card
 (`architecture.shapes`) and `apply_shapes` rebuilds them. We track dependencies ourselves instead of
 using a graph tracer (Torch-Pruning) because our families are few and fixed, their coupled layers are
@@ -71,16 +71,49 @@ def apply_shapes(model: nn.Module, shapes: dict[str, list[int]]) -> nn.Module:
     return model
 
 
-def structured(model: nn.Module, arch: dict[str, Any], amount: float) -> dict[str, list[int]]:
-    """Keep the (1 - amount) units with the largest L2 norm in every group; returns new shapes."""
+def _keep(scores: torch.Tensor, amount: float) -> torch.Tensor:
+    """Indices (sorted) of the (1 - amount) largest scores, at least one."""
+    return scores.topk(max(1, round(len(scores) * (1 - amount)))).indices.sort().values
+
+
+@torch.no_grad()
+def prune_heads(block: nn.Module, amount: float) -> None:
+    """Remove the `amount` attention heads of a GPT `Block` with the smallest L2 norm over their
+    q, k, v rows and output-projection columns: `qkv` loses 3 x head_dim rows and `proj` head_dim
+    columns per head, so attention really shrinks (the block derives its head count from `qkv`)."""
+    qkv, proj, hd = block.qkv, block.proj, getattr(block, "head_dim", 0)
+    assert isinstance(qkv, nn.Linear) and isinstance(proj, nn.Linear) and isinstance(hd, int)
+    inner = qkv.out_features // 3
+    w = qkv.weight.reshape(3, inner // hd, hd, -1)
+    scores = w.pow(2).sum(dim=(0, 2, 3)) + proj.weight.reshape(proj.out_features, -1, hd).pow(2).sum(dim=(0, 2))
+    keep = _keep(scores, amount)
+    rows = (keep[:, None] * hd + torch.arange(hd)).reshape(-1)
+    qkv_rows = torch.cat([rows + part * inner for part in range(3)])
+    new_qkv, new_proj = _resize(qkv, len(qkv_rows), qkv.in_features), _resize(proj, proj.out_features, len(rows))
+    _copy(new_qkv, qkv.weight[qkv_rows], None if qkv.bias is None else qkv.bias[qkv_rows])
+    _copy(new_proj, proj.weight[:, rows], proj.bias)
+    block.qkv, block.proj = new_qkv, new_proj
+
+
+def structured(model: nn.Module, arch: dict[str, Any], amount: float,
+               parts: tuple[str, ...] = ("units", "heads")) -> dict[str, list[int]]:
+    """Keep the (1 - amount) units with the largest L2 norm in every group (`units`: neurons,
+    channels, FFN units) and, in a GPT, the (1 - amount) strongest heads of every block (`heads`);
+    returns the new shapes of every layer it changed."""
     shapes: dict[str, list[int]] = {}
+    changed: list[str] = []
+    if "heads" in parts and arch["model"] == "gpt":
+        for name, block in model.named_modules():
+            if hasattr(block, "head_dim"):
+                prune_heads(block, amount)
+                changed += [f"{name}.qkv", f"{name}.proj"]
     with torch.no_grad():
-        for g in groups(arch, model):
+        for g in groups(arch, model) if "units" in parts else []:
             prod, cons = model.get_submodule(g.producer), model.get_submodule(g.consumer)
             assert isinstance(prod, nn.Linear | nn.Conv2d) and isinstance(cons, nn.Linear | nn.Conv2d)
             units = prod.weight.shape[0]
-            keep_n = max(1, round(units * (1 - amount)))
-            keep = prod.weight.reshape(units, -1).norm(dim=1).topk(keep_n).indices.sort().values
+            keep = _keep(prod.weight.reshape(units, -1).norm(dim=1), amount)
+            keep_n = len(keep)
             cols = (keep[:, None] * g.repeat + torch.arange(g.repeat)).reshape(-1)
             new_p = _resize(prod, keep_n, prod.weight.shape[1])
             _copy(new_p, prod.weight[keep], None if prod.bias is None else prod.bias[keep])
@@ -88,9 +121,9 @@ def structured(model: nn.Module, arch: dict[str, Any], amount: float) -> dict[st
             _copy(new_c, cons.weight[:, cols] if isinstance(cons, nn.Linear) else cons.weight[:, keep], cons.bias)
             _set(model, g.producer, new_p)
             _set(model, g.consumer, new_c)
-    for g in groups(arch, model):
-        for name in (g.producer, g.consumer):
-            shapes[name] = list(model.get_submodule(name).weight.shape)  # type: ignore[arg-type]
+            changed += [g.producer, g.consumer]
+    for name in changed:
+        shapes[name] = list(model.get_submodule(name).weight.shape)  # type: ignore[arg-type]
     return shapes
 
 

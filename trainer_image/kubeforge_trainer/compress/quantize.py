@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import itertools
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -66,24 +65,36 @@ class StaticInt8(nn.Module):
         return out
 
 
-def _fusable(body: nn.Sequential) -> list[list[str]]:
-    names = list(body._modules)
-    pairs = []
-    for a, b in itertools.pairwise(names):
-        if isinstance(body._modules[a], nn.Conv2d | nn.Linear) and isinstance(body._modules[b], nn.ReLU):
-            pairs.append([a, b])
-    return pairs
+STATIC_LAYERS = (nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.ReLU, nn.Flatten, nn.MaxPool2d, nn.AvgPool2d,
+                 nn.AdaptiveAvgPool2d)
+
+
+def fusable(body: nn.Sequential) -> list[list[str]]:
+    """conv+bn+relu, conv+bn, conv+relu and linear+relu runs: each becomes one int8 kernel (a lone
+    BatchNorm or ReLU between int8 layers would cost a pass over the activations)."""
+    names, mods = list(body._modules), list(body._modules.values())
+    runs, i = [], 0
+    while i < len(names):
+        kinds = [type(m) for m in mods[i : i + 3]]
+        n = 3 if kinds == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU] else 2 if kinds[:2] in (
+            [nn.Conv2d, nn.BatchNorm2d], [nn.Conv2d, nn.ReLU], [nn.Linear, nn.ReLU]) else 1
+        if n > 1:
+            runs.append(names[i : i + n])
+        i += n
+    return runs
 
 
 class EagerBackend:
     name = "eager"
 
-    def dynamic(self, model: nn.Module) -> nn.Module:
+    def dynamic(self, model: nn.Module, keep_fp32: tuple[str, ...] = ()) -> nn.Module:
+        """Every Linear/LSTM in int8, except the submodules named in `keep_fp32`."""
         from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
 
         torch.backends.quantized.engine = engine()
         with quiet():
-            qconfig = {nn.Linear: per_channel_dynamic_qconfig, nn.LSTM: default_dynamic_qconfig}
+            qconfig: dict[Any, Any] = {nn.Linear: per_channel_dynamic_qconfig, nn.LSTM: default_dynamic_qconfig,
+                                       **dict.fromkeys(keep_fp32)}
             out: nn.Module = quantize_dynamic(model.eval(), qconfig, dtype=torch.qint8)  # type: ignore[no-untyped-call]
         return out
 
@@ -91,12 +102,12 @@ class EagerBackend:
         from torch.ao.quantization import convert, fuse_modules, get_default_qconfig, prepare
 
         if not isinstance(model, nn.Sequential) or not all(
-                isinstance(m, nn.Conv2d | nn.Linear | nn.ReLU | nn.Flatten) or type(m).__name__ == "Reshape"
-                for m in model):
-            raise QuantizeError("static int8 supports sequential conv/linear/relu models (mlp, cnn); use dynamic")
+                isinstance(m, STATIC_LAYERS) or type(m).__name__ == "Reshape" for m in model):
+            raise QuantizeError("static int8 supports sequential conv/bn/linear/relu/pool models (mlp, cnn); "
+                                "use dynamic")
         torch.backends.quantized.engine = engine()
         with quiet():
-            body = fuse_modules(model.eval(), _fusable(model))  # type: ignore[no-untyped-call]
+            body = fuse_modules(model.eval(), fusable(model))  # type: ignore[no-untyped-call]
             wrapped = StaticInt8(body).eval()
             wrapped.qconfig = get_default_qconfig(engine())  # type: ignore[no-untyped-call]
             prepared = prepare(wrapped)  # type: ignore[no-untyped-call]

@@ -36,21 +36,23 @@ class TokenEmbedding(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block with causal self-attention."""
+    """Pre-norm transformer block with causal self-attention. The head count follows `qkv`'s width
+    (heads of `dim // heads` each), so a block whose heads were pruned runs unchanged."""
 
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
-        self.heads = heads
+        self.head_dim = dim // heads
         self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, d = x.shape
-        q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
-        q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))
+        b, t, _ = x.shape
+        inner = int(self.qkv.out_features) // 3
+        q, k, v = self.qkv(self.ln1(x)).split(inner, dim=2)
+        q, k, v = (z.view(b, t, inner // self.head_dim, self.head_dim).transpose(1, 2) for z in (q, k, v))
         att = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        x = x + self.proj(att.transpose(1, 2).reshape(b, t, d))
+        x = x + self.proj(att.transpose(1, 2).reshape(b, t, inner))
         out: torch.Tensor = x + self.mlp(self.ln2(x))
         return out
 
