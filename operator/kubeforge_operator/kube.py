@@ -125,6 +125,13 @@ class Kube:
 
     async def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
                       params: dict[str, str] | None = None) -> Obj:
+        text = await self.send(method, path, body, content_type, params)
+        return dict(json.loads(text)) if text else {}
+
+    async def send(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
+                   params: dict[str, str] | None = None) -> str:
+        """The reply's body unparsed: callers that need only the outcome (a create, a delete) skip
+        decoding the whole object the server echoes back."""
         if method != "GET":
             self.writes[method] += 1
             metrics.API_WRITES.labels(method, _kind(path)).inc()
@@ -138,7 +145,7 @@ class Kube:
                     continue
                 if r.status >= 400:
                     raise ApiError(r.status, text)
-                return dict(await r.json(content_type=None)) if text else {}
+                return text
         raise AssertionError("unreachable")
 
     async def list_children(self, kind: str, namespaces: list[str]) -> list[Obj]:
@@ -154,7 +161,7 @@ class Kube:
     async def create(self, obj: Obj) -> bool:
         """Create `obj`; False when it already exists (deterministic names make that safe)."""
         try:
-            await self.request("POST", self.child_path(obj["kind"], obj["metadata"]["namespace"]), obj)
+            await self.send("POST", self.child_path(obj["kind"], obj["metadata"]["namespace"]), obj)
             return True
         except ApiError as e:
             if e.status == 409:
@@ -174,7 +181,7 @@ class Kube:
     async def delete_child(self, ns: str, kind: str, name: str, uid: str) -> None:
         body = {"preconditions": {"uid": uid}, "propagationPolicy": "Background"}
         try:
-            await self.request("DELETE", self.child_path(kind, ns, name), body)
+            await self.send("DELETE", self.child_path(kind, ns, name), body)
         except ApiError as e:
             if e.status not in (404, 409):  # gone already, or a different object by now
                 raise
@@ -186,7 +193,7 @@ class Kube:
 
     async def delete(self, path: str) -> None:
         try:
-            await self.request("DELETE", path, {"propagationPolicy": "Background"})
+            await self.send("DELETE", path, {"propagationPolicy": "Background"})
         except ApiError as e:
             if e.status != 404:
                 raise
