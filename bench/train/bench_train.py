@@ -6,8 +6,8 @@
 3. our FSDP vs our DDP on a model that fits DDP;
 4. CPU MFU: the trainer's achieved FLOP/s over an fp32 matmul ceiling measured in the same run.
 
-Throughput is steps/s between the first and the second-to-last logged step (the last includes
-the final evaluation). Each part is merged into bench/results/train.json as soon as it finishes
+Throughput is steps/s, the median over 8 equal slices of the logged steps (the last logged step,
+which includes the final evaluation, left out). Each part is merged into bench/results/train.json as soon as it finishes
 (a failed part is recorded as an error and the others still run); `--only` re-runs some parts."""
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from kubeforge_trainer.train.cpus import threads_per_rank
 REPO = Path(__file__).resolve().parents[2]
 TORCHRUN = str(Path(sys.executable).parent / "torchrun")
 Obj = dict[str, Any]
+WINDOWS = 8
 
 
 def job(strategy: str, procs: int, steps: int, **recipe: Any) -> Obj:
@@ -51,19 +52,28 @@ def launch(spec: Obj, procs: int, script: list[str]) -> str:
     return storage if script[0] == "-m" else out.stdout
 
 
+def windowed_rate(steps: list[int], times: list[float], windows: int = WINDOWS) -> float:
+    """Steps/s as the median over `windows` equal slices of the logged points (the last point,
+    which includes the final evaluation, left out): a burst of another tenant's load on this
+    shared machine spoils one slice, not the whole run."""
+    steps, times = steps[:-1], times[:-1]
+    per = max(1, (len(steps) - 1) // windows)
+    rates = [(steps[j + per] - steps[j]) / (times[j + per] - times[j]) for j in range(0, len(steps) - per, per)]
+    return statistics.median(rates)
+
+
 def ours(spec: Obj, procs: int) -> tuple[float, list[float]]:
     storage = Path(launch(spec, procs, ["-m", "kubeforge_trainer", "train"]))
     rows = [json.loads(line) for line in (storage / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if r["kind"] == "train"]
-    a, b = train[0], train[-2]
-    return (b["step"] - a["step"]) / (b["time"] - a["time"]), [r["loss"] for r in train]
+    return windowed_rate([r["step"] for r in train], [r["time"] for r in train]), [r["loss"] for r in train]
 
 
 def baseline(spec: Obj, procs: int) -> tuple[float, list[float]]:
     out = launch(spec, procs, [str(REPO / "bench" / "train" / "handwritten.py")])
     res = json.loads(out.strip().splitlines()[-1])
     t, every = res["times"], res["logEvery"]
-    return (len(t) - 2) * every / (t[-2] - t[0]), res["losses"]
+    return windowed_rate([(i + 1) * every for i in range(len(t))], t), res["losses"]
 
 
 def matmul_ceiling(n: int = 1024, reps: int = 20) -> float:
@@ -116,7 +126,7 @@ def mfu(large: Obj, rounds: int) -> Obj:
 
 
 def parts(rounds: int) -> dict[str, Callable[[], Obj]]:
-    small = job("ddp", 1, 800, batchSize=64, modelConfig={"hidden": 64, "samples": 65536})
+    small = job("ddp", 1, 2400, batchSize=64, modelConfig={"hidden": 64, "samples": 262144})
     large = job("ddp", 1, 80, batchSize=512, modelConfig={"hidden": 1024, "layers": 3, "samples": 65536})
     ddp = job("ddp", 2, 60, batchSize=512, modelConfig={"hidden": 1024, "layers": 3, "samples": 65536})
     fsdp = {**ddp, "strategy": "fsdp"}
