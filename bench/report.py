@@ -157,7 +157,8 @@ def _operator_section(op: dict[str, Any] | None, date: datetime) -> list[str]:
             f"0 | {_met(resync == 0)} |",
             f"| operator RSS with {rss['jobs']} jobs | - | {rss['rss_mb']:.0f} MB | <= 200 MB | "
             f"{_met(rss['rss_mb'] <= 200)} |", ""]
-        return lines
+        notes = REPO / "bench" / "operator" / "NOTES.md"
+        return [*lines, *([notes.read_text().strip(), ""] if notes.exists() else [])]
     except (KeyError, TypeError, ZeroDivisionError) as e:
         return ["## Operator (embedded control plane)", "", f"Results incomplete ({e!r}); rerun `make bench`.", ""]
 

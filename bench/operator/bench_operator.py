@@ -166,6 +166,15 @@ def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]
     return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)}
 
 
+def cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes `pids` have used so far."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -246,13 +255,23 @@ def main() -> int:
         if "throughput" not in want:
             args.rounds = 0
         ratios, op_lat, op_rates, base_rates = [], [], [], []
+        assert op.proc is not None
+        procs = {"operator": [op.proc.pid], "control_plane": list(cluster.info["pids"].values())}
+        cpu: dict[str, list[float]] = {f"{who} {side}": [] for who in procs for side in ("operator", "baseline")}
         for r in range(args.rounds):
             ns_a = new_namespace(admin, f"bench-op-{r}")
             ns_b = new_namespace(admin, f"bench-base-{r}")
             settle(op)
+            before = {who: cpu_s(pids) for who, pids in procs.items()}
             rate_a, lat = operator_round(kube_admin, admin, ns_a, "j", args.jobs, 4, args.concurrency)
-            settle(op)
+            settle(op)  # the operator's later passes (pods seen, Unschedulable) count for its side
+            for who, pids in procs.items():
+                cpu[f"{who} operator"].append((cpu_s(pids) - before[who]) / args.jobs * 1e3)
+            before = {who: cpu_s(pids) for who, pids in procs.items()}
             rate_b, _ = baseline_round(kube_admin, admin, ns_b, "j", args.jobs, 4, args.concurrency)
+            settle(op)
+            for who, pids in procs.items():
+                cpu[f"{who} baseline"].append((cpu_s(pids) - before[who]) / args.jobs * 1e3)
             ratios.append(rate_a / rate_b)
             op_lat += lat
             op_rates.append(rate_a)
@@ -263,6 +282,7 @@ def main() -> int:
                                     "baseline_median": statistics.median(base_rates),
                                     "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
                                     "ratio_max": max(ratios), "rounds": args.rounds, "ratios": ratios}
+            result["cpu_ms_per_job"] = {k: statistics.median(v) for k, v in cpu.items()}  # process, side
             result["create_to_pods_ms_under_load"] = {"p50": statistics.median(op_lat) * 1e3,
                                                       "p99": sorted(op_lat)[int(0.99 * (len(op_lat) - 1))] * 1e3,
                                                       "n": args.rounds * args.jobs}
