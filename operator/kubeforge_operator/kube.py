@@ -24,6 +24,7 @@ from . import metrics
 
 Obj = dict[str, Any]
 MAX_PROGRESS_BYTES = 64 * 1024
+KEEPALIVE_S = 90.0  # idle connections kept (client-go's idle timeout): a burst after a lull needs no new TLS handshakes
 # kind -> (API prefix, plural) for every child kind the operator creates.
 RESOURCES: dict[str, tuple[str, str]] = {
     "Pod": ("/api/v1", "pods"),
@@ -104,7 +105,7 @@ class Kube:
             info = self.login()
             self._session = aiohttp.ClientSession(
                 base_url=info.server, headers=auth_headers(info),
-                connector=aiohttp.TCPConnector(ssl=ssl_context(info), limit=64),
+                connector=aiohttp.TCPConnector(ssl=ssl_context(info), limit=64, keepalive_timeout=KEEPALIVE_S),
                 timeout=aiohttp.ClientTimeout(total=30))
         return self._session
 
