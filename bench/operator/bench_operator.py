@@ -166,6 +166,15 @@ def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]
     return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)}
 
 
+def cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes `pids` have used so far."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -188,6 +197,34 @@ def save(out: str, result: dict[str, Any]) -> None:
     Path(out).write_text(json.dumps(result, indent=2))
 
 
+PHASES = ("lifecycle", "throughput", "latency", "rss")
+
+
+def lifecycle_writes(admin: KubeClient, op: OperatorProcess, jobs: int) -> dict[str, Any]:
+    """API writes per lifecycle of 2-node jobs that run to Succeeded."""
+    ns_w = new_namespace(admin, "bench-lifecycle")
+    settle(op)
+    before = writes(op)
+    for i in range(jobs):
+        admin.create(TJ.format(ns=ns_w), tj(f"life-{i}", 2))
+    wait_states(admin, ns_w, jobs, "Succeeded")
+    settle(op)
+    life = delta(writes(op), before)
+    return {"writes_per_lifecycle": {k: v / jobs for k, v in sorted(life.items())},
+            "writes_per_lifecycle_goal": "pods + services + 3 = 6 for a 2-node job (events counted apart)"}
+
+
+def single_latency(kube: Kube, admin: KubeClient, op: OperatorProcess, jobs: int = 50) -> dict[str, Any]:
+    """Create -> pods latency with no queue: one job at a time."""
+    ns_l = new_namespace(admin, "bench-latency")
+    single: list[float] = []
+    for i in range(jobs):
+        settle(op, quiet_for=0.5)
+        single += operator_round(kube, admin, ns_l, f"s{i}", 1, 4, 1)[1]
+    return {"p50": statistics.median(single) * 1e3, "p99": sorted(single)[int(0.99 * (len(single) - 1))] * 1e3,
+            "n": len(single)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
@@ -196,7 +233,9 @@ def main() -> int:
     ap.add_argument("--lifecycle-jobs", type=int, default=10)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "operator.json"))
+    ap.add_argument("--only", nargs="*", choices=PHASES, help="run only these phases")
     args = ap.parse_args()
+    want = set(args.only or PHASES)
     cluster = start_cluster()
     op: OperatorProcess | None = None
     try:
@@ -207,51 +246,53 @@ def main() -> int:
         os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
         admin_login = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
         kube_admin = Kube(lambda: admin_login)
-        # Writes per lifecycle first, on a quiet operator: jobs that run to Succeeded.
-        ns_w = new_namespace(admin, "bench-lifecycle")
-        settle(op)
-        before = writes(op)
-        for i in range(args.lifecycle_jobs):
-            admin.create(TJ.format(ns=ns_w), tj(f"life-{i}", 2))
-        wait_states(admin, ns_w, args.lifecycle_jobs, "Succeeded")
-        settle(op)
-        life = delta(writes(op), before)
-        result: dict[str, Any] = {"machine": "2-core CPU, embedded control plane (k8s 1.34.4) on the same machine",
-                                  "writes_per_lifecycle": {k: v / args.lifecycle_jobs for k, v in sorted(life.items())},
-                                  "writes_per_lifecycle_goal": "pods + services + 3 = 6 for a 2-node job (events "
-                                                               "counted apart)"}
-        save(args.out, result)  # every phase is kept as soon as it is measured
+        kept = json.loads(Path(args.out).read_text()) if args.only and Path(args.out).exists() else {}
+        result: dict[str, Any] = {**kept, "machine": "2-core CPU, embedded control plane (k8s 1.34.4) on the same "
+                                  "machine"}  # with --only, the other phases' last results are kept
+        if "lifecycle" in want:  # writes per lifecycle first, on a quiet operator: jobs that run to Succeeded
+            result |= lifecycle_writes(admin, op, args.lifecycle_jobs)
+            save(args.out, result)  # every phase is kept as soon as it is measured
+        if "throughput" not in want:
+            args.rounds = 0
         ratios, op_lat, op_rates, base_rates = [], [], [], []
+        assert op.proc is not None
+        procs = {"operator": [op.proc.pid], "control_plane": list(cluster.info["pids"].values())}
+        cpu: dict[str, list[float]] = {f"{who} {side}": [] for who in procs for side in ("operator", "baseline")}
         for r in range(args.rounds):
             ns_a = new_namespace(admin, f"bench-op-{r}")
             ns_b = new_namespace(admin, f"bench-base-{r}")
             settle(op)
+            before = {who: cpu_s(pids) for who, pids in procs.items()}
             rate_a, lat = operator_round(kube_admin, admin, ns_a, "j", args.jobs, 4, args.concurrency)
-            settle(op)
+            settle(op)  # the operator's later passes (pods seen, Unschedulable) count for its side
+            for who, pids in procs.items():
+                cpu[f"{who} operator"].append((cpu_s(pids) - before[who]) / args.jobs * 1e3)
+            before = {who: cpu_s(pids) for who, pids in procs.items()}
             rate_b, _ = baseline_round(kube_admin, admin, ns_b, "j", args.jobs, 4, args.concurrency)
+            settle(op)
+            for who, pids in procs.items():
+                cpu[f"{who} baseline"].append((cpu_s(pids) - before[who]) / args.jobs * 1e3)
             ratios.append(rate_a / rate_b)
             op_lat += lat
             op_rates.append(rate_a)
             base_rates.append(rate_b)
             print(f"round {r}: operator {rate_a:.1f} jobs/s, baseline {rate_b:.1f} jobs/s", flush=True)
-        result["jobs_per_s"] = {"operator_median": statistics.median(op_rates),
-                                "baseline_median": statistics.median(base_rates),
-                                "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
-                                "ratio_max": max(ratios), "rounds": args.rounds}
-        result["create_to_pods_ms_under_load"] = {"p50": statistics.median(op_lat) * 1e3,
-                                                  "p99": sorted(op_lat)[int(0.99 * (len(op_lat) - 1))] * 1e3,
-                                                  "n": args.rounds * args.jobs}
-        save(args.out, result)
-        # Latency with no queue: one job at a time.
-        ns_l = new_namespace(admin, "bench-latency")
-        single: list[float] = []
-        for i in range(50):
-            settle(op, quiet_for=0.5)
-            single += operator_round(kube_admin, admin, ns_l, f"s{i}", 1, 4, 1)[1]
-        result["create_to_pods_ms_single"] = {"p50": statistics.median(single) * 1e3,
-                                              "p99": sorted(single)[int(0.99 * (len(single) - 1))] * 1e3,
-                                              "n": len(single)}
-        save(args.out, result)
+        if args.rounds:
+            result["jobs_per_s"] = {"operator_median": statistics.median(op_rates),
+                                    "baseline_median": statistics.median(base_rates),
+                                    "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
+                                    "ratio_max": max(ratios), "rounds": args.rounds, "ratios": ratios}
+            result["cpu_ms_per_job"] = {k: statistics.median(v) for k, v in cpu.items()}  # process, side
+            result["create_to_pods_ms_under_load"] = {"p50": statistics.median(op_lat) * 1e3,
+                                                      "p99": sorted(op_lat)[int(0.99 * (len(op_lat) - 1))] * 1e3,
+                                                      "n": args.rounds * args.jobs}
+            save(args.out, result)
+        if "latency" in want:
+            result["create_to_pods_ms_single"] = single_latency(kube_admin, admin, op)
+            save(args.out, result)
+        if "rss" not in want:
+            print(json.dumps(result, indent=2))
+            return 0
         # 1,000 jobs: RSS, then a no-op resync (operator restart over settled jobs).
         ns_r = new_namespace(admin, "bench-rss")
         for i in range(args.rss_jobs):

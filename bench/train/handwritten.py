@@ -1,6 +1,7 @@
 """The baseline: a hand-written PyTorch training loop (optionally DDP under torchrun) on the same
 model, data order, optimizer and threads as the trainer, with no checkpoints, progress server or
-history. Prints one JSON line: step times and losses at the logged steps."""
+history. Prints one JSON line: wall-clock times (comparable with the trainer's history) and losses
+at the logged steps."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def main() -> None:
             loss = loss.detach()
             dist.all_reduce(loss, op=dist.ReduceOp.AVG)
         if (step + 1) % log_every == 0:
-            times.append(time.perf_counter())
+            times.append(time.time())
             losses.append(float(loss))
     if rank == 0:
         print(json.dumps({"times": times, "losses": losses, "logEvery": log_every}), flush=True)

@@ -25,6 +25,7 @@ from . import metrics
 
 Obj = dict[str, Any]
 MAX_PROGRESS_BYTES = 64 * 1024
+KEEPALIVE_S = 90.0  # idle connections kept (client-go's idle timeout): a burst after a lull needs no new TLS handshakes
 # kind -> (API prefix, plural) for every child kind the operator creates.
 RESOURCES: dict[str, tuple[str, str]] = {
     "Pod": ("/api/v1", "pods"),
@@ -126,7 +127,7 @@ class Kube:
             info = self.login()
             self._session = aiohttp.ClientSession(
                 base_url=info.server, headers=auth_headers(info),
-                connector=aiohttp.TCPConnector(ssl=ssl_context(info), limit=64),
+                connector=aiohttp.TCPConnector(ssl=ssl_context(info), limit=64, keepalive_timeout=KEEPALIVE_S),
                 timeout=aiohttp.ClientTimeout(total=30))
         return self._session
 
@@ -147,6 +148,13 @@ class Kube:
 
     async def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
                       params: dict[str, str] | None = None) -> Obj:
+        text = await self.send(method, path, body, content_type, params)
+        return dict(json.loads(text)) if text else {}
+
+    async def send(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
+                   params: dict[str, str] | None = None) -> str:
+        """The reply's body unparsed: callers that need only the outcome (a create, a delete) skip
+        decoding the whole object the server echoes back."""
         if method != "GET":
             self.writes[method] += 1
             metrics.API_WRITES.labels(method, _kind(path)).inc()
@@ -160,7 +168,7 @@ class Kube:
                     continue
                 if r.status >= 400:
                     raise ApiError(r.status, text)
-                return dict(await r.json(content_type=None)) if text else {}
+                return text
         raise AssertionError("unreachable")
 
     async def list_children(self, kind: str, namespaces: list[str]) -> list[Obj]:
@@ -176,7 +184,7 @@ class Kube:
     async def create(self, obj: Obj) -> bool:
         """Create `obj`; False when it already exists (deterministic names make that safe)."""
         try:
-            await self.request("POST", self.child_path(obj["kind"], obj["metadata"]["namespace"]), obj)
+            await self.send("POST", self.child_path(obj["kind"], obj["metadata"]["namespace"]), obj)
             return True
         except ApiError as e:
             if e.status == 409:
@@ -196,7 +204,7 @@ class Kube:
     async def delete_child(self, ns: str, kind: str, name: str, uid: str) -> None:
         body = {"preconditions": {"uid": uid}, "propagationPolicy": "Background"}
         try:
-            await self.request("DELETE", self.child_path(kind, ns, name), body)
+            await self.send("DELETE", self.child_path(kind, ns, name), body)
         except ApiError as e:
             if e.status not in (404, 409):  # gone already, or a different object by now
                 raise
@@ -208,7 +216,7 @@ class Kube:
 
     async def delete(self, path: str) -> None:
         try:
-            await self.request("DELETE", path, {"propagationPolicy": "Background"})
+            await self.send("DELETE", path, {"propagationPolicy": "Background"})
         except ApiError as e:
             if e.status != 404:
                 raise

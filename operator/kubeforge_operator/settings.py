@@ -23,7 +23,8 @@ class Settings(BaseSettings):
     restart_backoff_max_seconds: float = Field(default=300.0, gt=0)
     metrics_port: int = Field(default=8080, ge=0, le=65535, description="0 disables the metrics server")
     liveness_port: int = Field(default=8081, ge=0, le=65535)
-    workers: int = Field(default=8, ge=1, le=256, description="jobs reconciled concurrently")
+    workers: int = Field(default=32, ge=1, le=256, description=(
+        "jobs reconciled concurrently; a pass mostly waits on the API server (status, then Service, then pods)"))
     shm_size: str = "1Gi"
     log_format: str = Field(default="json", pattern="^(json|plain)$")
     leader_election_namespace: str = Field(default="", description=(

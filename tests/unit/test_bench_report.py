@@ -28,7 +28,7 @@ def test_trainer_table_keeps_finished_parts_and_marks_failed_ones() -> None:
     text = "\n".join(lines)
     assert "0.980 (0.900-1.100, n=5) | yes | ≥ 0.97 | met" in text
     assert "not measured (RuntimeError: rank 1 / died)" in text  # a '|' would break the table
-    assert text.count("**not measured**") == 4  # 10 ms, DDP, FSDP and MFU
+    assert text.count("**not measured**") == 5  # 1 ms concurrent, 10 ms, DDP, FSDP and MFU
 
 
 def test_partial_operator_results_do_not_break_the_page() -> None:

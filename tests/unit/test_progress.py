@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -67,3 +68,19 @@ def test_termination_message_fits_4k_ends_at_the_last_step_and_keeps_every_eval_
     steps = [p["step"] for p in parsed["progress"]["history"] if p["kind"] == "train"]
     assert steps[-1] == 3000 and len(steps) > 20 and parsed["artifact"]["digest"] == "sha256:" + "ab" * 32
     assert [p["step"] for p in parsed["progress"]["history"] if p["kind"] == "eval"] == [375 * e for e in range(1, 9)]
+
+
+def test_history_file_gets_train_points_in_batches_and_everything_by_the_end(tmp_path: Path) -> None:
+    from kubeforge_trainer.progress import ProgressReporter
+
+    path = tmp_path / "metrics.jsonl"
+    reporter = ProgressReporter(path, None)
+    reporter.record("start", step=0)
+    assert len(path.read_text().splitlines()) == 1  # anything but a train point is written at once
+    for step in range(1, 51):
+        reporter.record("train", step=step, loss=1.0)
+    assert len(path.read_text().splitlines()) < 51  # not a flush per point on the hot path
+    final = reporter.final()
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == list(range(51))
+    assert len(final["history"]) == 51
+    reporter.close()

@@ -196,6 +196,20 @@ def test_the_order_pods_are_seen_in_does_not_change_the_status() -> None:
     assert run(tj(), pods).status == run(tj(), pods[::-1]).status
 
 
+def test_pods_turning_unschedulable_one_by_one_write_the_status_once() -> None:
+    """Which of several blocked pods the condition names is no news: rank 1 blocked first, then
+    rank 0 too, leaves the status as it was (no write); the message moves on only when its pod is
+    no longer blocked."""
+    blocked = {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                               "message": "0/1 nodes are available"}]}
+    first = run(tj(), [pod(0, "Pending"), pod(1, "Pending", **blocked)])
+    assert cond(first, "Running")["reason"] == "Unschedulable" and "demo-node-1" in cond(first, "Running")["message"]
+    both = run(tj(status=first.status), [pod(0, "Pending", **blocked), pod(1, "Pending", **blocked)])
+    assert both.status == first.status
+    moved = run(tj(status=both.status), [pod(0, "Pending", **blocked), pod(1, "Pending")])
+    assert "demo-node-0" in cond(moved, "Running")["message"]
+
+
 def test_all_running_then_all_succeeded() -> None:
     plan = run(tj(), [pod(0), pod(1)])
     assert cond(plan, "Running")["status"] == "True" and plan.status["state"] == "Running"

@@ -187,3 +187,18 @@ def test_a_compressed_job_ends_succeeded_with_both_artifacts() -> None:
     assert st["state"] == "Succeeded" and st["artifact"]["uri"] == "pvc://data/runs/demo/artifact"
     assert st["compression"]["artifact"]["digest"] == DIGEST
     assert {c["type"]: c["status"] for c in st["conditions"]}["Compressed"] == "True"
+
+
+def test_spec_verdict_is_reused_only_while_the_spec_is_unchanged() -> None:
+    from kubeforge_operator.trainingjob.validate import _Validated
+
+    check = _Validated(size=2)
+    job: Obj = {"metadata": {"uid": "u", "generation": 1}, "spec": {"nodes": 2, "command": ["x"]}}
+    spec, errors = check(job)
+    assert spec is not None and not errors
+    assert check(job)[0] is spec  # the same generation and spec: validated once
+    job["spec"]["nodes"] = 0  # the same key with another spec (never from the API server): validated again
+    assert check(job)[0] is None and "spec.nodes" in check(job)[1]
+    for uid in ("a", "b", "c"):
+        check({"metadata": {"uid": uid, "generation": 1}, "spec": {"nodes": 1, "command": ["x"]}})
+    assert len(check.entries) == 2  # bounded

@@ -4,7 +4,7 @@ and the startup deadline is checked."""
 
 from __future__ import annotations
 
-from kubeforge_api.conditions import is_true
+from kubeforge_api.conditions import find, is_true
 from kubeforge_api.constants import ConditionType, Reason, State
 
 from ..observe import WAITING
@@ -22,6 +22,16 @@ def _all_running(p: Pass) -> bool:
     return len(current) == len(members(p.spec)) and all(v.running or v.phase == "Succeeded" for v in current)
 
 
+def _still_true(p: Pass, reason: str, message: str, blocked: list[tuple[str, str]]) -> str:
+    """The condition's current message while it still holds for the same reason: which of several
+    blocked pods is named is no news, so pods turning Unschedulable one by one (in any order) make
+    one status write, not one per pod that sorts before the one named."""
+    old = find(p.old.get("conditions") or [], ConditionType.RUNNING)
+    if old and old.get("reason") == reason and (reason, old.get("message")) in blocked:
+        return str(old["message"])
+    return message
+
+
 def running_or_why_not(p: Pass) -> bool:
     if _all_running(p):
         n = len(p.current)
@@ -33,6 +43,7 @@ def running_or_why_not(p: Pass) -> bool:
         return True
     blocked = sorted((v.blocked for v in p.current if v.blocked), key=lambda b: BLOCKED_ORDER.index(Reason(b[0])))
     reason, message = blocked[0] if blocked else (str(Reason.CONTAINER_CREATING), WAITING)
+    message = _still_true(p, reason, message, blocked)
     p.set(ConditionType.RUNNING, False, reason, message)
     if is_true(p.conds, ConditionType.RESTARTING):
         p.status["state"] = State.RESTARTING

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+from collections import OrderedDict
 from difflib import get_close_matches
 from typing import get_args
 
@@ -12,6 +14,7 @@ from kubeforge_api.model import problems
 from kubeforge_api.trainingjob import TrainingJobSpec
 from pydantic import BaseModel, ValidationError
 
+from ..plan import Obj
 from .context import Pass
 
 MAX_ERRORS = 5
@@ -56,13 +59,43 @@ def semantic_errors(spec: TrainingJobSpec) -> list[str]:
     return check_against_recipe(spec.compression, spec.recipe.model, spec.recipe.dataset)
 
 
-def invalid_spec(p: Pass) -> bool:
+class _Validated:
+    """The last verdict per job: a spec changes only with its generation, and a pass runs on every
+    watch event of the job or its pods, so the whole spec is validated once per generation (the
+    cached verdict is used only while the spec still compares equal)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self.entries: OrderedDict[tuple[str, int], tuple[Obj, TrainingJobSpec | None, str]] = OrderedDict()
+
+    def __call__(self, job: Obj) -> tuple[TrainingJobSpec | None, str]:
+        raw = job.get("spec") or {}
+        key = (str(job["metadata"].get("uid", "")), int(job["metadata"].get("generation", 0)))
+        hit = self.entries.get(key)
+        if hit is not None and hit[0] == raw:
+            self.entries.move_to_end(key)
+            return hit[1], hit[2]
+        spec, errors = _validate(raw)
+        self.entries[key] = (copy.deepcopy(raw), spec, errors)
+        if len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+        return spec, errors
+
+
+def _validate(raw: Obj) -> tuple[TrainingJobSpec | None, str]:
     try:
-        spec = TrainingJobSpec.model_validate(p.job.get("spec") or {})
-        errors = "; ".join(semantic_errors(spec)[:MAX_ERRORS])
+        spec = TrainingJobSpec.model_validate(raw)
     except ValidationError as e:
-        errors = spec_errors(e)
-    if not errors:
+        return None, spec_errors(e)
+    return spec, "; ".join(semantic_errors(spec)[:MAX_ERRORS])
+
+
+validated = _Validated()
+
+
+def invalid_spec(p: Pass) -> bool:
+    spec, errors = validated(p.job)
+    if spec is not None and not errors:
         p.valid_spec = spec
         return False
     if not (is_true(p.conds, ConditionType.FAILED) or is_true(p.conds, ConditionType.SUCCEEDED)):

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from kubeforge_api.trainingjob import Recipe
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
@@ -53,83 +55,131 @@ def cut(model: nn.Sequential, stages: int) -> list[tuple[int, int]]:
     return list(zip(starts, ends, strict=True))
 
 
+@dataclass
+class Stage:
+    """This rank's part of the pipeline: its layers, the schedule that runs them, and their optimizer."""
+
+    module: nn.Sequential
+    schedule: Any
+    opt: torch.optim.Optimizer
+    lr: Any
+    offset: int  # index of the stage's first layer in the full model
+    world: World
+
+    @property
+    def first(self) -> bool:
+        return self.world.rank == 0
+
+    @property
+    def last(self) -> bool:
+        return self.world.rank == self.world.size - 1
+
+    @property
+    def name(self) -> str:
+        return f"stage{self.world.rank}"
+
+
 def train(ctx: JobContext, world: World, reporter: ProgressReporter | None) -> dict[str, Any]:
     recipe = ctx.spec.recipe
     assert recipe is not None
+    _check(recipe, world)
+    seed_all(recipe.seed)
+    data = load(recipe, ctx.storage)
+    arch = architecture(recipe.model, data, recipe.model_config_)
+    steps_per_epoch, total = steps_plan(recipe, data, 1)
+    stage = _build(recipe, build(arch), data.task, world, total)
+    begin, metrics, resumed_from = _resume(ctx, stage)
+    log = StepLog(reporter, ctx, begin, total, recipe.batch_size, steps_per_epoch, resumed_from)
+    for step in range(begin, total):
+        idx = global_batch(recipe, data, step, steps_per_epoch)
+        loss = _step(stage, recipe, data.x_train[idx], data.y_train[idx])
+        done = step + 1
+        epoch_end = done % steps_per_epoch == 0 or done == total
+        if epoch_end:
+            metrics = _evaluate(stage.schedule, data, recipe.batch_size, world)
+        log.after(done, float(loss), metrics, float(stage.lr.get_last_lr()[0]), epoch_end)
+        if done % ctx.spec.checkpoint.interval_steps == 0 and done < total:
+            _checkpoint(ctx, stage, done, metrics)
+            log.checkpointed(done)
+    state = _merge(ctx, world, stage.module, stage.offset)
+    final = reporter.final() if reporter else {}
+    info = finish(ctx, world, state, arch, data, metrics, {**final, "phase": "finished"}) if state else None
+    barrier(world)
+    return {"metrics": metrics, "artifact": info, "steps": total, "resumedFrom": resumed_from}
+
+
+def _check(recipe: Recipe, world: World) -> None:
     if world.size < 2:
         raise ConfigError("strategy pipeline needs at least 2 ranks")
     if recipe.batch_size % recipe.micro_batches:
         raise ConfigError(
             f"recipe.batchSize={recipe.batch_size} must be divisible by microBatches={recipe.micro_batches}")
-    seed_all(recipe.seed)
-    data = load(recipe, ctx.storage)
-    arch = architecture(recipe.model, data, recipe.model_config_)
-    full = build(arch)
+
+
+def _build(recipe: Recipe, full: nn.Sequential, task: str, world: World, total: int) -> Stage:
+    """Cut the full model, keep this rank's layers and wrap them in the recipe's schedule."""
     start_layer, end_layer = cut(full, world.size)[world.rank]
     module = nn.Sequential(*list(full)[start_layer:end_layer])
-    first, last = world.rank == 0, world.rank == world.size - 1
-    stage = PipelineStage(module, world.rank, world.size, torch.device("cpu"))
+    pp_stage = PipelineStage(module, world.rank, world.size, torch.device("cpu"))
     kind = ScheduleGPipe if recipe.pipeline_schedule == "gpipe" else Schedule1F1B
-    sched_pp = kind(stage, n_microbatches=recipe.micro_batches, loss_fn=lambda out, y: loss_fn(data.task, out, y))
+    sched_pp = kind(pp_stage, n_microbatches=recipe.micro_batches, loss_fn=lambda out, y: loss_fn(task, out, y))
     opt = make_optimizer(recipe, module.parameters())
-    steps_per_epoch, total = steps_plan(recipe, data, 1)
     lr = torch.optim.lr_scheduler.LambdaLR(opt, schedule(recipe, total))
-    ckpt_dir = ctx.storage / "checkpoints"
-    mine = f"stage{world.rank}"
-    resumed = checkpoint.latest(ckpt_dir)
-    begin, metrics = 0, {}
-    if resumed is not None:
-        module.load_state_dict(resumed.tensors[f"model-{mine}"])
-        optimizer_from_tensors(opt, resumed.tensors.get(f"optim-{mine}", {}), resumed.meta[f"optimizer-{mine}"])
-        lr.load_state_dict(resumed.meta["scheduler"])
-        checkpoint.set_rng_state(resumed.tensors["rng"], resumed.meta["rng"])
-        begin, metrics = resumed.step, resumed.meta.get("metrics", {})
-    log = StepLog(reporter, ctx, begin, total, recipe.batch_size, steps_per_epoch, resumed.step if resumed else None)
-    for step in range(begin, total):
-        idx = global_batch(recipe, data, step, steps_per_epoch)
-        x, y = data.x_train[idx], data.y_train[idx]
-        losses: list[torch.Tensor] = []
-        if first:
-            sched_pp.step(x)
-        elif last:
-            sched_pp.step(target=y, losses=losses)
-        else:
-            sched_pp.step()
-        _clip(module, recipe.grad_clip)
-        opt.step()
-        lr.step()
-        opt.zero_grad(set_to_none=True)
-        loss = torch.stack(losses).mean() if last else torch.zeros(())
-        dist.broadcast(loss, src=world.size - 1)
-        done = step + 1
-        epoch_end = done % steps_per_epoch == 0 or done == total
-        if epoch_end:
-            metrics = _evaluate(sched_pp, data, recipe.batch_size, world)
-        log.after(done, float(loss), metrics, float(lr.get_last_lr()[0]), epoch_end)
-        if done % ctx.spec.checkpoint.interval_steps == 0 and done < total:
-            staging = checkpoint.staging(ckpt_dir, done, create=first)
-            barrier(world)
-            opt_t, opt_meta = optimizer_to_tensors(opt)
-            checkpoint.write_tensors(staging, f"model-{mine}", module.state_dict())
-            checkpoint.write_tensors(staging, f"optim-{mine}", opt_t)
-            (staging / f"optimizer-{mine}.json").write_text(json.dumps(opt_meta))
-            barrier(world)
-            if first:
-                metas = {f"optimizer-stage{r}": json.loads((staging / f"optimizer-stage{r}.json").read_text())
-                         for r in range(world.size)}
-                for r in range(world.size):
-                    (staging / f"optimizer-stage{r}.json").unlink()
-                rng_t, rng_meta = checkpoint.rng_state()
-                checkpoint.commit(ckpt_dir, staging, done, {"rng": rng_t},
-                                  {"step": done, "scheduler": lr.state_dict(), "rng": rng_meta, "metrics": metrics,
-                                   **metas}, ctx.spec.checkpoint.keep)
-                log.checkpointed(done)
-            barrier(world)
-    state = _merge(ctx, world, module, start_layer)
-    final = reporter.final() if reporter else {}
-    info = finish(ctx, world, state, arch, data, metrics, {**final, "phase": "finished"}) if state else None
+    return Stage(module, sched_pp, opt, lr, start_layer, world)
+
+
+def _resume(ctx: JobContext, stage: Stage) -> tuple[int, dict[str, float], int | None]:
+    """(first step, metrics, step resumed from) after loading this stage's part of the latest checkpoint."""
+    resumed = checkpoint.latest(ctx.storage / "checkpoints")
+    if resumed is None:
+        return 0, {}, None
+    mine = stage.name
+    stage.module.load_state_dict(resumed.tensors[f"model-{mine}"])
+    optimizer_from_tensors(stage.opt, resumed.tensors.get(f"optim-{mine}", {}), resumed.meta[f"optimizer-{mine}"])
+    stage.lr.load_state_dict(resumed.meta["scheduler"])
+    checkpoint.set_rng_state(resumed.tensors["rng"], resumed.meta["rng"])
+    return resumed.step, resumed.meta.get("metrics", {}), resumed.step
+
+
+def _step(stage: Stage, recipe: Recipe, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One optimizer step of the whole pipeline; returns the mean loss (computed by the last stage,
+    broadcast to all)."""
+    losses: list[torch.Tensor] = []
+    if stage.first:
+        stage.schedule.step(x)
+    elif stage.last:
+        stage.schedule.step(target=y, losses=losses)
+    else:
+        stage.schedule.step()
+    _clip(stage.module, recipe.grad_clip)
+    stage.opt.step()
+    stage.lr.step()
+    stage.opt.zero_grad(set_to_none=True)
+    loss = torch.stack(losses).mean() if stage.last else torch.zeros(())
+    dist.broadcast(loss, src=stage.world.size - 1)
+    return loss
+
+
+def _checkpoint(ctx: JobContext, stage: Stage, done: int, metrics: dict[str, float]) -> None:
+    """Each stage writes its own layers and optimizer state; rank 0 commits them as one checkpoint."""
+    ckpt_dir, world, mine = ctx.storage / "checkpoints", stage.world, stage.name
+    staging = checkpoint.staging(ckpt_dir, done, create=stage.first)
     barrier(world)
-    return {"metrics": metrics, "artifact": info, "steps": total, "resumedFrom": resumed.step if resumed else None}
+    opt_t, opt_meta = optimizer_to_tensors(stage.opt)
+    checkpoint.write_tensors(staging, f"model-{mine}", stage.module.state_dict())
+    checkpoint.write_tensors(staging, f"optim-{mine}", opt_t)
+    (staging / f"optimizer-{mine}.json").write_text(json.dumps(opt_meta))
+    barrier(world)
+    if stage.first:
+        metas = {f"optimizer-stage{r}": json.loads((staging / f"optimizer-stage{r}.json").read_text())
+                 for r in range(world.size)}
+        for r in range(world.size):
+            (staging / f"optimizer-stage{r}.json").unlink()
+        rng_t, rng_meta = checkpoint.rng_state()
+        checkpoint.commit(ckpt_dir, staging, done, {"rng": rng_t},
+                          {"step": done, "scheduler": stage.lr.state_dict(), "rng": rng_meta, "metrics": metrics,
+                           **metas}, ctx.spec.checkpoint.keep)
+    barrier(world)
 
 
 def _clip(module: nn.Module, max_norm: float) -> None:

@@ -1,0 +1,21 @@
+"""The kopf wiring: the operator turns off kopf's diff base, which is safe only while every
+handler it registers is a raw-event handler."""
+
+from __future__ import annotations
+
+import kopf
+import kubeforge_operator.main as wiring
+
+
+def test_only_raw_event_handlers_so_no_diff_base_is_needed() -> None:
+    registry = kopf.get_default_registry()
+    assert list(registry._watching.get_all_handlers())  # the handlers are registered
+    assert not list(registry._changing.get_all_handlers())  # create/update/delete handlers would need a diff
+    assert not list(registry._spawning.get_all_handlers())
+
+
+def test_no_diff_base_copies_nothing() -> None:
+    storage = wiring.NoDiffBase()
+    body = kopf.Body({"metadata": {"name": "x"}, "spec": {"nodes": 2}})
+    assert storage.build(body=body) == {}
+    assert storage.fetch(body=body) is None
