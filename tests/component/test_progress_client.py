@@ -9,15 +9,13 @@ import asyncio
 import gzip
 import json
 import resource
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from kubeforge_operator.kube import Kube
+from scripted_http import Reply, scripted_server
 
 VALID = {"step": 5, "totalSteps": 10, "percent": 50.0, "loss": 0.5, "history": [{"kind": "train", "step": 5}]}
-Reply = tuple[int, dict[str, str], bytes]
 
 
 def answers(path: str) -> Reply:
@@ -43,27 +41,10 @@ def answers(path: str) -> Reply:
 internal_hits: list[str] = []
 
 
-class Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        code, headers, body = answers(self.path.replace("/progress", "", 1) or "/ok")
-        self.send_response(code)
-        for k, v in {"Content-Length": str(len(body)), **headers}.items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[int]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield int(httpd.server_address[1])
-    httpd.shutdown()
-
-
+    with scripted_server(lambda path: answers(path.replace("/progress", "", 1) or "/ok")) as port:
+        yield port
 
 
 async def ask(port: int, route: str) -> object:

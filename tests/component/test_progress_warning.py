@@ -7,11 +7,9 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -21,11 +19,12 @@ from kubeforge_operator.plan import Plan, World, ts
 from kubeforge_operator.render.trainingjob import JobRef, members, render_pod
 from kubeforge_operator.trainingjob.context import Config
 from kubeforge_operator.trainingjob.kind import TrainingJobKind
+from scripted_http import Reply, scripted_server
 
 Obj = dict[str, Any]
 NOW = datetime.now(UTC)
 VALID = {"step": 5, "totalSteps": 10, "percent": 50.0, "loss": 0.5, "history": [{"kind": "train", "step": 5}]}
-REPLIES: dict[str, tuple[int, dict[str, str], bytes]] = {
+REPLIES: dict[str, Reply] = {
     "ok": (200, {}, json.dumps(VALID).encode()),
     "redirect": (302, {"Location": "http://127.0.0.1:1/internal"}, b""),
     "gzip": (200, {"Content-Encoding": "gzip"}, gzip.compress(json.dumps(VALID).encode())),
@@ -39,25 +38,10 @@ mode = {"now": "ok"}
 WARNING = "ProgressEndpointMisbehaving"
 
 
-class Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        code, headers, body = REPLIES[mode["now"]]
-        self.send_response(code)
-        for k, v in {"Content-Length": str(len(body)), **headers}.items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
-
-
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield int(httpd.server_address[1])
-    httpd.shutdown()
+    with scripted_server(lambda _path: REPLIES[mode["now"]]) as bound:
+        yield bound
 
 
 def world(run_policy: Obj | None = None) -> World:
