@@ -166,7 +166,9 @@ def _compress_notes(e: dict[str, Any], cnn: dict[str, Any]) -> list[str]:
         "cache: about 90 s cold, a few seconds warm, on this machine); eager torchao gains little on CPU. "
         "Its ratio to the eager back "
         "end is timed in the same rounds (fp32, eager int8, torchao eager, torchao compiled), same threads, after "
-        "warm-up.", "",
+        "warm-up. On a quiet machine the batch-1 gap is real, not noise (min-max 0.83-0.88): compiled torchao "
+        "still runs per-call work the eager back end's fused dynamic-int8 Linear does not; at batch 8 the two "
+        "match. Where torchao's batch-1 time goes is not profiled yet.", "",
         "The GPT teacher is trained briefly, so the student (trained further from it) can beat it. Timings are "
         "interleaved rounds on a shared 2-core machine: when other jobs load it, ratios spread widely (see "
         "min-max); rerun one section with `bench/compress/bench_compress.py --only encoder`."]
