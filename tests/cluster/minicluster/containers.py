@@ -291,7 +291,9 @@ class PodFiles:
 
 
 def cgroup_parents(name: str) -> CgroupParents:
-    """Memory and cpuacct cgroups for this node's containers (None where cgroups v1 are not writable)."""
+    """Memory and cpuacct cgroups for this node's containers (None where cgroups v1 are not writable).
+    Ones of the same name are a dead cluster's (a live one holds its bridge name): removed first."""
+    remove_cgroup_parents(CgroupParents(CGROUP_ROOT / name, CPUACCT_ROOT / name), timeout=2.0)
     memory = CGROUP_ROOT / name
     try:
         memory.mkdir(parents=True, exist_ok=True)
@@ -304,12 +306,28 @@ def cgroup_parents(name: str) -> CgroupParents:
     return CgroupParents(memory if memory.is_dir() else None, cpuacct if cpuacct.is_dir() else None)
 
 
-def remove_cgroup_parents(parents: CgroupParents) -> None:
-    """Remove the node's (by now empty) parent cgroups."""
+def remove_cgroup_parents(parents: CgroupParents, timeout: float = 10.0) -> None:
+    """Remove the node's parent cgroups, and any container cgroup still in them: a container whose
+    stop outlived the agent's wait, or whose last task the kernel has not finished removing yet."""
+    deadline = time.monotonic() + timeout
     for group in (parents.memory, parents.cpuacct):
-        if group is not None:
+        while group is not None and group.exists():
+            for child in [c for c in group.iterdir() if c.is_dir()]:
+                _kill_and_remove(child)
             with contextlib.suppress(OSError):
                 group.rmdir()
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+
+
+def _kill_and_remove(group: Path) -> None:
+    with contextlib.suppress(OSError):
+        for pid in (group / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        group.rmdir()
 
 
 def exec_in(pid: int, argv: list[str], timeout: float) -> int:
