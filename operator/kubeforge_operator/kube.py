@@ -57,6 +57,20 @@ def judge_progress(body: bytes) -> ProgressDoc | Misbehaved:
     return Misbehaved("answered JSON that is not a valid progress document (types, ranges, sizes)")
 
 
+async def read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """Up to `limit` bytes of a body: one read may return less than asked (what the network has
+    delivered so far), so read until the end or the limit."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await stream.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 def _kind(path: str) -> str:
     """The resource a request path names (`pods`, `trainingjobs/status`...)."""
     parts = path.split("?")[0].strip("/").split("/")
@@ -242,7 +256,7 @@ class Kube:
                     return Misbehaved(f"answered a {encoding[:32]!r}-encoded body; only identity is read")
                 if r.status != 200:
                     return None
-                body = await r.content.read(MAX_PROGRESS_BYTES + 1)
+                body = await read_at_most(r.content, MAX_PROGRESS_BYTES + 1)
         except (aiohttp.ClientError, TimeoutError, ValueError, OSError):
             return None
         return judge_progress(body)
