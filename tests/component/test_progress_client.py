@@ -67,3 +67,24 @@ def test_a_hostile_progress_endpoint_gives_nothing(server: int, route: str) -> N
 def test_a_well_behaved_endpoint_is_read(server: int) -> None:
     doc = asyncio.run(ask(server, "/ok"))
     assert doc is not None and doc.step == 5 and doc.total_steps == 10  # type: ignore[attr-defined]
+
+
+def test_a_body_that_arrives_in_pieces_is_read_whole_up_to_the_limit() -> None:
+    from unittest import mock
+
+    import aiohttp
+    from kubeforge_operator.kube import read_at_most
+
+    async def run(limit: int) -> bytes:
+        stream = aiohttp.StreamReader(mock.Mock(_reading_paused=False), 2**16, loop=asyncio.get_running_loop())
+        stream.feed_data(b'{"step": ')
+
+        def rest() -> None:  # the second piece arrives after the first read has returned
+            stream.feed_data(b"5}")
+            stream.feed_eof()
+
+        asyncio.get_running_loop().call_later(0.05, rest)
+        return await read_at_most(stream, limit)
+
+    assert asyncio.run(run(100)) == b'{"step": 5}'
+    assert asyncio.run(run(4)) == b'{"st'
