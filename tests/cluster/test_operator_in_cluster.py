@@ -4,11 +4,13 @@ ServiceAccount token and reaches the API server where the node agent tells every
 (`KUBERNETES_SERVICE_HOST`: the `kubernetes` Service's ClusterIP where this cluster runs kube-proxy, else
 the API server's own address on the pod bridge). Sample jobs go to a namespace the session's local operator
 leaves alone, so only the installed operator can make them succeed. Of two replicas, only the holder of the
-Lease acts; when its pod goes, the other takes over."""
+Lease acts; when its pod goes, the other takes over. `kubectl apply -k` of the kustomize base (with an
+overlay that narrows the watch to one namespace) runs the same operator and the dashboard."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import urllib.request
 import uuid
 from collections import defaultdict
@@ -111,3 +113,23 @@ def test_of_two_replicas_one_acts_and_the_other_takes_over(cluster: Cluster, hel
     expected = {f"{job}-node-{rank}" for job in ("before", "after") for rank in range(3)}
     assert set(created) == expected, created
     assert all(len(uids) == 1 for uids in created.values()), created
+
+
+def test_kustomize_installed_operator_runs_a_sample_job(cluster: Cluster, free_namespace: str,
+                                                         tmp_path: Path) -> None:
+    """`kubectl apply -k` as a user would, through an overlay of the base that watches one namespace."""
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "resources": [os.path.relpath(REPO / "manifests" / "base", tmp_path)],  # kustomize wants it relative
+        "patches": [{"target": {"kind": "Deployment", "name": "kubeforge-operator"}, "patch": yaml.safe_dump([
+            {"op": "add", "path": "/spec/template/spec/containers/0/env/-",
+             "value": {"name": "KUBEFORGE_NAMESPACES", "value": f'["{free_namespace}"]'}}])}]}))
+    system = "kubeforge-system"
+    try:
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(tmp_path))
+        for deployment in ("kubeforge-operator", "kubeforge-dashboard"):
+            cluster.kubectl("wait", "-n", system, "--for=condition=Available", f"deployment/{deployment}",
+                            "--timeout=180s")
+        run_sample(cluster, free_namespace, "kustomized")
+    finally:  # the rest (CRDs, namespace, RBAC) is what the session's own operator runs under
+        cluster.kubectl("delete", "-n", system, "deployment/kubeforge-operator", "deployment/kubeforge-dashboard",
+                        "service/kubeforge-dashboard", "--ignore-not-found", "--wait=true", check=False)

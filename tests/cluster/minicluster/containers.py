@@ -25,12 +25,16 @@ CPUACCT_ROOT = Path("/sys/fs/cgroup/cpuacct")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STAGE_ROOT = Path("/run/kubeforge-stage")  # mount points for staged volume sources
 # What containers run from, in place of an image: the Python environment and the project it has installed.
-IMAGE_DIRS = sorted({Path(sys.prefix).resolve(), Path(__file__).resolve().parents[3]})
+REPO = Path(__file__).resolve().parents[3]
+IMAGE_DIRS = sorted({Path(sys.prefix).resolve(), REPO})
 
 # Images whose entrypoint we know; any other image must give `command`.
 IMAGE_ENTRYPOINTS: dict[str, list[str]] = {
     "kubeforge/trainer": ["python", "-m", "kubeforge_trainer"],
     "kubeforge/operator": ["python", "-m", "kubeforge_operator"],
+    "kubeforge/dashboard": ["python", "-m", "streamlit", "run", str(REPO / "dashboard" / "streamlit_app.py"),
+                            "--server.port=8501", "--server.address=0.0.0.0", "--server.headless=true",
+                            "--browser.gatherUsageStats=false"],  # dashboard/Dockerfile's, from the checkout
 }
 
 

@@ -116,12 +116,18 @@ class ContainerState:
         return out
 
 
-def probe_once(spec: Obj, ip: str, pid: int | None) -> bool:
+def probe_port(port: int | str, container: Obj) -> int:
+    """A probe's port: a number, or the name of one of the container's ports."""
+    named = {p["name"]: p["containerPort"] for p in container.get("ports") or [] if p.get("name")}
+    return int(named.get(port, port))
+
+
+def probe_once(spec: Obj, container: Obj, ip: str, pid: int | None) -> bool:
     timeout = float(spec.get("timeoutSeconds", 1))
     try:
         if "httpGet" in spec:
             g = spec["httpGet"]
-            conn = http.client.HTTPConnection(g.get("host") or ip, int(g["port"]), timeout=timeout)
+            conn = http.client.HTTPConnection(g.get("host") or ip, probe_port(g["port"], container), timeout=timeout)
             conn.request("GET", g.get("path", "/"),
                          headers={h["name"]: h["value"] for h in g.get("httpHeaders") or []})
             status = conn.getresponse().status
@@ -129,7 +135,7 @@ def probe_once(spec: Obj, ip: str, pid: int | None) -> bool:
             return 200 <= status < 400
         if "tcpSocket" in spec:
             with socket.create_connection((spec["tcpSocket"].get("host") or ip,
-                                           int(spec["tcpSocket"]["port"])), timeout=timeout):
+                                           probe_port(spec["tcpSocket"]["port"], container)), timeout=timeout):
                 return True
         if "exec" in spec and pid is not None:
             return exec_in(pid, list(spec["exec"]["command"]), timeout) == 0
@@ -353,7 +359,7 @@ class PodWorker:
     def _probe(self, c: ContainerState, t: float) -> None:
         assert c.proc is not None and self.sandbox is not None
         if c.liveness is not None and c.liveness.due(t):
-            c.liveness.record(t, probe_once(c.liveness.spec, self.sandbox.ip, c.proc.popen.pid))
+            c.liveness.record(t, probe_once(c.liveness.spec, c.spec, self.sandbox.ip, c.proc.popen.pid))
             if c.liveness.failures >= int(c.liveness.spec.get("failureThreshold", 3)):
                 grace = float(c.liveness.spec.get("terminationGracePeriodSeconds")
                               or self.pod["spec"].get("terminationGracePeriodSeconds", 30))
@@ -362,7 +368,7 @@ class PodWorker:
         if c.readiness is None:
             c.ready = True
         elif c.readiness.due(t):
-            c.ready = c.readiness.record(t, probe_once(c.readiness.spec, self.sandbox.ip, c.proc.popen.pid))
+            c.ready = c.readiness.record(t, probe_once(c.readiness.spec, c.spec, self.sandbox.ip, c.proc.popen.pid))
 
     def _start(self, c: ContainerState, volumes: dict[str, Path]) -> None:
         assert self.files is not None
