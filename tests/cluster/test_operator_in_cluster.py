@@ -130,6 +130,10 @@ def test_kustomize_installed_operator_runs_a_sample_job(cluster: Cluster, free_n
             cluster.kubectl("wait", "-n", system, "--for=condition=Available", f"deployment/{deployment}",
                             "--timeout=180s")
         run_sample(cluster, free_namespace, "kustomized")
+        pods = cluster.client.request("GET", f"/api/v1/namespaces/{system}/pods")["items"]
+        restarts = {p["metadata"]["name"]: [c["restartCount"] for c in p["status"]["containerStatuses"]]
+                    for p in pods}
+        assert all(counts == [0] for counts in restarts.values()), restarts  # probes on named ports pass
     finally:  # the rest (CRDs, namespace, RBAC) is what the session's own operator runs under
         cluster.kubectl("delete", "-n", system, "deployment/kubeforge-operator", "deployment/kubeforge-dashboard",
                         "service/kubeforge-dashboard", "--ignore-not-found", "--wait=true", check=False)
