@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubeforge_api.compression import CompressionReport, CompressionTermination
 from kubeforge_api.constants import LABEL_JOB, LABEL_MANAGED_BY, LABEL_RANK, LABEL_ROLE, LABEL_SERVING, LABEL_TRACK
 from kubeforge_api.curves import encode
 from kubeforge_api.meta import Condition
 from kubeforge_api.servingjob import ServingJob
-from kubeforge_api.trainingjob import TrainingJob
+from kubeforge_api.trainingjob import CompressionStatus, TrainingJob
 from kubeforge_dashboard.memory import MemorySource
 from kubeforge_dashboard.source import ContainerState, EventInfo, NodeInfo, PodInfo, Resources
 
@@ -47,8 +48,11 @@ def history(n: int) -> dict[str, str]:
 
 
 def report(accepted: bool) -> dict[str, Any]:
+    """`status.compression` as the operator writes it: the compression pod's report, through its
+    termination message, with the published artifact under the job's storage."""
     lat = {"batch1": 0.80, "batch8": 2.0}
     cands = [{"method": "quantize-dynamic", "verdict": "accepted" if accepted else "rejected",
+              "parameters": {"mode": "dynamic", "backend": "eager"},
               "measured": {"metric": 0.951 if accepted else 0.801, "sizeBytes": 11_000, "parameters": 10,
                            "latencyMs": {"batch1": 0.40, "batch8": 1.0}},
               "drop": 0.004 if accepted else 0.154, "speedup": {"batch1": 2.0, "batch8": 2.0}},
@@ -58,14 +62,16 @@ def report(accepted: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"metric": "accuracy", "higherIsBetter": True, "budget": {"maxDrop": 0.01},
                            "select": "best", "threads": 1, "baseline": {"metric": 0.955, "sizeBytes": 42_000,
                                                                         "parameters": 10, "latencyMs": lat},
+                           "parent": {"path": "artifact", "digest": DIGEST, "sizeBytes": 42_000},
                            "candidates": cands,
                            "reason": "Compressed" if accepted else "AccuracyBudgetExceeded",
                            "message": "quantize-dynamic kept accuracy within 0.01" if accepted
                            else "no candidate stayed within the accuracy budget (max drop 0.01)"}
     if accepted:
         out["chosen"] = 0
-        out["artifact"] = {"path": "runs/digits-q/compressed/quantize-dynamic", "digest": DIGEST, "sizeBytes": 11_000}
-    return out
+        out["artifact"] = {"path": "compressed/quantize-dynamic", "digest": DIGEST, "sizeBytes": 11_000}
+    term = CompressionTermination.from_report(CompressionReport.model_validate(out), "compressed/report.json")
+    return CompressionStatus.reported(term, "pvc://models/runs/digits-q", attempts=1).dump()
 
 
 def succeeded(name: str, accepted: bool) -> TrainingJob:

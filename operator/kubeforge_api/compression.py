@@ -178,8 +178,8 @@ class ArtifactRef(Model):
 class Latency(Model):
     """Median milliseconds per forward pass at batch 1 and batch 8."""
 
-    batch1: float = Field(ge=0)
-    batch8: float = Field(ge=0)
+    batch1: float = Field(ge=0, description="At batch 1.")
+    batch8: float = Field(ge=0, description="At batch 8.")
 
 
 class Measured(Model):
@@ -233,13 +233,31 @@ class CompressionReport(Model):
 # --------------------------------------------------------------------------------- termination message
 
 
-class CandidateSummary(Model):
-    method: str = Field(max_length=40)
-    verdict: Verdict
-    metric: float | None = None
-    drop: float | None = None
-    size_bytes: int | None = None
-    latency_ms: Latency | None = None
+class Summary(Model):
+    """One model's numbers in the status: the task metric, weights bytes, latency per batch size."""
+
+    metric: float | None = Field(default=None, description="The gate's metric on the held-out split.")
+    size_bytes: int | None = Field(default=None, description="Bytes of the weights file.")
+    latency_ms: Latency | None = Field(default=None, description="Median ms per forward pass at batch 1 and 8.")
+
+
+class CandidateSummary(Summary):
+    """One method tried, in the status."""
+
+    method: str = Field(max_length=40, description="quantize-dynamic, quantize-static, prune-structured, "
+                        "prune-unstructured or distill.")
+    verdict: Verdict = Field(description="What the accuracy gate made of it.")
+    parameters: dict[str, str] = Field(default_factory=dict, max_length=8, description="The method's settings.")
+    drop: float | None = Field(default=None, description="Degradation vs the baseline (relative if the budget is).")
+    speedup: Latency | None = Field(default=None, description="Baseline latency / candidate latency per batch size.")
+
+
+def _summary(c: Candidate) -> CandidateSummary:
+    m = c.measured
+    return CandidateSummary(method=c.method, verdict=c.verdict, drop=c.drop, speedup=c.speedup,
+                            parameters={k[:40]: str(v)[:64] for k, v in list(c.parameters.items())[:8]},
+                            metric=m.metric if m else None, size_bytes=m.size_bytes if m else None,
+                            latency_ms=m.latency_ms if m else None)
 
 
 class CompressionTermination(Model):
@@ -250,22 +268,22 @@ class CompressionTermination(Model):
     reason: CompressionReason
     message: str = Field(max_length=512)
     report_path: str = Field(max_length=512)
+    metric: str | None = Field(default=None, max_length=40, description="The metric the gate compared.")
+    budget: AccuracyBudget | None = None
     chosen: str | None = Field(default=None, max_length=40)
     artifact: ArtifactRef | None = None
-    baseline_metric: float | None = None
+    baseline: Summary | None = None
     candidates: list[CandidateSummary] = Field(default_factory=list, max_length=8)
 
     @classmethod
     def from_report(cls, report: CompressionReport, report_path: str) -> CompressionTermination:
         chosen = report.candidates[report.chosen].method if report.chosen is not None else None
+        base = report.baseline
         return cls(compressed=report.chosen is not None, reason=report.reason, message=report.message[:512],
-                   report_path=report_path, chosen=chosen, artifact=report.artifact,
-                   baseline_metric=report.baseline.metric,
-                   candidates=[CandidateSummary(method=c.method, verdict=c.verdict, drop=c.drop,
-                                                metric=c.measured.metric if c.measured else None,
-                                                size_bytes=c.measured.size_bytes if c.measured else None,
-                                                latency_ms=c.measured.latency_ms if c.measured else None)
-                               for c in report.candidates])
+                   report_path=report_path, metric=report.metric[:40], budget=report.budget, chosen=chosen,
+                   artifact=report.artifact,
+                   baseline=Summary(metric=base.metric, size_bytes=base.size_bytes, latency_ms=base.latency_ms),
+                   candidates=[_summary(c) for c in report.candidates])
 
     def encode(self, limit: int = TERMINATION_LIMIT) -> str:
         """Compact JSON within `limit` bytes: sheds candidate details, then candidates, then the message."""
@@ -274,8 +292,9 @@ class CompressionTermination(Model):
             text = json.dumps(current.dump(), separators=(",", ":"))
             if len(text.encode()) <= limit:
                 return text
-            if any(c.latency_ms for c in current.candidates):
-                slim = [c.model_copy(update={"latency_ms": None, "size_bytes": None}) for c in current.candidates]
+            if any(c.latency_ms or c.parameters for c in current.candidates):
+                slim = [c.model_copy(update={"latency_ms": None, "size_bytes": None, "parameters": {}})
+                        for c in current.candidates]
                 current = current.model_copy(update={"candidates": slim})
             elif current.candidates:
                 current = current.model_copy(update={"candidates": current.candidates[:-1]})

@@ -6,11 +6,18 @@ to a spec dict, so a job gets the same verdict, naming the same field, everywher
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from .compression import CompressionSpec
+from .compression import (
+    AccuracyBudget,
+    CandidateSummary,
+    CompressionReason,
+    CompressionSpec,
+    CompressionTermination,
+    Summary,
+)
 from .constants import (
     API_VERSION,
     GROUP,
@@ -325,6 +332,32 @@ class Artifact(Model):
     size_bytes: int | None = Field(default=None, description="Size of the weights in bytes.")
 
 
+class CompressionStatus(Model):
+    """The compression stage in the status: attempts while it runs, then the summary the compression pod
+    reported (its termination message) with the published artifact's location."""
+
+    attempts: int | None = Field(default=None, description="Compression pods started so far (retries count).")
+    compressed: bool | None = Field(default=None, description="Whether a candidate was published.")
+    reason: CompressionReason | None = Field(default=None, description="Reason on the Compressed condition.")
+    message: str | None = Field(default=None, description="What came of it, in a sentence.")
+    report_path: str | None = Field(default=None, description="The full report, relative to the job's storage.")
+    metric: str | None = Field(default=None, description="The metric the accuracy gate compared.")
+    budget: AccuracyBudget | None = Field(default=None, description="The accuracy budget applied.")
+    chosen: str | None = Field(default=None, description="The method of the published candidate.")
+    baseline: Summary | None = Field(default=None, description="The trained model, measured like the candidates.")
+    candidates: list[CandidateSummary] | None = Field(default=None, max_length=8, description=(
+        "Each method tried, in order: metric, drop, size, latency and speed-up at batch 1 and 8, verdict."))
+    artifact: Artifact | None = Field(default=None, description="The published (compressed) model.")
+
+    @classmethod
+    def reported(cls, term: CompressionTermination, storage_uri: str, attempts: int) -> CompressionStatus:
+        """The status of a finished stage: the pod's summary, its artifact path made a URI under the job's storage."""
+        ref = term.artifact
+        published = (Artifact(uri=f"{storage_uri}/{ref.path}", digest=ref.digest, size_bytes=ref.size_bytes)
+                     if ref else None)
+        return cls(**term.model_dump(exclude={"artifact"}), artifact=published, attempts=attempts)
+
+
 class TrainingJobStatus(Model):
     """What the operator observed; written only by the operator (status subresource)."""
 
@@ -349,8 +382,8 @@ class TrainingJobStatus(Model):
         f"step:value pairs, oldest first, e.g. '10:2.303 20:1.971'; thinned to at most {MAX_CURVE_POINTS} points."))
     last_checkpoint: CheckpointRef | None = Field(default=None, description="The newest checkpoint written.")
     artifact: Artifact | None = Field(default=None, description="The trained model, once the job succeeded.")
-    compression: dict[str, Any] | None = Field(default=None, description=(
-        "Result of the compression stage (report of each method tried); free-form until it is typed."))
+    compression: CompressionStatus | None = Field(default=None, description=(
+        "The compression stage: the baseline and each method tried, the verdicts and the published artifact."))
 
 
 class TrainingJob(Model):

@@ -126,6 +126,12 @@ def test_local_run_compresses_after_training_like_the_operator(tmp_path: Path) -
     card = json.loads((published / "model-card.json").read_text())
     assert card["weights"]["digest"] == status["compression"]["artifact"]["digest"]
     assert (storage / "compressed" / "report.json").exists() and (storage / "artifact" / "model.safetensors").exists()
+    report = json.loads((storage / "compressed" / "report.json").read_text())  # the status summarizes it
+    [cand], [full] = status["compression"]["candidates"], report["candidates"]
+    assert status["compression"]["baseline"] == {k: report["baseline"][k] for k in ("metric", "sizeBytes", "latencyMs")}
+    assert (cand["method"], cand["verdict"], cand["speedup"], cand["drop"]) == (
+        full["method"], "accepted", full["speedup"], full["drop"])
+    assert cand["parameters"] == {k: str(v) for k, v in full["parameters"].items()} and cand["parameters"]
 
 
 def test_a_candidate_over_budget_is_rejected_and_training_results_are_kept(tmp_path: Path) -> None:

@@ -1,13 +1,15 @@
 """The dashboard's pure view models over the typed API models: overview rows, filters and sorting,
-the training page's timeline, pods and curves, the compression comparison read defensively, the
+the training page's timeline, pods and curves, the compression comparison from the typed status, the
 serving tracks and the cluster's usage."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import dashboard_world as w
 import pytest
+from kubeforge_api.trainingjob import CompressionStatus
 from kubeforge_dashboard.views import cluster, compression, overview, serving, training
 
 NOW = datetime(2026, 11, 28, 11, 0, tzinfo=UTC)
@@ -91,37 +93,44 @@ def test_training_timeline_pods_curves_and_failure() -> None:
     assert training.artifact_rows(jobs["digits-running"], []) == []
 
 
+def view_of(status: dict[str, Any] | None) -> compression.CompressionView | None:
+    return compression.compression_view(None if status is None else CompressionStatus.model_validate(status))
+
+
 def test_compression_report_compares_candidates_with_the_baseline() -> None:
-    view = compression.compression_view(w.report(accepted=True))
+    view = view_of(w.report(accepted=True))
     assert view is not None and view.compressed
     assert view.verdict.startswith("Compressed: quantize-dynamic published")
     base, quant, prune = view.rows
     assert (base.metric, base.size, base.speedup, base.verdict) == ("0.955", "41.0 KiB", "1.00x", "baseline")
-    assert (quant.metric, quant.drop, quant.size, quant.speedup, quant.verdict) == (
-        "0.951", "+0.004", "10.7 KiB", "2.00x", "✅ accepted")
+    assert (quant.metric, quant.drop, quant.size, quant.speedup, quant.verdict, quant.note) == (
+        "0.951", "+0.004", "10.7 KiB", "2.00x", "✅ accepted", "mode=dynamic, backend=eager")
     assert prune.verdict == "❌ rejected" and view.budget == "max drop 0.01"
-    assert dict(view.artifact)["Digest"] == w.DIGEST
-    rejected = compression.compression_view(w.report(accepted=False))
-    assert rejected is not None and not rejected.compressed
+    assert dict(view.artifact) == {"URI": "pvc://models/runs/digits-q/compressed/quantize-dynamic",
+                                   "Digest": w.DIGEST, "Size": "10.7 KiB"}
+    rejected = view_of(w.report(accepted=False))
+    assert rejected is not None and not rejected.compressed and not rejected.artifact
     assert rejected.verdict.startswith("Not compressed (AccuracyBudgetExceeded)")
 
 
-def test_compression_report_in_other_shapes_never_raises() -> None:
-    assert compression.compression_view(None) is None and compression.compression_view({}) is None
-    summary = {"compressed": True, "reason": "Compressed", "message": "prune-structured is within budget",
-               "reportPath": "runs/x/compressed/report.json", "chosen": "prune-structured", "baselineMetric": 0.9,
-               "artifact": {"uri": "pvc://models/runs/x/compressed/prune-structured", "digest": w.DIGEST,
-                            "sizeBytes": 2048},
-               "candidates": [{"method": "prune-structured", "verdict": "accepted", "metric": 0.89, "drop": 0.01,
-                               "sizeBytes": 2048, "latencyMs": {"batch1": 0.5, "batch8": 1}}], "attempts": 1}
-    view = compression.compression_view(summary)
-    assert view is not None and view.verdict.startswith("Compressed: prune-structured")
-    assert dict(view.artifact)["URI"] == "pvc://models/runs/x/compressed/prune-structured"
-    running = compression.compression_view({"attempts": 2})
+def test_compression_while_running_and_when_sparse() -> None:
+    assert view_of(None) is None
+    running = view_of({"attempts": 2})
     assert running is not None and running.verdict == "Compression running (attempt 2)" and not running.rows
-    assert (view.rows[1].metric, view.rows[1].size, view.rows[1].latency_ms) == ("0.89", "2.0 KiB", "0.5")
-    junk = compression.compression_view({"candidates": "nope", "baseline": 3, "chosen": 7, "budget": []})
-    assert junk is not None and not junk.compressed and len(junk.rows) == 1
+    failed = view_of({"attempts": 3, "compressed": False, "reason": "CompressionFailed",
+                      "message": "pod demo-compress-0 ended without a readable compression report"})
+    assert failed is not None and [r.method for r in failed.rows] == ["baseline (trained model)"]
+    assert failed.verdict == ("Not compressed (CompressionFailed): the original model stays the artifact. "
+                              "pod demo-compress-0 ended without a readable compression report")
+    # speed-up from the latencies when the summary was shed of it (the 4 KiB termination message)
+    summary = {"compressed": True, "reason": "Compressed", "message": "", "chosen": "prune-structured",
+               "baseline": {"metric": 0.9, "latencyMs": {"batch1": 1.0, "batch8": 4.0}},
+               "candidates": [{"method": "prune-structured", "verdict": "accepted", "metric": 0.89, "drop": 0.01,
+                               "sizeBytes": 2048, "latencyMs": {"batch1": 0.5, "batch8": 2.0}}]}
+    view = view_of(summary)
+    assert view is not None and view.verdict == "Compressed: prune-structured published"
+    assert (view.rows[1].metric, view.rows[1].size, view.rows[1].latency_ms, view.rows[1].speedup) == (
+        "0.89", "2.0 KiB", "0.5", "2.00x")
 
 
 def test_serving_tracks_lineage_and_canary_split() -> None:

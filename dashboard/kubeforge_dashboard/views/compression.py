@@ -1,16 +1,12 @@
-"""The compression report as a baseline-vs-candidate comparison with the verdict.
-
-`status.compression` is not typed in the API yet, so this reads the dict defensively: it accepts
-the full report (`baseline` and `candidates[]` with `measured` metric, sizeBytes, latencyMs,
-`drop`, `speedup`, `verdict`, `chosen` index, published `artifact`) and the trimmed summary of a
-termination message the operator copies into the status (`compressed`, `baselineMetric`,
-candidates with flat metric/sizeBytes/latencyMs, `chosen` method name, `artifact.uri`), and
-`{"attempts": N}` while the compression pod runs. A value of the wrong type becomes empty, never an exception."""
+"""The compression report as a baseline-vs-candidate comparison with the verdict, from the typed
+`status.compression` (attempts while the compression pod runs, then the summary it reported)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+
+from kubeforge_api.compression import AccuracyBudget, CandidateSummary, Latency, Summary
+from kubeforge_api.trainingjob import CompressionStatus
 
 from ..format import number, size
 
@@ -40,80 +36,55 @@ class CompressionView:
     artifact: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _d(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
+def _batch1(latency: Latency | None) -> float | None:
+    return latency.batch1 if latency else None
 
 
-def _f(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+def _speedup(c: CandidateSummary, baseline: float | None) -> str:
+    """Batch-1 speed-up as reported, else from the two latencies."""
+    lat = _batch1(c.latency_ms)
+    speed = _batch1(c.speedup) or (baseline / lat if baseline and lat else None)
+    return "" if speed is None else f"{speed:.2f}x"
 
 
-def _i(value: Any) -> int | None:
-    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+def _row(c: CandidateSummary, baseline: float | None) -> ReportRow:
+    settings = ", ".join(f"{k}={v}" for k, v in c.parameters.items())
+    return ReportRow(method=c.method, metric=number(c.metric), drop="" if c.drop is None else f"{c.drop:+.4g}",
+                     size=size(c.size_bytes), latency_ms=number(_batch1(c.latency_ms), 3),
+                     speedup=_speedup(c, baseline), verdict=VERDICT_GLYPH.get(c.verdict, c.verdict), note=settings)
 
 
-def _latency(measured: dict[str, Any]) -> float | None:
-    lat = measured.get("latencyMs")
-    return _f(_d(lat).get("batch1")) if isinstance(lat, dict) else _f(lat)
+def _baseline_row(base: Summary) -> ReportRow:
+    lat = _batch1(base.latency_ms)
+    return ReportRow("baseline (trained model)", number(base.metric), "", size(base.size_bytes), number(lat, 3),
+                     "1.00x" if lat else "", "baseline")
 
 
-def _row(c: dict[str, Any], base_latency: float | None) -> ReportRow:
-    m = _d(c.get("measured")) or c
-    lat = _latency(m)
-    speed = _f(_d(c.get("speedup")).get("batch1")) if isinstance(c.get("speedup"), dict) else _f(c.get("speedup"))
-    if speed is None and lat and base_latency:
-        speed = base_latency / lat
-    drop = _f(c.get("drop"))
-    verdict = str(c.get("verdict", ""))
-    return ReportRow(method=str(c.get("method", "?")), metric=number(_f(m.get("metric"))),
-                     drop="" if drop is None else f"{drop:+.4g}", size=size(_i(m.get("sizeBytes"))),
-                     latency_ms=number(lat, 3), speedup="" if speed is None else f"{speed:.2f}x",
-                     verdict=VERDICT_GLYPH.get(verdict, verdict), note=str(c.get("error") or "")[:200])
-
-
-def _budget(report: dict[str, Any]) -> str:
-    b = _d(report.get("budget"))
-    if "maxDrop" not in b:
+def _budget(budget: AccuracyBudget | None) -> str:
+    if budget is None:
         return ""
-    return f"max drop {b['maxDrop']}" + (" (relative)" if b.get("relative") else "")
+    return f"max drop {budget.max_drop:g}" + (" (relative)" if budget.relative else "")
 
 
-def _chosen(report: dict[str, Any], candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
-    chosen = report.get("chosen")
-    if isinstance(chosen, int) and not isinstance(chosen, bool) and 0 <= chosen < len(candidates):
-        return candidates[chosen]
-    if isinstance(chosen, str):
-        return next((c for c in candidates if c.get("method") == chosen), {"method": chosen})
-    return None
-
-
-def compression_view(report: dict[str, Any] | None) -> CompressionView | None:
-    """None when the job has no compression result."""
-    if not report:
-        return None
-    if set(report) <= {"attempts"}:  # the compression pod has not reported yet
-        return CompressionView(metric="", budget="", rows=[], compressed=False,
-                               verdict=f"Compression running (attempt {report.get('attempts', 1)})")
-    candidates = [c for c in report.get("candidates", []) if isinstance(c, dict)] \
-        if isinstance(report.get("candidates"), list) else []
-    base = _d(report.get("baseline"))
-    base_metric = _f(base.get("metric")) if base else _f(report.get("baselineMetric"))
-    base_latency = _latency(base)
-    rows = [ReportRow("baseline (trained model)", number(base_metric), "", size(_i(base.get("sizeBytes"))),
-                      number(base_latency, 3), "1.00x" if base_latency else "", "baseline")]
-    rows += [_row(c, base_latency) for c in candidates]
-    chosen = _chosen(report, candidates)
-    reason, message = str(report.get("reason", "")), str(report.get("message", ""))
-    compressed = chosen is not None and report.get("compressed", True) is not False
-    if compressed and chosen is not None:
-        verdict = f"Compressed: {chosen.get('method', '?')} published"
+def _verdict(s: CompressionStatus) -> str:
+    if s.compressed:
+        line = f"Compressed: {s.chosen or '?'} published"
     else:
-        verdict = f"Not compressed ({reason or 'no candidate accepted'}): the original model stays the artifact"
-    if message:
-        verdict += f". {message}"
-    art = _d(report.get("artifact"))
-    fields = (("URI", str(art.get("uri", ""))), ("Path", str(art.get("path", ""))),
-              ("Digest", str(art.get("digest", ""))), ("Size", size(_i(art.get("sizeBytes")))))
-    artifact = [(k, v) for k, v in fields if v]
-    return CompressionView(metric=str(report.get("metric", "metric")), budget=_budget(report), rows=rows,
-                           verdict=verdict, compressed=compressed, artifact=artifact)
+        line = f"Not compressed ({s.reason or 'no candidate accepted'}): the original model stays the artifact"
+    return f"{line}. {s.message}" if s.message else line
+
+
+def compression_view(status: CompressionStatus | None) -> CompressionView | None:
+    """None when the job has no compression stage yet."""
+    if status is None:
+        return None
+    if status.reason is None:  # the compression pod has not reported yet
+        return CompressionView(metric="", budget="", rows=[], compressed=False,
+                               verdict=f"Compression running (attempt {status.attempts or 1})")
+    base = status.baseline or Summary()
+    rows = [_baseline_row(base), *(_row(c, _batch1(base.latency_ms)) for c in status.candidates or [])]
+    art = status.artifact
+    fields = (("URI", art.uri), ("Digest", art.digest), ("Size", size(art.size_bytes))) if art else ()
+    return CompressionView(metric=status.metric or "metric", budget=_budget(status.budget), rows=rows,
+                           verdict=_verdict(status), compressed=bool(status.compressed),
+                           artifact=[(k, v) for k, v in fields if v])

@@ -11,6 +11,7 @@ from kubeforge_api.conditions import find
 from kubeforge_api.constants import ROLE_NODE, ConditionType, Reason, State
 from kubeforge_api.contracts import storage_uri
 from kubeforge_api.exitcodes import FailureClass, classify
+from kubeforge_api.trainingjob import CompressionStatus
 from pydantic import ValidationError
 
 from ..observe import PodView
@@ -34,12 +35,8 @@ def _base_uri(p: Pass) -> str:
 
 def record(p: Pass, term: CompressionTermination) -> None:
     """`status.compression` (the summary, the published artifact's uri) and the Compressed condition."""
-    out = term.dump()
-    if term.artifact is not None:
-        out["artifact"] = {"uri": f"{_base_uri(p)}/{term.artifact.path}", "digest": term.artifact.digest,
-                           "sizeBytes": term.artifact.size_bytes}
-    out["attempts"] = int((p.status.get("compression") or {}).get("attempts", 1))
-    p.status["compression"] = out
+    attempts = int((p.status.get("compression") or {}).get("attempts", 1))
+    p.status["compression"] = CompressionStatus.reported(term, _base_uri(p), attempts).dump()
     p.set(ConditionType.COMPRESSED, term.compressed, term.reason, term.message)
 
 

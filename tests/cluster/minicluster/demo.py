@@ -21,8 +21,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from kubeforge_api.compression import CompressionReport
+from kubeforge_api.compression import Summary
 from kubeforge_api.inference import PATH_INFER, Datatype, InferenceRequest, InferenceResponse, RequestInput
+from kubeforge_api.trainingjob import CompressionStatus
 from kubeforge_dashboard import launch as dashboard
 
 from .launch import start_cluster
@@ -137,39 +138,24 @@ def report_training(admin: Path) -> bool:
         print(f"tj/{j['metadata']['name']}: {st.get('state')} ({st.get('reason', '')})"
               f"{f'; accuracy {acc:.3f}' if acc is not None else ''}")
         if st.get("compression"):
-            print(f"  {compression_line(admin, j)}")
+            print(f"  {compression_line(j)}")
     return bool(jobs) and all(j.get("status", {}).get("state") == "Succeeded" for j in jobs)
 
 
-def compression_line(admin: Path, job: Obj) -> str:
-    """Accuracy before -> after and the speedup, from `status.compression` and the report it points to."""
-    comp = job["status"]["compression"]
-    chosen = next((c for c in comp.get("candidates", []) if c.get("verdict") == "accepted"), None)
+def compression_line(job: Obj) -> str:
+    """Accuracy before -> after, the speed-up and the size ratio, from the typed `status.compression`."""
+    comp = CompressionStatus.model_validate(job["status"]["compression"])
+    chosen = next((c for c in comp.candidates or [] if c.verdict == "accepted"), None)
     if chosen is None:
-        return f"compression: nothing published ({comp.get('reason')}: {comp.get('message', '')})"
-    line = (f"compressed ({chosen['method']}): accuracy {comp['baselineMetric']:.3f} -> {chosen['metric']:.3f}")
-    report = read_report(admin, job)
-    if report is not None and report.chosen is not None:
-        cand = report.candidates[report.chosen]
-        if cand.speedup is not None:
-            line += f", speedup {cand.speedup.batch1:.2f}x at batch 1 and {cand.speedup.batch8:.2f}x at batch 8"
-        if cand.size_ratio is not None:
-            line += f", {cand.size_ratio:.1f}x smaller"
+        return f"compression: nothing published ({comp.reason}: {comp.message or ''})"
+    base = comp.baseline or Summary()
+    before, after = ("?" if v is None else f"{v:.3f}" for v in (base.metric, chosen.metric))
+    line = f"compressed ({chosen.method}): {comp.metric} {before} -> {after}"
+    if chosen.speedup is not None:
+        line += f", speedup {chosen.speedup.batch1:.2f}x at batch 1 and {chosen.speedup.batch8:.2f}x at batch 8"
+    if base.size_bytes and chosen.size_bytes:
+        line += f", {base.size_bytes / chosen.size_bytes:.1f}x smaller"
     return line
-
-
-def read_report(admin: Path, job: Obj) -> CompressionReport | None:
-    """The full report on the job's claim (a hostPath volume in the embedded cluster), if readable."""
-    storage = job["spec"].get("storage") or {}
-    claim = (storage.get("persistentVolumeClaim") or {}).get("claimName")
-    rel = job["status"]["compression"].get("reportPath")
-    if not claim or not rel:
-        return None
-    ns = job["metadata"]["namespace"]
-    pvc = json.loads(kubectl(admin, "get", "pvc", claim, "-n", ns, "-o", "json"))
-    pv = json.loads(kubectl(admin, "get", "pv", pvc["spec"]["volumeName"], "-o", "json"))
-    path = Path(pv["spec"].get("hostPath", {}).get("path", "/nonexistent")) / storage.get("path", "") / rel
-    return CompressionReport.model_validate_json(path.read_text()) if path.is_file() else None
 
 
 def report_serving(admin: Path) -> bool:

@@ -81,7 +81,8 @@ class OperatorProcess:
                     return self
             except OSError:
                 time.sleep(0.2)
-        raise TimeoutError(f"operator not live:\n{self.tail()}")
+        self.kill()  # never leave a half-started operator acting on the cluster
+        raise TimeoutError(f"operator not live after {timeout:.0f} s:\n{self.tail()}")
 
     def tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
