@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import urllib.request
 import uuid
 from collections import defaultdict
@@ -113,6 +114,41 @@ def test_of_two_replicas_one_acts_and_the_other_takes_over(cluster: Cluster, hel
     expected = {f"{job}-node-{rank}" for job in ("before", "after") for rank in range(3)}
     assert set(created) == expected, created
     assert all(len(uids) == 1 for uids in created.values()), created
+
+
+def container_pid(cluster: Cluster, ns: str, pod: str) -> int:
+    """The pod's process on this machine (the node agent runs a container as a process group of its own)."""
+    status = cluster.client.get(f"/api/v1/namespaces/{ns}/pods/{pod}")["status"]
+    return int(status["containerStatuses"][0]["containerID"].split("://", 1)[1])
+
+
+def test_a_frozen_leader_loses_the_lease_and_steps_down_when_it_wakes(cluster: Cluster, helm_bin: Path,
+                                                                      free_namespace: str) -> None:
+    """A leader that stops answering (SIGSTOP: a hung process or a partition) keeps no lock: its Lease
+    expires and the standby takes over; woken, the old leader must not act as a second leader."""
+    created: defaultdict[str, set[str]] = defaultdict(set)
+    pods = Informer(cluster.client, f"/api/v1/namespaces/{free_namespace}/pods",
+                    lambda _, pod: created[pod["metadata"]["name"]].add(pod["metadata"]["uid"])).start()
+    try:
+        with release(cluster, helm_bin, free_namespace, replicas=2) as ns:
+            replicas = wait_for(lambda: len(running_operators(cluster, ns)) == 2 and running_operators(cluster, ns),
+                                90, what="two operator pods")
+            leader = wait_for(lambda: lease_holder(cluster, ns) in replicas and lease_holder(cluster, ns), 60,
+                              what="a leader")
+            pid = container_pid(cluster, ns, leader)
+            os.killpg(pid, signal.SIGSTOP)
+            try:
+                [standby] = set(replicas) - {leader}
+                wait_for(lambda: lease_holder(cluster, ns) == standby, 45, what="the standby to take the Lease")
+                run_sample(cluster, free_namespace, "frozen")
+            finally:
+                os.killpg(pid, signal.SIGCONT)
+            run_sample(cluster, free_namespace, "woken")
+            assert lease_holder(cluster, ns) == standby
+    finally:
+        pods.stop()
+    expected = {f"{job}-node-{rank}" for job in ("frozen", "woken") for rank in range(3)}
+    assert set(created) == expected and all(len(uids) == 1 for uids in created.values()), created
 
 
 def test_kustomize_installed_operator_runs_a_sample_job(cluster: Cluster, free_namespace: str,
