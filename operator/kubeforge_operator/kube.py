@@ -21,7 +21,7 @@ import aiohttp
 from kubeforge_api.constants import GROUP, LABEL_MANAGED_BY, MANAGED_BY, VERSION
 from kubeforge_api.contracts import ProgressDoc, parse_progress
 
-from . import metrics
+from . import fastjson, metrics
 
 Obj = dict[str, Any]
 MAX_PROGRESS_BYTES = 64 * 1024
@@ -162,27 +162,28 @@ class Kube:
 
     async def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
                       params: dict[str, str] | None = None) -> Obj:
-        text = await self.send(method, path, body, content_type, params)
-        return dict(json.loads(text)) if text else {}
+        raw = await self.send(method, path, body, content_type, params)
+        return dict(fastjson.loads(raw)) if raw else {}
 
     async def send(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
-                   params: dict[str, str] | None = None) -> str:
-        """The reply's body unparsed: callers that need only the outcome (a create, a delete) skip
+                   params: dict[str, str] | None = None) -> bytes:
+        """The reply's body undecoded: callers that need only the outcome (a create, a delete) skip
         decoding the whole object the server echoes back."""
         if method != "GET":
             self.writes[method] += 1
             metrics.API_WRITES.labels(method, _kind(path)).inc()
+        data = None if body is None else fastjson.dumps(body).encode()
         for attempt in range(2):
             s = await self.session()
-            async with s.request(method, path, json=body, params=params,
+            async with s.request(method, path, data=data, params=params,
                                  headers={"Content-Type": content_type}) as r:
-                text = await r.text()
+                raw = await r.read()
                 if r.status == 401 and attempt == 0:  # credentials rotated (projected tokens do): log in again
                     await self.close()
                     continue
                 if r.status >= 400:
-                    raise ApiError(r.status, text)
-                return text
+                    raise ApiError(r.status, raw.decode(errors="replace"))
+                return raw
         raise AssertionError("unreachable")
 
     async def list_children(self, kind: str, namespaces: list[str]) -> list[Obj]:

@@ -21,6 +21,7 @@ from kubeforge_api.constants import (
 )
 from prometheus_client import start_http_server
 
+from . import fastjson
 from .controller import Controller, PostEvent
 from .kube import Kube
 from .leader import LeaderElector
@@ -87,6 +88,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     cfg: Settings = memo["settings"]
     settings.posting.level = logging.WARNING  # our own Events describe state changes
     settings.persistence.diffbase_storage = NoDiffBase()
+    fastjson.install()  # before the watchers start: they decode every event through it
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
