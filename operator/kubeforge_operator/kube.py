@@ -127,6 +127,21 @@ def auth_headers(info: Any) -> dict[str, str]:
     return {}
 
 
+def api_session(info: Any, for_kopf: bool = False) -> aiohttp.ClientSession:
+    """An API server session from a kopf `ConnectionInfo`. Idle connections are kept `KEEPALIVE_S`
+    (aiohttp's default is 15 s), so bursts a few seconds apart reuse them instead of paying TLS
+    handshakes again. kopf's own session keeps kopf's settings otherwise: no connection limit (each
+    watch stream holds one) and its per-request timeouts. Create it inside the running event loop."""
+    if for_kopf:
+        return aiohttp.ClientSession(
+            headers=auth_headers(info), proxy=info.proxy_url, trust_env=info.trust_env,
+            connector=aiohttp.TCPConnector(ssl=ssl_context(info), limit=0, keepalive_timeout=KEEPALIVE_S))
+    return aiohttp.ClientSession(
+        base_url=info.server, headers=auth_headers(info),
+        connector=aiohttp.TCPConnector(ssl=ssl_context(info), limit=64, keepalive_timeout=KEEPALIVE_S),
+        timeout=aiohttp.ClientTimeout(total=30))
+
+
 class Kube:
     """The calls the controller makes. `writes` counts every mutating request by verb."""
 
@@ -138,11 +153,7 @@ class Kube:
 
     async def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            info = self.login()
-            self._session = aiohttp.ClientSession(
-                base_url=info.server, headers=auth_headers(info),
-                connector=aiohttp.TCPConnector(ssl=ssl_context(info), limit=64, keepalive_timeout=KEEPALIVE_S),
-                timeout=aiohttp.ClientTimeout(total=30))
+            self._session = api_session(self.login())
         return self._session
 
     async def close(self) -> None:
