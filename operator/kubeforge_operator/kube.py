@@ -21,7 +21,7 @@ import aiohttp
 from kubeforge_api.constants import GROUP, LABEL_MANAGED_BY, MANAGED_BY, VERSION
 from kubeforge_api.contracts import ProgressDoc, parse_progress
 
-from . import metrics
+from . import fastjson, metrics
 
 Obj = dict[str, Any]
 MAX_PROGRESS_BYTES = 64 * 1024
@@ -127,6 +127,21 @@ def auth_headers(info: Any) -> dict[str, str]:
     return {}
 
 
+def api_session(info: Any, for_kopf: bool = False) -> aiohttp.ClientSession:
+    """An API server session from a kopf `ConnectionInfo`. Idle connections are kept `KEEPALIVE_S`
+    (aiohttp's default is 15 s), so bursts a few seconds apart reuse them instead of paying TLS
+    handshakes again. kopf's own session keeps kopf's settings otherwise: no connection limit (each
+    watch stream holds one) and its per-request timeouts. Create it inside the running event loop."""
+    if for_kopf:
+        return aiohttp.ClientSession(
+            headers=auth_headers(info), proxy=info.proxy_url, trust_env=info.trust_env,
+            connector=aiohttp.TCPConnector(ssl=ssl_context(info), limit=0, keepalive_timeout=KEEPALIVE_S))
+    return aiohttp.ClientSession(
+        base_url=info.server, headers=auth_headers(info),
+        connector=aiohttp.TCPConnector(ssl=ssl_context(info), limit=64, keepalive_timeout=KEEPALIVE_S),
+        timeout=aiohttp.ClientTimeout(total=30))
+
+
 class Kube:
     """The calls the controller makes. `writes` counts every mutating request by verb."""
 
@@ -138,11 +153,7 @@ class Kube:
 
     async def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            info = self.login()
-            self._session = aiohttp.ClientSession(
-                base_url=info.server, headers=auth_headers(info),
-                connector=aiohttp.TCPConnector(ssl=ssl_context(info), limit=64, keepalive_timeout=KEEPALIVE_S),
-                timeout=aiohttp.ClientTimeout(total=30))
+            self._session = api_session(self.login())
         return self._session
 
     async def close(self) -> None:
@@ -162,27 +173,28 @@ class Kube:
 
     async def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
                       params: dict[str, str] | None = None) -> Obj:
-        text = await self.send(method, path, body, content_type, params)
-        return dict(json.loads(text)) if text else {}
+        raw = await self.send(method, path, body, content_type, params)
+        return dict(fastjson.loads(raw)) if raw else {}
 
     async def send(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
-                   params: dict[str, str] | None = None) -> str:
-        """The reply's body unparsed: callers that need only the outcome (a create, a delete) skip
+                   params: dict[str, str] | None = None) -> bytes:
+        """The reply's body undecoded: callers that need only the outcome (a create, a delete) skip
         decoding the whole object the server echoes back."""
         if method != "GET":
             self.writes[method] += 1
             metrics.API_WRITES.labels(method, _kind(path)).inc()
+        data = None if body is None else fastjson.dumps(body).encode()
         for attempt in range(2):
             s = await self.session()
-            async with s.request(method, path, json=body, params=params,
+            async with s.request(method, path, data=data, params=params,
                                  headers={"Content-Type": content_type}) as r:
-                text = await r.text()
+                raw = await r.read()
                 if r.status == 401 and attempt == 0:  # credentials rotated (projected tokens do): log in again
                     await self.close()
                     continue
                 if r.status >= 400:
-                    raise ApiError(r.status, text)
-                return text
+                    raise ApiError(r.status, raw.decode(errors="replace"))
+                return raw
         raise AssertionError("unreachable")
 
     async def list_children(self, kind: str, namespaces: list[str]) -> list[Obj]:

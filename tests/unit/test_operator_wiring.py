@@ -3,8 +3,12 @@ handler it registers is a raw-event handler."""
 
 from __future__ import annotations
 
+import inspect
+import json
+
 import kopf
 import kubeforge_operator.main as wiring
+from kubeforge_operator import fastjson
 
 
 def test_only_raw_event_handlers_so_no_diff_base_is_needed() -> None:
@@ -19,3 +23,16 @@ def test_no_diff_base_copies_nothing() -> None:
     body = kopf.Body({"metadata": {"name": "x"}, "spec": {"nodes": 2}})
     assert storage.build(body=body) == {}
     assert storage.fetch(body=body) is None
+
+
+def test_kopf_decodes_watch_events_with_the_fast_parser() -> None:
+    from kopf._cogs.clients import api
+
+    assert "json.loads(" in inspect.getsource(api.stream)  # kopf still decodes through its module's `json`
+    fastjson.install()
+    fastjson.install()  # idempotent
+    decoder = vars(api)["json"]  # the `json` kopf's API client module calls
+    assert decoder.loads is fastjson.loads
+    assert decoder.dumps is json.dumps  # the rest of the module's `json` is still there
+    line = '{"type":"ADDED","object":{"metadata":{"resourceVersion":"12"},"spec":{"n":1.5,"l":[1,null,true]}}}'
+    assert decoder.loads(line) == json.loads(line)

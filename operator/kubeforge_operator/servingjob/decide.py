@@ -6,7 +6,6 @@ cannot load its model (rolling updates never take the serving revision down, max
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 from kubeforge_api.conditions import set_condition
@@ -21,7 +20,7 @@ from kubeforge_api.servingjob import (
 )
 from pydantic import ValidationError
 
-from ..plan import ChildRef, Event, Obj, Plan, World, ts
+from ..plan import ChildRef, Event, Obj, Plan, World, copy_json, ts
 from ..podpolicy import PodPolicy, violation
 from ..render.servingjob import (
     CANARY,
@@ -66,7 +65,7 @@ class ServingPass:
         self.world, self.cfg = world, cfg
         self.ref = JobRef.of(world.obj)
         self.old: Obj = world.obj.get("status") or {}
-        self.status: Obj = copy.deepcopy(self.old)
+        self.status: Obj = copy_json(self.old)
         self.status["observedGeneration"] = self.ref.generation
         self.plan = Plan(self.status)
 

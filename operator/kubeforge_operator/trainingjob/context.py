@@ -3,7 +3,6 @@ and the status being built. The policy steps read and amend a `Pass`; `decide` r
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -13,7 +12,7 @@ from kubeforge_api.contracts import ProgressDoc
 from kubeforge_api.trainingjob import CleanPodPolicy, RunPolicy, TrainingJobSpec
 
 from ..observe import Failure, PodView, view
-from ..plan import ChildRef, Obj, Plan, World, ts
+from ..plan import ChildRef, Obj, Plan, World, copy_json, ts
 from ..podpolicy import PodPolicy
 from ..render.trainingjob import JobRef
 
@@ -56,7 +55,7 @@ class Pass:
         self.ref = JobRef.of(world.obj)
         self.gen = self.ref.generation
         self.old: Obj = world.obj.get("status") or {}
-        self.status: Obj = copy.deepcopy(self.old)
+        self.status: Obj = copy_json(self.old)
         self.status["observedGeneration"] = self.gen
         self.plan = Plan(self.status)
         self.pods = sorted((view(p) for p in world.owned("Pod")), key=lambda v: (v.role, v.rank, v.attempt, v.name))
