@@ -100,7 +100,8 @@ def _encoder_rows(e: dict[str, Any]) -> list[Row]:
          "<= 1 point", m["drop_points_head_fp32"] <= 1)]
     for b in (1, 8):
         rows += [(f"torchao int8, eager, batch {b}: speed-up", _ratio(ao[f"batch{b}"]), "context", None),
-                 (f"torchao int8 under torch.compile (compile {aoc['compile_s']:.0f} s), batch {b}: speed-up",
+                 (f"torchao int8 under torch.compile with freezing (compile {aoc['compile_s']:.0f} s), batch {b}: "
+                  "speed-up",
                   _ratio(aoc[f"batch{b}"]), "context", None),
                  (f"torchao compiled vs eager back end, batch {b} (eager int8 time / torchao time, same rounds)",
                   _ratio(rel[f"batch{b}"]), ">= 0.9", rel[f"batch{b}"]["ratio_median"] >= 0.9)]
@@ -153,22 +154,43 @@ def _compress_notes(e: dict[str, Any], cnn: dict[str, Any]) -> list[str]:
         "downloaded); speed and size are measured on the d-768 encoder at seq 128, whose int8 kernels do the same "
         "work whatever the weights. The earlier '3.1 points' was top-1 disagreement of a random encoder on 64 "
         "inputs (2 flips between near-tied logits), not a metric. Keeping the classifier head in fp32 (the eager "
-        "back end's `keep_fp32`) is the row below it.", "",
-        "**Static int8 CNN.** Profiled at batch 1: the fused int8 conv+relu kernels take 70-80 % of the int8 time, "
-        "quantize/dequantize and output allocation most of the rest; on the conv net the x86 engine beat fbgemm at "
-        "batch 1 (4.4x against 1.6x in one noisy profile; the stage picks x86 where torch has it); "
-        "channels-last input changed nothing (int8 convolutions run NHWC inside). At 64x64 these "
-        "fixed per-call costs bound the batch-1 speed-up; at 224x224 (the usual image size) the convolutions "
-        "dominate. Both sides have BatchNorm folded. The conv net's weights are trained on the 8x8 digits "
-        "(convolutions and the global average pool take any image size), so one model gives the accuracy drop and "
-        "the timings.", "",
-        "**torchao** is only fast under `torch.compile` (compile time in the row; it depends on the inductor "
-        "cache: about 90 s cold, a few seconds warm, on this machine); eager torchao gains little on CPU. "
-        "Its ratio to the eager back "
-        "end is timed in the same rounds (fp32, eager int8, torchao eager, torchao compiled), same threads, after "
-        "warm-up. On a quiet machine the batch-1 gap is real, not noise (min-max 0.83-0.88): compiled torchao "
-        "still runs per-call work the eager back end's fused dynamic-int8 Linear does not; at batch 8 the two "
-        "match. Where torchao's batch-1 time goes is not profiled yet.", "",
+        "back end's `keep_fp32`) is the row below it. Measuring the drop on the d-768 encoder itself is "
+        "possible (`--metric-dim 768`) but costs 1.63 s per training step against 0.20 s at d 256 (1 thread, "
+        "batch 32): about 7 minutes for 250 steps instead of 50 s, so it is not the default.", "",
+        "**Static int8 CNN.** At 64x64, batch 1 the goal is not met, and not because of fixed per-call costs (an "
+        "earlier note said so): in a quiet profile (1 thread, 200 calls) the four int8 conv+relu kernels are "
+        "90 % of the int8 time (0.63 of 0.70 ms); quantizing the input, dequantizing the output, the pool, the "
+        "Linear and output allocation together are 0.07 ms, so removing all of them would give at most 3.6x. "
+        "Per layer, the first convolution (1 input channel, a 32x64x64 output) takes 11-15 % of the int8 time "
+        "(70-180 us across profiles), half to all of what the 128->128 one at 16x16 takes with 30x its "
+        "multiply-adds: int8 kernels gain little on a 1-channel input. The x86 and onednn engines are alike "
+        "here (3.33 and 3.54 in one 5-round run), fbgemm slower (2.23). The ratio moves with machine load more "
+        "than the "
+        "224x224 rows do: 5-round runs of the same net outside the benchmark gave 3.09 to 3.56 (quietest: "
+        "3.56, 3.52-3.69, int8 0.64 ms, fp32 2.28 ms), the run in the table (load average 1-2 from other jobs) "
+        f"{cnn['64px']['batch1']['ratio_median']:.2f} (int8 {cnn['64px']['batch1']['other_ms']:.2f} ms, fp32 "
+        f"{cnn['64px']['batch1']['base_ms']:.2f} ms). The PT2E x86 inductor path (X86InductorQuantizer, "
+        "`torch.compile` with freezing) could not be measured: inductor fails on it in this torch/torchao "
+        "(`UnsupportedOperatorException: onednn.qconv_prepack.default`). The x86 engine beat fbgemm at batch 1 "
+        "(4.4x against 1.6x in one noisy profile; the stage picks x86 where torch has it); channels-last input "
+        "changed nothing (int8 convolutions run NHWC inside). Both sides have BatchNorm folded. The conv net's "
+        "weights are trained on the 8x8 digits (convolutions and the global average pool take any image size), "
+        "so one model gives the accuracy drop and the timings.", "",
+        "**torchao** is only fast under `torch.compile`; eager torchao gains little on CPU. The back end's serving "
+        "form (what the stage and this benchmark time) is `torch.compile` with inductor freezing: the int8 weights "
+        "and scales become graph constants (compile time in the row: about 90 s on a cold inductor cache, 10-20 s "
+        "warm). Profiled at batch 1, 1 thread, without freezing: `_int_mm` took 13.3 ms per forward (the eager "
+        "back end's `linear_dynamic`, with its own activation quantization, 16.3 ms), but inductor's generated "
+        "kernels (dequantize the int32 output, GELU, LayerNorm, residual, quantize the next input per row) took "
+        "9.3 ms against about 1.5 ms for the same element-wise work in eager; with freezing they take 6.3 ms, "
+        "and the ratio went from 0.84 to 1.00. What remains: the FFN kernel computes GELU's erf twice (once for "
+        "the row's min/max, once to quantize), 1.0 ms per forward. On top of freezing, "
+        "`max-autotune-no-cudagraphs` and `cpp_wrapper` changed nothing measurable (1.00 and 0.99 in 5-round "
+        "runs); weight-only int8 is 0.35x (an fp32 matmul on dequantized weights). Freezing is patched around each "
+        "call: `torch.compile(options={'freezing': True})` reused a cached graph compiled without it. Inductor "
+        "needs a C++ compiler; without one the back end stays eager (the slim CPU trainer image has none, so "
+        "there torchao runs at its eager speed). Its ratio to the eager back end is timed in the same rounds "
+        "(fp32, eager int8, torchao eager, torchao compiled), same threads, after warm-up.", "",
         "The GPT teacher is trained briefly, so the student (trained further from it) can beat it. Timings are "
         "interleaved rounds on a shared 2-core machine: when other jobs load it, ratios spread widely (see "
         "min-max); rerun one section with `bench/compress/bench_compress.py --only encoder`."]

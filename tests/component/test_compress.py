@@ -26,6 +26,7 @@ from kubeforge_api.trainingjob import Recipe
 from kubeforge_trainer import artifacts
 from kubeforge_trainer.compress import prune
 from kubeforge_trainer.compress.pipeline import Outcome, run
+from kubeforge_trainer.compress.quantize import EagerBackend, TorchaoBackend, torchao_available
 from kubeforge_trainer.compress.variants import encoded
 from kubeforge_trainer.data import Data
 from kubeforge_trainer.data import load as load_data
@@ -340,3 +341,17 @@ def test_head_pruning_shrinks_attention_and_the_pruned_artifact_loads(tmp_path: 
     assert loaded_card["architecture"]["shapes"] == shapes
     with torch.inference_mode():
         assert torch.equal(loaded(x[:2]), pruned(x[:2]))
+
+
+@pytest.mark.skipif(not torchao_available(), reason="torchao is not installed")
+def test_torchao_is_timed_in_its_serving_form_with_the_same_outputs() -> None:
+    """The torchao back end serves (and the stage times) its model under torch.compile with inductor
+    freezing; that form computes what the eager torchao model does. The eager back end serves as is."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10)).eval()
+    assert EagerBackend().serving(model) is model
+    quantized = TorchaoBackend().dynamic(copy.deepcopy(model))
+    served = TorchaoBackend().serving(quantized)
+    x = torch.randn(4, 32)
+    with torch.inference_mode():
+        assert torch.allclose(served(x), quantized(x), atol=1e-4)

@@ -170,7 +170,9 @@ def _finish(parent: Path, card: dict[str, Any], teacher: nn.Module, data: Data, 
             higher: bool, base_metrics: dict[str, float], made: list[Made | None], cands: list[Candidate],
             out_dir: Path, storage: Path, threads: int, rounds: int) -> Outcome:
     live = [(i, m) for i, m in enumerate(made) if m is not None]
-    times = measure.latencies([teacher, *(m.model for _, m in live)], data, rounds)
+    served = [backend(m.backend, m.encoding.removeprefix("int8-")).serving(m.model) if m.backend else m.model
+              for _, m in live]  # timed as served: torchao under torch.compile
+    times = measure.latencies([teacher, *served], data, rounds)
     base_bytes = (parent / card["weights"]["file"]).stat().st_size
     base = Measured(metric=base_metrics[metric], metrics=base_metrics, size_bytes=base_bytes,
                     parameters=sum(p.numel() for p in teacher.state_dict().values()),
