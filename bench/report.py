@@ -16,6 +16,12 @@ def _load(name: str) -> dict[str, Any] | None:
     return dict(json.loads(path.read_text())) if path.exists() else None
 
 
+def _measured(name: str) -> datetime:
+    """When a section's results were written (each benchmark writes its file as it measures)."""
+    path = RESULTS / f"{name}.json"
+    return datetime.fromtimestamp(path.stat().st_mtime if path.exists() else 0, UTC)
+
+
 def _ratio(r: dict[str, Any]) -> str:
     return f"{r['ratio_median']:.3f} ({r['ratio_min']:.3f}-{r['ratio_max']:.3f}, n={r['rounds']})"
 
@@ -188,8 +194,8 @@ def _compress_notes(e: dict[str, Any], cnn: dict[str, Any]) -> list[str]:
         "`max-autotune-no-cudagraphs` and `cpp_wrapper` changed nothing measurable (1.00 and 0.99 in 5-round "
         "runs); weight-only int8 is 0.35x (an fp32 matmul on dequantized weights). Freezing is patched around each "
         "call: `torch.compile(options={'freezing': True})` reused a cached graph compiled without it. Inductor "
-        "needs a C++ compiler; without one the back end stays eager (the slim CPU trainer image has none, so "
-        "there torchao runs at its eager speed). Its ratio to the eager back end is timed in the same rounds "
+        "needs a C++ compiler; without one the back end stays eager (the trainer image installs g++ for this). "
+        "Its ratio to the eager back end is timed in the same rounds "
         "(fp32, eager int8, torchao eager, torchao compiled), same threads, after warm-up.", "",
         "The GPT teacher is trained briefly, so the student (trained further from it) can beat it. Timings are "
         "interleaved rounds on a shared 2-core machine: when other jobs load it, ratios spread widely (see "
@@ -278,17 +284,17 @@ def _trainer_section(tr: dict[str, Any] | None) -> list[str]:
 
 
 def main() -> None:
-    date = datetime.fromtimestamp(max((p.stat().st_mtime for p in RESULTS.glob("*.json")), default=0), UTC)
     lines = ["# Benchmarks", "",
              "Every number is a ratio measured side by side in one run (interleaved A B A B) on the same machine;",
              "absolute times on these 2-core machines are context only. Regenerate with `make bench`.", ""]
-    lines += _operator_section(_load("operator"), date)
+    lines += _operator_section(_load("operator"), _measured("operator"))
     lines += _trainer_section(_load("train"))
     sv = _load("serve")
     if sv:
-        lines += _serve_section(sv, date)
+        lines += _serve_section(sv, _measured("serve"))
     gpu = _load("gpu")
-    lines += [*_compress_section(_load("compress"), date), *_dashboard(date), "## GPU", ""]
+    lines += [*_compress_section(_load("compress"), _measured("compress")), *_dashboard(_measured("dashboard")),
+              "## GPU", ""]
     if gpu:
         lines += [f"{gpu['device']}: trainer vs raw bf16 loop {gpu['trainer_vs_raw_loop_median']:.3f}, MFU "
                   f"{gpu['mfu_median']:.2f} of a measured {gpu['bf16_matmul_tflops']:.0f} TFLOP/s bf16 matmul.", ""]
