@@ -78,7 +78,7 @@ def _compress_rows(c: dict[str, Any] | None, date: datetime) -> list[str]:
     out = ["## Compression (CPU, against fp32 in the same run)", "",
            f"Machine: {c['machine']}; torch threads: {threads}; date {date:%Y-%m-%d}.", "",
            "| what | result (median, min-max, rounds) | goal | verdict |", "| --- | --- | --- | --- |"]
-    rows = [*_encoder_rows(e), *_cnn_rows(cnn), *_distill_rows(d)]
+    rows = [*_encoder_rows(e, c.get("encoder_d768_metric")), *_cnn_rows(cnn), *_distill_rows(d)]
     out += [f"| {what} | {res} | {goal} | {'-' if ok is None else _met(ok)} |" for what, res, goal, ok in rows]
     return [*out, "", *_compress_notes(e, cnn), ""]
 
@@ -86,7 +86,17 @@ def _compress_rows(c: dict[str, Any] | None, date: datetime) -> list[str]:
 Row = tuple[str, str, str, bool | None]
 
 
-def _encoder_rows(e: dict[str, Any]) -> list[Row]:
+def _d768_rows(m: dict[str, Any] | None) -> list[Row]:
+    """The drop on the d-768 encoder itself (section encoder_d768_metric), when it was measured."""
+    if not m:
+        return []
+    return [(f"dynamic int8, every Linear, on the d-768 encoder itself ({m['heads']} heads, trained "
+             f"{m['train_steps']} steps, {m['train_s']:.0f} s): accuracy drop",
+             f"{m['drop_points']:.2f} points (fp32 {100 * m['fp32_accuracy']:.2f} % -> "
+             f"{100 * m['int8_accuracy']:.2f} %)", "<= 1 point", m["drop_points"] <= 1)]
+
+
+def _encoder_rows(e: dict[str, Any], d768: dict[str, Any] | None) -> list[Row]:
     m, dyn, ao, aoc, rel = e["metric"], e["dynamic_int8"], e["torchao_eager"], e["torchao_compiled"], e[
         "torchao_vs_eager"]
     trained = f"encoder d {m['dim']} trained {m['train_steps']} steps on digits patch tokens"
@@ -103,7 +113,7 @@ def _encoder_rows(e: dict[str, Any]) -> list[Row]:
          m["drop_points"] <= 1),
         ("dynamic int8, classifier head kept in fp32: accuracy drop",
          f"{m['drop_points_head_fp32']:.2f} points ({acc} -> {100 * m['int8_head_fp32_accuracy']:.2f} %)",
-         "<= 1 point", m["drop_points_head_fp32"] <= 1)]
+         "<= 1 point", m["drop_points_head_fp32"] <= 1), *_d768_rows(d768)]
     for b in (1, 8):
         rows += [(f"torchao int8, eager, batch {b}: speed-up", _ratio(ao[f"batch{b}"]), "context", None),
                  (f"torchao int8 under torch.compile with freezing (compile {aoc['compile_s']:.0f} s), batch {b}: "
