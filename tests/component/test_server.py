@@ -22,7 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kubeforge_api.inference import InferenceResponse, ModelMetadata
 from kubeforge_api.server_settings import EXIT_MODEL_LOAD_FAILED, EXIT_MODEL_NOT_FOUND, ServerEnv
+from kubeforge_server.__main__ import load_served
+from kubeforge_trainer import artifacts
 from kubeforge_trainer.artifacts import load_model
+from kubeforge_trainer.compress.quantize import Frozen, TorchaoBackend, torchao_available
+from kubeforge_trainer.compress.variants import encoded
 from servehelp import (
     DIGITS_MLP,
     SLOW_CNN,
@@ -382,3 +386,24 @@ def test_fuzz_reached_the_model(server: Server) -> None:
     text = request(server.port, "GET", "/metrics").body.decode()
     assert _value(text, 'kubeforge_inference_requests_total{code="200",endpoint="infer"}') >= 40
     assert _value(text, 'kubeforge_inference_requests_total{code="422",endpoint="infer"}') >= 300
+
+
+@pytest.mark.skipif(not torchao_available(), reason="torchao is not installed")
+def test_a_torchao_artifact_is_served_compiled_at_every_batch_size(mlp_dir: Path, tmp_path: Path) -> None:
+    """The server runs a torchao variant in the form its compression report timed (compiled, warmed up at
+    batch 1 and 2 before it is ready), and answers every batch size as the eager variant would."""
+    card, model = load_model(mlp_dir)
+    state = encoded(TorchaoBackend().dynamic(model), "int8-dynamic", "torchao")
+    artifacts.write(tmp_path / "torchao", state, {"architecture": card["architecture"], "metrics": {},
+                                                  "compression": {"encoding": "int8-dynamic", "backend": "torchao"}})
+    s = Server(tmp_path / "torchao").start(wait_ready=False)
+    try:
+        s.wait_ready(timeout=600)  # two compilations on a cold inductor cache
+        for n in (1, 2, 5, 16):
+            x = rows(n, seed=n)
+            r = request(s.port, "POST", INFER, infer_body(x))
+            assert r.status == 200, r.body
+            np.testing.assert_allclose(outputs(r.body), expected(tmp_path / "torchao", x), rtol=1e-4, atol=1e-4)
+    finally:
+        assert s.stop() == 0
+    assert isinstance(load_served(tmp_path / "torchao")[1], Frozen)

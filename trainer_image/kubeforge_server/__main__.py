@@ -17,11 +17,13 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import torch
 import uvicorn
 from kubeforge_api.server_settings import ServerSettings
 from kubeforge_trainer.artifacts import load_model
+from kubeforge_trainer.compress.variants import served
 
 from .app import App
 from .metrics import Metrics
@@ -62,7 +64,13 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
-def build(settings: ServerSettings, loader: Loader = load_model) -> _Server:
+def load_served(directory: Path) -> tuple[dict[str, Any], torch.nn.Module]:
+    """The artifact through the one loader, in the form its back end serves it (as its report was timed)."""
+    card, model = load_model(directory)
+    return card, served(card, model)
+
+
+def build(settings: ServerSettings, loader: Loader = load_served) -> _Server:
     """The configured server (not started): the seam benchmarks use to serve another loader."""
     holder: list[_Server] = []
     service = ModelService(settings, loader, Metrics(), lambda code, msg: holder[0].fatal(code, msg))
@@ -73,7 +81,7 @@ def build(settings: ServerSettings, loader: Loader = load_model) -> _Server:
     return holder[0]
 
 
-def main(loader: Loader = load_model) -> int:
+def main(loader: Loader = load_served) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = ServerSettings.from_env(os.environ)
     if settings.torch_threads:

@@ -1,5 +1,5 @@
 """The served model and its life cycle: load through the trainer's one artifact loader (off the
-event loop, so liveness answers while a large model loads), one warm-up inference, then ready;
+event loop, so liveness answers while a large model loads), warm-up inferences, then ready;
 not ready again from the first SIGTERM (draining). Inference requests are parsed with the shared
 wire models, checked against the model card's signature, and batched."""
 
@@ -91,7 +91,8 @@ class ModelService:
             return
         s = self.settings
         batcher = Batcher(_runner(model), self.metrics, s.max_batch_size, s.max_delay_ms / 1000, s.max_queue_depth)
-        await asyncio.to_thread(batcher.run_now, signature.example(1))  # warm-up
+        for rows in sorted({1, min(2, s.max_batch_size)}):  # warm-up at batch 1 and 2: a compiled model
+            await asyncio.to_thread(batcher.run_now, signature.example(rows))  # then has every batch size
         self.card, self.signature, self._batcher = card, signature, batcher
         batcher.start()
         if self.phase == Phase.LOADING:

@@ -49,6 +49,17 @@ def rebuild(card: dict[str, Any], state: dict[str, torch.Tensor]) -> nn.Module:
                            ) from None
 
 
+def served(card: dict[str, Any], model: nn.Module) -> nn.Module:
+    """`model` in the form its back end serves it, the form the compression report timed (torchao's:
+    compiled with inductor freezing; everything else as loaded)."""
+    info = card.get("compression") or {}
+    encoding = str(info.get("encoding", "fp32"))
+    if not encoding.startswith("int8-"):
+        return model
+    mode = encoding.removeprefix("int8-")
+    return loader(str(info.get("backend", "auto")), mode).serving(model)
+
+
 def encoded(model: nn.Module, encoding: str, backend_name: str) -> dict[str, torch.Tensor]:
     """The plain tensors an artifact stores for `model`."""
     if encoding == "fp32":
