@@ -35,6 +35,7 @@ from .common import (
     shard,
     steps_plan,
 )
+from .ring import use_rings
 from .shards import LocalShards, clip_local
 
 
@@ -57,7 +58,8 @@ def _shard(model: nn.Sequential, bucket_mb: int) -> None:
     layers); the layers left over join the root unit, which keeps its parameters gathered from
     forward to backward (backward needs them at once). Parameters are still sharded one by one
     (dim 0), so checkpoints do not depend on the grouping. Large models keep many units and the
-    memory saving of resharding after each unit's forward."""
+    memory saving of resharding after each unit's forward. On gloo, units gather and reduce over
+    rings of point-to-point exchanges (see ring.py)."""
     from torch.distributed.fsdp import fully_shard
 
     unit: list[nn.Module] = []
@@ -69,9 +71,9 @@ def _shard(model: nn.Sequential, bucket_mb: int) -> None:
         unit.append(layer)
         size += nbytes
         if size >= bucket_mb * 2**20:
-            fully_shard(unit)
+            use_rings(fully_shard(unit)[0])
             unit, size = [], 0
-    fully_shard(model, reshard_after_forward=False)
+    use_rings(fully_shard(model, reshard_after_forward=False))
 
 
 def _model_tensors(model: nn.Module, sharded: bool) -> dict[str, torch.Tensor]:
