@@ -75,9 +75,10 @@ def test_two_ranks_match_a_single_process(tmp_path: Path, strategy: str) -> None
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4
 
 
-def test_ddp_gradient_accumulation_keeps_the_math(tmp_path: Path) -> None:
-    run(spec("ddp", 2), tmp_path / "plain", procs=2)
-    run(spec("ddp", 2, gradientAccumulation=4), tmp_path / "accum", procs=2)
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_gradient_accumulation_keeps_the_math(tmp_path: Path, strategy: str) -> None:
+    run(spec(strategy, 2), tmp_path / "plain", procs=2)
+    run(spec(strategy, 2, gradientAccumulation=4), tmp_path / "accum", procs=2)
     plain = [r["loss"] for r in history(tmp_path / "plain")]
     accum = [r["loss"] for r in history(tmp_path / "accum")]
     assert max(abs(a - b) for a, b in zip(plain, accum, strict=True)) < 1e-4

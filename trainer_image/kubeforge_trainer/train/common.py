@@ -137,7 +137,8 @@ def autocast(recipe: Recipe) -> Any:
 
 
 def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Optimizer state as flat tensors plus JSON-able leftovers (never pickled)."""
+    """Optimizer state as flat tensors plus JSON-able leftovers (never pickled). FSDP's optimizer
+    holds plain local shards (see shards.py), so its state is saved per rank as it is."""
     sd = opt.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, Any] = {}
@@ -145,7 +146,7 @@ def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Te
         for key, value in state.items():
             name = f"{idx}.{key}"
             if isinstance(value, torch.Tensor):
-                tensors[name] = value.to_local() if hasattr(value, "to_local") else value
+                tensors[name] = value
             else:
                 scalars[name] = value
     return tensors, {"scalars": scalars, "param_groups": sd["param_groups"]}
@@ -159,18 +160,6 @@ def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
     for name, value in meta["scalars"].items():
         idx, key = name.split(".", 1)
         state.setdefault(int(idx), {})[key] = value
-    # Sharded (FSDP) parameters: their states were saved as local shards; wrap them back into DTensors.
-    params = [p for group in opt.param_groups for p in group["params"]]
-    for index, entries in state.items():
-        param = params[index]
-        if not hasattr(param, "to_local"):
-            continue
-        from torch.distributed.tensor import DTensor
-
-        for key, value in entries.items():
-            if isinstance(value, torch.Tensor) and value.shape == param.to_local().shape and value.dim() > 0:
-                entries[key] = DTensor.from_local(value, param.device_mesh, param.placements, shape=param.shape,
-                                                  stride=param.stride())
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 

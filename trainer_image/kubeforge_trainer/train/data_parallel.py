@@ -5,7 +5,6 @@ same global batches, so their losses agree with a single process of the same see
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from contextlib import nullcontext
 from typing import Any
 
@@ -36,6 +35,8 @@ from .common import (
     shard,
     steps_plan,
 )
+from .ring import use_rings
+from .shards import LocalShards, clip_local
 
 
 def wrap_model(model: nn.Sequential, strategy: Strategy, world: World, bucket_mb: int,
@@ -57,7 +58,8 @@ def _shard(model: nn.Sequential, bucket_mb: int) -> None:
     layers); the layers left over join the root unit, which keeps its parameters gathered from
     forward to backward (backward needs them at once). Parameters are still sharded one by one
     (dim 0), so checkpoints do not depend on the grouping. Large models keep many units and the
-    memory saving of resharding after each unit's forward."""
+    memory saving of resharding after each unit's forward. On gloo, units gather and reduce over
+    rings of point-to-point exchanges (see ring.py)."""
     from torch.distributed.fsdp import fully_shard
 
     unit: list[nn.Module] = []
@@ -69,9 +71,9 @@ def _shard(model: nn.Sequential, bucket_mb: int) -> None:
         unit.append(layer)
         size += nbytes
         if size >= bucket_mb * 2**20:
-            fully_shard(unit)
+            use_rings(fully_shard(unit)[0])
             unit, size = [], 0
-    fully_shard(model, reshard_after_forward=False)
+    use_rings(fully_shard(model, reshard_after_forward=False))
 
 
 def _model_tensors(model: nn.Module, sharded: bool) -> dict[str, torch.Tensor]:
@@ -109,7 +111,8 @@ def train(ctx: JobContext, world: World, reporter: ProgressReporter | None) -> d
     if device.type == "cuda":
         torch.cuda.set_device(device)
     model = wrap_model(build(arch), strategy, world, recipe.bucket_cap_mb, device)
-    opt = make_optimizer(recipe, model.parameters())
+    shards = LocalShards(model.parameters()) if sharded else None  # the step runs on local shards
+    opt = make_optimizer(recipe, shards.tensors if shards else model.parameters())
     steps_per_epoch, total = steps_plan(recipe, data, world.size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(recipe, total))
     ckpt_dir = ctx.storage / "checkpoints"
@@ -130,7 +133,7 @@ def train(ctx: JobContext, world: World, reporter: ProgressReporter | None) -> d
         x, y = data.x_train[batch], data.y_train[batch]
         if device.type != "cpu":
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss = _step(model, opt, recipe, data.task, x, y, sharded)
+        loss = _step(model, opt, recipe, data.task, x, y, shards)
         sched.step()
         done = step + 1
         epoch_end = done % steps_per_epoch == 0 or done == total
@@ -153,10 +156,11 @@ def train(ctx: JobContext, world: World, reporter: ProgressReporter | None) -> d
 
 
 def _step(model: nn.Module, opt: torch.optim.Optimizer, recipe: Recipe, task: str, x: torch.Tensor, y: torch.Tensor,
-          sharded: bool) -> torch.Tensor:
+          shards: LocalShards | None) -> torch.Tensor:
     """One optimizer step over the rank's slice (in micro-batches, syncing gradients only on the
     last); returns the detached mean loss. The common single micro-batch takes the shortest path:
-    at ~1 ms steps every extra tensor op is visible in throughput."""
+    at ~1 ms steps every extra tensor op is visible in throughput. FSDP's clipping and step run on
+    the local shards (see shards.py)."""
     n_micro = recipe.gradient_accumulation
     if n_micro == 1:
         with autocast(recipe):
@@ -168,33 +172,21 @@ def _step(model: nn.Module, opt: torch.optim.Optimizer, recipe: Recipe, task: st
         for i, (mx, my) in enumerate(micro_batches(x, y, n_micro)):
             sync = i == n_micro - 1
             ctx_sync = model.no_sync() if isinstance(model, DDP) and not sync else nullcontext()
-            if sharded:
+            if shards:
                 model.set_requires_gradient_sync(sync)  # type: ignore[operator]
             with ctx_sync, autocast(recipe):
                 loss = loss_fn(task, model(mx), my) / n_micro
             loss.backward()  # type: ignore[no-untyped-call]
             loss_sum += loss.detach()
-    if recipe.grad_clip:
-        clip = clip_local_shards if sharded else torch.nn.utils.clip_grad_norm_
-        clip(model.parameters(), recipe.grad_clip)
+    if shards:
+        grads = shards.take_grads()
+        if recipe.grad_clip:
+            clip_local(grads, recipe.grad_clip)
+    elif recipe.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
     opt.step()
     opt.zero_grad(set_to_none=True)
     return loss_sum
-
-
-@torch.no_grad()
-def clip_local_shards(params: Iterable[nn.Parameter], max_norm: float) -> torch.Tensor:
-    """`clip_grad_norm_` for FSDP2 gradients, computed on each rank's local shards with one
-    all-reduce of the squared norm: every element lives on exactly one rank, so the result is the
-    same, without DTensor dispatch on every op (about 5 points of FSDP's throughput on CPU/gloo)."""
-    grads = [p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad for p in params if p.grad is not None]
-    norms = torch._foreach_norm(grads) if grads else []
-    total_sq = torch.stack([n.square() for n in norms]).sum() if norms else torch.zeros(())
-    torch.distributed.all_reduce(total_sq)
-    total = total_sq.sqrt()
-    if grads:
-        torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
-    return total
 
 
 def _checkpoint(ctx: JobContext, world: World, model: nn.Module, opt: torch.optim.Optimizer, sched: Any, step: int,
