@@ -170,9 +170,9 @@ def _compress_notes(e: dict[str, Any], cnn: dict[str, Any]) -> list[str]:
         "downloaded); speed and size are measured on the d-768 encoder at seq 128, whose int8 kernels do the same "
         "work whatever the weights. The earlier '3.1 points' was top-1 disagreement of a random encoder on 64 "
         "inputs (2 flips between near-tied logits), not a metric. Keeping the classifier head in fp32 (the eager "
-        "back end's `keep_fp32`) is the row below it. Measuring the drop on the d-768 encoder itself is "
-        "possible (`--metric-dim 768`) but costs 1.63 s per training step against 0.20 s at d 256 (1 thread, "
-        "batch 32): about 7 minutes for 250 steps instead of 50 s, so it is not the default.", "",
+        "back end's `keep_fp32`) is the row below it. The drop on the d-768 encoder itself (12 heads) is its "
+        "own section (`--only encoder_d768_metric`): a training step costs 1.63 s there against 0.20 s at d 256 "
+        "(1 thread, batch 32), so it is measured apart from the timings.", "",
         "**Static int8 CNN.** At 64x64, batch 1 the goal is not met, and not because of fixed per-call costs (an "
         "earlier note said so): in a quiet profile (1 thread, 200 calls) the four int8 conv+relu kernels are "
         "90 % of the int8 time (0.63 of 0.70 ms); quantizing the input, dequantizing the output, the pool, the "

@@ -16,6 +16,7 @@ import urllib.request
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,34 +87,51 @@ def run_sample(cluster: Cluster, ns: str, name: str) -> None:
     wait_condition(cluster, ns, name, "Succeeded", timeout=180)
 
 
-def test_of_two_replicas_one_acts_and_the_other_takes_over(cluster: Cluster, helm_bin: Path,
-                                                          free_namespace: str) -> None:
-    created: defaultdict[str, set[str]] = defaultdict(set)  # pod name -> uids of every pod ever made
+@dataclass
+class Pair:
+    """Two operator replicas of one release: which holds the Lease, and every pod made in the watched
+    namespace (name -> uids: a pod made twice, by two leaders or after a delete, has two)."""
 
-    def on_pod(etype: str, pod: dict[str, Any]) -> None:
-        created[pod["metadata"]["name"]].add(pod["metadata"]["uid"])
+    ns: str
+    leader: str
+    standby: str
+    created: defaultdict[str, set[str]]
 
-    pods = Informer(cluster.client, f"/api/v1/namespaces/{free_namespace}/pods", on_pod).start()
+    def made_once(self, jobs: tuple[str, ...]) -> bool:
+        expected = {f"{job}-node-{rank}" for job in jobs for rank in range(3)}
+        return set(self.created) == expected and all(len(uids) == 1 for uids in self.created.values())
+
+
+@contextlib.contextmanager
+def two_replicas(cluster: Cluster, helm_bin: Path, watch: str) -> Iterator[Pair]:
+    created: defaultdict[str, set[str]] = defaultdict(set)
+    pods = Informer(cluster.client, f"/api/v1/namespaces/{watch}/pods",
+                    lambda _, pod: created[pod["metadata"]["name"]].add(pod["metadata"]["uid"])).start()
     try:
-        with release(cluster, helm_bin, free_namespace, replicas=2) as ns:
+        with release(cluster, helm_bin, watch, replicas=2) as ns:
             replicas = wait_for(lambda: len(running_operators(cluster, ns)) == 2 and running_operators(cluster, ns),
                                 90, what="two operator pods")
             leader = wait_for(lambda: lease_holder(cluster, ns) in replicas and lease_holder(cluster, ns), 60,
                               what="a leader")
-            run_sample(cluster, free_namespace, "before")
             [standby] = set(replicas) - {leader}
-            assert object_writes(cluster, ns, leader) and not object_writes(cluster, ns, standby)
-            cluster.kubectl("delete", "pod", leader, "-n", ns, "--wait=false")
-            successor = wait_for(lambda: lease_holder(cluster, ns) not in ("", leader) and lease_holder(cluster, ns),
-                                 60, what="another leader")
-            run_sample(cluster, free_namespace, "after")
+            yield Pair(ns, leader, standby, created)
     finally:
         pods.stop()
+
+
+def test_of_two_replicas_one_acts_and_the_other_takes_over(cluster: Cluster, helm_bin: Path,
+                                                          free_namespace: str) -> None:
+    with two_replicas(cluster, helm_bin, free_namespace) as pair:
+        ns = pair.ns
+        run_sample(cluster, free_namespace, "before")
+        assert object_writes(cluster, ns, pair.leader) and not object_writes(cluster, ns, pair.standby)
+        cluster.kubectl("delete", "pod", pair.leader, "-n", ns, "--wait=false")
+        successor = wait_for(lambda: lease_holder(cluster, ns) not in ("", pair.leader) and lease_holder(cluster, ns),
+                             60, what="another leader")
+        run_sample(cluster, free_namespace, "after")
     # The standby or the pod that replaced the leader, whichever asked first after the Lease was released.
-    assert successor != leader, (successor, leader)
-    expected = {f"{job}-node-{rank}" for job in ("before", "after") for rank in range(3)}
-    assert set(created) == expected, created
-    assert all(len(uids) == 1 for uids in created.values()), created
+    assert successor != pair.leader, (successor, pair.leader)
+    assert pair.made_once(("before", "after")), pair.created
 
 
 def container_pid(cluster: Cluster, ns: str, pod: str) -> int:
@@ -126,29 +144,17 @@ def test_a_frozen_leader_loses_the_lease_and_steps_down_when_it_wakes(cluster: C
                                                                       free_namespace: str) -> None:
     """A leader that stops answering (SIGSTOP: a hung process or a partition) keeps no lock: its Lease
     expires and the standby takes over; woken, the old leader must not act as a second leader."""
-    created: defaultdict[str, set[str]] = defaultdict(set)
-    pods = Informer(cluster.client, f"/api/v1/namespaces/{free_namespace}/pods",
-                    lambda _, pod: created[pod["metadata"]["name"]].add(pod["metadata"]["uid"])).start()
-    try:
-        with release(cluster, helm_bin, free_namespace, replicas=2) as ns:
-            replicas = wait_for(lambda: len(running_operators(cluster, ns)) == 2 and running_operators(cluster, ns),
-                                90, what="two operator pods")
-            leader = wait_for(lambda: lease_holder(cluster, ns) in replicas and lease_holder(cluster, ns), 60,
-                              what="a leader")
-            pid = container_pid(cluster, ns, leader)
-            os.killpg(pid, signal.SIGSTOP)
-            try:
-                [standby] = set(replicas) - {leader}
-                wait_for(lambda: lease_holder(cluster, ns) == standby, 45, what="the standby to take the Lease")
-                run_sample(cluster, free_namespace, "frozen")
-            finally:
-                os.killpg(pid, signal.SIGCONT)
-            run_sample(cluster, free_namespace, "woken")
-            assert lease_holder(cluster, ns) == standby
-    finally:
-        pods.stop()
-    expected = {f"{job}-node-{rank}" for job in ("frozen", "woken") for rank in range(3)}
-    assert set(created) == expected and all(len(uids) == 1 for uids in created.values()), created
+    with two_replicas(cluster, helm_bin, free_namespace) as pair:
+        pid = container_pid(cluster, pair.ns, pair.leader)
+        os.killpg(pid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: lease_holder(cluster, pair.ns) == pair.standby, 45, what="the standby to take the Lease")
+            run_sample(cluster, free_namespace, "frozen")
+        finally:
+            os.killpg(pid, signal.SIGCONT)
+        run_sample(cluster, free_namespace, "woken")
+        assert lease_holder(cluster, pair.ns) == pair.standby
+    assert pair.made_once(("frozen", "woken")), pair.created
 
 
 def test_kustomize_installed_operator_runs_a_sample_job(cluster: Cluster, free_namespace: str,
