@@ -7,6 +7,7 @@ a spec against the recipe it follows. Pydantic only: this package imports nothin
 from __future__ import annotations
 
 import json
+import math
 from enum import StrEnum
 from typing import Final, Literal
 
@@ -178,8 +179,8 @@ class ArtifactRef(Model):
 class Latency(Model):
     """Median milliseconds per forward pass at batch 1 and batch 8."""
 
-    batch1: float = Field(ge=0, description="At batch 1.")
-    batch8: float = Field(ge=0, description="At batch 8.")
+    batch1: float = Field(ge=0, allow_inf_nan=False, description="At batch 1.")
+    batch8: float = Field(ge=0, allow_inf_nan=False, description="At batch 8.")
 
 
 class Measured(Model):
@@ -236,7 +237,8 @@ class CompressionReport(Model):
 class Summary(Model):
     """One model's numbers in the status: the task metric, weights bytes, latency per batch size."""
 
-    metric: float | None = Field(default=None, description="The gate's metric on the held-out split.")
+    metric: float | None = Field(default=None, allow_inf_nan=False, description=(
+        "The gate's metric on the held-out split (absent when it was not finite, e.g. a diverged model)."))
     size_bytes: int | None = Field(default=None, description="Bytes of the weights file.")
     latency_ms: Latency | None = Field(default=None, description="Median ms per forward pass at batch 1 and 8.")
 
@@ -248,16 +250,26 @@ class CandidateSummary(Summary):
                         "prune-unstructured or distill.")
     verdict: Verdict = Field(description="What the accuracy gate made of it.")
     parameters: dict[str, str] = Field(default_factory=dict, max_length=8, description="The method's settings.")
-    drop: float | None = Field(default=None, description="Degradation vs the baseline (relative if the budget is).")
+    drop: float | None = Field(default=None, allow_inf_nan=False,
+                               description="Degradation vs the baseline (relative if the budget is).")
     speedup: Latency | None = Field(default=None, description="Baseline latency / candidate latency per batch size.")
+
+
+def _finite(x: float | None) -> float | None:
+    """JSON (and so the status) has no NaN or infinity: a diverged model's metric is left out."""
+    return x if x is not None and math.isfinite(x) else None
+
+
+def _latency(lat: Latency | None) -> Latency | None:
+    return lat if lat is not None and math.isfinite(lat.batch1) and math.isfinite(lat.batch8) else None
 
 
 def _summary(c: Candidate) -> CandidateSummary:
     m = c.measured
-    return CandidateSummary(method=c.method, verdict=c.verdict, drop=c.drop, speedup=c.speedup,
+    return CandidateSummary(method=c.method, verdict=c.verdict, drop=_finite(c.drop), speedup=_latency(c.speedup),
                             parameters={k[:40]: str(v)[:64] for k, v in list(c.parameters.items())[:8]},
-                            metric=m.metric if m else None, size_bytes=m.size_bytes if m else None,
-                            latency_ms=m.latency_ms if m else None)
+                            metric=_finite(m.metric) if m else None, size_bytes=m.size_bytes if m else None,
+                            latency_ms=_latency(m.latency_ms) if m else None)
 
 
 class CompressionTermination(Model):
@@ -282,7 +294,8 @@ class CompressionTermination(Model):
         return cls(compressed=report.chosen is not None, reason=report.reason, message=report.message[:512],
                    report_path=report_path, metric=report.metric[:40], budget=report.budget, chosen=chosen,
                    artifact=report.artifact,
-                   baseline=Summary(metric=base.metric, size_bytes=base.size_bytes, latency_ms=base.latency_ms),
+                   baseline=Summary(metric=_finite(base.metric), size_bytes=base.size_bytes,
+                                    latency_ms=_latency(base.latency_ms)),
                    candidates=[_summary(c) for c in report.candidates])
 
     def encode(self, limit: int = TERMINATION_LIMIT) -> str:

@@ -20,8 +20,8 @@ def loads(data: str | bytes | bytearray) -> Any:
 
 
 def dumps(obj: Any) -> str:
-    """Compact JSON text, as a request body."""
-    return pydantic_core.to_json(obj).decode()
+    """Compact JSON text, as a request body; NaN and infinities (which JSON lacks) become null."""
+    return pydantic_core.to_json(obj, inf_nan_mode="null").decode()
 
 
 def install() -> None:

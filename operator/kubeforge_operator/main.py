@@ -49,7 +49,7 @@ def connect(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
 async def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.AiohttpSession:
     """kopf's session, from the same credentials, keeps idle connections as long as the adapter's:
     with aiohttp's default (15 s), Events posted after a pause each paid a new TLS handshake."""
-    info = connect(settings)
+    info = await asyncio.to_thread(connect, settings)  # exec plugins may take seconds: off the event loop
     return kopf.AiohttpSession(server=info.server, default_namespace=info.default_namespace,
                                priority=info.priority, expiration=info.expiration,
                                aiohttp_session=api_session(info, for_kopf=True))

@@ -26,7 +26,7 @@ from kubeforge_api.trainingjob import Recipe
 from kubeforge_trainer import artifacts
 from kubeforge_trainer.compress import prune
 from kubeforge_trainer.compress.pipeline import Outcome, run
-from kubeforge_trainer.compress.quantize import EagerBackend, TorchaoBackend, torchao_available
+from kubeforge_trainer.compress.quantize import EagerBackend, Frozen, TorchaoBackend, torchao_available
 from kubeforge_trainer.compress.variants import encoded
 from kubeforge_trainer.data import Data
 from kubeforge_trainer.data import load as load_data
@@ -352,6 +352,23 @@ def test_torchao_is_timed_in_its_serving_form_with_the_same_outputs() -> None:
     assert EagerBackend().serving(model) is model
     quantized = TorchaoBackend().dynamic(copy.deepcopy(model))
     served = TorchaoBackend().serving(quantized)
+    assert isinstance(served, Frozen)  # the machine has a C++ compiler: inductor can run
     x = torch.randn(4, 32)
     with torch.inference_mode():
         assert torch.allclose(served(x), quantized(x), atol=1e-4)
+    assert not served.compile_failed
+
+
+class _CompileFails(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("C++ compile error: cannot find the compiler")
+
+
+def test_a_model_whose_compilation_fails_runs_eagerly() -> None:
+    model = nn.Sequential(nn.Linear(8, 4)).eval()
+    frozen = Frozen(model)
+    frozen.compiled = _CompileFails()
+    x = torch.randn(3, 8)
+    with torch.inference_mode():
+        assert torch.equal(frozen(x), model(x)) and frozen.compile_failed
+        assert torch.equal(frozen(x), model(x))

@@ -95,3 +95,28 @@ def test_termination_message_fits_4k(n: int) -> None:
     back = CompressionTermination.model_validate_json(text)
     assert back.compressed and back.chosen == "prune-unstructured" and back.artifact == r.artifact
     assert back.reason == CompressionReason.COMPRESSED
+
+
+def test_non_finite_numbers_never_reach_the_status() -> None:
+    """A diverged candidate (perplexity inf, drop nan) is summarized without them: JSON, and so the API
+    server, has no NaN or infinity; a termination message that carries them is refused."""
+    r = report(1, "diverged")
+    r = r.model_copy(update={"candidates": [r.candidates[0].model_copy(update={
+        "drop": float("nan"), "measured": r.baseline.model_copy(update={"metric": float("inf")})})]})
+    text = CompressionTermination.from_report(r, "compressed/report.json").encode()
+    assert "NaN" not in text and "Infinity" not in text
+    [cand] = CompressionTermination.model_validate_json(text).candidates
+    assert cand.metric is None and cand.drop is None and cand.latency_ms == r.baseline.latency_ms
+    hostile = text.replace('"verdict":"rejected"', '"verdict":"rejected","drop":NaN')
+    with pytest.raises(ValidationError):
+        CompressionTermination.model_validate_json(hostile)
+
+
+def test_the_status_holds_every_field_of_the_termination_message() -> None:
+    """`CompressionStatus.reported` copies the message field by field (extra fields are refused)."""
+    from kubeforge_api.trainingjob import CompressionStatus
+
+    assert set(CompressionTermination.model_fields) <= set(CompressionStatus.model_fields)
+    term = CompressionTermination.from_report(report(2, "ok"), "compressed/report.json")
+    status = CompressionStatus.reported(term, "pvc://models/runs/x", attempts=1)
+    assert status.artifact is not None and status.artifact.uri == f"pvc://models/runs/x/{term.artifact.path}"

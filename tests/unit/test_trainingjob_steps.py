@@ -164,9 +164,14 @@ def compress_pass(*extra: Obj, status: Obj | None = None) -> Pass:
     ([compress_pod("Failed", 137)], {"compression": {"attempts": 1}}, True,
      lambda p: p.status["compression"]["attempts"] == 2 and [c.name for c in p.plan.delete] == ["demo-compress-0"]),
     ([compress_pod("Failed", 1)], {"compression": {"attempts": 1}}, False,
-     lambda p: p.conds[-1]["reason"] == "CompressionFailed" and "exited with code 1" in p.conds[-1]["message"]),
+     lambda p: p.conds[-1]["reason"] == "CompressionFailed" and "exited with code 1" in p.conds[-1]["message"]
+     and p.status["compression"]["reason"] == "CompressionFailed" and not p.status["compression"]["compressed"]),
+    ([compress_pod("Succeeded", 0, "not json")], {"compression": {"attempts": 2}}, False,
+     lambda p: p.conds[-1]["reason"] == "CompressionFailed" and p.status["compression"] == {
+         "attempts": 2, "compressed": False, "reason": "CompressionFailed",
+         "message": "pod demo-compress-0 ended without a readable compression report"}),
 ], ids=["creates the pod", "waits for it", "accepted", "rejected by the budget", "crash is retried",
-        "permanent failure is reported"])
+        "permanent failure is reported", "an unreadable report is a failure"])
 def test_compression_step(extra: list[Obj], status: Obj | None, settles: bool, check: Callable[[Pass], bool]) -> None:
     p = compress_pass(*extra, status=status)
     assert p.valid_spec is not None, p.status

@@ -81,18 +81,19 @@ class ModelService:
     async def _load(self) -> None:
         directory = Path(self.settings.model_dir)
         t0 = time.perf_counter()
+        s = self.settings
         try:
             card, model = await asyncio.to_thread(self._loader, directory)
             signature = signature_of(card)
-        except Exception as e:  # any failure to load is reported, never retried in-process
+            batcher = Batcher(_runner(model), self.metrics, s.max_batch_size, s.max_delay_ms / 1000,
+                              s.max_queue_depth)
+            for rows in sorted({1, min(2, s.max_batch_size)}):  # warm-up at batch 1 and 2: a compiled model
+                await asyncio.to_thread(batcher.run_now, signature.example(rows))  # then has every batch size
+        except Exception as e:  # any failure to load or run the model is reported, never retried in-process
             code = EXIT_MODEL_NOT_FOUND if _missing(directory) else EXIT_MODEL_LOAD_FAILED
             self.phase = Phase.FAILED
             self._on_fatal(code, f"{type(e).__name__}: {e}")
             return
-        s = self.settings
-        batcher = Batcher(_runner(model), self.metrics, s.max_batch_size, s.max_delay_ms / 1000, s.max_queue_depth)
-        for rows in sorted({1, min(2, s.max_batch_size)}):  # warm-up at batch 1 and 2: a compiled model
-            await asyncio.to_thread(batcher.run_now, signature.example(rows))  # then has every batch size
         self.card, self.signature, self._batcher = card, signature, batcher
         batcher.start()
         if self.phase == Phase.LOADING:

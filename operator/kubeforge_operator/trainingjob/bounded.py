@@ -16,7 +16,7 @@ SHORT_MESSAGE = 256  # characters a message keeps when the status must shrink
 
 def size(status: Obj) -> int:
     """Bytes of `status` as the API server stores it (UTF-8 JSON)."""
-    return len(pydantic_core.to_json(status))
+    return len(pydantic_core.to_json(status, inf_nan_mode="null"))
 
 
 def _shrink_history(status: Obj) -> bool:

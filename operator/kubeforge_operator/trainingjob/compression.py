@@ -40,6 +40,13 @@ def record(p: Pass, term: CompressionTermination) -> None:
     p.set(ConditionType.COMPRESSED, term.compressed, term.reason, term.message)
 
 
+def _record_failure(p: Pass, attempts: int, message: str) -> None:
+    """A stage that produced no report: the status and the Compressed condition say why."""
+    p.status["compression"] = CompressionStatus(attempts=attempts, compressed=False,
+                                                reason=CompressionReason.COMPRESSION_FAILED, message=message).dump()
+    p.set(ConditionType.COMPRESSED, False, CompressionReason.COMPRESSION_FAILED, message)
+
+
 def _failed(p: Pass, pod: PodView) -> bool:
     """A failed compression pod: retried while retryable and under backoffLimit, else reported."""
     assert pod.failure is not None
@@ -50,8 +57,7 @@ def _failed(p: Pass, pod: PodView) -> bool:
         p.delete([pod])
         p.status["state"] = State.COMPRESSING
         return True
-    p.status["compression"] = {"attempts": attempts}
-    p.set(ConditionType.COMPRESSED, False, CompressionReason.COMPRESSION_FAILED, describe(pod.failure, cls))
+    _record_failure(p, attempts, describe(pod.failure, cls))
     return False
 
 
@@ -59,8 +65,8 @@ def _finished(p: Pass, pod: PodView) -> bool:
     try:
         term = CompressionTermination.model_validate_json(pod.message)
     except (ValidationError, ValueError):
-        p.set(ConditionType.COMPRESSED, False, CompressionReason.COMPRESSION_FAILED,
-              f"pod {pod.name} ended without a readable compression report")
+        attempts = int((p.status.get("compression") or {}).get("attempts", 1))
+        _record_failure(p, attempts, f"pod {pod.name} ended without a readable compression report")
         return False
     record(p, term)
     return False

@@ -38,7 +38,7 @@ from . import measure, prune
 from .codec import stored_parameters
 from .distill import distill
 from .quantize import QuantizeError, backend
-from .variants import encoded, weights_bytes
+from .variants import encoded, serving_form, weights_bytes
 
 
 class CompressInputError(Exception):
@@ -170,8 +170,7 @@ def _finish(parent: Path, card: dict[str, Any], teacher: nn.Module, data: Data, 
             higher: bool, base_metrics: dict[str, float], made: list[Made | None], cands: list[Candidate],
             out_dir: Path, storage: Path, threads: int, rounds: int) -> Outcome:
     live = [(i, m) for i, m in enumerate(made) if m is not None]
-    served = [backend(m.backend, m.encoding.removeprefix("int8-")).serving(m.model) if m.backend else m.model
-              for _, m in live]  # timed as served: torchao under torch.compile
+    served = [serving_form(m.backend, m.encoding, m.model) for _, m in live]  # timed as the server runs them
     times = measure.latencies([teacher, *served], data, rounds)
     base_bytes = (parent / card["weights"]["file"]).stat().st_size
     base = Measured(metric=base_metrics[metric], metrics=base_metrics, size_bytes=base_bytes,

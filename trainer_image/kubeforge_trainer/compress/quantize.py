@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
 import shutil
 import warnings
@@ -71,6 +72,7 @@ class StaticInt8(nn.Module):
         return out
 
 
+log = logging.getLogger("kubeforge.compress")
 STATIC_LAYERS = (nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.ReLU, nn.Flatten, nn.MaxPool2d, nn.AvgPool2d,
                  nn.AdaptiveAvgPool2d)
 
@@ -224,14 +226,24 @@ class Frozen(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
+        self.eager = model
         self.compiled: nn.Module = torch.compile(model)  # type: ignore[assignment]
+        self.compile_failed = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from torch._inductor import config
 
-        with config.patch(freezing=True):
-            out: torch.Tensor = self.compiled(x)
-        return out
+        if not self.compile_failed:
+            try:
+                with config.patch(freezing=True):
+                    out: torch.Tensor = self.compiled(x)
+                return out
+            except Exception as e:  # inductor needs a working C++ toolchain and a writable cache
+                log.warning("torch.compile failed, the model runs eagerly from now on: %s",
+                            str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__)
+                self.compile_failed = True
+        eager: torch.Tensor = self.eager(x)
+        return eager
 
 
 def backend(name: str, mode: str) -> Backend:

@@ -49,15 +49,19 @@ def rebuild(card: dict[str, Any], state: dict[str, torch.Tensor]) -> nn.Module:
                            ) from None
 
 
-def served(card: dict[str, Any], model: nn.Module) -> nn.Module:
-    """`model` in the form its back end serves it, the form the compression report timed (torchao's:
-    compiled with inductor freezing; everything else as loaded)."""
-    info = card.get("compression") or {}
-    encoding = str(info.get("encoding", "fp32"))
+def serving_form(backend_name: str, encoding: str, model: nn.Module) -> nn.Module:
+    """`model` in the form its back end serves it: what the compression report times and the server
+    runs (torchao's: compiled with inductor freezing; everything else as it is)."""
     if not encoding.startswith("int8-"):
         return model
     mode = encoding.removeprefix("int8-")
-    return loader(str(info.get("backend", "auto")), mode).serving(model)
+    return loader(backend_name or "auto", mode).serving(model)
+
+
+def served(card: dict[str, Any], model: nn.Module) -> nn.Module:
+    """A loaded artifact's model in its serving form (see `serving_form`)."""
+    info = card.get("compression") or {}
+    return serving_form(str(info.get("backend", "auto")), str(info.get("encoding", "fp32")), model)
 
 
 def encoded(model: nn.Module, encoding: str, backend_name: str) -> dict[str, torch.Tensor]:

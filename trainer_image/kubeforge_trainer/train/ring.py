@@ -3,8 +3,7 @@
 Gloo's `reduce_scatter_tensor` costs as much as an all-reduce of the whole input (2 ranks, 8 MB:
 about 13 ms against 8 ms), and its `all_gather_into_tensor` about twice the bytes it moves. A ring
 sends each rank's share once per step, n-1 steps: on 2 ranks the reduce-scatter is one exchange of
-half the input and an add (about 5 ms), the all-gather one exchange of the shard (about 3.5 ms).
-The sums run in the same order for every element on every rank, so all ranks agree."""
+half the input and an add (about 5 ms), the all-gather one exchange of the shard (about 3.5 ms)."""
 
 from __future__ import annotations
 
