@@ -13,9 +13,8 @@ from typing import Final, Literal
 
 from pydantic import Field
 
-from .model import Model, Resources, Rule
+from .model import TERMINATION_LIMIT, Finite, Model, NonNegative, Resources, Rule
 
-TERMINATION_LIMIT: Final = 4096
 REPORT_FILE: Final = "report.json"
 DEFAULT_INPUT: Final = "artifact"
 DEFAULT_OUTPUT: Final = "compressed"
@@ -179,8 +178,8 @@ class ArtifactRef(Model):
 class Latency(Model):
     """Median milliseconds per forward pass at batch 1 and batch 8."""
 
-    batch1: float = Field(ge=0, allow_inf_nan=False, description="At batch 1.")
-    batch8: float = Field(ge=0, allow_inf_nan=False, description="At batch 8.")
+    batch1: NonNegative = Field(description="At batch 1.")
+    batch8: NonNegative = Field(description="At batch 8.")
 
 
 class Measured(Model):
@@ -237,7 +236,7 @@ class CompressionReport(Model):
 class Summary(Model):
     """One model's numbers in the status: the task metric, weights bytes, latency per batch size."""
 
-    metric: float | None = Field(default=None, allow_inf_nan=False, description=(
+    metric: Finite | None = Field(default=None, description=(
         "The gate's metric on the held-out split (absent when it was not finite, e.g. a diverged model)."))
     size_bytes: int | None = Field(default=None, description="Bytes of the weights file.")
     latency_ms: Latency | None = Field(default=None, description="Median ms per forward pass at batch 1 and 8.")
@@ -250,8 +249,7 @@ class CandidateSummary(Summary):
                         "prune-unstructured or distill.")
     verdict: Verdict = Field(description="What the accuracy gate made of it.")
     parameters: dict[str, str] = Field(default_factory=dict, max_length=8, description="The method's settings.")
-    drop: float | None = Field(default=None, allow_inf_nan=False,
-                               description="Degradation vs the baseline (relative if the budget is).")
+    drop: Finite | None = Field(default=None, description="Degradation vs the baseline (relative if the budget is).")
     speedup: Latency | None = Field(default=None, description="Baseline latency / candidate latency per batch size.")
 
 

@@ -11,16 +11,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, field_validator
 
+from .model import TERMINATION_LIMIT, Finite, NonNegative
 from .trainingjob import Model
 
 MAX_STEP = 10**12
 MAX_EVAL_KEYS = 16
 MAX_HISTORY_POINTS = 2000
 MAX_MESSAGE = 1024
-TERMINATION_LIMIT = 4096  # bytes the kubelet keeps of a termination message
 
-Finite = Annotated[float, Field(allow_inf_nan=False, ge=-1e15, le=1e15)]
-NonNegative = Annotated[float, Field(allow_inf_nan=False, ge=0, le=1e15)]
 Step = Annotated[int, Field(ge=0, le=MAX_STEP)]
 MetricName = Annotated[str, StringConstraints(max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")

@@ -86,6 +86,9 @@ def list_map(*keys: str) -> JsonDict:
     return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
 
 
+TERMINATION_LIMIT = 4096  # bytes the kubelet keeps of a termination message
+Finite = Annotated[float, Field(allow_inf_nan=False, ge=-1e15, le=1e15)]  # JSON has no NaN or infinity
+NonNegative = Annotated[float, Field(allow_inf_nan=False, ge=0, le=1e15)]
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|e[0-9]+)?$"
 # Label and annotation keys and label values as the pod API checks them (an optional DNS prefix, then a name).
 QUALIFIED_NAME_PATTERN = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubeforge_api.constants import LABEL_ATTEMPT, LABEL_RANK, LABEL_ROLE, Reason
-from kubeforge_api.contracts import TERMINATION_LIMIT, TrainingResult, parse_result
+from kubeforge_api.contracts import TrainingResult, parse_result
+from kubeforge_api.model import TERMINATION_LIMIT
 
 Obj = dict[str, Any]
 WAITING = "waiting for the pods to start"

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from kubeforge_api.constants import TERMINATION_LOG_PATH, Env
-from kubeforge_api.contracts import MAX_HISTORY_POINTS, TERMINATION_LIMIT, TrainingResult
+from kubeforge_api.contracts import MAX_HISTORY_POINTS, TrainingResult
+from kubeforge_api.model import TERMINATION_LIMIT
 from kubeforge_api.trainingjob import Recipe
 from torch import nn
 
