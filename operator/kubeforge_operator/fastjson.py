@@ -19,9 +19,10 @@ def loads(data: str | bytes | bytearray) -> Any:
     return pydantic_core.from_json(data, cache_strings="keys")
 
 
-def dumps(obj: Any) -> str:
-    """Compact JSON text, as a request body; NaN and infinities (which JSON lacks) become null."""
-    return pydantic_core.to_json(obj, inf_nan_mode="null").decode()
+def encode(obj: Any) -> bytes:
+    """Compact UTF-8 JSON, as a request body or a status's stored size; NaN and infinities (which JSON
+    lacks) become null."""
+    return pydantic_core.to_json(obj, inf_nan_mode="null")
 
 
 def install() -> None:

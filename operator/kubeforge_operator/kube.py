@@ -183,7 +183,7 @@ class Kube:
         if method != "GET":
             self.writes[method] += 1
             metrics.API_WRITES.labels(method, _kind(path)).inc()
-        data = None if body is None else fastjson.dumps(body).encode()
+        data = None if body is None else fastjson.encode(body)
         for attempt in range(2):
             s = await self.session()
             async with s.request(method, path, data=data, params=params,

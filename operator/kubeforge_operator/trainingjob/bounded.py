@@ -6,8 +6,7 @@ writes nothing."""
 
 from __future__ import annotations
 
-import pydantic_core
-
+from .. import fastjson
 from ..plan import Obj
 
 MAX_STATUS_BYTES = 64 * 1024
@@ -16,7 +15,7 @@ SHORT_MESSAGE = 256  # characters a message keeps when the status must shrink
 
 def size(status: Obj) -> int:
     """Bytes of `status` as the API server stores it (UTF-8 JSON)."""
-    return len(pydantic_core.to_json(status, inf_nan_mode="null"))
+    return len(fastjson.encode(status))
 
 
 def _shrink_history(status: Obj) -> bool:

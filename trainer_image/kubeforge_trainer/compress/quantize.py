@@ -239,8 +239,8 @@ class Frozen(nn.Module):
                     out: torch.Tensor = self.compiled(x)
                 return out
             except Exception as e:  # inductor needs a working C++ toolchain and a writable cache
-                log.warning("torch.compile failed, the model runs eagerly from now on: %s",
-                            str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__)
+                first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                log.warning("torch.compile failed, the model runs eagerly from now on: %s", first_line[:200])
                 self.compile_failed = True
         eager: torch.Tensor = self.eager(x)
         return eager
