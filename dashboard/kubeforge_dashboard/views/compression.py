@@ -10,8 +10,7 @@ from kubeforge_api.trainingjob import CompressionStatus
 
 from ..format import number, size
 
-VERDICT_GLYPH = {"accepted": "✅ accepted", "rejected": "❌ rejected", "failed": "⚠️ failed", "skipped": "⏭ skipped",
-                 "baseline": "baseline"}
+VERDICT_GLYPH = {"accepted": "✅ accepted", "rejected": "❌ rejected", "failed": "⚠️ failed", "skipped": "⏭ skipped"}
 
 
 @dataclass(frozen=True)
