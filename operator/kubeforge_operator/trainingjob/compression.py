@@ -33,16 +33,20 @@ def _base_uri(p: Pass) -> str:
                        p.ref.name)
 
 
+def _attempts(p: Pass) -> int:
+    """Compression pods started so far, as the status counts them (the first is attempt 1)."""
+    return int((p.status.get("compression") or {}).get("attempts", 1))
+
+
 def record(p: Pass, term: CompressionTermination) -> None:
     """`status.compression` (the summary, the published artifact's uri) and the Compressed condition."""
-    attempts = int((p.status.get("compression") or {}).get("attempts", 1))
-    p.status["compression"] = CompressionStatus.reported(term, _base_uri(p), attempts).dump()
+    p.status["compression"] = CompressionStatus.reported(term, _base_uri(p), _attempts(p)).dump()
     p.set(ConditionType.COMPRESSED, term.compressed, term.reason, term.message)
 
 
-def _record_failure(p: Pass, attempts: int, message: str) -> None:
+def _record_failure(p: Pass, message: str) -> None:
     """A stage that produced no report: the status and the Compressed condition say why."""
-    p.status["compression"] = CompressionStatus(attempts=attempts, compressed=False,
+    p.status["compression"] = CompressionStatus(attempts=_attempts(p), compressed=False,
                                                 reason=CompressionReason.COMPRESSION_FAILED, message=message).dump()
     p.set(ConditionType.COMPRESSED, False, CompressionReason.COMPRESSION_FAILED, message)
 
@@ -51,13 +55,13 @@ def _failed(p: Pass, pod: PodView) -> bool:
     """A failed compression pod: retried while retryable and under backoffLimit, else reported."""
     assert pod.failure is not None
     cls = classify(pod.failure.exit_code, pod.failure.reason, pod.disrupted)
-    attempts = int((p.status.get("compression") or {}).get("attempts", 1))
+    attempts = _attempts(p)
     if cls != FailureClass.PERMANENT and attempts <= p.policy.backoff_limit:
         p.status["compression"] = {"attempts": attempts + 1}
         p.delete([pod])
         p.status["state"] = State.COMPRESSING
         return True
-    _record_failure(p, attempts, describe(pod.failure, cls))
+    _record_failure(p, describe(pod.failure, cls))
     return False
 
 
@@ -65,8 +69,7 @@ def _finished(p: Pass, pod: PodView) -> bool:
     try:
         term = CompressionTermination.model_validate_json(pod.message)
     except (ValidationError, ValueError):
-        attempts = int((p.status.get("compression") or {}).get("attempts", 1))
-        _record_failure(p, attempts, f"pod {pod.name} ended without a readable compression report")
+        _record_failure(p, f"pod {pod.name} ended without a readable compression report")
         return False
     record(p, term)
     return False
@@ -83,7 +86,7 @@ def compressing(p: Pass) -> bool:
         return _finished(p, pod)
     if pod is not None and pod.failure is not None and not pod.deleting:
         return _failed(p, pod)
-    attempt = int((p.status.get("compression") or {}).get("attempts", 1))
+    attempt = _attempts(p)
     name = pod_name(p.ref.name, "compress", 0)
     if pod is None and name not in p.expected:
         p.plan.create.append(render_compression_pod(p.ref, p.spec, attempt, p.cfg.default_image, p.cfg.shm_size))
