@@ -127,19 +127,23 @@ def auth_headers(info: Any) -> dict[str, str]:
     return {}
 
 
-def api_session(info: Any, for_kopf: bool = False) -> aiohttp.ClientSession:
-    """An API server session from a kopf `ConnectionInfo`. Idle connections are kept `KEEPALIVE_S`
-    (aiohttp's default is 15 s), so bursts a few seconds apart reuse them instead of paying TLS
-    handshakes again. kopf's own session keeps kopf's settings otherwise: no connection limit (each
-    watch stream holds one) and its per-request timeouts. Create it inside the running event loop."""
-    if for_kopf:
-        return aiohttp.ClientSession(
-            headers=auth_headers(info), proxy=info.proxy_url, trust_env=info.trust_env,
-            connector=aiohttp.TCPConnector(ssl=ssl_context(info), limit=0, keepalive_timeout=KEEPALIVE_S))
-    return aiohttp.ClientSession(
-        base_url=info.server, headers=auth_headers(info),
-        connector=aiohttp.TCPConnector(ssl=ssl_context(info), limit=64, keepalive_timeout=KEEPALIVE_S),
-        timeout=aiohttp.ClientTimeout(total=30))
+def _connector(info: Any, limit: int) -> aiohttp.TCPConnector:
+    """Idle connections are kept `KEEPALIVE_S` (aiohttp's default is 15 s), so bursts a few seconds
+    apart reuse them instead of paying TLS handshakes again. Create it inside the running event loop."""
+    return aiohttp.TCPConnector(ssl=ssl_context(info), limit=limit, keepalive_timeout=KEEPALIVE_S)
+
+
+def api_session(info: Any) -> aiohttp.ClientSession:
+    """The adapter's session to the API server of a kopf `ConnectionInfo`."""
+    return aiohttp.ClientSession(base_url=info.server, headers=auth_headers(info), connector=_connector(info, 64),
+                                 timeout=aiohttp.ClientTimeout(total=30))
+
+
+def kopf_session(info: Any) -> aiohttp.ClientSession:
+    """kopf's own session, on the same credentials and keep-alive; kopf's settings otherwise: no
+    connection limit (each watch stream holds one) and its per-request timeouts."""
+    return aiohttp.ClientSession(headers=auth_headers(info), proxy=info.proxy_url, trust_env=info.trust_env,
+                                 connector=_connector(info, 0))
 
 
 class Kube:

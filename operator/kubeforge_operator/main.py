@@ -23,7 +23,7 @@ from prometheus_client import start_http_server
 
 from . import fastjson
 from .controller import Controller, PostEvent
-from .kube import Kube, api_session
+from .kube import Kube, kopf_session
 from .leader import LeaderElector
 from .plan import Obj
 from .servingjob.decide import Config as ServingConfig
@@ -52,7 +52,7 @@ async def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.AiohttpSessio
     info = await asyncio.to_thread(connect, settings)  # exec plugins may take seconds: off the event loop
     return kopf.AiohttpSession(server=info.server, default_namespace=info.default_namespace,
                                priority=info.priority, expiration=info.expiration,
-                               aiohttp_session=api_session(info, for_kopf=True))
+                               aiohttp_session=kopf_session(info))
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
