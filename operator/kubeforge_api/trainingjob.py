@@ -337,6 +337,10 @@ class CompressionStatus(Model):
     reported (its termination message) with the published artifact's location."""
 
     attempts: int | None = Field(default=None, description="Compression pods started so far (retries count).")
+    disruptions: int | None = Field(default=None, description=(
+        "Retries caused by disruptions (evictions, preemptions, deletions); not counted against backoffLimit."))
+    last_failure: LastFailure | None = Field(default=None, description=(
+        "The failure of the last compression pod that was retried; the next waits out the back-off from it."))
     compressed: bool | None = Field(default=None, description="Whether a candidate was published.")
     reason: CompressionReason | None = Field(default=None, description="Reason on the Compressed condition.")
     message: str | None = Field(default=None, description="What came of it, in a sentence.")

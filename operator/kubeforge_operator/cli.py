@@ -21,7 +21,8 @@ from pydantic import ValidationError
 from .localrun import LocalRun, drive
 from .plan import Obj, Plan
 from .render.trainingjob import members
-from .trainingjob.validate import explain, semantic_errors
+from .spec_errors import explain
+from .trainingjob.validate import semantic_errors
 
 DEFAULT_RUNS = Path.home() / ".kubeforge" / "runs"
 EXIT_INTERRUPTED = 130
@@ -50,7 +51,7 @@ def load_job(path: Path) -> Obj:
     try:  # the whole object, as the API server checks it (name length, spec, cross-field rules)
         spec = TrainingJob.model_validate({**doc, "status": None}).spec
     except ValidationError as e:
-        raise UserError("\n".join(f"{path}: {explain(p, m)}" for p, m in problems(e))) from None
+        raise UserError("\n".join(f"{path}: {explain(p, m, TrainingJobSpec)}" for p, m in problems(e))) from None
     errors = semantic_errors(spec)
     if errors:
         raise UserError("\n".join(f"{path}: {err}" for err in errors))

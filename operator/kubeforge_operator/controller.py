@@ -137,6 +137,38 @@ class WorkQueue:
             self.add(key)
 
 
+class Expectations:
+    """Children created but not yet seen, per owner. Recorded before the create (the watch may
+    deliver the child before the create returns), dropped when the create fails or the child is
+    seen, forgotten after `ttl` seconds (a create whose object never shows up is tried again)."""
+
+    def __init__(self, ttl: float = EXPECTATION_TTL, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl, self.clock = ttl, clock
+        self.pending: dict[Key, dict[ChildKey, float]] = {}
+
+    def expect(self, key: Key, child: ChildKey) -> None:
+        self.pending.setdefault(key, {})[child] = self.clock()
+
+    def observed(self, key: Key, child: ChildKey) -> None:
+        """The child was seen (or its create failed): nothing to wait for."""
+        owned = self.pending.get(key)
+        if owned is not None:
+            owned.pop(child, None)
+            if not owned:
+                del self.pending[key]
+
+    def forget(self, key: Key) -> None:
+        self.pending.pop(key, None)
+
+    def of(self, key: Key) -> frozenset[ChildKey]:
+        """What `key` still waits for, expired entries dropped."""
+        owned = self.pending.get(key, {})
+        for child, since in list(owned.items()):
+            if self.clock() - since > self.ttl:
+                self.observed(key, child)
+        return frozenset(self.pending.get(key, {}))
+
+
 class Controller:
     """Caches, queue, expectations and apply for one kind."""
 
@@ -152,7 +184,7 @@ class Controller:
         self.clock = clock
         self.objs: dict[Key, Obj] = {}
         self.children: dict[Key, dict[ChildKey, Obj]] = {}
-        self.expected: dict[Key, dict[ChildKey, float]] = {}
+        self.expectations = Expectations()
         self.queue = WorkQueue()
         self.workers = workers
         self.tasks: list[asyncio.Task[None]] = []
@@ -165,7 +197,7 @@ class Controller:
             return
         if etype == "DELETED":
             self.objs.pop(key, None)
-            self.expected.pop(key, None)
+            self.expectations.forget(key)
             self.refusals.pop(key, None)
             self.retries.pop(key, None)
             self.queue.cancel(key)
@@ -200,7 +232,7 @@ class Controller:
                 self.children.pop(key, None)
         elif newer(owned.get(ckey), child):
             owned[ckey] = slim(child, keep_spec=False)
-            self.expected.get(key, {}).pop(ckey, None)
+            self.expectations.observed(key, ckey)
         self.queue.add(key)
 
     def enqueue_related(self, ns: str, refers: Callable[[Obj], bool]) -> None:
@@ -254,16 +286,12 @@ class Controller:
         obj = self.objs.get(key)
         if obj is None or obj["metadata"].get("deletionTimestamp"):
             return None
-        expected = self.expected.setdefault(key, {})
-        for ckey, since in list(expected.items()):
-            if time.monotonic() - since > EXPECTATION_TTL:
-                expected.pop(ckey)
         uid = obj["metadata"]["uid"]
         children: dict[str, list[Obj]] = {}
         for (kind, _), child in sorted(self.children.get(key, {}).items()):
             if owned_by(child, uid):  # not a leftover of an earlier namesake
                 children.setdefault(kind, []).append(child)
-        return World(obj, children, frozenset(expected), self.clock(), refusals=self.refusals.get(key, ()))
+        return World(obj, children, self.expectations.of(key), self.clock(), refusals=self.refusals.get(key, ()))
 
     async def reconcile(self, key: Key) -> Plan | None:
         world = self.world(key)
@@ -279,21 +307,35 @@ class Controller:
         return plan
 
     async def _create(self, key: Key, owner: Obj, child: Obj) -> None:
-        """Create a child. A 4xx the API server means (not a conflict, not throttling) is remembered as
-        a refusal for the next pass to report; a 409 is fine only if the object there is ours."""
+        """Create a child, expected from before the call until it is seen; a refusal is remembered for
+        the next pass to report, and a failed create expects nothing."""
+        ckey = (child["kind"], child["metadata"]["name"])
+        self.expectations.expect(key, ckey)
+        try:
+            refusal = await self._try_create(key[0], owner, child)
+        except BaseException:
+            self.expectations.observed(key, ckey)
+            raise
+        if refusal is not None:
+            self.expectations.observed(key, ckey)
+            self._refuse(key, refusal)
+
+    async def _try_create(self, ns: str, owner: Obj, child: Obj) -> Refusal | None:
+        """A 4xx the API server means (not a conflict, not throttling) is a refusal; a 409 is fine
+        only if the object there is ours."""
         kind, name = child["kind"], child["metadata"]["name"]
         try:
             if await self.kube.create(child):
-                return
+                return None
         except ApiError as e:
             if e.status == 429 or e.status >= 500 or e.status == 409:
                 raise
-            self._refuse(key, Refusal(kind, name, "CreateRejected", f"{kind} {name}: {e.message}"))
-            return
-        existing = await self.kube.get_child(kind, key[0], name)
-        if not owned_by(existing, owner["metadata"]["uid"]):
-            self._refuse(key, Refusal(kind, name, "NameConflict",
-                                      f"{kind} {name} already exists and is not owned by this {self.kind.kind}"))
+            return Refusal(kind, name, "CreateRejected", f"{kind} {name}: {e.message}")
+        existing = await self.kube.get_child(kind, ns, name)
+        if owned_by(existing, owner["metadata"]["uid"]):
+            return None
+        return Refusal(kind, name, "NameConflict", f"{kind} {name} already exists and is not owned by this "
+                                                   f"{self.kind.kind}")
 
     def _refuse(self, key: Key, refusal: Refusal) -> None:
         self.refusals[key] = (*self.refusals.get(key, ()), refusal)
@@ -324,7 +366,5 @@ class Controller:
             await asyncio.gather(*(self._create(key, obj, c) for c in plan.create if c["kind"] == "Pod"))
         for e in plan.events:
             self.post_event(obj, e.type, e.reason, e.message)
-        for child in plan.create:
-            self.expected.setdefault(key, {})[(child["kind"], child["metadata"]["name"])] = time.monotonic()
         if plan.requeue_after is not None:
             self.queue.add_after(key, plan.requeue_after)

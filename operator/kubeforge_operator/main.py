@@ -26,7 +26,7 @@ from .controller import Controller, PostEvent
 from .kube import Kube, kopf_session
 from .leader import LeaderElector
 from .plan import Obj
-from .servingjob.decide import Config as ServingConfig
+from .servingjob.context import Config as ServingConfig
 from .servingjob.kind import ServingJobKind, referenced_jobs
 from .settings import Settings
 from .trainingjob.kind import TrainingJobKind

@@ -13,8 +13,6 @@ RECONCILE_SECONDS = Histogram(
     "kubeforge_reconcile_duration_seconds", "Time of one reconcile pass", ["kind"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
 API_WRITES = Counter("kubeforge_api_writes_total", "Mutating API requests made by the operator", ["verb", "kind"])
-PROBE_FAILURES = Counter("kubeforge_probe_failures_total", "Probes of pods that did not answer usefully",
-                         ["kind", "namespace"])
 
 
 def count_transition(kind: str, ns: str, old: Obj, new: Obj) -> None:

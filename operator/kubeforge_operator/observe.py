@@ -9,6 +9,7 @@ from typing import Any
 from kubeforge_api.constants import LABEL_ATTEMPT, LABEL_RANK, LABEL_ROLE, Reason
 from kubeforge_api.contracts import TrainingResult, parse_result
 from kubeforge_api.model import TERMINATION_LIMIT
+from kubeforge_api.trainingjob import LastFailure
 
 Obj = dict[str, Any]
 WAITING = "waiting for the pods to start"
@@ -29,8 +30,9 @@ class Failure:
     time: str
 
     def dump(self) -> Obj:
-        return {"pod": self.pod, "container": self.container, "exitCode": self.exit_code, "reason": self.reason,
-                "message": self.message, "time": self.time}
+        """`status.lastFailure`."""
+        return LastFailure(pod=self.pod, container=self.container, exit_code=self.exit_code, reason=self.reason,
+                           message=self.message, time=self.time).dump()
 
 
 @dataclass(frozen=True)

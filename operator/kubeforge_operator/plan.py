@@ -30,6 +30,21 @@ def parse_ts(s: str) -> datetime:
 
 
 @dataclass(frozen=True)
+class ObjectRef:
+    """What rendering and status need of the object a pass is about, besides its spec."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+
+    @classmethod
+    def of(cls, obj: Obj) -> ObjectRef:
+        m = obj["metadata"]
+        return cls(m["name"], m["namespace"], m["uid"], int(m.get("generation", 1)))
+
+
+@dataclass(frozen=True)
 class Event:
     type: str  # Normal | Warning
     reason: str

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from kubeforge_api.trainingjob import TrainingJobSpec
 from kubeforge_operator.kube import Kube
-from kubeforge_operator.plan import Plan, World, ts
-from kubeforge_operator.render.trainingjob import JobRef, members, render_pod
+from kubeforge_operator.plan import ObjectRef, Plan, World, ts
+from kubeforge_operator.render.trainingjob import members, render_pod
 from kubeforge_operator.trainingjob.context import Config
 from kubeforge_operator.trainingjob.kind import TrainingJobKind
 from scripted_http import Reply, scripted_server
@@ -47,7 +47,7 @@ def port() -> Iterator[int]:
 def world(run_policy: Obj | None = None) -> World:
     spec: Obj = {"recipe": {"model": "mlp", "dataset": "digits"}, "runPolicy": run_policy or {}}
     typed = TrainingJobSpec.model_validate(spec)
-    pod = render_pod(JobRef("demo", "ml", "u", 1), typed, members(typed)[0], 0, "img", "1Gi")
+    pod = render_pod(ObjectRef("demo", "ml", "u", 1), typed, members(typed)[0], 0, "img", "1Gi")
     pod["metadata"].update({"uid": "uid-0", "creationTimestamp": ts(NOW - timedelta(seconds=600))})
     pod["status"] = {"phase": "Running", "podIP": "127.0.0.1"}
     job = {"apiVersion": "kubeforge.dev/v1alpha1", "kind": "TrainingJob",

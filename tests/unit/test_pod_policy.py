@@ -12,12 +12,12 @@ import pytest
 from kubeforge_api.podtemplate import PodTemplate
 from kubeforge_api.servingjob import ServingJobSpec
 from kubeforge_api.trainingjob import TrainingJobSpec
-from kubeforge_operator.plan import World
+from kubeforge_operator.plan import ObjectRef, World
 from kubeforge_operator.podpolicy import PodPolicy, violation
 from kubeforge_operator.render.servingjob import ModelVolume, render_deployment, render_pdb, render_service
-from kubeforge_operator.render.trainingjob import JobRef, members, render_pod
+from kubeforge_operator.render.trainingjob import members, render_pod
 from kubeforge_operator.render.trainingjob import render_service as render_headless
-from kubeforge_operator.servingjob.decide import Config as ServingConfig
+from kubeforge_operator.servingjob.context import Config as ServingConfig
 from kubeforge_operator.servingjob.decide import decide as decide_serving
 from kubeforge_operator.settings import Settings
 from kubeforge_operator.trainingjob.context import Config
@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 Obj = dict[str, Any]
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
-REF = JobRef("demo", "ml", "u", 1)
+REF = ObjectRef("demo", "ml", "u", 1)
 OWN_DOMAIN = "kubeforge.dev/"
 
 

@@ -13,17 +13,17 @@ from typing import Any, Literal
 
 import pytest
 import yaml
+from admission_corpus import CORPUS
 from kubeforge_api.codegen import KINDS, main, outputs
 from kubeforge_api.contracts import ProgressDoc
 from kubeforge_api.crd import Column, CrdKind, generate_crd
 from kubeforge_api.model import Model, Rule, problems
 from kubeforge_api.trainingjob import CRD, TrainingJob, TrainingJobSpec, TrainingJobStatus
-from kubeforge_operator.plan import World
-from kubeforge_operator.render.trainingjob import JobRef, members, render_pod
+from kubeforge_operator.plan import ObjectRef, World
+from kubeforge_operator.render.trainingjob import members, render_pod
 from kubeforge_operator.trainingjob.context import Config
 from kubeforge_operator.trainingjob.decide import decide as decide_world
 from pydantic import ConfigDict, Field, ValidationError
-from test_admission import CORPUS
 
 REPO = Path(__file__).resolve().parents[2]
 Obj = dict[str, Any]
@@ -243,7 +243,7 @@ def job(spec: Obj, status: Obj | None = None) -> Obj:
 
 def pod(spec: Obj, rank: int, phase: str, container_state: Obj | None = None) -> Obj:
     typed = TrainingJobSpec.model_validate(spec)
-    p = render_pod(JobRef("demo", "ml", "u", 1), typed, members(typed)[rank], 0, "img", "1Gi")
+    p = render_pod(ObjectRef("demo", "ml", "u", 1), typed, members(typed)[rank], 0, "img", "1Gi")
     p["metadata"].update({"uid": f"p{rank}", "creationTimestamp": "2026-01-01T11:59:00Z"})
     p["status"] = {"phase": phase}
     if container_state:

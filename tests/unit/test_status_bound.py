@@ -10,8 +10,8 @@ from typing import Any
 
 from kubeforge_api.contracts import MAX_EVAL_KEYS, MAX_HISTORY_POINTS, MAX_STEP, TERMINATION_LIMIT, ProgressDoc
 from kubeforge_api.trainingjob import TrainingJobSpec, TrainingJobStatus
-from kubeforge_operator.plan import World, ts
-from kubeforge_operator.render.trainingjob import JobRef, members, render_pod
+from kubeforge_operator.plan import ObjectRef, World, ts
+from kubeforge_operator.render.trainingjob import members, render_pod
 from kubeforge_operator.trainingjob.bounded import MAX_STATUS_BYTES, bound, size
 from kubeforge_operator.trainingjob.context import Config
 from kubeforge_operator.trainingjob.decide import decide
@@ -35,7 +35,7 @@ def pods(phase: str = "Running", message: str = "") -> list[Obj]:
     spec = TrainingJobSpec.model_validate(SPEC)
     out = []
     for m in members(spec):
-        p = render_pod(JobRef("demo", "ml", "u", 1), spec, m, 0, "img", "1Gi")
+        p = render_pod(ObjectRef("demo", "ml", "u", 1), spec, m, 0, "img", "1Gi")
         p["metadata"].update({"uid": f"uid-{m.rank}", "creationTimestamp": ts(NOW - timedelta(seconds=60))})
         p["status"] = {"phase": "Running", "podIP": f"10.0.0.{m.rank + 1}"}
         if m.rank == 0 and phase == "Failed":

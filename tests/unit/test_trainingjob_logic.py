@@ -12,8 +12,8 @@ from kubeforge_api.conditions import set_condition
 from kubeforge_api.exitcodes import FailureClass, classify
 from kubeforge_api.trainingjob import TrainingJobSpec
 from kubeforge_operator.controller import status_patch
-from kubeforge_operator.plan import World, ts
-from kubeforge_operator.render.trainingjob import JobRef, members, render_pod, render_service
+from kubeforge_operator.plan import ObjectRef, World, ts
+from kubeforge_operator.render.trainingjob import members, render_pod, render_service
 from kubeforge_operator.trainingjob.context import Config
 from kubeforge_operator.trainingjob.creation import backoff
 from kubeforge_operator.trainingjob.decide import decide
@@ -31,7 +31,7 @@ def tj(spec: Obj | None = None, status: Obj | None = None) -> Obj:
 
 
 def pod(rank: int, phase: str = "Running", attempt: int = 0, role: str = "node", **extra: Any) -> Obj:
-    ref = JobRef("demo", "ml", "uid-1", 2)
+    ref = ObjectRef("demo", "ml", "uid-1", 2)
     spec = TrainingJobSpec.model_validate(tj()["spec"])
     member = next(m for m in members(spec) if m.role == role and m.rank == rank)
     p = render_pod(ref, spec, member, attempt, "img", "1Gi")
@@ -60,7 +60,7 @@ def test_render_wires_torchrun_and_is_restricted() -> None:
     spec = TrainingJobSpec.model_validate({"nodes": 3, "procsPerNode": 2, "command": ["torchrun", "x.py"],
                                            "resources": {"limits": {"nvidia.com/gpu": 2}},
                                            "env": [{"name": "A", "value": "b"}]})
-    p = render_pod(JobRef("j", "ns", "u", 1), spec, members(spec)[1], 4, "img", "2Gi")
+    p = render_pod(ObjectRef("j", "ns", "u", 1), spec, members(spec)[1], 4, "img", "2Gi")
     env = {e["name"]: e["value"] for e in p["spec"]["containers"][0]["env"] if "value" in e}
     assert p["metadata"]["name"] == p["spec"]["hostname"] == "j-node-1" and p["spec"]["subdomain"] == "j"
     assert (env["PET_NNODES"], env["PET_NPROC_PER_NODE"], env["PET_NODE_RANK"]) == ("3", "2", "1")
@@ -86,20 +86,20 @@ def test_render_parameter_servers_and_elastic() -> None:
                                          "recipe": {"model": "mlp", "dataset": "digits"}})
     roles = [(m.role, m.rank, m.node_rank) for m in members(ps)]
     assert roles == [("node", 0, 0), ("node", 1, 1), ("ps", 0, 2), ("ps", 1, 3)]
-    p = render_pod(JobRef("j", "ns", "u", 1), ps, members(ps)[3], 0, "img", "1Gi")
+    p = render_pod(ObjectRef("j", "ns", "u", 1), ps, members(ps)[3], 0, "img", "1Gi")
     env = {e["name"]: e["value"] for e in p["spec"]["containers"][0]["env"] if "value" in e}
     assert env["PET_NNODES"] == "4" and env["KUBEFORGE_ROLE"] == "ps"
     assert env["KUBEFORGE_PS_ADDRESSES"] == "j-ps-0.j.ns.svc.cluster.local,j-ps-1.j.ns.svc.cluster.local"
     assert p["spec"]["containers"][0]["command"] == ["python", "-m", "kubeforge_trainer", "launch"]
     el = TrainingJobSpec.model_validate({"nodes": 2, "elastic": {"minNodes": 1, "maxNodes": 3},
                                          "command": ["torchrun", "t.py"]})
-    env = {e["name"]: e["value"] for e in render_pod(JobRef("j", "ns", "u", 1), el, members(el)[0], 0, "i",
+    env = {e["name"]: e["value"] for e in render_pod(ObjectRef("j", "ns", "u", 1), el, members(el)[0], 0, "i",
                                                      "1Gi")["spec"]["containers"][0]["env"] if "value" in e}
     assert env["PET_NNODES"] == "1:3" and env["PET_RDZV_BACKEND"] == "c10d" and env["PET_RDZV_ID"] == "u"
 
 
 def test_headless_service_publishes_not_ready_pods() -> None:
-    svc = render_service(JobRef("j", "ns", "u", 1))
+    svc = render_service(ObjectRef("j", "ns", "u", 1))
     assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"] is True
     assert svc["spec"]["selector"] == {"kubeforge.dev/job-name": "j"}
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 from kubeforge_api.trainingjob import TrainingJobSpec
-from kubeforge_operator.plan import World, ts
-from kubeforge_operator.render.trainingjob import JobRef, members, render_compression_pod, render_pod
+from kubeforge_operator.plan import ObjectRef, World, ts
+from kubeforge_operator.render.trainingjob import members, render_compression_pod, render_pod
 from kubeforge_operator.trainingjob.compression import compressing
 from kubeforge_operator.trainingjob.context import Config, Pass
 from kubeforge_operator.trainingjob.creation import backoff_elapsed, create_missing, old_attempt_gone
@@ -35,7 +35,7 @@ FAILED = {"conditions": [{"type": "Failed", "status": "True", "reason": "ExitCod
 
 def pod(rank: int, phase: str = "Running", attempt: int = 0, code: int | None = None, **meta: Any) -> Obj:
     spec = TrainingJobSpec.model_validate({"nodes": 2, "command": ["x"]})
-    p = render_pod(JobRef("demo", "ml", "u", 1), spec, members(spec)[rank], attempt, "img", "1Gi")
+    p = render_pod(ObjectRef("demo", "ml", "u", 1), spec, members(spec)[rank], attempt, "img", "1Gi")
     p["metadata"].update({"uid": f"uid-{rank}-{attempt}", "creationTimestamp": ts(NOW - timedelta(seconds=60)),
                           **meta})
     p["status"] = {"phase": phase}
@@ -129,7 +129,7 @@ DIGEST = "sha256:" + "cd" * 32
 
 def compress_pod(phase: str, code: int | None = None, message: str = "") -> Obj:
     spec = TrainingJobSpec.model_validate({"nodes": 2, **COMPRESSING})
-    p = render_compression_pod(JobRef("demo", "ml", "u", 1), spec, 1, "img", "1Gi")
+    p = render_compression_pod(ObjectRef("demo", "ml", "u", 1), spec, 1, "img", "1Gi")
     p["metadata"].update({"uid": "uid-c", "creationTimestamp": ts(NOW)})
     p["status"] = {"phase": phase}
     if code is not None:

@@ -5,14 +5,10 @@ the hash of its rendered form, so the controller updates it only when that form 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from kubeforge_api.constants import (
-    ANNOTATION_SPEC_HASH,
-    API_VERSION,
     LABEL_MANAGED_BY,
     LABEL_OWNER_UID,
     LABEL_SERVING,
@@ -32,9 +28,11 @@ from kubeforge_api.server_settings import (
 )
 from kubeforge_api.servingjob import SERVICE_PORT, ServingJobSpec
 
-from .trainingjob import JobRef
+from ..plan import ObjectRef
+from .common import owner_reference, restricted_container_security, restricted_pod_security, with_hash
 
 Obj = dict[str, Any]
+KIND = "ServingJob"
 MAIN, CANARY = "main", "canary"
 DEFAULT_CPU_REQUEST = "100m"  # the HPA measures CPU against the request
 SHUTDOWN_DELAY = 15.0  # seconds: longer than endpoint removal takes to reach every kube-proxy
@@ -53,29 +51,16 @@ class ModelVolume:
         return cls(claim, path.rstrip("/"))
 
 
-def owner_reference(ref: JobRef) -> Obj:
-    return {"apiVersion": API_VERSION, "kind": "ServingJob", "name": ref.name, "uid": ref.uid,
-            "controller": True, "blockOwnerDeletion": True}
-
-
-def selector(ref: JobRef) -> dict[str, str]:
+def selector(ref: ObjectRef) -> dict[str, str]:
     return {LABEL_SERVING: ref.name}
 
 
-def _meta(ref: JobRef, name: str, labels: dict[str, str] | None = None) -> Obj:
-    return {"name": name, "namespace": ref.namespace, "ownerReferences": [owner_reference(ref)],
+def _meta(ref: ObjectRef, name: str, labels: dict[str, str] | None = None) -> Obj:
+    return {"name": name, "namespace": ref.namespace, "ownerReferences": [owner_reference(ref, KIND)],
             "labels": {**selector(ref), LABEL_MANAGED_BY: MANAGED_BY, **(labels or {})}}
 
 
-def with_hash(obj: Obj) -> Obj:
-    """`obj` with the hash of its rendered form as an annotation."""
-    digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-    meta = obj["metadata"]
-    obj["metadata"] = {**meta, "annotations": {**meta.get("annotations", {}), ANNOTATION_SPEC_HASH: digest}}
-    return obj
-
-
-def deployment_name(ref: JobRef, track: str) -> str:
+def deployment_name(ref: ObjectRef, track: str) -> str:
     return ref.name if track == MAIN else f"{ref.name}-canary"
 
 
@@ -95,13 +80,11 @@ def _container(spec: ServingJobSpec, settings: ServerSettings) -> Obj:
         "volumeMounts": [{"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True},
                          {"name": "tmp", "mountPath": "/tmp"}],
         "terminationMessagePath": TERMINATION_LOG, "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-                            "readOnlyRootFilesystem": True, "runAsNonRoot": True,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": restricted_container_security(),
     }
 
 
-def render_deployment(ref: JobRef, spec: ServingJobSpec, track: str, model: ModelVolume, image: str,
+def render_deployment(ref: ObjectRef, spec: ServingJobSpec, track: str, model: ModelVolume, image: str,
                       replicas: int | None) -> Obj:
     """`replicas` None leaves the count to the HorizontalPodAutoscaler."""
     # A stopping server keeps answering (not ready) until every proxy has dropped it from the Service.
@@ -113,8 +96,7 @@ def render_deployment(ref: JobRef, spec: ServingJobSpec, track: str, model: Mode
         "containers": [{**_container(spec, settings), "image": spec.image or image}],
         "enableServiceLinks": False, "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": settings.termination_grace_seconds,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": restricted_pod_security(),
         "volumes": [{"name": "model", "persistentVolumeClaim": {"claimName": model.claim, "readOnly": True}},
                     {"name": "tmp", "emptyDir": {}}],
     }
@@ -131,14 +113,14 @@ def render_deployment(ref: JobRef, spec: ServingJobSpec, track: str, model: Mode
                       "metadata": _meta(ref, deployment_name(ref, track), {LABEL_TRACK: track}), "spec": dep_spec})
 
 
-def render_service(ref: JobRef) -> Obj:
+def render_service(ref: ObjectRef) -> Obj:
     """Port 80 in front of every ready server of both tracks: traffic splits by replica count."""
     return with_hash({"apiVersion": "v1", "kind": "Service", "metadata": _meta(ref, ref.name),
                       "spec": {"type": "ClusterIP", "selector": selector(ref),
                                "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": SERVER_PORT_NAME}]}})
 
 
-def render_hpa(ref: JobRef, spec: ServingJobSpec) -> Obj:
+def render_hpa(ref: ObjectRef, spec: ServingJobSpec) -> Obj:
     assert spec.autoscaling is not None
     a = spec.autoscaling
     return with_hash({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
@@ -152,7 +134,7 @@ def render_hpa(ref: JobRef, spec: ServingJobSpec) -> Obj:
                                    "stabilizationWindowSeconds": a.scale_down_stabilization_seconds}}}})
 
 
-def render_pdb(ref: JobRef) -> Obj:
+def render_pdb(ref: ObjectRef) -> Obj:
     """At most one server of the ServingJob down at a time by voluntary disruption (drains)."""
     return with_hash({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _meta(ref, ref.name),
                       "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(ref)}}})

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubeforge_api.constants import (
-    API_VERSION,
     CONTAINER_NAME,
     LABEL_ATTEMPT,
     LABEL_JOB,
@@ -27,25 +26,14 @@ from kubeforge_api.constants import (
 )
 from kubeforge_api.trainingjob import Strategy, TrainingJobSpec
 
+from ..plan import ObjectRef
+from .common import owner_reference, restricted_container_security, restricted_pod_security
+
 Obj = dict[str, Any]
+KIND = "TrainingJob"
 TRAINER_COMMAND = ["python", "-m", "kubeforge_trainer", "launch"]  # torchrun in-process; keeps the rank's exit code
 COMPRESS_COMMAND = ["python", "-m", "kubeforge_trainer", "compress"]
 GPU_RESOURCE = "nvidia.com/gpu"
-
-
-@dataclass(frozen=True)
-class JobRef:
-    """What rendering needs of the TrainingJob object besides its spec."""
-
-    name: str
-    namespace: str
-    uid: str
-    generation: int
-
-    @classmethod
-    def of(cls, job: Obj) -> JobRef:
-        m = job["metadata"]
-        return cls(m["name"], m["namespace"], m["uid"], int(m.get("generation", 1)))
 
 
 @dataclass(frozen=True)
@@ -68,33 +56,28 @@ def members(spec: TrainingJobSpec) -> list[Member]:
     return nodes + servers
 
 
-def master_addr(job: JobRef) -> str:
+def master_addr(job: ObjectRef) -> str:
     return f"{pod_name(job.name, ROLE_NODE, 0)}.{job.name}.{job.namespace}.svc.cluster.local"
 
 
-def owner_reference(job: JobRef) -> Obj:
-    return {"apiVersion": API_VERSION, "kind": "TrainingJob", "name": job.name, "uid": job.uid,
-            "controller": True, "blockOwnerDeletion": True}
-
-
-def selector_labels(job: JobRef) -> dict[str, str]:
+def selector_labels(job: ObjectRef) -> dict[str, str]:
     return {LABEL_JOB: job.name}
 
 
-def render_service(job: JobRef) -> Obj:
+def render_service(job: ObjectRef) -> Obj:
     """Headless, publishing not-ready pods: rank 0's name must resolve before anyone is ready."""
     return {
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": job.name, "namespace": job.namespace,
                      "labels": {**selector_labels(job), LABEL_MANAGED_BY: MANAGED_BY},
-                     "ownerReferences": [owner_reference(job)]},
+                     "ownerReferences": [owner_reference(job, KIND)]},
         "spec": {"clusterIP": "None", "publishNotReadyAddresses": True, "selector": selector_labels(job),
                  "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT},
                            {"name": "progress", "port": PROGRESS_PORT, "targetPort": PROGRESS_PORT}]},
     }
 
 
-def _env(job: JobRef, spec: TrainingJobSpec, member: Member, attempt: int) -> list[Obj]:
+def _env(job: ObjectRef, spec: TrainingJobSpec, member: Member, attempt: int) -> list[Obj]:
     world_nodes = spec.nodes + spec.parameter_servers
     gpu = spec.resources.gpus > 0
     env: dict[str, str] = {
@@ -127,7 +110,7 @@ def _env(job: JobRef, spec: TrainingJobSpec, member: Member, attempt: int) -> li
     return [{"name": str(k), "value": v} for k, v in env.items()] + [cpu_limit] + user
 
 
-def render_pod(job: JobRef, spec: TrainingJobSpec, member: Member, attempt: int, default_image: str,
+def render_pod(job: ObjectRef, spec: TrainingJobSpec, member: Member, attempt: int, default_image: str,
                shm_size: str) -> Obj:
     name = pod_name(job.name, member.role, member.rank)
     tmpl = spec.pod_template
@@ -153,9 +136,7 @@ def render_pod(job: JobRef, spec: TrainingJobSpec, member: Member, attempt: int,
         "volumeMounts": [{"name": "shm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"},
                          {"name": "storage", "mountPath": STORAGE_MOUNT, "subPath": sub_path}],
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-                            "readOnlyRootFilesystem": True, "runAsNonRoot": True,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": restricted_container_security(),
     }
     if spec.args is not None:
         container["args"] = spec.args
@@ -163,8 +144,7 @@ def render_pod(job: JobRef, spec: TrainingJobSpec, member: Member, attempt: int,
         "hostname": name, "subdomain": job.name, "restartPolicy": "Never",
         "enableServiceLinks": False, "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": 30,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": restricted_pod_security(),
         "containers": [container],
         "volumes": [{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size}},
                     {"name": "tmp", "emptyDir": {}}, storage],
@@ -175,12 +155,12 @@ def render_pod(job: JobRef, spec: TrainingJobSpec, member: Member, attempt: int,
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": job.namespace, "labels": labels,
-                     "annotations": dict(tmpl.annotations), "ownerReferences": [owner_reference(job)]},
+                     "annotations": dict(tmpl.annotations), "ownerReferences": [owner_reference(job, KIND)]},
         "spec": pod_spec,
     }
 
 
-def render_compression_pod(job: JobRef, spec: TrainingJobSpec, attempt: int, default_image: str,
+def render_compression_pod(job: ObjectRef, spec: TrainingJobSpec, attempt: int, default_image: str,
                            shm_size: str) -> Obj:
     """The compression stage: the trainer image on the job's storage, without the gang's torchrun
     wiring, with the resources of `spec.compression` (CPU by default: int8 kernels are CPU kernels)."""

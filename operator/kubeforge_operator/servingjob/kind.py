@@ -9,7 +9,8 @@ from kubeforge_api.constants import LABEL_SERVING, SERVINGJOB_PLURAL
 
 from ..kube import Kube
 from ..plan import Obj, Plan, World
-from .decide import Config, decide
+from .context import Config
+from .decide import decide
 
 Key = tuple[str, str]
 Lookup = Callable[[Key], Obj | None]

@@ -12,9 +12,8 @@ from kubeforge_api.contracts import ProgressDoc
 from kubeforge_api.trainingjob import CleanPodPolicy, RunPolicy, TrainingJobSpec
 
 from ..observe import Failure, PodView, view
-from ..plan import ChildRef, Obj, Plan, World, copy_json, ts
+from ..plan import ChildRef, Obj, ObjectRef, Plan, World, copy_json, ts
 from ..podpolicy import PodPolicy
-from ..render.trainingjob import JobRef
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -52,7 +51,7 @@ class Pass:
     def __init__(self, world: World, cfg: Config) -> None:
         self.world, self.cfg, self.now = world, cfg, world.now
         self.job = world.obj
-        self.ref = JobRef.of(world.obj)
+        self.ref = ObjectRef.of(world.obj)
         self.gen = self.ref.generation
         self.old: Obj = world.obj.get("status") or {}
         self.status: Obj = copy_json(self.old)

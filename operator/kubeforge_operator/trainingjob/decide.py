@@ -11,6 +11,7 @@ from kubeforge_api.constants import ConditionType, Reason, State
 
 from ..plan import Event, Obj, Plan, World
 from ..render.trainingjob import members, pod_name
+from ..transitions import EventRule, condition_events
 from .bounded import bound
 from .compression import compressing
 from .context import Config, Pass
@@ -43,8 +44,12 @@ STEPS: tuple[Step, ...] = (
     create_missing,  # create the Service and pods that are missing
     running_or_why_not,  # Running, or why not (and the startup deadline)
 )
-WARNING_REASONS = {Reason.UNSCHEDULABLE, Reason.IMAGE_PULL_BACKOFF, Reason.CRASH_LOOP_BACKOFF, Reason.CONFIG_ERROR,
-                   Reason.GANG_RESTART, Reason.CREATE_REJECTED, Reason.NAME_CONFLICT, Reason.POD_POLICY_VIOLATION}
+EVENTS = EventRule(
+    warning_reasons=frozenset({Reason.UNSCHEDULABLE, Reason.IMAGE_PULL_BACKOFF, Reason.CRASH_LOOP_BACKOFF,
+                               Reason.CONFIG_ERROR, Reason.GANG_RESTART, Reason.CREATE_REJECTED, Reason.NAME_CONFLICT,
+                               Reason.POD_POLICY_VIOLATION}),
+    trouble=frozenset({ConditionType.FAILED, ConditionType.RESTARTING}),
+)
 
 
 def decide(world: World, cfg: Config) -> Plan:
@@ -80,22 +85,6 @@ def _only_counts_changed(old: Obj, new: Obj) -> bool:
         {k: v for k, v in new.items() if k != "replicaStatuses"}
 
 
-def _events(p: Pass) -> list[Event]:
-    """An Event per condition that changed status or reason: Warnings for what needs attention."""
-    old = {c["type"]: c for c in p.old.get("conditions") or []}
-    events = []
-    for c in p.status.get("conditions") or []:
-        prev = old.get(c["type"])
-        if prev and (prev["status"], prev.get("reason")) == (c["status"], c.get("reason")):
-            continue
-        if c["status"] != "True" and c.get("reason") not in WARNING_REASONS:
-            continue
-        warn = (c["type"] in (ConditionType.FAILED, ConditionType.RESTARTING) and c["status"] == "True") or \
-            c.get("reason") in WARNING_REASONS
-        events.append(Event("Warning" if warn else "Normal", c.get("reason", ""), c.get("message", "")))
-    return events
-
-
 def _finish(p: Pass) -> Plan:
     if p.valid_spec is not None:
         p.status["replicaStatuses"] = _replica_statuses(p)
@@ -105,7 +94,7 @@ def _finish(p: Pass) -> Plan:
             del p.status["replicaStatuses"]
     p.status.setdefault("restartCount", 0)
     p.status.setdefault("state", State.PENDING)
-    p.plan.events = [*p.plan.events, *_events(p)]
+    p.plan.events = [*p.plan.events, *condition_events(p.old, p.status, EVENTS)]
     if p.progress_warning:  # the job reconciles on; its progress just is not read from that endpoint
         p.plan.events.append(Event("Warning", Reason.PROGRESS_ENDPOINT_MISBEHAVING, p.progress_warning))
     bound(p.status)  # after the events: they keep the full messages

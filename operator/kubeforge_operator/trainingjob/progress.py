@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from kubeforge_api.contracts import HistoryPoint, ProgressDoc
 from kubeforge_api.curves import MAX_CURVE_POINTS, CurvePoint, decode, encode
+from kubeforge_api.trainingjob import CheckpointRef, Progress
 
 from ..plan import Obj
 from .context import Pass
@@ -18,16 +19,13 @@ MAX_VALUE = 1e15
 
 def summary(doc: ProgressDoc) -> Obj:
     """The fields of `status.progress` (rounded so unchanged progress writes nothing)."""
-    out: Obj = {"step": doc.step, "totalSteps": doc.total_steps, "epoch": doc.epoch, "percent": f"{doc.percent:.1f}%"}
-    if doc.loss is not None:
-        out["loss"] = round(doc.loss, 6)
-    if doc.eval:
-        out["eval"] = {k: round(v, 6) for k, v in doc.eval.items()}
-    if doc.samples_per_second:
-        out["samplesPerSecond"] = round(doc.samples_per_second, 1)
-    if doc.eta_seconds is not None:
-        out["etaSeconds"] = int(doc.eta_seconds)
-    return out
+    return Progress(
+        step=doc.step, total_steps=doc.total_steps, epoch=doc.epoch, percent=f"{doc.percent:.1f}%",
+        loss=round(doc.loss, 6) if doc.loss is not None else None,
+        eval={k: round(v, 6) for k, v in doc.eval.items()} if doc.eval else None,
+        samples_per_second=round(doc.samples_per_second, 1) if doc.samples_per_second else None,
+        eta_seconds=int(doc.eta_seconds) if doc.eta_seconds is not None else None,
+    ).dump()
 
 
 def downsample(points: list[CurvePoint], limit: int = HISTORY_LIMIT) -> list[CurvePoint]:
@@ -59,7 +57,7 @@ def apply_progress(status: Obj, doc: ProgressDoc) -> None:
     status["progress"] = summary(doc)
     status["history"] = merge_history(status.get("history") or {}, doc.history)
     if doc.last_checkpoint_step is not None:
-        status["lastCheckpoint"] = {"step": doc.last_checkpoint_step}
+        status["lastCheckpoint"] = CheckpointRef(step=doc.last_checkpoint_step).dump()
 
 
 def record_progress(p: Pass) -> bool:

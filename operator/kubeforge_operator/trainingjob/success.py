@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from kubeforge_api.constants import ROLE_NODE, ConditionType, Reason
 from kubeforge_api.contracts import TrainingResult, storage_uri
+from kubeforge_api.trainingjob import Artifact
 
 from .context import Pass
 from .progress import apply_progress
@@ -19,7 +20,7 @@ def record_result(p: Pass, result: TrainingResult) -> None:
         base = storage_uri(claim.claim_name if claim else None, p.spec.storage.path if p.spec.storage else "",
                            p.ref.namespace, p.ref.name)
         a = result.artifact
-        p.status["artifact"] = {"uri": f"{base}/{a.path}", "digest": a.digest, "sizeBytes": a.size_bytes}
+        p.status["artifact"] = Artifact(uri=f"{base}/{a.path}", digest=a.digest, size_bytes=a.size_bytes).dump()
 
 
 def succeeded(p: Pass) -> bool:

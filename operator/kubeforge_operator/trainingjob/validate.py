@@ -4,52 +4,16 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from difflib import get_close_matches
-from typing import get_args
 
 from kubeforge_api.compression import check_against_recipe
 from kubeforge_api.conditions import is_true
 from kubeforge_api.constants import ConditionType, Reason
-from kubeforge_api.model import problems
 from kubeforge_api.trainingjob import TrainingJobSpec
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from ..plan import Obj
+from ..spec_errors import MAX_ERRORS, spec_errors
 from .context import Pass
-
-MAX_ERRORS = 5
-
-
-def _field_names(model: type[BaseModel], seen: set[type[BaseModel]] | None = None) -> set[str]:
-    """Every camelCase field name under `model` (for "did you mean" hints)."""
-    seen = seen if seen is not None else set()
-    if model in seen:
-        return set()
-    seen.add(model)
-    names: set[str] = set()
-    for name, info in model.model_fields.items():
-        names.add(info.alias or name)
-        for arg in (info.annotation, *get_args(info.annotation)):
-            for inner in (arg, *get_args(arg)):
-                if isinstance(inner, type) and issubclass(inner, BaseModel):
-                    names |= _field_names(inner, seen)
-    return names
-
-
-KNOWN_FIELDS = frozenset(_field_names(TrainingJobSpec))
-
-
-def explain(path: str, message: str) -> str:
-    """`path: message`, with pydantic's wording for an unknown field replaced by a hint."""
-    if message == "Extra inputs are not permitted":
-        close = get_close_matches(path.rsplit(".", 1)[-1], KNOWN_FIELDS, n=1)
-        message = "unknown field" + (f" (did you mean {close[0]}?)" if close else "")
-    return f"{path}: {message.removeprefix('Value error, ')}"
-
-
-def spec_errors(e: ValidationError, root: str = "spec") -> str:
-    """One clause per error, each naming its field as the API server would, no library boilerplate."""
-    return "; ".join(explain(path, message) for path, message in problems(e, root)[:MAX_ERRORS])
 
 
 def semantic_errors(spec: TrainingJobSpec) -> list[str]:
@@ -86,7 +50,7 @@ def _validate(raw: Obj) -> tuple[TrainingJobSpec | None, str]:
     try:
         spec = TrainingJobSpec.model_validate(raw)
     except ValidationError as e:
-        return None, spec_errors(e)
+        return None, spec_errors(e, TrainingJobSpec)
     return spec, "; ".join(semantic_errors(spec)[:MAX_ERRORS])
 
 

@@ -1,0 +1,53 @@
+"""One ServingJob decision in the making: the object, what was observed of it, the operator's
+settings and the status being built. The policy steps read and amend a `ServingPass`; `decide`
+runs them in order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kubeforge_api.conditions import set_condition
+from kubeforge_api.servingjob import ResolvedModel, ServingJobSpec
+
+from ..plan import Obj, ObjectRef, Plan, World, copy_json, ts
+from ..podpolicy import PodPolicy
+from .model import Unresolved
+
+CHILD_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget")  # what it renders
+
+
+@dataclass(frozen=True)
+class Config:
+    """The operator settings a ServingJob decision depends on."""
+
+    default_image: str
+    pod_policy: PodPolicy = field(default_factory=PodPolicy)
+
+
+class ServingPass:
+    """The ServingJob and its observed children; the steps fill in the spec and the models."""
+
+    def __init__(self, world: World, cfg: Config) -> None:
+        self.world, self.cfg = world, cfg
+        self.ref = ObjectRef.of(world.obj)
+        self.old: Obj = world.obj.get("status") or {}
+        self.status: Obj = copy_json(self.old)
+        self.status["observedGeneration"] = self.ref.generation
+        self.plan = Plan(self.status)
+        self.valid_spec: ServingJobSpec | None = None  # set by the validation step, the first one
+        self.main: ResolvedModel | None = None  # set by the resolution step
+        self.canary: ResolvedModel | Unresolved | None = None
+
+    @property
+    def spec(self) -> ServingJobSpec:
+        assert self.valid_spec is not None, "the validation step runs first"
+        return self.valid_spec
+
+    @property
+    def jobs(self) -> dict[str, Obj | None]:
+        """The TrainingJobs the models refer to, by name, as the probe read them (None: absent)."""
+        return self.world.probe if isinstance(self.world.probe, dict) else {}
+
+    def condition(self, ctype: str, value: bool, reason: str, message: str) -> None:
+        self.status["conditions"] = set_condition(list(self.status.get("conditions") or []), ctype, value, reason,
+                                                  message, ts(self.world.now), self.ref.generation)

@@ -1,0 +1,42 @@
+"""Step: every child that should exist once the model is resolved: a Deployment per track (main,
+and a canary sized by its traffic share), the Service on port 80, a PodDisruptionBudget and, with
+autoscaling, an HPA that owns the main track's replica count. The core's diff creates, updates
+(by the hash of the rendered form) and deletes; rolling updates keep the serving revision up."""
+
+from __future__ import annotations
+
+from kubeforge_api.servingjob import ResolvedModel
+
+from ..children import diff_children
+from ..plan import Obj
+from ..render.servingjob import (
+    CANARY,
+    MAIN,
+    ModelVolume,
+    render_deployment,
+    render_hpa,
+    render_pdb,
+    render_service,
+    split,
+)
+from .context import CHILD_KINDS, ServingPass
+
+
+def desired(p: ServingPass, main: ResolvedModel) -> list[Obj]:
+    """Every child that should exist for the resolved `main` model (and a resolved canary)."""
+    spec, ref, image = p.spec, p.ref, p.cfg.default_image
+    main_n, canary_n = split(spec.desired_replicas, spec.canary.traffic_percent if spec.canary else 0)
+    hpa = spec.autoscaling is not None and not spec.suspend
+    out = [render_service(ref), render_pdb(ref),
+           render_deployment(ref, spec, MAIN, ModelVolume.parse(main.uri), image, None if hpa else main_n)]
+    if isinstance(p.canary, ResolvedModel):
+        out.append(render_deployment(ref, spec, CANARY, ModelVolume.parse(p.canary.uri), image, canary_n))
+    if hpa:
+        out.append(render_hpa(ref, spec))
+    return out
+
+
+def children_rolled_out(p: ServingPass) -> bool:
+    assert p.main is not None, "the resolution step runs first"
+    diff_children(p.plan, p.world, desired(p, p.main), CHILD_KINDS)
+    return False
