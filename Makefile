@@ -5,7 +5,6 @@ PY := $(VENV)/bin/python
 EXTRAS ?= dev
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)-$(EXTRAS)
 CLUSTER_DIR ?= $(CURDIR)/.cluster
-export PYTHONPATH := $(CURDIR)/tests/cluster
 
 .PHONY: venv minicp helm generate lint test test-unit bench demo cluster-up cluster-down operator-up operator-down \
 	dashboard dashboard-down kind-up kind-e2e images
@@ -19,18 +18,18 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 minicp:  ## build (or reuse the cached) control-plane and metrics-server binaries
-	tests/cluster/build-minicp.sh
-	tests/cluster/build-metrics-server.sh
+	embedded-cluster/build-minicp.sh
+	embedded-cluster/build-metrics-server.sh
 
 helm:  ## build (or reuse the cached) helm binary from its Go module; prints its path last
-	@tests/cluster/build-helm.sh
+	@embedded-cluster/build-helm.sh
 
 generate: venv  ## CRDs (manifests/crds + the chart's copy) and docs/api.md tables from operator/kubeforge_api
 	$(PY) -m kubeforge_api.codegen
 
 lint: venv
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy operator trainer_image dashboard tests/cluster/minicluster bench
+	$(VENV)/bin/mypy operator trainer_image dashboard embedded-cluster/minicluster bench
 	$(VENV)/bin/lint-imports
 
 test: lint minicp helm
@@ -51,10 +50,10 @@ bench: venv minicp  ## side-by-side benchmarks -> bench/results/*.json -> docs/b
 	exit $$status
 
 cluster-up: venv minicp  ## start the embedded cluster in the background; prints the admin kubeconfig path last
-	@tests/cluster/cluster-up.sh "$(CLUSTER_DIR)" "$(PY)"
+	@embedded-cluster/cluster-up.sh "$(CLUSTER_DIR)" "$(PY)"
 
 cluster-down:
-	@tests/cluster/cluster-down.sh "$(CLUSTER_DIR)"
+	@embedded-cluster/cluster-down.sh "$(CLUSTER_DIR)"
 
 operator-up: venv  ## install CRDs+RBAC into the current kubeconfig's cluster; run the operator as its SA
 	$(PY) -m minicluster operator-up --dir "$(CLUSTER_DIR)/operator"

@@ -192,7 +192,7 @@ def pod_logs(cluster: Cluster, ns: str, name: str, container: str | None = None)
 @pytest.fixture(scope="session")
 def helm_bin() -> Path:
     """`make helm`'s binary: built from the Go module once, then reused from the cache."""
-    out = subprocess.run([str(REPO / "tests" / "cluster" / "build-helm.sh")], capture_output=True, text=True,
+    out = subprocess.run([str(REPO / "embedded-cluster" / "build-helm.sh")], capture_output=True, text=True,
                          check=True, timeout=3600)
     return Path(out.stdout.strip().splitlines()[-1])
 

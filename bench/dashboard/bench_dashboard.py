@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(REPO / "tests" / "cluster")]
+sys.path[:0] = [str(REPO / "embedded-cluster")]
 
 import yaml  # noqa: E402
 from kubeforge_api.curves import MAX_CURVE_POINTS, encode  # noqa: E402

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(REPO / "tests" / "cluster"), str(REPO / "operator")]
+sys.path[:0] = [str(REPO / "embedded-cluster"), str(REPO / "operator")]
 
 import kopf  # noqa: E402
 from kubeforge_api.trainingjob import TrainingJobSpec  # noqa: E402

@@ -3,7 +3,6 @@ compressed within its budget, served, and answering real inference requests."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -15,10 +14,9 @@ pytestmark = pytest.mark.embedded("make demo starts an embedded cluster of its o
 
 
 def test_demo_runs_every_stage_to_done() -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "tests" / "cluster")}
     samples = str(REPO / "manifests" / "samples")
     out = subprocess.run([sys.executable, "-m", "minicluster", "demo", "--samples", samples],
-                         capture_output=True, text=True, timeout=1200, env=env, cwd=REPO)
+                         capture_output=True, text=True, timeout=1200, cwd=REPO)
     story = out.stdout
     assert out.returncode == 0, story + out.stderr
     for job in ("digits", "digits-small", "env-check", "allreduce"):

@@ -26,7 +26,7 @@ for image in operator:operator/Dockerfile trainer:trainer_image/Dockerfile dashb
   kind load docker-image --name "$name" "kubeforge/${image%%:*}:$version"
 done
 
-helm="$(tests/cluster/build-helm.sh | tail -1)"
+helm="$(embedded-cluster/build-helm.sh | tail -1)"
 kubectl --kubeconfig "$kubeconfig" create namespace kubeforge-system --dry-run=client -o yaml |
   kubectl --kubeconfig "$kubeconfig" apply -f -
 kubectl --kubeconfig "$kubeconfig" label --overwrite namespace kubeforge-system \
@@ -37,5 +37,5 @@ kubectl --kubeconfig "$kubeconfig" label --overwrite namespace kubeforge-system 
 echo "kind cluster '$name' ready with Kubeforge installed: export KUBECONFIG=$kubeconfig"
 
 if [ "$action" = e2e ]; then
-  PYTHONPATH="$root/tests/cluster" "$py" -m pytest -q -ra tests/cluster --kubeconfig "$kubeconfig"
+  "$py" -m pytest -q -ra tests/cluster --kubeconfig "$kubeconfig"
 fi

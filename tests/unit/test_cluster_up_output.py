@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "tests" / "cluster"
+SCRIPTS = Path(__file__).resolve().parents[2] / "embedded-cluster"
 STAND_IN = """#!/usr/bin/env bash
 # called as: PY -m minicluster up --dir DIR
 while [ "$1" != "--dir" ]; do shift; done

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent.parent
-
 
 @dataclass
 class RunningCluster:
@@ -40,11 +38,10 @@ def start_cluster(gpus: int = 0, timeout: float = 3600, extra: tuple[str, ...] =
     """`timeout` covers a cold build of the control plane. The cluster claims a free bridge and pod
     range itself; `extra` passes more `minicluster up` flags (e.g. `--no-kube-proxy`)."""
     root = Path(tempfile.mkdtemp(prefix="kubeforge-cluster-"))
-    env = {**os.environ, "PYTHONPATH": str(HERE)}
     with (root / "minicluster.log").open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "minicluster", "up", "--dir", str(root), "--gpus", str(gpus), *extra],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     ready = root / "ready.json"
     deadline = time.monotonic() + timeout
     while not ready.exists():

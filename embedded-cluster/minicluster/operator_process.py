@@ -17,7 +17,7 @@ import yaml
 from . import memcap
 from .controlplane import free_port, write_kubeconfig
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "kubeforge-system"
 SERVICE_ACCOUNT = "kubeforge-operator"
 

@@ -135,7 +135,7 @@ def main() -> int:
     o.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG", str(Path.home() / ".kube" / "config")))
     o.add_argument("--dir", required=True)
     m = sub.add_parser("demo", help="cluster + operator + every sample TrainingJob to a terminal state")
-    m.add_argument("--samples", type=Path, default=HERE.parent.parent / "manifests" / "samples")
+    m.add_argument("--samples", type=Path, default=HERE.parent / "manifests" / "samples")
     m.add_argument("--keep", action="store_true", help="leave the cluster and operator running")
     d = sub.add_parser("operator-down", help="stop the operator started by operator-up")
     d.add_argument("--dir", required=True)

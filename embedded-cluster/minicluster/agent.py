@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .containers import cgroup_parents, now, remove_cgroup_parents
 from .dns import DnsServer, resolve
@@ -280,59 +280,8 @@ class NodeAgent:
 
     # ----- kubelet log endpoint -----
     def _start_log_server(self) -> int:
-        agent = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                url = urllib.parse.urlparse(self.path)
-                if url.path == "/metrics/resource":
-                    self._send(200, CONTENT_TYPE, agent.resource_metrics())
-                    return
-                parts = url.path.strip("/").split("/")
-                q = dict(urllib.parse.parse_qsl(url.query))
-                if len(parts) != 4 or parts[0] != "containerLogs":
-                    self.send_error(404)
-                    return
-                worker = agent.find_worker(parts[1], parts[2])
-                path = worker.log_file(parts[3], q.get("previous") == "true") if worker else None
-                if worker is None or path is None:
-                    self.send_error(404, f"no logs for container {parts[3]} in pod {parts[1]}/{parts[2]}")
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
-                self.end_headers()
-                data = path.read_bytes()
-                if "tailLines" in q:
-                    data = b"".join(data.splitlines(keepends=True)[-int(q["tailLines"]):])
-                if "limitBytes" in q:
-                    data = data[: int(q["limitBytes"])]
-                self.wfile.write(data)
-                if q.get("follow") == "true":
-                    self._follow(worker, parts[3], path, len(path.read_bytes()))
-
-            def _send(self, code: int, content_type: str, data: bytes) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _follow(self, worker: PodWorker, container: str, path: Path, offset: int) -> None:
-                while not worker.deleting.is_set() and not agent.stopped.is_set():
-                    data = path.read_bytes()[offset:]
-                    if data:
-                        self.wfile.write(data)
-                        self.wfile.flush()
-                        offset += len(data)
-                    if worker.log_file(container, False) != path:
-                        return
-                    c = next((c for c in worker.init + worker.main if c.name == container), None)
-                    if c is None or (c.proc is not None and c.proc.poll() is not None and not data):
-                        return
-                    time.sleep(0.2)
+        class Handler(KubeletHandler):
+            agent = self
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
@@ -343,3 +292,62 @@ class NodeAgent:
         self.log_server = server
         threading.Thread(target=server.serve_forever, name="logs", daemon=True).start()
         return int(server.server_address[1])
+
+
+class KubeletHandler(BaseHTTPRequestHandler):
+    """The kubelet endpoint of one node agent: `/containerLogs/<ns>/<pod>/<container>` (`kubectl logs`,
+    with `tailLines`, `limitBytes`, `previous` and `follow`) and `/metrics/resource` (metrics-server).
+    `NodeAgent._start_log_server` binds `agent` in a subclass of its own."""
+
+    agent: ClassVar[NodeAgent]
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        url = urllib.parse.urlparse(self.path)
+        if url.path == "/metrics/resource":
+            self._send(200, CONTENT_TYPE, self.agent.resource_metrics())
+            return
+        parts = url.path.strip("/").split("/")
+        q = dict(urllib.parse.parse_qsl(url.query))
+        if len(parts) != 4 or parts[0] != "containerLogs":
+            self.send_error(404)
+            return
+        worker = self.agent.find_worker(parts[1], parts[2])
+        path = worker.log_file(parts[3], q.get("previous") == "true") if worker else None
+        if worker is None or path is None:
+            self.send_error(404, f"no logs for container {parts[3]} in pod {parts[1]}/{parts[2]}")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.end_headers()
+        data = path.read_bytes()
+        if "tailLines" in q:
+            data = b"".join(data.splitlines(keepends=True)[-int(q["tailLines"]):])
+        if "limitBytes" in q:
+            data = data[: int(q["limitBytes"])]
+        self.wfile.write(data)
+        if q.get("follow") == "true":
+            self._follow(worker, parts[3], path, len(path.read_bytes()))
+
+    def _send(self, code: int, content_type: str, data: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _follow(self, worker: PodWorker, container: str, path: Path, offset: int) -> None:
+        while not worker.deleting.is_set() and not self.agent.stopped.is_set():
+            data = path.read_bytes()[offset:]
+            if data:
+                self.wfile.write(data)
+                self.wfile.flush()
+                offset += len(data)
+            if worker.log_file(container, False) != path:
+                return
+            c = next((c for c in worker.init + worker.main if c.name == container), None)
+            if c is None or (c.proc is not None and c.proc.poll() is not None and not data):
+                return
+            time.sleep(0.2)

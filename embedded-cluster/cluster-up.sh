@@ -4,13 +4,12 @@
 # other checkouts keep running. Prints `export KUBECONFIG=...`, then the kubeconfig path as its last line.
 set -euo pipefail
 dir="$1"; py="$2"
-here="$(cd "$(dirname "$0")" && pwd)"
 if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
   echo "cluster already running" >&2
   echo "export KUBECONFIG=$dir/admin.kubeconfig"; echo "$dir/admin.kubeconfig"; exit 0
 fi
 mkdir -p "$dir"; rm -f "$dir/ready.json"
-PYTHONPATH="$here" setsid "$py" -m minicluster up --dir "$dir" ${CLUSTER_ARGS:-} >"$dir/minicluster.log" 2>&1 &
+setsid "$py" -m minicluster up --dir "$dir" ${CLUSTER_ARGS:-} >"$dir/minicluster.log" 2>&1 &
 echo $! > "$dir/pid"
 for _ in $(seq 1 1200); do
   [ -f "$dir/ready.json" ] && { echo "export KUBECONFIG=$dir/admin.kubeconfig"; echo "$dir/admin.kubeconfig"; exit 0; }

@@ -25,7 +25,7 @@ CPUACCT_ROOT = Path("/sys/fs/cgroup/cpuacct")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STAGE_ROOT = Path("/run/kubeforge-stage")  # mount points for staged volume sources
 # What containers run from, in place of an image: the Python environment and the project it has installed.
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 IMAGE_DIRS = sorted({Path(sys.prefix).resolve(), REPO})
 
 # Images whose entrypoint we know; any other image must give `command`.
