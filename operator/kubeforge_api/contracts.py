@@ -89,17 +89,6 @@ class TrainingResult(Model):
     error: str | None = Field(default=None, max_length=MAX_MESSAGE)
 
 
-class RunFailure(Model):
-    """Why an attempt of a local run ended, in the same terms as `status.lastFailure`."""
-
-    pod: str
-    container: str = ""
-    exit_code: int
-    reason: str
-    message: str = ""
-    time: str
-
-
 class RunRecord(Model):
     """`run.json` of a local run (`kubeforge run`): read by the dashboard's local-runs source."""
 

@@ -7,7 +7,6 @@ from enum import StrEnum
 from typing import Final
 
 EXIT_INVALID_CONFIG: Final = 78  # sysexits EX_CONFIG: the recipe or data is wrong; never retried
-EXIT_RETRYABLE: Final = 200  # a transient fault (rendezvous timeout, storage hiccup); retried
 
 
 class FailureClass(StrEnum):
@@ -21,7 +20,7 @@ def classify(exit_code: int, reason: str = "", disrupted: bool = False) -> Failu
     | ----------------------------------- | ---------- |
     | pod has DisruptionTarget, or deleted | disruption |
     | reason OOMKilled                     | retryable  |
-    | 128-255 (killed by a signal), 200    | retryable  |
+    | 128-255 (killed by a signal)         | retryable  |
     | 78 (invalid config or data)          | permanent  |
     | other 1-127 (the program failed)     | permanent  |
     Codes 1-127 mean the program itself failed, so a retry would fail again (Kubeflow's

@@ -13,17 +13,14 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PROTOCOL_VERSION: Final = "v2"
 MAX_TENSORS: Final = 16
 MAX_RANK: Final = 8
-MAX_DIM: Final = 2**31 - 1
 
 # Paths of the protocol's REST endpoints (model name filled in with str.format).
 PATH_LIVE: Final = "/v2/health/live"
 PATH_READY: Final = "/v2/health/ready"
 PATH_SERVER: Final = "/v2"
 PATH_MODEL: Final = "/v2/models/{name}"
-PATH_MODEL_READY: Final = "/v2/models/{name}/ready"
 PATH_INFER: Final = "/v2/models/{name}/infer"
 PATH_METRICS: Final = "/metrics"
 

@@ -23,7 +23,6 @@ SERVICE_PORT: Final = 80
 # `pvc://CLAIM/PATH`, the form TrainingJob status.artifact.uri uses; CLAIM is a DNS-1123 name.
 MODEL_URI_PATTERN: Final = r"^pvc://[a-z0-9]([-a-z0-9]{0,251}[a-z0-9])?(/[^/\x00]+)+/?$"
 DNS1123_NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]{0,251}[a-z0-9])?$"
-DNS1123_LABEL_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 DIGEST_PATTERN: Final = r"^sha256:[0-9a-f]{64}$"
 
 
