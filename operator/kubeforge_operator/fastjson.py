@@ -2,13 +2,12 @@
 operator's hot paths: every watch event kopf decodes and every reply the API adapter reads.
 Decoding watch streams with the standard library took a fifth of the operator's CPU under load.
 
-kopf has no setting for its decoder, so `install()` swaps the `json` its API client module uses
-for a namespace with these functions; a unit test fails if kopf stops decoding through it."""
+kopf has no setting for its decoder, so the kopf wiring (`main.use_fast_json`) swaps the `json` its
+API client module uses for a namespace with these functions; a unit test fails if kopf stops
+decoding through it. This module itself imports no kopf: pure code measures sizes with it."""
 
 from __future__ import annotations
 
-import json
-import types
 from typing import Any
 
 import pydantic_core
@@ -24,10 +23,3 @@ def encode(obj: Any) -> bytes:
     lacks) become null."""
     return pydantic_core.to_json(obj, inf_nan_mode="null")
 
-
-def install() -> None:
-    """kopf's watch streams and API replies are decoded here from now on (idempotent)."""
-    from kopf._cogs.clients import api  # the module whose `json.loads` decodes every watch event
-
-    if getattr(getattr(api, "json"), "loads", None) is not loads:  # noqa: B009 (kopf does not export it)
-        setattr(api, "json", types.SimpleNamespace(**{**vars(json), "loads": loads}))  # noqa: B010

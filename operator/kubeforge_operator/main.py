@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 import os
 import signal
+import types
 from typing import Any, cast
 
 import kopf
@@ -88,12 +90,20 @@ def _keep_context(memo: kopf.Memo) -> None:
         holder["context"] = contextvars.copy_context()
 
 
+def use_fast_json() -> None:
+    """kopf's watch streams and API replies are decoded by `fastjson` from now on (idempotent)."""
+    from kopf._cogs.clients import api  # the module whose `json.loads` decodes every watch event
+
+    if getattr(getattr(api, "json"), "loads", None) is not fastjson.loads:  # noqa: B009 (kopf does not export it)
+        setattr(api, "json", types.SimpleNamespace(**{**vars(json), "loads": fastjson.loads}))  # noqa: B010
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     cfg: Settings = memo["settings"]
     settings.posting.level = logging.WARNING  # our own Events describe state changes
     settings.persistence.diffbase_storage = NoDiffBase()
-    fastjson.install()  # before the watchers start: they decode every event through it
+    use_fast_json()  # before the watchers start: they decode every event through it
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubeforge_operator.cli import main, parser
+from kubeforge_cli.main import main, parser
 
 KUBEFORGE = str(Path(sys.executable).parent / "kubeforge")
 

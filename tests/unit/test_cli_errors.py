@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from kubeforge_operator.cli import main
+from kubeforge_cli.main import main
 
 GOOD = """apiVersion: kubeforge.dev/v1alpha1
 kind: TrainingJob

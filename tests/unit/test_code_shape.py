@@ -39,7 +39,7 @@ PRODUCT_DIRS = [REPO / "operator", REPO / "trainer_image", REPO / "dashboard", R
 MAX_FUNCTION_LINES = 60
 # A kind per entry: its policy is `kubeforge_operator.<kind>.decide.STEPS`, listed in
 # docs/architecture.md under "### <Kind> policy" (<Kind> as kubeforge_api.<kind> spells its class).
-POLICY_KINDS = ["trainingjob"]
+POLICY_KINDS = ["trainingjob", "servingjob"]
 STEP_LINE = re.compile(r"^(\d+)\. `(\w+)` — \S")
 
 

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from kubeforge_operator.cli import eta_text
+from kubeforge_cli.main import eta_text
 from kubeforge_trainer.progress import ProgressReporter
 from kubeforge_trainer.rate import TAU_SECONDS, SmoothedRate
 from kubeforge_trainer.train import common

@@ -29,8 +29,8 @@ def test_kopf_decodes_watch_events_with_the_fast_parser() -> None:
     from kopf._cogs.clients import api
 
     assert "json.loads(" in inspect.getsource(api.stream)  # kopf still decodes through its module's `json`
-    fastjson.install()
-    fastjson.install()  # idempotent
+    wiring.use_fast_json()
+    wiring.use_fast_json()  # idempotent
     decoder = vars(api)["json"]  # the `json` kopf's API client module calls
     assert decoder.loads is fastjson.loads
     assert decoder.dumps is json.dumps  # the rest of the module's `json` is still there

@@ -14,7 +14,6 @@ from .context import Pass
 
 HISTORY_LIMIT = MAX_CURVE_POINTS  # points per metric
 CURVES = ("loss", "evalLoss", "accuracy", "perplexity", "samplesPerSecond")
-MAX_VALUE = 1e15
 
 
 def summary(doc: ProgressDoc) -> Obj:

@@ -16,13 +16,12 @@ import yaml
 from kubeforge_api.constants import State
 from kubeforge_api.model import problems
 from kubeforge_api.trainingjob import TrainingJob, TrainingJobSpec
+from kubeforge_operator.localrun import LocalRun, drive
+from kubeforge_operator.plan import Obj, Plan
+from kubeforge_operator.render.trainingjob import members
+from kubeforge_operator.spec_errors import explain
+from kubeforge_operator.trainingjob.validate import semantic_errors
 from pydantic import ValidationError
-
-from .localrun import LocalRun, drive
-from .plan import Obj, Plan
-from .render.trainingjob import members
-from .spec_errors import explain
-from .trainingjob.validate import semantic_errors
 
 DEFAULT_RUNS = Path.home() / ".kubeforge" / "runs"
 EXIT_INTERRUPTED = 130
