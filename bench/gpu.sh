@@ -52,6 +52,7 @@ for _ in range(3):
     ratios.append(rate_ours / rate_raw)
     mfus.append(rate_ours * B * 6 * params / ceiling)
 res = {"device": dev, "bf16_matmul_tflops": ceiling / 1e12, "trainer_vs_raw_loop_median": statistics.median(ratios),
-       "ratios": ratios, "mfu_median": statistics.median(mfus), "note": "trainer steps/s include its data pipeline on CPU"}
+       "ratios": ratios, "mfu_median": statistics.median(mfus), "note": "trainer steps/s include its data pipeline on CPU",
+       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 json.dump(res, open(out, "w"), indent=2); print(json.dumps(res, indent=2))
 PYEOF

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -310,6 +311,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for name in args.only or list(sections):
         result[name] = {**sections[name](), "threads": args.threads}
+        result["date"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")  # when last written: the report shows it
         args.out.write_text(json.dumps(result, indent=2))  # each section as soon as it is measured
         print(name, json.dumps(result[name]), flush=True)
 

@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,7 @@ def main() -> None:
            "speedup_vs_per_job": {"ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
                                   "ratio_max": max(ratios), "rounds": args.rounds},
            "overview_calls": overview_calls, "job_page_calls_history_10": short, "job_page_calls_history_200": long}
+    out["date"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     results = REPO / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
     (results / "dashboard.json").write_text(json.dumps(out, indent=2) + "\n")

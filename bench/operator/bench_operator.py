@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,12 @@ from kubeforge_api.trainingjob import TrainingJobSpec  # noqa: E402
 from kubeforge_operator.kube import Kube  # noqa: E402
 from kubeforge_operator.render.trainingjob import JobRef, members, render_pod, render_service  # noqa: E402
 from minicluster.kubeapi import KubeClient  # noqa: E402
-from minicluster.launch import start_cluster  # noqa: E402
+from minicluster.launch import RunningCluster, start_cluster  # noqa: E402
 from minicluster.operator_process import OperatorProcess, install, operator_kubeconfig  # noqa: E402
 
 Obj = dict[str, Any]
 TJ = "/apis/kubeforge.dev/v1alpha1/namespaces/{ns}/trainingjobs"
+MACHINE = "2-core CPU, embedded control plane (k8s 1.34.4) on the same machine"
 NOWHERE = {"podTemplate": {"nodeSelector": {"kubernetes.io/arch": "nowhere"}}}  # an allowed key, no such node
 
 
@@ -193,6 +195,8 @@ def wait_states(client: KubeClient, ns: str, n: int, state: str, timeout: float 
 
 
 def save(out: str, result: dict[str, Any]) -> None:
+    """Keep the results so far, with the time they were written (the report shows it)."""
+    result["date"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(result, indent=2))
 
@@ -225,7 +229,7 @@ def single_latency(kube: Kube, admin: KubeClient, op: OperatorProcess, jobs: int
             "n": len(single)}
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--jobs", type=int, default=40, help="jobs per round and side")
@@ -234,8 +238,110 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "operator.json"))
     ap.add_argument("--only", nargs="*", choices=PHASES, help="run only these phases")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def cpu_ms_per_job(procs: dict[str, list[int]], before: dict[str, float], jobs: int) -> dict[str, float]:
+    """ms of CPU per job that each group of processes used since `before` (its CPU seconds then)."""
+    return {who: (cpu_s(pids) - before[who]) / jobs * 1e3 for who, pids in procs.items()}
+
+
+def paired_round(kube: Kube, admin: KubeClient, op: OperatorProcess, procs: dict[str, list[int]], r: int,
+                 args: argparse.Namespace, cpu: dict[str, list[float]]) -> tuple[float, float, list[float]]:
+    """One round, the operator path then the baseline path: both rates and the operator path's
+    create -> pods latencies; each side's CPU per job is appended to `cpu`."""
+    ns_a = new_namespace(admin, f"bench-op-{r}")
+    ns_b = new_namespace(admin, f"bench-base-{r}")
+    settle(op)
+    before = {who: cpu_s(pids) for who, pids in procs.items()}
+    rate_a, lat = operator_round(kube, admin, ns_a, "j", args.jobs, 4, args.concurrency)
+    settle(op)  # the operator's later passes (pods seen, Unschedulable) count for its side
+    for who, ms in cpu_ms_per_job(procs, before, args.jobs).items():
+        cpu[f"{who} operator"].append(ms)
+    before = {who: cpu_s(pids) for who, pids in procs.items()}
+    rate_b, _ = baseline_round(kube, admin, ns_b, "j", args.jobs, 4, args.concurrency)
+    settle(op)
+    for who, ms in cpu_ms_per_job(procs, before, args.jobs).items():
+        cpu[f"{who} baseline"].append(ms)
+    print(f"round {r}: operator {rate_a:.1f} jobs/s, baseline {rate_b:.1f} jobs/s", flush=True)
+    return rate_a, rate_b, lat
+
+
+def throughput(kube: Kube, admin: KubeClient, op: OperatorProcess, procs: dict[str, list[int]],
+               args: argparse.Namespace) -> dict[str, Any]:
+    """Interleaved rounds (A B A B): jobs/s of each path and their ratio per round, CPU per job of
+    the operator and the control plane on each path, create -> pods latency under load."""
+    ratios: list[float] = []
+    op_lat: list[float] = []
+    op_rates: list[float] = []
+    base_rates: list[float] = []
+    cpu: dict[str, list[float]] = {f"{who} {side}": [] for who in procs for side in ("operator", "baseline")}
+    for r in range(args.rounds):
+        rate_a, rate_b, lat = paired_round(kube, admin, op, procs, r, args, cpu)
+        ratios.append(rate_a / rate_b)
+        op_lat += lat
+        op_rates.append(rate_a)
+        base_rates.append(rate_b)
+    return {"jobs_per_s": {"operator_median": statistics.median(op_rates),
+                           "baseline_median": statistics.median(base_rates),
+                           "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
+                           "ratio_max": max(ratios), "rounds": args.rounds, "ratios": ratios},
+            "cpu_ms_per_job": {k: statistics.median(v) for k, v in cpu.items()},  # process, side
+            "create_to_pods_ms_under_load": {"p50": statistics.median(op_lat) * 1e3,
+                                             "p99": sorted(op_lat)[int(0.99 * (len(op_lat) - 1))] * 1e3,
+                                             "n": args.rounds * args.jobs}}
+
+
+def rss_at_jobs(admin: KubeClient, op: OperatorProcess, jobs: int) -> dict[str, Any]:
+    """Operator RSS once `jobs` unschedulable jobs have settled."""
+    ns_r = new_namespace(admin, "bench-rss")
+    for i in range(jobs):
+        admin.create(TJ.format(ns=ns_r), tj(f"r{i}", 1, NOWHERE))
+    wait_states(admin, ns_r, jobs, "Pending", timeout=900)  # unschedulable pods: state Pending
+    settle(op)
+    assert op.proc is not None
+    return {"jobs": jobs, "rss_mb": rss_mb(op.proc.pid)}
+
+
+def noop_resync(op: OperatorProcess) -> dict[str, float]:
+    """API writes of a restarted operator over settled jobs (a fresh process counts from 0)."""
+    op.stop()
+    op.start()
+    settle(op, quiet_for=10)
+    return {k: v for k, v in writes(op).items() if v}
+
+
+def run_phases(args: argparse.Namespace, cluster: RunningCluster, admin: KubeClient,
+               op: OperatorProcess) -> dict[str, Any]:
+    """The wanted phases in order, each saved as soon as it is measured; with --only, the other
+    phases' last results are kept."""
     want = set(args.only or PHASES)
+    os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
+    admin_login = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
+    kube_admin = Kube(lambda: admin_login)
+    kept = json.loads(Path(args.out).read_text()) if args.only and Path(args.out).exists() else {}
+    result: dict[str, Any] = {**kept, "machine": MACHINE}
+    if "lifecycle" in want:  # writes per lifecycle first, on a quiet operator: jobs that run to Succeeded
+        result |= lifecycle_writes(admin, op, args.lifecycle_jobs)
+        save(args.out, result)
+    if "throughput" in want and args.rounds:
+        assert op.proc is not None
+        procs = {"operator": [op.proc.pid], "control_plane": list(cluster.info["pids"].values())}
+        result |= throughput(kube_admin, admin, op, procs, args)
+        save(args.out, result)
+    if "latency" in want:
+        result["create_to_pods_ms_single"] = single_latency(kube_admin, admin, op)
+        save(args.out, result)
+    if "rss" in want:  # 1,000 jobs: RSS, then a no-op resync (operator restart over the settled jobs)
+        result["rss_mb_at_jobs"] = rss_at_jobs(admin, op, args.rss_jobs)
+        save(args.out, result)
+        result["writes_on_noop_resync"] = noop_resync(op)
+        save(args.out, result)
+    return result
+
+
+def main() -> int:
+    args = parse_args()
     cluster = start_cluster()
     op: OperatorProcess | None = None
     try:
@@ -243,77 +349,12 @@ def main() -> int:
         install(cluster.kubeconfig)
         opcfg = operator_kubeconfig(cluster.kubeconfig, cluster.root / "operator.kubeconfig")
         op = OperatorProcess(opcfg, cluster.root / "operator.log", {"KUBEFORGE_LOG_FORMAT": "plain"}).start()
-        os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
-        admin_login = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
-        kube_admin = Kube(lambda: admin_login)
-        kept = json.loads(Path(args.out).read_text()) if args.only and Path(args.out).exists() else {}
-        result: dict[str, Any] = {**kept, "machine": "2-core CPU, embedded control plane (k8s 1.34.4) on the same "
-                                  "machine"}  # with --only, the other phases' last results are kept
-        if "lifecycle" in want:  # writes per lifecycle first, on a quiet operator: jobs that run to Succeeded
-            result |= lifecycle_writes(admin, op, args.lifecycle_jobs)
-            save(args.out, result)  # every phase is kept as soon as it is measured
-        if "throughput" not in want:
-            args.rounds = 0
-        ratios, op_lat, op_rates, base_rates = [], [], [], []
-        assert op.proc is not None
-        procs = {"operator": [op.proc.pid], "control_plane": list(cluster.info["pids"].values())}
-        cpu: dict[str, list[float]] = {f"{who} {side}": [] for who in procs for side in ("operator", "baseline")}
-        for r in range(args.rounds):
-            ns_a = new_namespace(admin, f"bench-op-{r}")
-            ns_b = new_namespace(admin, f"bench-base-{r}")
-            settle(op)
-            before = {who: cpu_s(pids) for who, pids in procs.items()}
-            rate_a, lat = operator_round(kube_admin, admin, ns_a, "j", args.jobs, 4, args.concurrency)
-            settle(op)  # the operator's later passes (pods seen, Unschedulable) count for its side
-            for who, pids in procs.items():
-                cpu[f"{who} operator"].append((cpu_s(pids) - before[who]) / args.jobs * 1e3)
-            before = {who: cpu_s(pids) for who, pids in procs.items()}
-            rate_b, _ = baseline_round(kube_admin, admin, ns_b, "j", args.jobs, 4, args.concurrency)
-            settle(op)
-            for who, pids in procs.items():
-                cpu[f"{who} baseline"].append((cpu_s(pids) - before[who]) / args.jobs * 1e3)
-            ratios.append(rate_a / rate_b)
-            op_lat += lat
-            op_rates.append(rate_a)
-            base_rates.append(rate_b)
-            print(f"round {r}: operator {rate_a:.1f} jobs/s, baseline {rate_b:.1f} jobs/s", flush=True)
-        if args.rounds:
-            result["jobs_per_s"] = {"operator_median": statistics.median(op_rates),
-                                    "baseline_median": statistics.median(base_rates),
-                                    "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
-                                    "ratio_max": max(ratios), "rounds": args.rounds, "ratios": ratios}
-            result["cpu_ms_per_job"] = {k: statistics.median(v) for k, v in cpu.items()}  # process, side
-            result["create_to_pods_ms_under_load"] = {"p50": statistics.median(op_lat) * 1e3,
-                                                      "p99": sorted(op_lat)[int(0.99 * (len(op_lat) - 1))] * 1e3,
-                                                      "n": args.rounds * args.jobs}
-            save(args.out, result)
-        if "latency" in want:
-            result["create_to_pods_ms_single"] = single_latency(kube_admin, admin, op)
-            save(args.out, result)
-        if "rss" not in want:
-            print(json.dumps(result, indent=2))
-            return 0
-        # 1,000 jobs: RSS, then a no-op resync (operator restart over settled jobs).
-        ns_r = new_namespace(admin, "bench-rss")
-        for i in range(args.rss_jobs):
-            admin.create(TJ.format(ns=ns_r), tj(f"r{i}", 1, NOWHERE))
-        wait_states(admin, ns_r, args.rss_jobs, "Pending", timeout=900)  # unschedulable pods: state Pending
-        settle(op)
-        assert op.proc is not None
-        result["rss_mb_at_jobs"] = {"jobs": args.rss_jobs, "rss_mb": rss_mb(op.proc.pid)}
-        save(args.out, result)
-        op.stop()
-        op.start()
-        settle(op, quiet_for=10)
-        result["writes_on_noop_resync"] = {k: v for k, v in writes(op).items() if v}  # a fresh process counts from 0
-        save(args.out, result)
-        print(json.dumps(result, indent=2))
+        print(json.dumps(run_phases(args, cluster, admin, op), indent=2))
         return 0
     finally:
         if op is not None:
             op.stop()
         cluster.stop()
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -29,6 +29,7 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -273,6 +274,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     result = {"machine": f"{os.cpu_count()}-core CPU, server on core {SERVER_CORE}, wrk on core {LOAD_CORE}, "
                          f"torch {torch.__version__}, 1 torch thread", "python": platform.python_version(),
+              "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
               "model": "MLP 256-2048-2048-10, one 256-float row per request (JSON)", "seconds_per_point":
               args.seconds, "kserve": kserve_note, "max_answer_deviation": checked, **summarize(rounds),
               "rounds": rounds}
