@@ -38,10 +38,10 @@ import torch.nn.functional as F
 from kubeforge_api.compression import CompressionSpec
 from kubeforge_trainer.compress import prune
 from kubeforge_trainer.compress.pipeline import run
-from kubeforge_trainer.compress.quantize import EagerBackend, TorchaoBackend
-from kubeforge_trainer.compress.variants import encoded, weights_bytes
 from kubeforge_trainer.data import digits
 from kubeforge_trainer.models import Block, TokenEmbedding
+from kubeforge_trainer.variants import encoded, weights_bytes
+from kubeforge_trainer.variants.quantize import EagerBackend, TorchaoBackend
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[2]
@@ -232,7 +232,7 @@ def conv_net(channels: tuple[int, ...] = (32, 64, 64, 128, 128), classes: int = 
 def folded(model: nn.Sequential) -> nn.Module:
     """The fp32 model with each BatchNorm folded into its convolution (and ReLU fused): the fair
     fp32 baseline, since int8 gets the same folding."""
-    from kubeforge_trainer.compress.quantize import fusable
+    from kubeforge_trainer.variants.quantize import fusable
     from torch.ao.quantization import fuse_modules
 
     out: nn.Module = fuse_modules(copy.deepcopy(model).eval(), fusable(model))  # type: ignore[no-untyped-call]

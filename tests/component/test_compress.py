@@ -26,11 +26,11 @@ from kubeforge_api.trainingjob import Recipe
 from kubeforge_trainer import artifacts
 from kubeforge_trainer.compress import prune
 from kubeforge_trainer.compress.pipeline import Outcome, run
-from kubeforge_trainer.compress.quantize import EagerBackend, Frozen, TorchaoBackend, torchao_available
-from kubeforge_trainer.compress.variants import encoded
 from kubeforge_trainer.data import Data
 from kubeforge_trainer.data import load as load_data
 from kubeforge_trainer.models import build
+from kubeforge_trainer.variants import encoded
+from kubeforge_trainer.variants.quantize import EagerBackend, Frozen, TorchaoBackend, torchao_available
 from safetensors.torch import load_file
 from torch import nn
 

@@ -25,8 +25,8 @@ from kubeforge_api.server_settings import EXIT_MODEL_LOAD_FAILED, EXIT_MODEL_NOT
 from kubeforge_server.__main__ import load_served
 from kubeforge_trainer import artifacts
 from kubeforge_trainer.artifacts import load_model
-from kubeforge_trainer.compress.quantize import Frozen, TorchaoBackend, torchao_available
-from kubeforge_trainer.compress.variants import encoded
+from kubeforge_trainer.variants import encoded
+from kubeforge_trainer.variants.quantize import Frozen, TorchaoBackend, torchao_available
 from servehelp import (
     DIGITS_MLP,
     SLOW_CNN,

@@ -23,7 +23,7 @@ import torch
 import uvicorn
 from kubeforge_api.server_settings import ServerSettings
 from kubeforge_trainer.artifacts import load_model
-from kubeforge_trainer.compress.variants import served
+from kubeforge_trainer.variants import served
 
 from .app import App
 from .metrics import Metrics

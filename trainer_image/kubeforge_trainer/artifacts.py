@@ -20,6 +20,8 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .checkpoint import sha256_file
+from .models import build
+from .variants import VariantError, rebuild
 
 WEIGHTS = "model.safetensors"
 CARD = "model-card.json"
@@ -80,12 +82,8 @@ def load_model(directory: Path) -> tuple[dict[str, Any], torch.nn.Module]:
     """The one loader: (model card, model in eval mode) rebuilt from the card's architecture and the
     checked weights. Serving, compression and the dashboard all load through here. Any variant
     (int8 dynamic/static, pruned, distilled) is rebuilt from the card's `compression` block."""
-    from .models import build
-
     card, state = read(directory)
     if card.get("compression"):
-        from .compress.variants import VariantError, rebuild
-
         try:
             return card, rebuild(card, state)
         except VariantError as e:

@@ -34,11 +34,11 @@ from .. import artifacts
 from ..context import ConfigError
 from ..data import Data
 from ..data import load as load_data
+from ..variants import encoded, serving_form, weights_bytes
+from ..variants.codec import stored_parameters
+from ..variants.quantize import QuantizeError, backend
 from . import measure, prune
-from .codec import stored_parameters
 from .distill import distill
-from .quantize import QuantizeError, backend
-from .variants import encoded, serving_form, weights_bytes
 
 
 class CompressInputError(Exception):

@@ -1,8 +1,8 @@
 """Pruning. Structured pruning removes whole hidden units of an MLP, output channels of a CNN's
 convolutions, and FFN units and attention heads of a GPT block, slicing the producing layer's rows and the consuming
 layer's columns so every layer really shrinks; the new shapes go into the model card
-(`architecture.shapes`) and `apply_shapes` rebuilds them. We track dependencies ourselves instead of
-using a graph tracer (Torch-Pruning) because our families are few and fixed, their coupled layers are
+(`architecture.shapes`) and the loader rebuilds them (`variants.shapes`). We track dependencies ourselves instead
+of using a graph tracer (Torch-Pruning) because our families are few and fixed, their coupled layers are
 known by construction, and the loader must rebuild the pruned model from the card alone.
 Unstructured pruning zeroes the smallest weights (dense storage: no speed-up is claimed)."""
 
@@ -20,6 +20,7 @@ from torch import nn
 from ..data import Data
 from ..models import loss_fn
 from ..train.common import make_optimizer, seed_all
+from ..variants.shapes import replace, resize
 
 
 @dataclass(frozen=True)
@@ -44,31 +45,11 @@ def groups(arch: dict[str, Any], model: nn.Module) -> list[Group]:
     raise ValueError(f"no pruning groups for model {arch['model']!r}")
 
 
-def _resize(module: nn.Module, out_f: int, in_f: int) -> nn.Module:
-    if isinstance(module, nn.Linear):
-        return nn.Linear(in_f, out_f, bias=module.bias is not None)
-    assert isinstance(module, nn.Conv2d)
-    return nn.Conv2d(in_f, out_f, module.kernel_size, module.stride, module.padding,  # type: ignore[arg-type]
-                     module.dilation, module.groups, bias=module.bias is not None)  # type: ignore[arg-type]
-
-
 def _copy(module: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
     assert isinstance(module, nn.Linear | nn.Conv2d)
     module.weight.copy_(weight)
     if bias is not None and module.bias is not None:
         module.bias.copy_(bias)
-
-
-def _set(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, leaf = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, leaf, module)
-
-
-def apply_shapes(model: nn.Module, shapes: dict[str, list[int]]) -> nn.Module:
-    """Replace layers by ones of the recorded weight shapes [out, in, ...] (fresh numbers)."""
-    for name, shape in shapes.items():
-        _set(model, name, _resize(model.get_submodule(name), shape[0], shape[1]))
-    return model
 
 
 def _keep(scores: torch.Tensor, amount: float) -> torch.Tensor:
@@ -89,7 +70,7 @@ def prune_heads(block: nn.Module, amount: float) -> None:
     keep = _keep(scores, amount)
     rows = (keep[:, None] * hd + torch.arange(hd)).reshape(-1)
     qkv_rows = torch.cat([rows + part * inner for part in range(3)])
-    new_qkv, new_proj = _resize(qkv, len(qkv_rows), qkv.in_features), _resize(proj, proj.out_features, len(rows))
+    new_qkv, new_proj = resize(qkv, len(qkv_rows), qkv.in_features), resize(proj, proj.out_features, len(rows))
     _copy(new_qkv, qkv.weight[qkv_rows], None if qkv.bias is None else qkv.bias[qkv_rows])
     _copy(new_proj, proj.weight[:, rows], proj.bias)
     block.qkv, block.proj = new_qkv, new_proj
@@ -115,12 +96,12 @@ def structured(model: nn.Module, arch: dict[str, Any], amount: float,
             keep = _keep(prod.weight.reshape(units, -1).norm(dim=1), amount)
             keep_n = len(keep)
             cols = (keep[:, None] * g.repeat + torch.arange(g.repeat)).reshape(-1)
-            new_p = _resize(prod, keep_n, prod.weight.shape[1])
+            new_p = resize(prod, keep_n, prod.weight.shape[1])
             _copy(new_p, prod.weight[keep], None if prod.bias is None else prod.bias[keep])
-            new_c = _resize(cons, cons.weight.shape[0], len(cols) if isinstance(cons, nn.Linear) else keep_n)
+            new_c = resize(cons, cons.weight.shape[0], len(cols) if isinstance(cons, nn.Linear) else keep_n)
             _copy(new_c, cons.weight[:, cols] if isinstance(cons, nn.Linear) else cons.weight[:, keep], cons.bias)
-            _set(model, g.producer, new_p)
-            _set(model, g.consumer, new_c)
+            replace(model, g.producer, new_p)
+            replace(model, g.consumer, new_c)
             changed += [g.producer, g.consumer]
     for name in changed:
         shapes[name] = list(model.get_submodule(name).weight.shape)  # type: ignore[arg-type]

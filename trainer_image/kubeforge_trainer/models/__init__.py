@@ -4,14 +4,31 @@ model card carries it; serving rebuilds from it, never from pickled code)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..context import ConfigError
-from ..data import Data
+
+
+class Dataset(Protocol):
+    """What `architecture` reads of a dataset (`kubeforge_trainer.data.Data` has it). The models
+    import nothing of the data layer, so rebuilding a model from its card loads no dataset code."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def task(self) -> str: ...
+    @property
+    def num_classes(self) -> int: ...
+    @property
+    def image_shape(self) -> tuple[int, int, int] | None: ...
+    @property
+    def input_dim(self) -> int: ...
+    @property
+    def x_train(self) -> torch.Tensor: ...
 
 
 class Reshape(nn.Module):
@@ -68,7 +85,7 @@ class LMHead(nn.Module):
         return out
 
 
-def architecture(model: str, data: Data, cfg: dict[str, int | str]) -> dict[str, Any]:
+def architecture(model: str, data: Dataset, cfg: dict[str, int | str]) -> dict[str, Any]:
     """The full, defaulted configuration of `model` for `data`."""
     if model in ("mlp", "cnn") and data.task != "classify":
         raise ConfigError(f"model {model} needs a classification dataset; {data.name} is a text dataset")

@@ -1,7 +1,9 @@
 """Compressed variants as artifacts. The card's `compression` block says how the weights are encoded
 (`fp32`, `int8-dynamic`, `int8-static`), which back end made them and the lineage (parent digest,
 method, parameters, the candidate's report); `architecture.shapes` holds the layer shapes of a
-pruned model. `rebuild` is what `artifacts.load_model` calls for any variant."""
+pruned model. `rebuild` is what `artifacts.load_model` calls for any variant. This package is the
+model format under `artifacts`: it imports the models and nothing of training, data or the
+compression pipeline, so whatever loads a model (the inference server) loads none of those."""
 
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ from safetensors.torch import save
 from torch import nn
 
 from ..models import build
-from . import prune
 from .codec import CodecError, encode
 from .quantize import QuantizeError, backend, loader
+from .shapes import apply_shapes
 
 ENCODINGS = ("fp32", "int8-dynamic", "int8-static")
 
@@ -27,7 +29,7 @@ def fp32_structure(arch: dict[str, Any]) -> nn.Module:
     model = build(arch)
     shapes = arch.get("shapes")
     if shapes:
-        prune.apply_shapes(model, {k: list(v) for k, v in shapes.items()})
+        apply_shapes(model, {k: list(v) for k, v in shapes.items()})
     return model
 
 

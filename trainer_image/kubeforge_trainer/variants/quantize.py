@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from .codec import SEP
+from .codec import SEP, CodecError, decode
 
 
 class QuantizeError(ValueError):
@@ -133,8 +133,6 @@ class EagerBackend:
         return model
 
     def rebuild(self, fp32: nn.Module, mode: str, stored: dict[str, torch.Tensor]) -> nn.Module:
-        from .codec import decode
-
         static = mode != "dynamic"
         structure = self.static(fp32, torch.zeros(1, *_input_shape(fp32))) if static else self.dynamic(fp32)
         template = structure.state_dict()
@@ -201,8 +199,6 @@ class TorchaoBackend:
 
     def rebuild(self, fp32: nn.Module, mode: str, stored: dict[str, torch.Tensor]) -> nn.Module:
         """Quantize the fp32 structure, then copy the stored int8 values and scales into its weights."""
-        from .codec import CodecError, decode
-
         structure = self.dynamic(fp32)
         template = self.state(structure)
         state = decode(stored, {k: v for k, v in template.items()})
