@@ -29,7 +29,8 @@ sys.path[:0] = [str(REPO / "embedded-cluster"), str(REPO / "operator")]
 import kopf  # noqa: E402
 from kubeforge_api.trainingjob import TrainingJobSpec  # noqa: E402
 from kubeforge_operator.kube import Kube  # noqa: E402
-from kubeforge_operator.render.trainingjob import JobRef, members, render_pod, render_service  # noqa: E402
+from kubeforge_operator.plan import ObjectRef  # noqa: E402
+from kubeforge_operator.render.trainingjob import members, render_pod, render_service  # noqa: E402
 from minicluster.kubeapi import KubeClient  # noqa: E402
 from minicluster.launch import RunningCluster, start_cluster  # noqa: E402
 from minicluster.operator_process import OperatorProcess, install, operator_kubeconfig  # noqa: E402
@@ -120,7 +121,7 @@ def baseline_round(kube: Kube, client: KubeClient, ns: str, prefix: str, n: int,
     spec = TrainingJobSpec.model_validate(tj("x", nodes, NOWHERE)["spec"])
 
     async def post(body: Obj) -> None:
-        ref = JobRef(body["metadata"]["name"], ns, "00000000-0000-0000-0000-000000000000", 1)
+        ref = ObjectRef(body["metadata"]["name"], ns, "00000000-0000-0000-0000-000000000000", 1)
         objs = [render_service(ref)] + [render_pod(ref, spec, m, 0, "kubeforge/trainer:0.1.0", "1Gi")
                                         for m in members(spec)]
         for o in objs:

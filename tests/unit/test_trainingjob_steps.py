@@ -179,6 +179,33 @@ def test_compression_step(extra: list[Obj], status: Obj | None, settles: bool, c
     assert check(p), p.status
 
 
+def disrupted(pod: Obj) -> Obj:
+    pod["status"]["conditions"] = [{"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}]
+    return pod
+
+
+def test_a_disrupted_compression_pod_is_retried_without_counting() -> None:
+    """At the limit of counted failures, an eviction still gets another try, and is counted apart."""
+    at_limit = {"compression": {"attempts": 4}}  # three counted failures: backoffLimit (3) is spent
+    p = compress_pass(disrupted(compress_pod("Failed", 137)), status=at_limit)
+    assert compressing(p) is True
+    assert p.status["compression"]["attempts"] == 5 and p.status["compression"]["disruptions"] == 1
+    assert p.status["compression"]["lastFailure"]["pod"] == "demo-compress-0"
+    spent = compress_pass(compress_pod("Failed", 137), status=at_limit)
+    compressing(spent)
+    assert spent.status["compression"]["reason"] == "CompressionFailed"
+
+
+@pytest.mark.parametrize(("failed_ago", "created"), [(4, False), (10, True)])
+def test_the_next_compression_pod_waits_out_the_backoff(failed_ago: int, created: bool) -> None:
+    """After one counted failure the next pod waits `backoffSeconds` (10 s here) from the failure."""
+    failure = {"pod": "demo-compress-0", "exitCode": 137, "time": ts(NOW - timedelta(seconds=failed_ago))}
+    p = compress_pass(status={"compression": {"attempts": 2, "lastFailure": failure}})
+    assert compressing(p) is True and p.status["state"] == "Compressing"
+    assert bool(p.plan.create) is created
+    assert (p.plan.requeue_after == pytest.approx(6)) if not created else p.plan.requeue_after is None
+
+
 def test_a_compressed_job_ends_succeeded_with_both_artifacts() -> None:
     result = json.dumps({"artifact": {"path": "artifact", "digest": DIGEST, "sizeBytes": 10}})
     pods = [pod(0, "Succeeded", code=0), pod(1, "Succeeded", code=0),

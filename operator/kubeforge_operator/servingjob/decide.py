@@ -41,5 +41,9 @@ def decide(world: World, cfg: Config) -> Plan:
     for step in STEPS:
         if step(p):
             break
+    return _finish(p)
+
+
+def _finish(p: ServingPass) -> Plan:
     p.plan.events = [*p.plan.events, *condition_events(p.old, p.status, EVENTS)]
     return p.plan
