@@ -1,0 +1,151 @@
+"""The ServingJob policy, pass by pass: what a ServingJob and its children lead to (status, the
+children created, updated or deleted, the Events), and the core's child diffing and Event rule
+that both kinds share."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from kubeforge_api.server_settings import EXIT_MODEL_NOT_FOUND
+from kubeforge_operator.children import diff_children
+from kubeforge_operator.plan import Plan, World
+from kubeforge_operator.servingjob.context import Config
+from kubeforge_operator.servingjob.decide import decide
+from kubeforge_operator.transitions import EventRule, condition_events
+
+Obj = dict[str, Any]
+NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+CFG = Config("img")
+SUCCEEDED = {"conditions": [{"type": "Succeeded", "status": "True", "reason": "Completed"}],
+             "artifact": {"uri": "pvc://models/runs/digits/artifact", "digest": "sha256:" + "ab" * 32}}
+
+
+def serving(spec: Obj | None = None, status: Obj | None = None) -> Obj:
+    return {"apiVersion": "kubeforge.dev/v1alpha1", "kind": "ServingJob",
+            "metadata": {"name": "demo", "namespace": "ml", "uid": "u", "generation": 1},
+            "spec": {"model": {"uri": "pvc://models/m"}, **(spec or {})}, "status": status or {}}
+
+
+def conditions(plan: Plan) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in plan.status.get("conditions") or []}
+
+
+def created(plan: Plan) -> list[tuple[str, str]]:
+    return sorted((o["kind"], o["metadata"]["name"]) for o in plan.create)
+
+
+def observed(plan: Plan, deployment_status: Obj | None = None) -> dict[str, list[Obj]]:
+    """The children a first pass created, as the watch would show them (with a uid and a status)."""
+    out: dict[str, list[Obj]] = {}
+    for obj in plan.create:
+        seen = {**obj, "metadata": {**obj["metadata"], "uid": f"uid-{obj['metadata']['name']}"}}
+        if obj["kind"] == "Deployment":
+            seen["status"] = deployment_status or {}
+        out.setdefault(obj["kind"], []).append(seen)
+    return out
+
+
+def test_a_uri_model_rolls_out_every_child_then_a_settled_world_writes_nothing() -> None:
+    first = decide(World(serving(), {}, frozenset(), NOW), CFG)
+    assert created(first) == [("Deployment", "demo"), ("PodDisruptionBudget", "demo"), ("Service", "demo")]
+    assert conditions(first)["Ready"] == ("False", "ModelLoading")
+    assert first.status["url"] == "http://demo.ml.svc.cluster.local"
+    ready = {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1}
+    job = serving(status=first.status)
+    again = decide(World(job, observed(first, ready), frozenset(), NOW), CFG)
+    assert not again.create and not again.update and not again.delete
+    assert conditions(again)["Ready"] == ("True", "ModelLoaded")
+    assert [(e.type, e.reason) for e in again.events] == [("Normal", "ModelLoaded")]
+    settled = decide(World(serving(status=again.status), observed(first, ready), frozenset(), NOW), CFG)
+    assert settled.status == again.status and not settled.events
+
+
+def test_a_changed_spec_updates_only_the_children_whose_rendered_form_changed() -> None:
+    first = decide(World(serving(), {}, frozenset(), NOW), CFG)
+    plan = decide(World(serving({"replicas": 3}), observed(first), frozenset(), NOW), CFG)
+    assert [(o["kind"], o["spec"]["replicas"]) for o in plan.update] == [("Deployment", 3)]
+    assert not plan.create and not plan.delete
+
+
+def test_children_created_but_not_yet_seen_are_not_created_again() -> None:
+    expected = frozenset({("Deployment", "demo"), ("Service", "demo"), ("PodDisruptionBudget", "demo")})
+    assert not decide(World(serving(), {}, expected, NOW), CFG).create
+
+
+def test_waiting_for_the_training_job_keeps_what_serves_and_creates_no_deployment() -> None:
+    first = decide(World(serving(), {}, frozenset(), NOW), CFG)
+    spec = {"model": {"trainingJobRef": {"name": "digits"}}}
+    world = World(serving(spec), observed(first), frozenset(), NOW, probe={"digits": None})
+    plan = decide(world, CFG)
+    assert conditions(plan)["Ready"] == ("False", "ModelNotReady")
+    assert not plan.delete and not plan.create  # the Deployment that serves stays
+    assert plan.requeue_after is not None
+
+
+def test_a_training_jobs_artifact_is_served_with_its_lineage() -> None:
+    spec = {"model": {"trainingJobRef": {"name": "digits", "variant": "original"}}}
+    plan = decide(World(serving(spec), {}, frozenset(), NOW, probe={"digits": {"status": SUCCEEDED}}), CFG)
+    assert plan.status["model"]["trainingJob"] == "digits" and plan.status["model"]["uri"].endswith("/artifact")
+    assert ("Deployment", "demo") in created(plan)
+
+
+def test_a_server_that_cannot_find_its_model_is_one_warning_not_two_events() -> None:
+    first = decide(World(serving(), {}, frozenset(), NOW), CFG)
+    children = observed(first)
+    children["Pod"] = [{"kind": "Pod", "metadata": {"name": "demo-abc", "uid": "p"}, "status": {
+        "containerStatuses": [{"name": "server", "lastState": {"terminated": {
+            "exitCode": EXIT_MODEL_NOT_FOUND, "message": "pvc://models/m: no model-card.json"}}}]}}]
+    plan = decide(World(serving(status=first.status), children, frozenset(), NOW), CFG)
+    assert conditions(plan)["Ready"] == ("False", "ModelNotFound")
+    assert conditions(plan)["Degraded"] == ("True", "ModelNotFound")
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "ModelNotFound")]
+
+
+def test_a_canary_whose_model_does_not_resolve_degrades_but_the_main_track_serves() -> None:
+    spec = {"canary": {"model": {"trainingJobRef": {"name": "next"}}, "trafficPercent": 10}}
+    first = decide(World(serving(spec), {}, frozenset(), NOW, probe={"next": None}), CFG)
+    assert ("Deployment", "demo-canary") not in created(first)
+    assert conditions(first)["Degraded"][0] == "True"
+    assert first.status["canary"]["trafficPercent"] == 10 and "model" not in first.status["canary"]
+
+
+def test_an_invalid_spec_rolls_nothing_out_and_names_the_field() -> None:
+    plan = decide(World(serving({"replicas": -1}), {}, frozenset(), NOW), CFG)
+    ready = next(c for c in plan.status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec") and "spec.replicas" in ready["message"]
+    assert not plan.create and [e.type for e in plan.events] == ["Warning"]
+
+
+# ---------- the core's pieces both kinds use ----------
+
+def test_diff_deletes_unwanted_children_but_never_the_kinds_it_keeps() -> None:
+    dep = {"kind": "Deployment", "metadata": {"name": "old", "uid": "d"}}
+    svc = {"kind": "Service", "metadata": {"name": "old", "uid": "s"}}
+    world = World({}, {"Deployment": [dep], "Service": [svc]}, frozenset(), NOW)
+    plan = Plan({})
+    diff_children(plan, world, [], ("Deployment", "Service"), keep=frozenset({"Deployment"}))
+    assert [(c.kind, c.name, c.uid) for c in plan.delete] == [("Service", "old", "s")]
+
+
+RULE = EventRule(warning_reasons=frozenset({"Bad"}), trouble=frozenset({"Failed"}))
+
+
+def cond(ctype: str, status: str, reason: str, message: str = "m") -> Obj:
+    return {"type": ctype, "status": status, "reason": reason, "message": message}
+
+
+@pytest.mark.parametrize(("old", "new", "events"), [
+    ([], [cond("Running", "True", "Go")], [("Normal", "Go")]),
+    ([cond("Running", "True", "Go")], [cond("Running", "True", "Go")], []),
+    ([cond("Running", "True", "Go")], [cond("Running", "False", "Quiet")], []),
+    ([], [cond("Running", "False", "Bad")], [("Warning", "Bad")]),
+    ([], [cond("Failed", "True", "Exit")], [("Warning", "Exit")]),
+    ([], [cond("Failed", "True", "Exit", "x"), cond("Running", "False", "Exit", "x")], [("Warning", "Exit")]),
+], ids=["new and true", "unchanged", "turned false for an ordinary reason", "a warning reason",
+        "trouble", "the same news on two conditions"])
+def test_one_rule_turns_condition_changes_into_events(old: list[Obj], new: list[Obj],
+                                                       events: list[tuple[str, str]]) -> None:
+    found = condition_events({"conditions": old}, {"conditions": new}, RULE)
+    assert [(e.type, e.reason) for e in found] == events
