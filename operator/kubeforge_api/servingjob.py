@@ -51,14 +51,16 @@ class ServingReason(StrEnum):
     INVALID_SPEC = "InvalidSpec"
     SUSPENDED = "Suspended"
     POD_POLICY_VIOLATION = "PodPolicyViolation"  # the same as the TrainingJob reason
+    FAILED_CREATE = "FailedCreate"  # the Deployment cannot create its pods (a quota, an admission policy)
 
 
 class TrainingJobRef(Model):
     name: str = Field(max_length=253, pattern=DNS1123_NAME_PATTERN,
                       description="Name of a TrainingJob in the ServingJob's namespace.")
-    variant: Variant = Field(default=Variant.COMPRESSED, description=(
-        "Which of its artifacts to serve: `compressed` (the compression output, the default), `original` "
-        "(the trained model) or `best` (the compressed artifact when the job has one, else the original)."))
+    variant: Variant = Field(default=Variant.BEST, description=(
+        "Which of its artifacts to serve: `best` (the compressed artifact when the job published one, else the "
+        "trained model; the default), `compressed` (only the compression output) or `original` (the trained "
+        "model)."))
 
 
 class ModelSource(Model):
@@ -172,7 +174,10 @@ class ServingJobStatus(Model):
         "Cluster URL of the Service: http://NAME.NAMESPACE.svc.cluster.local (port 80)."))
     replicas: int = Field(default=0, ge=0, le=1000, description="Server replicas that exist (main Deployment).")
     ready_replicas: int = Field(default=0, ge=0, le=1000, description="Server replicas that are ready.")
-    model: ResolvedModel | None = Field(default=None, description="The model actually served.")
+    model: ResolvedModel | None = Field(default=None, description=(
+        "The model actually served: it changes only once every server of a rollout serves the new one."))
+    target_model: ResolvedModel | None = Field(default=None, description=(
+        "The model a rollout in progress moves to; absent once it is served (then it is `model`)."))
     canary: CanaryStatus | None = Field(default=None, description="The canary, when one is configured.")
 
 

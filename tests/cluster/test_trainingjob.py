@@ -56,7 +56,7 @@ def test_sample_succeeds_with_the_wiring_pods_expect(cluster: Cluster, operator:
             fields = dict(kv.split("=", 1) for kv in logs[f"{name}-node-{rank}"].split())
             assert fields["PET_NODE_RANK"] == str(rank)
             assert fields["PET_NNODES"] == "3" and fields["PET_NPROC_PER_NODE"] == "1"
-            assert fields["PET_MASTER_ADDR"] == f"{name}-node-0.{name}.{namespace}.svc.cluster.local"
+            assert fields["PET_MASTER_ADDR"] == f"{name}-node-0.{name}-workers.{namespace}.svc.cluster.local"
             assert fields["HOSTNAME"] == f"{name}-node-{rank}"
             assert fields["MASTER_IP"] == master_ip
             assert fields["KUBEFORGE_JOB_UID"] == obj["metadata"]["uid"]
@@ -208,11 +208,11 @@ def test_ttl_deletes_a_finished_job_and_cleanup_policy_all_removes_pods(
 def test_deleting_a_job_removes_all_children(cluster: Cluster, operator: OperatorProcess, namespace: str) -> None:
     create_job(cluster, namespace, command_job("doomed", "import time; time.sleep(600)", 3))
     wait_condition(cluster, namespace, "doomed", "Running", 60)
-    assert cluster.client.get(f"/api/v1/namespaces/{namespace}/services/doomed")["spec"]["clusterIP"] == "None"
+    assert cluster.client.get(f"/api/v1/namespaces/{namespace}/services/doomed-workers")["spec"]["clusterIP"] == "None"
     cluster.kubectl("delete", "tj", "doomed", "-n", namespace, "--wait=false")
     wait_for(lambda: not pods_of(cluster, namespace, "doomed"), 60, what="pods garbage-collected")
 
-    wait_for(lambda: absent(cluster, f"/api/v1/namespaces/{namespace}/services/doomed"), 60,
+    wait_for(lambda: absent(cluster, f"/api/v1/namespaces/{namespace}/services/doomed-workers"), 60,
              what="service garbage-collected")
 
 

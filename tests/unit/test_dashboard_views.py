@@ -144,7 +144,7 @@ def test_serving_tracks_lineage_and_canary_split() -> None:
     pods = w.pods("10.0.0.5", 8080)
     assert [p.name for p in serving.server_pods(pods, "canary")] == ["digits-serving-canary-5c4b-fghij"]
     waiting = sj.model_copy(update={"status": None})
-    assert serving.tracks(waiting)[0].model == "waiting for TrainingJob digits-q (compressed)"
+    assert serving.tracks(waiting)[0].model == "waiting for TrainingJob digits-q (best)"
 
 
 def test_cluster_usage_counts_only_live_kubeforge_pods() -> None:

@@ -19,7 +19,7 @@ def spec(**fields: Any) -> ServingJobSpec:
 
 def test_defaults_and_camel_case() -> None:
     s = spec()
-    assert s.model.training_job_ref is not None and s.model.training_job_ref.variant == Variant.COMPRESSED
+    assert s.model.training_job_ref is not None and s.model.training_job_ref.variant == Variant.BEST
     assert s.desired_replicas == 1 and s.batching.max_delay_ms == 0
     s = spec(autoscaling={"minReplicas": 2, "maxReplicas": 5}, batching={"maxBatchSize": 8, "maxDelayMs": 2})
     assert s.desired_replicas == 2 and s.dump()["batching"] == {"maxBatchSize": 8, "maxDelayMs": 2}

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kubeforge_api.server_settings import EXIT_MODEL_NOT_FOUND
 from kubeforge_operator.children import diff_children
-from kubeforge_operator.plan import Plan, World
+from kubeforge_operator.plan import Plan, Refusal, World
 from kubeforge_operator.servingjob.context import Config
 from kubeforge_operator.servingjob.decide import decide
 from kubeforge_operator.transitions import EventRule, condition_events
@@ -87,7 +87,8 @@ def test_waiting_for_the_training_job_keeps_what_serves_and_creates_no_deploymen
 def test_a_training_jobs_artifact_is_served_with_its_lineage() -> None:
     spec = {"model": {"trainingJobRef": {"name": "digits", "variant": "original"}}}
     plan = decide(World(serving(spec), {}, frozenset(), NOW, probe={"digits": {"status": SUCCEEDED}}), CFG)
-    assert plan.status["model"]["trainingJob"] == "digits" and plan.status["model"]["uri"].endswith("/artifact")
+    target = plan.status["targetModel"]  # rolling out: nothing serves it yet
+    assert target["trainingJob"] == "digits" and target["uri"].endswith("/artifact") and "model" not in plan.status
     assert ("Deployment", "demo") in created(plan)
 
 
@@ -149,3 +150,76 @@ def test_one_rule_turns_condition_changes_into_events(old: list[Obj], new: list[
                                                        events: list[tuple[str, str]]) -> None:
     found = condition_events({"conditions": old}, {"conditions": new}, RULE)
     assert [(e.type, e.reason) for e in found] == events
+
+
+# ---------- status that matches reality ----------
+
+def pending_pod(message: str) -> Obj:
+    return {"kind": "Pod", "metadata": {"name": "demo-abc", "uid": "p", "labels": {"kubeforge.dev/track": "main"}},
+            "status": {"phase": "Pending", "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}]}}
+
+
+def test_servers_that_cannot_be_scheduled_are_not_ready_and_say_why() -> None:
+    first = decide(World(serving(), {}, frozenset(), NOW), CFG)
+    children = observed(first)
+    children["Pod"] = [pending_pod('persistentvolumeclaim "modelz" not found')]
+    plan = decide(World(serving(status=first.status), children, frozenset(), NOW), CFG)
+    assert conditions(plan)["Ready"] == ("False", "Unschedulable")
+    assert conditions(plan)["Degraded"] == ("True", "Unschedulable")
+    assert "modelz" in plan.status["conditions"][0]["message"]
+
+
+def test_during_a_broken_rollout_the_status_names_the_model_still_served() -> None:
+    old = {"uri": "pvc://models/old"}
+    ready = {"replicas": 2, "readyReplicas": 1, "updatedReplicas": 1, "observedGeneration": 2}
+    first = decide(World(serving(), {}, frozenset(), NOW), CFG)  # rendered for pvc://models/m
+    children = observed(first, ready)
+    children["Deployment"][0]["metadata"] |= {"generation": 2, "annotations": {"kubeforge.dev/spec-hash": "older"}}
+    plan = decide(World(serving(status={"model": old}), children, frozenset(), NOW), CFG)
+    assert plan.status["model"] == old and plan.status["targetModel"] == {"uri": "pvc://models/m"}
+    assert conditions(plan)["Ready"][0] == "True"
+
+
+def test_a_model_not_found_names_the_users_uri_not_the_container_path() -> None:
+    first = decide(World(serving(), {}, frozenset(), NOW), CFG)
+    children = observed(first)
+    children["Pod"] = [{"kind": "Pod", "metadata": {"name": "demo-abc", "uid": "p",
+                                                    "labels": {"kubeforge.dev/track": "main"}}, "status": {
+        "containerStatuses": [{"name": "server", "lastState": {"terminated": {
+            "exitCode": EXIT_MODEL_NOT_FOUND, "message": "/kubeforge/model: no readable model-card.json"}}}]}}]
+    plan = decide(World(serving(status=first.status), children, frozenset(), NOW), CFG)
+    ready = next(c for c in plan.status["conditions"] if c["type"] == "Ready")
+    assert ready["message"] == "pod demo-abc: pvc://models/m: no readable model-card.json"
+
+
+def test_ready_is_never_true_behind_a_service_that_is_not_the_servingjobs_own() -> None:
+    first = decide(World(serving(), {}, frozenset(), NOW), CFG)
+    children = observed(first, {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1})
+    del children["Service"]
+    conflict = Refusal("Service", "demo", "NameConflict", "Service demo already exists and is not owned by this "
+                                                          "ServingJob")
+    plan = decide(World(serving(status=first.status), children, frozenset(), NOW, refusals=(conflict,)), CFG)
+    assert conditions(plan)["Ready"] == ("False", "NameConflict")
+    assert conditions(plan)["Degraded"] == ("True", "NameConflict")
+
+
+def test_a_compressed_variant_that_was_never_published_names_the_fix() -> None:
+    spec = {"model": {"trainingJobRef": {"name": "digits", "variant": "compressed"}}}
+    plan = decide(World(serving(spec), {}, frozenset(), NOW, probe={"digits": {"status": SUCCEEDED}}), CFG)
+    ready = next(c for c in plan.status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "ModelNotFound" and "variant: best" in ready["message"]
+
+
+def test_a_hostile_artifact_in_a_training_jobs_status_is_not_found_not_a_crash() -> None:
+    evil = {**SUCCEEDED, "artifact": {"uri": "pvc://models/runs/x/../../../../etc", "digest": "md5:1"}}
+    spec = {"model": {"trainingJobRef": {"name": "digits", "variant": "original"}}}
+    plan = decide(World(serving(spec), {}, frozenset(), NOW, probe={"digits": {"status": evil}}), CFG)
+    assert conditions(plan)["Ready"] == ("False", "ModelNotFound")
+    assert not [o for o in plan.create if o["kind"] == "Deployment"]
+
+
+def test_the_disruption_budget_never_blocks_evicting_servers_that_never_became_ready() -> None:
+    pdb = next(o for o in decide(World(serving(), {}, frozenset(), NOW), CFG).create
+               if o["kind"] == "PodDisruptionBudget")
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"

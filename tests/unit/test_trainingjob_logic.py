@@ -62,9 +62,9 @@ def test_render_wires_torchrun_and_is_restricted() -> None:
                                            "env": [{"name": "A", "value": "b"}]})
     p = render_pod(ObjectRef("j", "ns", "u", 1), spec, members(spec)[1], 4, "img", "2Gi")
     env = {e["name"]: e["value"] for e in p["spec"]["containers"][0]["env"] if "value" in e}
-    assert p["metadata"]["name"] == p["spec"]["hostname"] == "j-node-1" and p["spec"]["subdomain"] == "j"
+    assert p["metadata"]["name"] == p["spec"]["hostname"] == "j-node-1" and p["spec"]["subdomain"] == "j-workers"
     assert (env["PET_NNODES"], env["PET_NPROC_PER_NODE"], env["PET_NODE_RANK"]) == ("3", "2", "1")
-    assert env["PET_MASTER_ADDR"] == "j-node-0.j.ns.svc.cluster.local" and env["PET_MASTER_PORT"] == "29500"
+    assert env["PET_MASTER_ADDR"] == "j-node-0.j-workers.ns.svc.cluster.local" and env["PET_MASTER_PORT"] == "29500"
     assert env["KUBEFORGE_ATTEMPT"] == "4" and env["KUBEFORGE_DIST_BACKEND"] == "nccl" and env["A"] == "b"
     assert p["metadata"]["labels"]["kubeforge.dev/attempt"] == "4"
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in p["spec"]["tolerations"]
@@ -89,7 +89,7 @@ def test_render_parameter_servers_and_elastic() -> None:
     p = render_pod(ObjectRef("j", "ns", "u", 1), ps, members(ps)[3], 0, "img", "1Gi")
     env = {e["name"]: e["value"] for e in p["spec"]["containers"][0]["env"] if "value" in e}
     assert env["PET_NNODES"] == "4" and env["KUBEFORGE_ROLE"] == "ps"
-    assert env["KUBEFORGE_PS_ADDRESSES"] == "j-ps-0.j.ns.svc.cluster.local,j-ps-1.j.ns.svc.cluster.local"
+    assert env["KUBEFORGE_PS_ADDRESSES"] == ",".join(f"j-ps-{i}.j-workers.ns.svc.cluster.local" for i in (0, 1))
     assert p["spec"]["containers"][0]["command"] == ["python", "-m", "kubeforge_trainer", "launch"]
     el = TrainingJobSpec.model_validate({"nodes": 2, "elastic": {"minNodes": 1, "maxNodes": 3},
                                          "command": ["torchrun", "t.py"]})

@@ -98,7 +98,7 @@ CASES: list[Case] = [
      make_pass(None, {"restartCount": 1, "lastFailure": {"time": ts(NOW - timedelta(seconds=11))}}), False,
      lambda p: True),
     ("creates what is missing", create_missing, make_pass(pods=[pod(0, "Pending")], service=False), False,
-     lambda p: [o["metadata"]["name"] for o in p.plan.create] == ["demo", "demo-node-1"]),
+     lambda p: [o["metadata"]["name"] for o in p.plan.create] == ["demo-workers", "demo-node-1"]),
     ("all running", running_or_why_not, make_pass(pods=[pod(0), pod(1)]), True,
      lambda p: p.status["state"] == "Running"),
     ("unschedulable is Pending with the reason", running_or_why_not,

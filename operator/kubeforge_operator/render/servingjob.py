@@ -135,9 +135,11 @@ def render_hpa(ref: ObjectRef, spec: ServingJobSpec) -> Obj:
 
 
 def render_pdb(ref: ObjectRef) -> Obj:
-    """At most one server of the ServingJob down at a time by voluntary disruption (drains)."""
+    """At most one server of the ServingJob down at a time by voluntary disruption (drains); a server
+    that never became ready may always be evicted, so one broken ServingJob cannot stall a drain."""
     return with_hash({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _meta(ref, ref.name),
-                      "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(ref)}}})
+                      "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(ref)},
+                               "unhealthyPodEvictionPolicy": "AlwaysAllow"}})
 
 
 def split(total: int, canary_percent: int) -> tuple[int, int]:

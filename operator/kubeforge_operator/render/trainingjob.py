@@ -56,8 +56,18 @@ def members(spec: TrainingJobSpec) -> list[Member]:
     return nodes + servers
 
 
+def service_name(job: str) -> str:
+    """The gang's headless Service: not the job's own name, which a ServingJob of the same name takes."""
+    return f"{job}-workers"
+
+
+def pod_address(job: ObjectRef, role: str, rank: int) -> str:
+    """A gang member's stable DNS name (its hostname under the headless Service)."""
+    return f"{pod_name(job.name, role, rank)}.{service_name(job.name)}.{job.namespace}.svc.cluster.local"
+
+
 def master_addr(job: ObjectRef) -> str:
-    return f"{pod_name(job.name, ROLE_NODE, 0)}.{job.name}.{job.namespace}.svc.cluster.local"
+    return pod_address(job, ROLE_NODE, 0)
 
 
 def selector_labels(job: ObjectRef) -> dict[str, str]:
@@ -68,7 +78,7 @@ def render_service(job: ObjectRef) -> Obj:
     """Headless, publishing not-ready pods: rank 0's name must resolve before anyone is ready."""
     return {
         "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": job.name, "namespace": job.namespace,
+        "metadata": {"name": service_name(job.name), "namespace": job.namespace,
                      "labels": {**selector_labels(job), LABEL_MANAGED_BY: MANAGED_BY},
                      "ownerReferences": [owner_reference(job, KIND)]},
         "spec": {"clusterIP": "None", "publishNotReadyAddresses": True, "selector": selector_labels(job),
@@ -102,7 +112,7 @@ def _env(job: ObjectRef, spec: TrainingJobSpec, member: Member, attempt: int) ->
         env[Env.MAX_RESTARTS] = str(spec.elastic.max_restarts)
     if spec.strategy == Strategy.PARAMETER_SERVER:
         env[Env.PS_ADDRESSES] = ",".join(
-            f"{pod_name(job.name, ROLE_PS, i)}.{job.name}.{job.namespace}.svc.cluster.local"
+            pod_address(job, ROLE_PS, i)
             for i in range(spec.parameter_servers))
     user = [{"name": e.name, "value": e.value} for e in spec.env]
     cpu_limit = {"name": Env.CPU_LIMIT_MILLICORES, "valueFrom": {"resourceFieldRef": {  # threads fit the pod
@@ -141,7 +151,7 @@ def render_pod(job: ObjectRef, spec: TrainingJobSpec, member: Member, attempt: i
     if spec.args is not None:
         container["args"] = spec.args
     pod_spec: Obj = {
-        "hostname": name, "subdomain": job.name, "restartPolicy": "Never",
+        "hostname": name, "subdomain": service_name(job.name), "restartPolicy": "Never",
         "enableServiceLinks": False, "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": 30,
         "securityContext": restricted_pod_security(),

@@ -37,6 +37,7 @@ class ServingPass:
         self.valid_spec: ServingJobSpec | None = None  # set by the validation step, the first one
         self.main: ResolvedModel | None = None  # set by the resolution step
         self.canary: ResolvedModel | Unresolved | None = None
+        self.wanted: dict[tuple[str, str], Obj] = {}  # the children this pass renders, by (kind, name)
 
     @property
     def spec(self) -> ServingJobSpec:

@@ -38,5 +38,7 @@ def desired(p: ServingPass, main: ResolvedModel) -> list[Obj]:
 
 def children_rolled_out(p: ServingPass) -> bool:
     assert p.main is not None, "the resolution step runs first"
-    diff_children(p.plan, p.world, desired(p, p.main), CHILD_KINDS)
+    want = desired(p, p.main)
+    p.wanted = {(o["kind"], o["metadata"]["name"]): o for o in want}
+    diff_children(p.plan, p.world, want, CHILD_KINDS)
     return False
