@@ -1,6 +1,6 @@
 """The node agent: registers a Node, keeps its Lease fresh, runs the pods bound to it (see
-`pods.PodWorker`), answers cluster DNS, serves container logs and resource metrics on the
-kubelet endpoint (`kubectl logs`; metrics-server's `/metrics/resource`), and provisions
+`pods.PodWorker`), answers cluster DNS, serves container logs, port-forward and resource metrics
+on the kubelet endpoint (`kubectl logs`, `kubectl port-forward`; metrics-server's `/metrics/resource`), and provisions
 PersistentVolumes for the default StorageClass from host directories. It acts as
 `system:node:<name>`; only the provisioner uses admin rights."""
 
@@ -27,6 +27,7 @@ from .dns import DnsServer, resolve
 from .kubeapi import ApiError, Informer, KubeClient, NotFound
 from .network import PodNetwork
 from .pods import PodWorker
+from .portforward import SWITCHING, PortForwardSession, refusal
 from .resourcemetrics import CONTENT_TYPE, render
 
 Obj = dict[str, Any]
@@ -296,7 +297,8 @@ class NodeAgent:
 
 class KubeletHandler(BaseHTTPRequestHandler):
     """The kubelet endpoint of one node agent: `/containerLogs/<ns>/<pod>/<container>` (`kubectl logs`,
-    with `tailLines`, `limitBytes`, `previous` and `follow`) and `/metrics/resource` (metrics-server).
+    with `tailLines`, `limitBytes`, `previous` and `follow`), `/portForward/<ns>/<pod>` (`kubectl
+    port-forward`, see `portforward`) and `/metrics/resource` (metrics-server).
     `NodeAgent._start_log_server` binds `agent` in a subclass of its own."""
 
     agent: ClassVar[NodeAgent]
@@ -304,12 +306,37 @@ class KubeletHandler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
+    def do_POST(self) -> None:
+        parts = urllib.parse.urlparse(self.path).path.strip("/").split("/")
+        if len(parts) in (3, 4) and parts[0] == "portForward":
+            self._port_forward(parts[1], parts[2])
+            return
+        self._send(404, "text/plain", f"no such kubelet endpoint: POST {self.path}\n".encode())
+
+    def _port_forward(self, ns: str, name: str) -> None:
+        worker = self.agent.find_worker(ns, name)
+        ip = worker.pod_ip if worker else None
+        if ip is None:
+            self._send(404, "text/plain", f"pod {ns}/{name} is not running on this node\n".encode())
+            return
+        refused = refusal(self.headers.get("Connection", ""), self.headers.get("Upgrade", ""),
+                          self.headers.get_all("X-Stream-Protocol-Version") or [])
+        if refused is not None:
+            self._send(refused[0], "text/plain", refused[1].encode())
+            return
+        self.close_connection = True
+        self.wfile.write(SWITCHING)
+        PortForwardSession(self.connection, ip, f"{ns}/{name}", self.agent.stopped).run()
+
     def do_GET(self) -> None:
         url = urllib.parse.urlparse(self.path)
         if url.path == "/metrics/resource":
             self._send(200, CONTENT_TYPE, self.agent.resource_metrics())
             return
         parts = url.path.strip("/").split("/")
+        if len(parts) in (3, 4) and parts[0] == "portForward":
+            self._port_forward(parts[1], parts[2])
+            return
         q = dict(urllib.parse.parse_qsl(url.query))
         if len(parts) != 4 or parts[0] != "containerLogs":
             self.send_error(404)

@@ -185,6 +185,11 @@ class PodWorker:
             self.deleting.set()
         self.wake.set()
 
+    @property
+    def pod_ip(self) -> str | None:
+        """The pod's address on the bridge, once its sandbox exists (port-forward connects there)."""
+        return str(self.sandbox.ip) if self.sandbox is not None else None
+
     def log_file(self, container: str, previous: bool) -> Path | None:
         for c in self.init + self.main:
             if c.name == container:

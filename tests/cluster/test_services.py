@@ -1,23 +1,31 @@
-"""ClusterIP Services through the real kube-proxy, and pods reaching the API server through the
-`kubernetes` Service with their own ServiceAccount token."""
+"""ClusterIP Services through the real kube-proxy, `kubectl port-forward` to a pod and to a Service
+(through the API server to the node agent's kubelet endpoint), and pods reaching the API server
+through the `kubernetes` Service with their own ServiceAccount token."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import http.client
 import json
+import os
+import re
 import statistics
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from conftest import Cluster, pod_logs, pod_phase, wait_for
+from minicluster.controlplane import free_port
 
 Obj = dict[str, Any]
 PORT = 8080
-# Answers its pod name; /fail makes /ready answer 503 (the readiness probe's path).
+BIG = bytes(range(256)) * 8192  # 2 MiB: many SPDY data frames
+# Answers its pod name (/big: BIG); /fail makes /ready answer 503 (the readiness probe's path).
 ECHO = """
 import http.server, os, sys
 failed = []
@@ -27,7 +35,7 @@ class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/fail": failed.append(1)
         code = 503 if self.path == "/ready" and failed else 200
-        body = os.environ["HOSTNAME"].encode()
+        body = bytes(range(256)) * 8192 if self.path == "/big" else os.environ["HOSTNAME"].encode()
         self.send_response(code); self.send_header("Content-Length", str(len(body))); self.end_headers()
         self.wfile.write(body)
 http.server.ThreadingHTTPServer(("", PORT), H).serve_forever()
@@ -65,11 +73,15 @@ def service(name: str, selector: dict[str, str]) -> Obj:
 
 
 def get(host: str, port: int = 80, path: str = "/", timeout: float = 5) -> str:
+    return get_bytes(host, port, path, timeout).decode()
+
+
+def get_bytes(host: str, port: int, path: str = "/", timeout: float = 5) -> bytes:
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", path)
         resp = conn.getresponse()
-        return resp.read().decode()
+        return resp.read()
     finally:
         conn.close()
 
@@ -228,3 +240,50 @@ def test_pod_lists_what_its_service_account_may_and_nothing_more(cluster: Cluste
     assert 'cannot list resource "pods" in API group "" in the namespace "kube-system"' in out, out
     assert 'secrets is forbidden' in out, out
     assert out.count("rc=1") == 2, out
+
+
+@contextlib.contextmanager
+def port_forward(cluster: Cluster, ns: str, target: str, remote: int,
+                 websockets: bool = True) -> Iterator[tuple[int, subprocess.Popen[str]]]:
+    """`kubectl port-forward TARGET LOCAL:REMOTE` running, as a user types it: (LOCAL, the process).
+    kubectl tunnels SPDY through a WebSocket to the API server unless `websockets` is off (plain SPDY)."""
+    local = free_port()
+    env = {**os.environ, "KUBECTL_PORT_FORWARD_WEBSOCKETS": str(websockets).lower()}
+    proc = subprocess.Popen(["kubectl", f"--kubeconfig={cluster.kubeconfig}", "-n", ns, "port-forward", target,
+                             f"{local}:{remote}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # "Forwarding from 127.0.0.1:LOCAL -> PORT" once it listens
+        assert re.match(rf"Forwarding from 127\.0\.0\.1:{local} -> \d+", first), \
+            f"kubectl port-forward did not start: {first}{proc.stderr.read() if proc.poll() is not None else ''}"
+        yield local, proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.parametrize("websockets", [True, False], ids=["websocket-tunnel", "spdy"])
+def test_kubectl_port_forward_to_a_pod_and_to_a_service(cluster: Cluster, namespace: str, websockets: bool) -> None:
+    cluster.apply([echo_pod("web", {"app": "web"}), service("web", {"app": "web"})], namespace)
+    wait_for(lambda: ready_ips(cluster, namespace, "app%3Dweb"), timeout=60, what="web ready")
+    with port_forward(cluster, namespace, "pod/web", PORT, websockets) as (local, _):
+        assert get("127.0.0.1", local) == "web"
+        assert get("127.0.0.1", local) == "web"  # a second connection: a new pair of streams
+        big = get_bytes("127.0.0.1", local, "/big", timeout=30)
+        assert len(big) == len(BIG) and hashlib.sha256(big).digest() == hashlib.sha256(BIG).digest()
+        with ThreadPoolExecutor(8) as pool:  # connections at once share the one session
+            assert list(pool.map(lambda _: get("127.0.0.1", local, timeout=30), range(16))) == ["web"] * 16
+    with port_forward(cluster, namespace, "svc/web", 80, websockets) as (local, _):  # port 80 -> targetPort "http"
+        assert get("127.0.0.1", local) == "web"
+
+
+def test_kubectl_port_forward_to_a_closed_port_says_why(cluster: Cluster, namespace: str) -> None:
+    cluster.apply(echo_pod("quiet", {"app": "quiet"}), namespace)
+    wait_for(lambda: ready_ips(cluster, namespace, "app%3Dquiet"), timeout=60, what="quiet ready")
+    with port_forward(cluster, namespace, "pod/quiet", 9) as (local, proc):
+        with pytest.raises(OSError):  # the connection closes without an answer
+            get_bytes("127.0.0.1", local)
+        proc.wait(30)  # kubectl ends the session on an error from the pod side, as with any kubelet
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+    assert f"error forwarding port 9 to pod {namespace}/quiet" in err and "refused" in err.lower(), err
