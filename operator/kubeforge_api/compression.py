@@ -11,9 +11,9 @@ import math
 from enum import StrEnum
 from typing import Final, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from .model import TERMINATION_LIMIT, Finite, Model, NonNegative, Resources, Rule
+from .model import TERMINATION_LIMIT, Finite, Model, NonNegative, RelativePath, Resources, Rule, Sha256Digest
 
 REPORT_FILE: Final = "report.json"
 DEFAULT_INPUT: Final = "artifact"
@@ -170,8 +170,8 @@ def check_against_recipe(spec: CompressionSpec, recipe_model: str, recipe_datase
 class ArtifactRef(Model):
     """Where an artifact lies on the job's storage and its weights' digest."""
 
-    path: str = Field(max_length=512, description="Directory relative to the job's storage root.")
-    digest: str = Field(max_length=80, description="sha256 of the safetensors weights file.")
+    path: RelativePath = Field(description="Directory relative to the job's storage root.")
+    digest: Sha256Digest = Field(description="sha256 of the safetensors weights file.")
     size_bytes: int = Field(ge=0, description="Bytes of the artifact directory (weights + card).")
 
 
@@ -284,6 +284,14 @@ class CompressionTermination(Model):
     artifact: ArtifactRef | None = None
     baseline: Summary | None = None
     candidates: list[CandidateSummary] = Field(default_factory=list, max_length=8)
+
+    @model_validator(mode="after")
+    def _published_means_compressed(self) -> CompressionTermination:
+        """A published artifact and `compressed` go together, and only with the reason that says so."""
+        if self.compressed != (self.artifact is not None) or \
+                self.compressed != (self.reason == CompressionReason.COMPRESSED):
+            raise ValueError("compressed, reason and artifact disagree")
+        return self
 
     @classmethod
     def from_report(cls, report: CompressionReport, report_path: str) -> CompressionTermination:

@@ -6,12 +6,11 @@ key counts and string lengths, so nothing out of range can reach a job's status.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import Field, StringConstraints
 
-from .model import TERMINATION_LIMIT, Finite, NonNegative
+from .model import DIGEST, TERMINATION_LIMIT, Finite, NonNegative, RelativePath, Sha256Digest
 from .trainingjob import Model
 
 MAX_STEP = 10**12
@@ -21,8 +20,6 @@ MAX_MESSAGE = 1024
 
 Step = Annotated[int, Field(ge=0, le=MAX_STEP)]
 MetricName = Annotated[str, StringConstraints(max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]
-DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-RELATIVE_PATH = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
 
 class HistoryPoint(Model):
@@ -62,23 +59,9 @@ class ProgressDoc(Model):
 class ArtifactInfo(Model):
     """An artifact directory under the job's storage, as the process that wrote it reports it."""
 
-    path: str = Field(max_length=253)
-    digest: str
+    path: RelativePath
+    digest: Sha256Digest
     size_bytes: int = Field(ge=0, le=10**15)
-
-    @field_validator("path")
-    @classmethod
-    def _clean_relative(cls, v: str) -> str:
-        if not RELATIVE_PATH.match(v) or any(part in (".", "..") for part in v.split("/")):
-            raise ValueError("must be a clean relative path (no '..', no query, no leading '/')")
-        return v
-
-    @field_validator("digest")
-    @classmethod
-    def _sha256(cls, v: str) -> str:
-        if not DIGEST.match(v):
-            raise ValueError("must be 'sha256:' followed by 64 lowercase hex digits")
-        return v
 
 
 class TrainingResult(Model):

@@ -11,7 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 JsonDict = dict[str, Any]
@@ -89,6 +98,25 @@ def list_map(*keys: str) -> JsonDict:
 TERMINATION_LIMIT = 4096  # bytes the kubelet keeps of a termination message
 Finite = Annotated[float, Field(allow_inf_nan=False, ge=-1e15, le=1e15)]  # JSON has no NaN or infinity
 NonNegative = Annotated[float, Field(allow_inf_nan=False, ge=0, le=1e15)]
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+RELATIVE_PATH = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+
+
+def _clean_relative(v: str) -> str:
+    if not RELATIVE_PATH.match(v) or any(part in (".", "..") for part in v.split("/")):
+        raise ValueError("must be a clean relative path (no '..', no query, no leading '/')")
+    return v
+
+
+def _sha256(v: str) -> str:
+    if not DIGEST.match(v):
+        raise ValueError("must be 'sha256:' followed by 64 lowercase hex digits")
+    return v
+
+
+# Paths and digests a pod reports about what it wrote: checked as strictly wherever they arrive.
+RelativePath = Annotated[str, Field(max_length=512), AfterValidator(_clean_relative)]
+Sha256Digest = Annotated[str, AfterValidator(_sha256)]
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|e[0-9]+)?$"
 # Label and annotation keys and label values as the pod API checks them (an optional DNS prefix, then a name).
 QUALIFIED_NAME_PATTERN = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"

@@ -179,6 +179,18 @@ def test_compression_step(extra: list[Obj], status: Obj | None, settles: bool, c
     assert check(p), p.status
 
 
+@pytest.mark.parametrize("lie", [
+    {"artifact": {"path": "compressed/../../../../etc", "digest": DIGEST, "sizeBytes": 1}},
+    {"artifact": {"path": "compressed/0", "digest": "md5:0", "sizeBytes": 1}},
+    {"artifact": None},  # "compressed" with nothing published
+], ids=["path outside the job's storage", "not a sha256 digest", "compressed without an artifact"])
+def test_a_compression_report_is_checked_as_strictly_as_a_training_result(lie: Obj) -> None:
+    message = json.dumps({**json.loads(termination(True)), **lie})
+    p = compress_pass(compress_pod("Succeeded", 0, message), status={"compression": {"attempts": 1}})
+    compressing(p)
+    assert p.conds[-1]["reason"] == "CompressionFailed" and "artifact" not in p.status["compression"]
+
+
 def disrupted(pod: Obj) -> Obj:
     pod["status"]["conditions"] = [{"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}]
     return pod
