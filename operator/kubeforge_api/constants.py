@@ -125,3 +125,8 @@ class Reason(StrEnum):
     NAME_CONFLICT = "NameConflict"  # a child's name is taken by an object this job does not own
     PROGRESS_ENDPOINT_MISBEHAVING = "ProgressEndpointMisbehaving"  # Warning Event only: rank 0's endpoint
     POD_POLICY_VIOLATION = "PodPolicyViolation"  # spec.podTemplate asks for what the operator's settings forbid
+    RECONCILE_ERROR = "ReconcileError"  # on the kind-neutral Reconciled condition: the operator's pass crashes
+
+
+# A condition of every kind, present only while the operator's passes over the object crash.
+CONDITION_RECONCILED: Final = "Reconciled"

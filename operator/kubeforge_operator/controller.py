@@ -16,11 +16,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from kubeforge_api.constants import GROUP, LABEL_OWNER_UID
+from kubeforge_api.conditions import set_condition
+from kubeforge_api.constants import CONDITION_RECONCILED, GROUP, LABEL_OWNER_UID, Reason
 
 from . import metrics
 from .kube import ApiError, Kube
-from .plan import Obj, Plan, Refusal, World
+from .plan import Obj, Plan, Refusal, World, ts
 
 Key = tuple[str, str]  # (namespace, name)
 PostEvent = Callable[[Obj, str, str, str], None]  # (involved object, type, reason, message)
@@ -270,9 +271,10 @@ class Controller:
                 else:
                     log.warning("%s %s/%s: %s", self.kind.kind, *key, e)
                     self.queue.add_after(key, self._retry_delay(key))
-            except Exception:
+            except Exception as e:
                 log.exception("%s %s/%s: the pass crashed", self.kind.kind, *key)
                 self.queue.add_after(key, self._retry_delay(key))
+                await self._report_crash(key, e)
             finally:
                 self.queue.done(key)
 
@@ -292,6 +294,30 @@ class Controller:
             if owned_by(child, uid):  # not a leftover of an earlier namesake
                 children.setdefault(kind, []).append(child)
         return World(obj, children, self.expectations.of(key), self.clock(), refusals=self.refusals.get(key, ()))
+
+    async def _report_crash(self, key: Key, error: Exception) -> None:
+        """Say on the object itself that its passes crash (condition Reconciled=False), so a user learns
+        it from `kubectl describe`; the next pass that completes removes the condition."""
+        obj = self.objs.get(key)
+        if obj is None:
+            return
+        old = obj.get("status") or {}
+        first_line = (str(error).splitlines() or [""])[0][:200]
+        conditions = set_condition(list(old.get("conditions") or []), CONDITION_RECONCILED, False,
+                                   Reason.RECONCILE_ERROR, f"the operator cannot reconcile this {self.kind.kind}: "
+                                   f"{type(error).__name__}: {first_line}; the operator's log has the details",
+                                   ts(self.clock()), int(obj["metadata"].get("generation", 0)))
+        patch = status_patch(old, {**old, "conditions": conditions})
+        if not patch:
+            return
+        path = self.kube.custom_path(self.kind.plural, *key)
+        try:
+            updated = await self.kube.patch_status(path, patch, obj["metadata"]["resourceVersion"])
+        except ApiError as e:
+            log.warning("%s %s/%s: could not report the crash: %s", self.kind.kind, *key, e)
+            return
+        if newer(self.objs.get(key), updated):
+            self.objs[key] = slim(updated)
 
     async def reconcile(self, key: Key) -> Plan | None:
         world = self.world(key)
@@ -350,6 +376,8 @@ class Controller:
             await self.kube.delete(path)
             return
         old = obj.get("status") or {}
+        if plan.status.get("conditions"):  # this pass completed: it did not crash
+            plan.status["conditions"] = [c for c in plan.status["conditions"] if c["type"] != CONDITION_RECONCILED]
         patch = status_patch(old, plan.status)
         if patch:
             updated = await self.kube.patch_status(path, patch, obj["metadata"]["resourceVersion"])

@@ -116,3 +116,47 @@ def test_a_pass_over_an_unchanged_job_makes_zero_writes(cluster: Cluster, operat
 
     time.sleep(1)  # let the running operator settle its own last write
     assert asyncio.run(passes()) == {}
+
+
+class CrashingKind(TrainingJobKind):
+    """A TrainingJob policy with a bug: every pass raises."""
+
+    def decide(self, world: Any) -> Any:
+        raise KeyError("spec.thing")
+
+
+def test_a_kind_whose_passes_crash_says_so_on_the_object(cluster: Cluster, operator: OperatorProcess) -> None:
+    """A user learns from the object itself that the operator cannot reconcile it, and the next pass
+    that completes takes the condition away. (kube-system: the running operator never acts there.)"""
+    ns, name = "kube-system", "crashy"
+    create_job(cluster, ns, command_job(name, "print(1)", 1, runPolicy={"suspend": True}))
+    path = TJ.format(ns=ns) + f"/{name}"
+
+    async def run(kind: TrainingJobKind) -> list[Obj]:
+        os.environ["KUBECONFIG"] = str(operator.kubeconfig)
+        login = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
+        kube = Kube(lambda: login)
+        rec = Controller(kind, kube, lambda *_: None)
+        try:
+            await rec.prime([ns])
+            rec.start()
+            rec.on_object(None, cluster.client.get(path))
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                conditions = (cluster.client.get(path).get("status") or {}).get("conditions") or []
+                if any(c["type"] == "Reconciled" for c in conditions) == isinstance(kind, CrashingKind):
+                    return list(conditions)
+            raise AssertionError(f"no settled status: {conditions}")
+        finally:
+            await rec.stop()
+            await kube.close()
+
+    try:
+        crashed = asyncio.run(run(CrashingKind(Config("img"))))
+        [reconciled] = [c for c in crashed if c["type"] == "Reconciled"]
+        assert (reconciled["status"], reconciled["reason"]) == ("False", "ReconcileError")
+        assert "KeyError: 'spec.thing'" in reconciled["message"], reconciled
+        healed = asyncio.run(run(TrainingJobKind(Config("img"))))
+        assert {c["type"] for c in healed} == {"Suspended"}, healed
+    finally:
+        cluster.client.delete(path)
