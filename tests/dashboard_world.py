@@ -180,3 +180,42 @@ def world(server_ip: str = "", server_port: int | None = None) -> MemorySource:
                   ("oom-restarted-node-0", True): "step 90 loss 1.0\nKilled: out of memory",
                   ("broken-node-1", False): "Traceback (most recent call last):\nValueError: bad learning rate"},
         node_list=[NodeInfo("kf-node", True, Resources(32000, 64 * 2**30, 1), Resources(32000, 64 * 2**30, 1))])
+
+
+# What a hostile tenant writes into every string the dashboard shows: Markdown images and links, a
+# heading, raw HTML, a Streamlit colour directive, math and a bare domain (GFM autolinks it).
+EVIL = "http://evil.example"
+PAYLOAD = (f"![x]({EVIL}/img.png) [click]({EVIL}) :red[alarm] $x^2$ <img src={EVIL}/i.png> www.evil.example\n"
+           "# giant heading\n=====")
+BANNER = "=" * 40 + "\nroot cause (first observed failure):\n" + PAYLOAD
+
+
+def hostile() -> MemorySource:
+    """A namespace a hostile tenant filled: a failed command job whose name autolinks, whose args, condition,
+    termination text, events and pod message carry the payload; a compressed job whose report's message and
+    parameter keys carry it; a ServingJob whose condition does; and a local run's error."""
+    name = "www.evil.example"
+    failed = tj(name, {
+        "state": "Failed", "reason": "BackoffLimitExceeded", "restartCount": 1,
+        "conditions": [cond("Failed", "True", "BackoffLimitExceeded", PAYLOAD, 6)],
+        "progress": {"step": 1, "totalSteps": 10, "eval": {PAYLOAD[:40]: 0.5}},
+        "lastFailure": {"pod": f"{name}-node-0", "container": "trainer", "exitCode": 1, "reason": "Error",
+                        "message": BANNER}}, nodes=1, recipe=None, command=["python", "-c", PAYLOAD], args=[PAYLOAD])
+    compressed = succeeded("evil-report", True)
+    status = compressed.status
+    assert status is not None and status.compression is not None
+    candidates = [c.model_copy(update={"parameters": {PAYLOAD[:40]: PAYLOAD[:64]}})
+                  for c in status.compression.candidates or []]
+    summary = status.compression.model_copy(update={"message": PAYLOAD, "candidates": candidates})
+    compressed = compressed.model_copy(update={"status": status.model_copy(update={"compression": summary})})
+    body = serving_job().model_dump(mode="json", by_alias=True, exclude_none=True)
+    body["metadata"]["name"] = "evil-serving"
+    body["status"]["conditions"] = [cond("Ready", "False", "ModelLoading", PAYLOAD, 8),
+                                    cond("Degraded", "True", "NameConflict", PAYLOAD, 8)]
+    sj = ServingJob.model_validate(body)
+    pods_ = [worker(name, 0, ContainerState("trainer", state="terminated", reason="Error", exit_code=1),
+                    phase="Failed", ready=False, message=PAYLOAD)]
+    events_ = [EventInfo("2026-11-28T10:05:00Z", "Warning", "Failed", PAYLOAD, "TrainingJob", name)]
+    return MemorySource(training=[failed, compressed], serving=[sj], pod_list=pods_, event_list=events_,
+                        log_text={(f"{name}-node-0", False): PAYLOAD}, problems=[f"TrainingJob ml/x: {PAYLOAD}"],
+                        node_list=[NodeInfo("kf-node", True, Resources(2000, 2**30, 0), Resources(2000, 2**30, 0))])

@@ -22,18 +22,18 @@ def table(src: Source, namespaces: tuple[str, ...], text: str, states: list[str]
         ui.show_error(e)
         return
     for problem in [*tjs.problems, *sjs.problems]:
-        st.warning(f"Skipped an unreadable object: {problem}")
+        st.warning(ui.plain(f"Skipped an unreadable object: {problem}"))
     all_rows = overview.rows(tjs.items, sjs.items, datetime.now(UTC))
     where = ", ".join(namespaces) or "any namespace"
     if not all_rows:
-        st.info(f"No TrainingJobs or ServingJobs in {where} yet. Create one with "
+        st.info(f"No TrainingJobs or ServingJobs in {ui.plain(where)} yet. Create one with "
                 "`kubectl apply -f manifests/samples/trainingjob-digits-ddp.yaml` (or `kubeforge run` it locally).")
         return
     cols = st.columns(max(len(overview.counts(all_rows)), 1))
     for col, (state, n) in zip(cols, overview.counts(all_rows).items(), strict=False):
         col.metric(state, n)
     shown = overview.sort(overview.filtered(all_rows, text, frozenset(states), frozenset(kinds)), key, descending)
-    st.caption(f"{len(shown)} of {len(all_rows)} jobs in {where}, as of {datetime.now(UTC):%H:%M:%S} UTC")
+    st.caption(ui.plain(f"{len(shown)} of {len(all_rows)} jobs in {where}, as of {datetime.now(UTC):%H:%M:%S} UTC"))
     frame = pd.DataFrame([{c: getattr(r, c) for c in COLUMNS} for r in shown], columns=list(COLUMNS))
     st.dataframe(frame.rename(columns=COLUMNS), hide_index=True, width="stretch", column_config={
         "Progress": st.column_config.ProgressColumn("Progress", min_value=0.0, max_value=1.0, format="percent"),

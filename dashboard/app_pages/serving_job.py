@@ -13,20 +13,22 @@ from kubeforge_api.servingjob import ServingJob
 from kubeforge_dashboard import metrics, servers, ui
 from kubeforge_dashboard.format import color
 from kubeforge_dashboard.source import PodInfo
+from kubeforge_dashboard.ui import plain
 from kubeforge_dashboard.views import serving
-from kubeforge_dashboard.views.overview import page_link
 
 SCRAPES_KEY = "kubeforge_scrapes"
+TRAINING_PAGE, OVERVIEW_PAGE = "app_pages/training_job.py", "app_pages/overview.py"
 
 
 
 def header(job: ServingJob) -> None:
     h = serving.header(job)
-    st.title(f"ServingJob {job.metadata.name}")
-    st.badge(h.state, color=color(h.state))  # type: ignore[arg-type]
-    st.caption(f"namespace {job.metadata.namespace} · replicas {h.replicas}" + (f" · {h.url}" if h.url else ""))
+    st.title(f"ServingJob {plain(job.metadata.name)}")
+    st.badge(plain(h.state), color=color(h.state))  # type: ignore[arg-type]
+    st.caption(plain(f"namespace {job.metadata.namespace} · replicas {h.replicas}"
+                     + (f" · {h.url}" if h.url else "")))
     if h.reason:
-        st.warning(h.reason)
+        st.warning(plain(h.reason))
     if h.conditions:
         st.dataframe(pd.DataFrame(h.conditions, columns=["condition", "status", "reason", "message"]),
                      hide_index=True, width="stretch")
@@ -35,8 +37,8 @@ def header(job: ServingJob) -> None:
 def tracks(job: ServingJob) -> None:
     st.subheader("Model and traffic")
     st.dataframe(pd.DataFrame([asdict(t) for t in serving.tracks(job)]), hide_index=True, width="stretch")
-    for label, link in serving.lineage_links(job):
-        st.markdown(f"Lineage: [{label}]({link})")
+    for label, (ns, name) in serving.lineage_links(job):
+        st.page_link(TRAINING_PAGE, label=plain(f"Lineage: {label}"), query_params={"ns": ns, "name": name})
 
 
 def latency(key: str, pods: list[PodInfo]) -> None:
@@ -47,12 +49,12 @@ def latency(key: str, pods: list[PodInfo]) -> None:
     scrapes, now = [], time.time()
     for pod, result in servers.scrape_all(ready):
         if isinstance(result, servers.ServerError):
-            st.warning(f"Metrics of {pod.name} unreadable: {result.message}")
+            st.warning(plain(f"Metrics of {pod.name} unreadable: {result.message}"))
             continue
         try:
             scrapes.append(metrics.parse(result, now))
         except ValueError as e:
-            st.warning(f"Metrics of {pod.name} unreadable: not Prometheus text ({e})")
+            st.warning(plain(f"Metrics of {pod.name} unreadable: not Prometheus text ({e})"))
     if not scrapes:
         return
     history = st.session_state.setdefault(SCRAPES_KEY, {})
@@ -82,7 +84,7 @@ def try_it(job: ServingJob, pods: list[PodInfo]) -> None:
             st.session_state[meta_key] = servers.metadata(ready[0], model)
         except servers.ServerError as e:
             st.session_state[meta_key] = None
-            st.caption(f"Model metadata unavailable: {e.message}")
+            st.caption(plain(f"Model metadata unavailable: {e.message}"))
     meta = st.session_state[meta_key]
     with st.form("infer"):
         text = st.text_area("Input rows (one per line, numbers separated by commas)", servers.default_input(meta))
@@ -92,9 +94,9 @@ def try_it(job: ServingJob, pods: list[PodInfo]) -> None:
     try:
         response = servers.infer(ready[0], model, servers.request_for(servers.parse_rows(text), meta))
     except (ValueError, servers.ServerError) as e:
-        st.error(f"Request failed: {getattr(e, 'message', e)}")
+        st.error(plain(f"Request failed: {getattr(e, 'message', e)}"))
         return
-    st.success(f"Answered by {ready[0].name} (model {response.model_name})")
+    st.success(plain(f"Answered by {ready[0].name} (model {response.model_name})"))
     rows = servers.answer_rows(response)
     if rows:
         st.dataframe(pd.DataFrame(rows), hide_index=True)
@@ -123,7 +125,7 @@ def main() -> None:
     st.subheader("Traffic and latency")
     st.fragment(latency, run_every=ui.settings().refresh_seconds)(f"{ns}/{job.metadata.name}", pods)
     try_it(job, pods)
-    st.caption(f"[Back to the overview]({page_link('overview', ns, job.metadata.name).split('?')[0]})")
+    st.page_link(OVERVIEW_PAGE, label="Back to the overview")
 
 
 main()

@@ -16,6 +16,7 @@ from kubeforge_api.trainingjob import TrainingJob
 from kubeforge_dashboard import ui
 from kubeforge_dashboard.format import color
 from kubeforge_dashboard.source import PodInfo, Source
+from kubeforge_dashboard.ui import plain
 from kubeforge_dashboard.views import training
 from kubeforge_dashboard.views.compression import compression_view
 
@@ -24,20 +25,23 @@ LOG_TAIL = 200
 
 
 def header(job: TrainingJob) -> None:
-    st.title(f"TrainingJob {job.metadata.name}")
+    st.title(f"TrainingJob {plain(job.metadata.name)}")
     st_ = job.status
     state = str(st_.state) if st_ and st_.state else "Pending"
-    st.badge(state, color=color(state))  # type: ignore[arg-type]
-    st.caption(f"namespace {job.metadata.namespace} · restarts {(st_.restart_count or 0) if st_ else 0}"
-               + (f" · reason {st_.reason}" if st_ and st_.reason else ""))
+    st.badge(plain(state), color=color(state))  # type: ignore[arg-type]
+    st.caption(plain(f"namespace {job.metadata.namespace} · restarts {(st_.restart_count or 0) if st_ else 0}"
+                     + (f" · reason {st_.reason}" if st_ and st_.reason else "")))
     p = st_.progress if st_ else None
     if p and p.step is not None and p.total_steps:
-        st.progress(min(p.step / p.total_steps, 1.0), text=training.progress_line(st_))
+        st.progress(min(p.step / p.total_steps, 1.0), text=plain(training.progress_line(st_)))
     else:
-        st.caption(f"Progress: {training.progress_line(st_)}")
+        st.caption(plain(f"Progress: {training.progress_line(st_)}"))
     failure = training.failure_line(st_)
     if failure:
-        (st.error if state == "Failed" else st.warning)(f"Last failure: {failure}")
+        (st.error if state == "Failed" else st.warning)(plain(f"Last failure: {failure}"))
+        cause = training.failure_message(st_)
+        if cause:  # the failing process's own words (its termination message): code, never Markdown
+            st.code(cause, language=None)
 
 
 def charts(job: TrainingJob) -> None:
@@ -67,7 +71,7 @@ def logs(src: Source, job: TrainingJob, pods: list[PodInfo]) -> None:
     if text is not None:
         st.code(text or "(empty)", language=None)
     if training.crashed(pod):
-        st.markdown(f"**Previous container of {pod.name}** (before its last restart)")
+        st.markdown(f"**Previous container of {plain(pod.name)}** (before its last restart)")
         prev = ui.read(lambda: src.logs(ns, pod.name, None, True, LOG_TAIL))
         if prev is not None:
             st.code(prev or "(empty)", language=None)
@@ -79,13 +83,14 @@ def compression(job: TrainingJob) -> None:
         return
     st.subheader("Compression")
     if not view.rows:
-        st.info(view.verdict)
+        st.info(plain(view.verdict))
         return
-    (st.success if view.compressed else st.warning)(view.verdict)
-    st.caption(f"metric {view.metric}" + (f" · budget {view.budget}" if view.budget else ""))
+    (st.success if view.compressed else st.warning)(plain(view.verdict))
+    st.caption(plain(f"metric {view.metric}" + (f" · budget {view.budget}" if view.budget else "")))
     st.dataframe(pd.DataFrame([asdict(r) for r in view.rows]), hide_index=True, width="stretch")
     if view.artifact:
-        st.markdown("Published artifact: " + " · ".join(f"{k} `{v}`" for k, v in view.artifact))
+        st.caption("Published artifact")
+        st.dataframe(pd.DataFrame(view.artifact, columns=["field", "value"]), hide_index=True)
 
 
 def details(src: Source, job: TrainingJob) -> None:
@@ -94,7 +99,8 @@ def details(src: Source, job: TrainingJob) -> None:
     charts(job)
     left, right = st.columns(2)
     left.subheader("Spec")
-    left.table(pd.DataFrame(training.spec_summary(job), columns=["field", "value"]).set_index("field"))
+    # dataframes, not st.table: table cells render Markdown, and a command's args are the tenant's
+    left.dataframe(pd.DataFrame(training.spec_summary(job), columns=["field", "value"]), hide_index=True)
     right.subheader("Timeline")
     rows = training.timeline(job.status)
     if rows:
@@ -115,11 +121,11 @@ def details(src: Source, job: TrainingJob) -> None:
         st.caption("No events.")
     logs(src, job, pods)
     st.subheader("Checkpoint and artifact")
-    st.markdown(f"Last checkpoint: {training.checkpoint_line(job.status)}")
+    st.text(f"Last checkpoint: {training.checkpoint_line(job.status)}")
     serving = ui.read(lambda: src.serving_jobs((ns,)))
     art = training.artifact_rows(job, serving.items if serving else [])
     if art:
-        st.table(pd.DataFrame(art, columns=["field", "value"]).set_index("field"))
+        st.dataframe(pd.DataFrame(art, columns=["field", "value"]), hide_index=True, width="stretch")
     else:
         st.caption("No artifact yet: it appears when the job has succeeded.")
     compression(job)

@@ -1,9 +1,15 @@
 """Streamlit glue shared by the pages: the session's `Source` (one per process, or one a test put
 into the session state), the namespace selector, the selected job from the query string, and
-errors shown as messages instead of exceptions."""
+errors shown as messages instead of exceptions.
+
+Everything a tenant can write (names, messages, reasons, report fields, args) reaches the page as
+plain text: in code blocks, tables, or through `plain()` where an element renders Markdown (titles,
+captions, alerts, badges, link labels). No tenant string is ever Markdown: it could load images
+from anywhere, show links, or draw giant headings."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -18,6 +24,16 @@ SOURCE_KEY = "kubeforge_source"  # a test may put its own Source here before the
 SETTINGS_KEY = "kubeforge_settings"
 NAMESPACES_KEY = "kubeforge_namespaces"
 T = TypeVar("T")
+# Every ASCII punctuation character: CommonMark (and the GFM, directive, math and autolink extensions
+# Streamlit's renderer adds) treats a backslash-escaped one as a literal character.
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def plain(text: object) -> str:
+    """Markdown that shows `text` literally, on one line: whitespace runs (newlines included) become
+    one space and every ASCII punctuation character is escaped, so no link, image, heading, list,
+    emphasis, HTML, directive (`:red[...]`), math or autolink (`www.x.org`, `http://...`) can form."""
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", " ".join(str(text).split()))
 
 
 @st.cache_resource(show_spinner=False)
@@ -53,7 +69,7 @@ HINTS = {
 
 
 def show_error(e: SourceError) -> None:
-    st.error(f"{e.message}\n\n{HINTS.get(e.kind, '')}", icon="🚫" if e.kind == ErrorKind.FORBIDDEN else "⚠️")
+    st.error(f"{plain(e.message)}\n\n{HINTS.get(e.kind, '')}", icon="🚫" if e.kind == ErrorKind.FORBIDDEN else "⚠️")
 
 
 def read(fn: Callable[[], T]) -> T | None:
@@ -67,11 +83,11 @@ def read(fn: Callable[[], T]) -> T | None:
 
 def namespace_selector(src: Source) -> tuple[str, ...]:
     """The sidebar's namespace choice (empty: all namespaces), kept across pages."""
-    st.sidebar.caption(f"Source: {src.description}")
+    st.sidebar.caption(f"Source: {plain(src.description)}")
     try:
         options = src.namespaces()
     except SourceError as e:
-        st.sidebar.warning(f"Cannot list namespaces ({e.message}); type them instead.")
+        st.sidebar.warning(f"Cannot list namespaces ({plain(e.message)}); type them instead.")
         typed = st.sidebar.text_input("Namespaces (comma-separated)", key="kubeforge_ns_text")
         return tuple(n.strip() for n in typed.split(",") if n.strip())
     if NAMESPACES_KEY not in st.session_state:

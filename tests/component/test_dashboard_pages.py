@@ -7,6 +7,7 @@ the "try it" form talks to a real inference server process."""
 from __future__ import annotations
 
 import http.server
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,11 +47,18 @@ def render(source: Any, page: str = "overview", **query: str) -> AppTest:
     return at
 
 
+def shown(markdown: str) -> str:
+    """The text a Markdown source shows where it only escapes characters (what `ui.plain` writes)."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown)
+
+
 def seen(at: AppTest) -> str:
     """Everything the page shows as text: headings, messages, metrics, tables, code."""
     parts: list[str] = []
-    for kind in ("title", "subheader", "markdown", "caption", "error", "warning", "info", "success", "code"):
-        parts += [str(e.value) for e in getattr(at, kind)]
+    for kind in ("title", "subheader", "markdown", "caption", "error", "warning", "info", "success"):
+        parts += [shown(str(e.value)) for e in getattr(at, kind)]
+    parts += [str(e.value) for kind in ("code", "text") for e in getattr(at, kind)]
+    parts += [shown(e.proto.text) for e in at.get("progress")] + [shown(e.proto.label) for e in at.get("page_link")]
     parts += [f"{m.label}: {m.value}" for m in at.metric]
     parts += [e.value.to_string() for e in at.dataframe]
     parts += [e.value.to_string() for e in at.table]
@@ -59,6 +67,34 @@ def seen(at: AppTest) -> str:
 
 def charts(at: AppTest) -> int:
     return len(at.get("vega_lite_chart"))
+
+
+def markdown_bodies(at: AppTest) -> list[str]:
+    """The source of everything the browser renders as Markdown: headings, texts, alerts, badges, metric
+    labels and values, progress texts, link labels and widget labels."""
+    out: list[str] = []
+    for kind in ("title", "header", "subheader", "markdown", "caption", "error", "warning", "info", "success"):
+        out += [str(e.value) for e in getattr(at, kind)]
+    out += [f"{m.label} {m.value}" for m in at.metric]
+    out += [e.proto.text for e in at.get("progress")] + [e.proto.label for e in at.get("page_link")]
+    out += [w.label for kind in ("selectbox", "multiselect", "text_input", "text_area") for w in getattr(at, kind)]
+    return out
+
+
+# Markdown the payload would form unless every character of it is escaped: a link or image, raw HTML, a
+# Streamlit directive, an autolinked domain, math, a heading.
+UNSAFE = [r"(?<!\\)\]\(", r"(?<!\\)<img", r"(?<!\\):red\[", r"www\.evil", r"(?<!\\)\$x", r"(?m)^\s*#", r"\n=+"]
+
+
+def rendered_unsafely(body: str) -> list[str]:
+    """What in one Markdown source would become a link, an image, a heading, HTML or a directive."""
+    found = [p for p in UNSAFE if re.search(p, body)]
+    try:
+        from markdown_it import MarkdownIt
+    except ImportError:  # the patterns above still hold
+        return found
+    html = MarkdownIt("commonmark").render(body)
+    return found + [tag for tag in ("<a ", "<img", "<h1", "<h2") if tag in html]
 
 
 def test_overview_shows_every_job_with_state_progress_and_reason() -> None:
@@ -127,9 +163,10 @@ def test_pending_unschedulable_job_page_says_why() -> None:
 
 def test_failed_job_page_shows_exit_code_pod_and_log() -> None:
     at = render(w.world(), "training", ns="ml", name="broken")
-    assert [e.value for e in at.error] == [
-        "Last failure: Error: exit code 3 in pod broken-node-1, container trainer - ValueError: bad learning rate"]
-    assert "ValueError: bad learning rate" in at.code[0].value
+    (error,) = [shown(e.value) for e in at.error]
+    assert error == "Last failure: Error: exit code 3 in pod broken-node-1, container trainer"
+    assert at.code[0].value == "ValueError: bad learning rate"  # the termination text, as code
+    assert "ValueError: bad learning rate" in at.code[1].value  # the log
     assert "No metrics history yet" in seen(at)
 
 
@@ -146,7 +183,7 @@ def test_restarted_job_page_shows_the_previous_container_log() -> None:
 
 def test_succeeded_job_with_compression_accepted() -> None:
     at = render(w.world(), "training", ns="ml", name="digits-q")
-    assert [s.value for s in at.success] == ["Compressed: quantize-dynamic published. quantize-dynamic kept "
+    assert [shown(s.value) for s in at.success] == ["Compressed: quantize-dynamic published. quantize-dynamic kept "
                                              "accuracy within 0.01"]
     report = next(d.value for d in at.dataframe if "speedup" in d.value.columns).set_index("method")
     assert report.loc["quantize-dynamic", "verdict"] == "✅ accepted"
@@ -160,7 +197,7 @@ def test_succeeded_job_with_compression_accepted() -> None:
 
 def test_succeeded_job_with_compression_rejected() -> None:
     at = render(w.world(), "training", ns="ml", name="digits-strict")
-    warning = [x.value for x in at.warning]
+    warning = [shown(x.value) for x in at.warning]
     assert any(v.startswith("Not compressed (AccuracyBudgetExceeded): the original model stays") for v in warning)
     assert "no candidate stayed within the accuracy budget" in " ".join(warning)
 
@@ -215,7 +252,9 @@ def test_serving_page_with_canary_lineage_and_latency(metrics_server: tuple[str,
     tracks = next(d.value for d in at.dataframe if "traffic_percent" in d.value.columns).set_index("track")
     assert (tracks.loc["main", "traffic_percent"], tracks.loc["canary", "traffic_percent"]) == (80, 20)
     assert tracks.loc["canary", "training_job"] == "digits-strict"
-    assert "[main: TrainingJob digits-q](training?ns=ml&name=digits-q)" in text
+    links = {shown(e.proto.label): e.proto.query_string for e in at.get("page_link") if e.proto.page == "training"}
+    assert links == {"Lineage: main: TrainingJob digits-q": "ns=ml&name=digits-q",
+                     "Lineage: canary: TrainingJob digits-strict": "ns=ml&name=digits-strict"}
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Requests"] == "200"  # two ready servers, 100 requests each
     assert (metrics["p50 latency"], metrics["p99 latency"]) == ("5.0 ms", "25.0 ms")
@@ -259,13 +298,13 @@ def test_try_it_asks_a_real_inference_server(tmp_path: Path) -> None:
         at.text_area[0].input(", ".join(str(v) for v in row))
         at.button[0].click().run()
         assert not at.exception
-        assert [s.value for s in at.success] == ["Answered by digits-serving-7d9f-abcde (model digits-serving)"]
+        assert [shown(s.value) for s in at.success] == ["Answered by digits-serving-7d9f-abcde (model digits-serving)"]
         answer = next(d.value for d in at.dataframe if "predicted class" in d.value.columns).iloc[0]
         _, model = load_model(model_dir)
         assert answer["predicted class"] == int(model(torch.tensor([row])).argmax())
         at.text_area[0].input("1, 2, 3")
         at.button[0].click().run()
-        (error,) = [e.value for e in at.error]
+        (error,) = [shown(e.value) for e in at.error]
         assert error.startswith("Request failed: http://127.0.0.1:") and "answered 4" in error
         # scraped before this run's request: the first answer, seen through both pods (one process here)
         assert {m.label: m.value for m in at.metric}["Requests"] == "2"
@@ -293,3 +332,25 @@ def test_local_runs_through_the_same_pages(tmp_path: Path) -> None:
     at = render(src, "training", ns="local", name="digits-0123abcd")
     assert charts(at) == 3 and "training finished" in at.code[0].value and w.DIGEST in seen(at)
     assert "local runs have no ServingJobs" in seen(render(src, "serving", ns="local", name="x"))
+
+
+@pytest.mark.parametrize(("page", "query"), [
+    ("overview", {}), ("training", {"ns": "ml", "name": "www.evil.example"}),
+    ("training", {"ns": "ml", "name": "evil-report"}), ("serving", {"ns": "ml", "name": "evil-serving"}),
+    ("training", {"ns": "ml", "name": w.PAYLOAD})])
+def test_tenant_strings_are_never_rendered_as_markdown(page: str, query: dict[str, str]) -> None:
+    """Failure messages, termination text, compression fields, report keys, condition and event messages, job
+    names and args, and a crafted query string: shown as text or code, never as images, links or headings."""
+    at = render(w.hostile(), page, **query)
+    bodies = markdown_bodies(at)
+    unsafe = {b: rendered_unsafely(b) for b in bodies if rendered_unsafely(b)}
+    assert not unsafe, unsafe
+    shown = "\n".join([*(c.value for c in at.code), *(d.value.to_string() for d in at.dataframe), *bodies])
+    assert "evil" in shown  # the tenant's words are still on the page, as text
+
+
+def test_termination_text_is_shown_as_code() -> None:
+    at = render(w.hostile(), "training", ns="ml", name="www.evil.example")
+    assert [shown(e.value) for e in at.error] == ["Last failure: Error: exit code 1 in pod www.evil.example-node-0, "
+                                                  "container trainer"]
+    assert at.code[0].value == w.BANNER and at.code[0].language in (None, "plaintext")

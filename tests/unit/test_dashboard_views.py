@@ -83,8 +83,8 @@ def test_training_timeline_pods_curves_and_failure() -> None:
             pods["oom-restarted-node-0"].reason) == (1, 137, "OOMKilled")
     assert (pods["broken-node-1"].phase, pods["broken-node-1"].last_exit_code) == ("Failed", 3)
     assert "Insufficient nvidia.com/gpu" in pods["big-pending-node-0"].message
-    assert training.failure_line(jobs["broken"].status) == (
-        "Error: exit code 3 in pod broken-node-1, container trainer - ValueError: bad learning rate")
+    assert training.failure_line(jobs["broken"].status) == "Error: exit code 3 in pod broken-node-1, container trainer"
+    assert training.failure_message(jobs["broken"].status) == "ValueError: bad learning rate"
     assert training.progress_line(jobs["digits-running"].status) == (
         "step 120 of 400, 30.0%, epoch 2, loss 0.4213, eval accuracy 0.88, 912 samples/s, ETA 1m 35s")
     assert training.progress_line(None) == "no progress reported yet"
@@ -139,8 +139,8 @@ def test_serving_tracks_lineage_and_canary_split() -> None:
     assert (main.track, main.traffic_percent, main.replicas, main.training_job) == ("main", 80, "2/2", "digits-q")
     assert (canary.track, canary.traffic_percent, canary.replicas, canary.training_job) == (
         "canary", 20, "1/1", "digits-strict")
-    assert serving.lineage_links(sj) == [("main: TrainingJob digits-q", "training?ns=ml&name=digits-q"),
-                                         ("canary: TrainingJob digits-strict", "training?ns=ml&name=digits-strict")]
+    assert serving.lineage_links(sj) == [("main: TrainingJob digits-q", ("ml", "digits-q")),
+                                         ("canary: TrainingJob digits-strict", ("ml", "digits-strict"))]
     pods = w.pods("10.0.0.5", 8080)
     assert [p.name for p in serving.server_pods(pods, "canary")] == ["digits-serving-canary-5c4b-fghij"]
     waiting = sj.model_copy(update={"status": None})
@@ -156,3 +156,15 @@ def test_cluster_usage_counts_only_live_kubeforge_pods() -> None:
     jobs = {r["job"]: r for r in cluster.job_rows(src.pod_list)}
     assert jobs["digits-running"]["pods"] == 2 and jobs["digits-serving"]["kind"] == "ServingJob"
     assert "broken" not in jobs
+
+
+@pytest.mark.parametrize("text", [w.PAYLOAD, w.BANNER, "C:\\path\\to [x]", "a `b` **c** _d_ ~e~ | f | <g> &amp;",
+                                  "1. one\n- two\n> three", "www.evil.example and http://evil.example/x"])
+def test_plain_markdown_shows_the_text_literally(text: str) -> None:
+    from html import escape
+
+    from kubeforge_dashboard.ui import plain
+
+    markdown_it = pytest.importorskip("markdown_it")
+    html = markdown_it.MarkdownIt("commonmark").render(plain(text))
+    assert html == f"<p>{escape(' '.join(text.split()), quote=False)}</p>\n"

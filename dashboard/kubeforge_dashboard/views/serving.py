@@ -10,7 +10,7 @@ from kubeforge_api.constants import LABEL_TRACK
 from kubeforge_api.servingjob import ModelSource, ResolvedModel, ServingJob
 
 from ..source import PodInfo
-from .overview import TRAINING_PAGE, page_link, serving_state
+from .overview import serving_state
 
 MAIN, CANARY = "main", "canary"
 
@@ -70,14 +70,11 @@ def tracks(job: ServingJob) -> list[TrackRow]:
     return rows
 
 
-def lineage_links(job: ServingJob) -> list[tuple[str, str]]:
-    """(label, page link) of each TrainingJob whose artifact a track serves."""
+def lineage_links(job: ServingJob) -> list[tuple[str, tuple[str, str]]]:
+    """(label, (namespace, name)) of each TrainingJob whose artifact a track serves: the training page's
+    query (`page_link` spells it as a URL)."""
     ns = job.metadata.namespace or ""
-    out = []
-    for t in tracks(job):
-        if t.training_job:
-            out.append((f"{t.track}: TrainingJob {t.training_job}", page_link(TRAINING_PAGE, ns, t.training_job)))
-    return out
+    return [(f"{t.track}: TrainingJob {t.training_job}", (ns, t.training_job)) for t in tracks(job) if t.training_job]
 
 
 def server_pods(pods: list[PodInfo], track: str | None = None) -> list[PodInfo]:

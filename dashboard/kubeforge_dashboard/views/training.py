@@ -167,10 +167,17 @@ def event_rows(events: list[EventInfo]) -> list[dict[str, Any]]:
 
 
 def failure_line(status: TrainingJobStatus | None) -> str:
+    """What failed last and where (`Error: exit code 3 in pod P, container C`); the failing process's own
+    words are `failure_message`, shown apart (as code: a tenant wrote them)."""
     f = status.last_failure if status else None
     if f is None:
         return ""
     where = f" in pod {f.pod}" + (f", container {f.container}" if f.container else "") if f.pod else ""
     code = f"exit code {f.exit_code}" if f.exit_code is not None else ""
-    return " ".join(x for x in (f"{f.reason or 'Failure'}:", code + where, f"- {f.message}" if f.message else "")
-                    if x).strip()
+    return " ".join(x for x in (f"{f.reason or 'Failure'}:", code + where) if x).strip()
+
+
+def failure_message(status: TrainingJobStatus | None) -> str:
+    """The last failure's termination text (the cause a failing process wrote), or empty."""
+    f = status.last_failure if status else None
+    return (f.message or "") if f else ""
