@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # Starts the embedded cluster (control plane, node agent, kube-proxy, metrics-server) in the
 # background and waits until it is ready. It claims a free bridge and pod range, so clusters of
-# other checkouts keep running. Prints `export KUBECONFIG=...`, then the kubeconfig path as its last line.
+# other checkouts keep running. Prints one line on ClusterIP routing (on, or off with why and what
+# works instead), then `export KUBECONFIG=...`, then the kubeconfig path as its last line.
 set -euo pipefail
 dir="$1"; py="$2"
+ready() {
+  cat "$dir/routing.txt" 2>/dev/null || echo "ClusterIP routing: unknown (see $dir/ready.json)"
+  echo "export KUBECONFIG=$dir/admin.kubeconfig"; echo "$dir/admin.kubeconfig"
+}
 if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
   echo "cluster already running" >&2
-  echo "export KUBECONFIG=$dir/admin.kubeconfig"; echo "$dir/admin.kubeconfig"; exit 0
+  ready; exit 0
 fi
-mkdir -p "$dir"; rm -f "$dir/ready.json"
+mkdir -p "$dir"; rm -f "$dir/ready.json" "$dir/routing.txt"
 setsid "$py" -m minicluster up --dir "$dir" ${CLUSTER_ARGS:-} >"$dir/minicluster.log" 2>&1 &
 echo $! > "$dir/pid"
 for _ in $(seq 1 1200); do
-  [ -f "$dir/ready.json" ] && { echo "export KUBECONFIG=$dir/admin.kubeconfig"; echo "$dir/admin.kubeconfig"; exit 0; }
+  [ -f "$dir/ready.json" ] && { ready; exit 0; }
   kill -0 "$(cat "$dir/pid")" 2>/dev/null || { tail -40 "$dir/minicluster.log" >&2; exit 1; }
   sleep 0.5
 done

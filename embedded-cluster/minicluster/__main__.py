@@ -1,7 +1,8 @@
 """`python -m minicluster up --dir D`: start the control plane, the node agent, kube-proxy (when
 this cluster holds the host's kube-proxy lock) and metrics-server, print one JSON line with the
-admin kubeconfig once the cluster is ready, and run until SIGTERM/SIGINT; then stop everything and
-undo what it changed on the host."""
+admin kubeconfig once the cluster is ready (also written to `D/ready.json`, with the ClusterIP
+routing line `make cluster-up` prints in `D/routing.txt`), and run until SIGTERM/SIGINT; then stop
+everything and undo what it changed on the host."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .agent import AgentSettings, NodeAgent
+from .agent import NODE_CPUS_ENV, AgentSettings, NodeAgent, node_cpus
 from .controlplane import NODE_NAME, ControlPlane, free_port, rss_bytes
 from .demo import demo
 from .kubeapi import KubeClient
@@ -59,8 +60,10 @@ class _Background(threading.Thread):
 
 def up(args: argparse.Namespace) -> int:
     root = Path(args.dir).resolve()
+    cpu = args.cpus or node_cpus()  # a bad KUBEFORGE_NODE_CPUS fails here, before anything starts
     root.mkdir(parents=True, exist_ok=True)
-    (root / "ready.json").unlink(missing_ok=True)
+    for stale in ("ready.json", "routing.txt"):
+        (root / stale).unlink(missing_ok=True)
     binary = Path(args.binary) if args.binary else build_binary()
     ms_binary = None if args.no_metrics_server else build_binary("build-metrics-server.sh")
     stop = threading.Event()
@@ -81,7 +84,7 @@ def up(args: argparse.Namespace) -> int:
         cp.start()
         admin = KubeClient.from_kubeconfig(cp.kubeconfig("admin"))
         ms_started = _Background(lambda: metrics.start(admin) if metrics and admin else None)
-        settings = AgentSettings(NODE_NAME, root / "node", gpus=args.gpus,
+        settings = AgentSettings(NODE_NAME, root / "node", cpu=cpu, gpus=args.gpus,
                                  tls_cert=cp.pki / "apiserver.crt", tls_key=cp.pki / "apiserver.key")
         agent = NodeAgent(KubeClient.from_kubeconfig(cp.kubeconfig("node")), admin, settings, network)
         agent.start()
@@ -98,9 +101,10 @@ def up(args: argparse.Namespace) -> int:
         addons = {name: p.pid for name, p in procs.items() if p is not None}
         info = {"ready": True, "seconds": round(time.monotonic() - t0, 1), **cp.describe(),
                 "addonPids": addons, "bridge": network.bridge, "podCIDR": str(network.net), "gateway": network.gateway,
-                "kubeProxy": proxy.describe(), "metricsServer": metrics is not None,
+                "nodeCpus": cpu, "kubeProxy": proxy.describe(), "metricsServer": metrics is not None,
                 "controlPlaneRssBytes": cp.rss_bytes(),
                 "addonsRssBytes": rss_bytes(addons.values())}
+        (root / "routing.txt").write_text(proxy.summary() + "\n")
         (root / "ready.json").write_text(json.dumps(info))
         print(json.dumps(info), flush=True)
         stop.wait()
@@ -118,6 +122,13 @@ def _timed(what: str, stop: Callable[[], object]) -> None:
     logging.getLogger("minicluster").info("stopped %s in %.1f s", what, time.monotonic() - t)
 
 
+def _cpus(value: str) -> str:
+    try:
+        return node_cpus(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="minicluster")
@@ -126,6 +137,9 @@ def main() -> int:
     p.add_argument("--dir", required=True)
     p.add_argument("--binary", help="a built minicp binary (default: build or reuse the cached one)")
     p.add_argument("--gpus", type=int, default=0, help="nvidia.com/gpu capacity the node advertises")
+    p.add_argument("--cpus", type=_cpus, default=None, help=(
+        f"CPU capacity the node advertises (default: ${NODE_CPUS_ENV}, else this machine's CPUs, "
+        "its cgroup's quota included)"))
     p.add_argument("--bridge", default="auto", help="pod bridge (default: the first free kft<k>)")
     p.add_argument("--cidr", default="10.244.0.0/16", help="pod range, with an explicit --bridge")
     p.add_argument("--no-kube-proxy", action="store_true", help="no ClusterIP routing (leave the host alone)")

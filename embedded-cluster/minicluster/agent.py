@@ -10,17 +10,20 @@ import contextlib
 import logging
 import os
 import platform
+import re
 import shutil
 import ssl
 import sys
 import threading
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
+
+from kubeforge_trainer.train.cpus import cgroup_cpu_quota
 
 from .containers import cgroup_parents, now, remove_cgroup_parents
 from .dns import DnsServer, resolve
@@ -34,13 +37,33 @@ Obj = dict[str, Any]
 log = logging.getLogger(__name__)
 STORAGE_CLASS = "standard"
 PROVISIONER = "kubeforge.dev/host-directory"
+NODE_CPUS_ENV = "KUBEFORGE_NODE_CPUS"  # the CPUs the node advertises, when not the machine's own
+
+
+def machine_cpus() -> str:
+    """The machine's CPUs as a Kubernetes quantity ("2", "1500m"): the CPUs this process may run on,
+    capped by the CFS quota of its cgroup and every ancestor (a container's limit). Rounded down to
+    the millicore, so the scheduler never places more than the machine can run."""
+    cpus = float(len(os.sched_getaffinity(0)))
+    quota = cgroup_cpu_quota()
+    milli = max(1, int(min(cpus, quota or cpus) * 1000))
+    return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
+
+
+def node_cpus(given: str | None = None, env: dict[str, str] | None = None) -> str:
+    """What the node advertises: `given` (the `--cpus` flag), else `KUBEFORGE_NODE_CPUS`, else the
+    machine's CPUs. Raises ValueError for anything but a CPU quantity ("4", "0.5", "500m")."""
+    value = given or (os.environ if env is None else env).get(NODE_CPUS_ENV) or machine_cpus()
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?|[0-9]+m", value) or float(value.removesuffix("m")) <= 0:
+        raise ValueError(f"not a CPU quantity: {value!r} (want e.g. 4, 0.5 or 500m)")
+    return value
 
 
 @dataclass(frozen=True)
 class AgentSettings:
     node_name: str
     state_dir: Path
-    cpu: str = "32"
+    cpu: str = field(default_factory=node_cpus)
     memory: str = "64Gi"
     pods: int = 110
     gpus: int = 0

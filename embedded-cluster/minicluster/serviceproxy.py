@@ -206,5 +206,13 @@ class ServiceProxy:
         self._held = self.enabled = False
 
     def describe(self) -> dict[str, object]:
-        return {"enabled": self.enabled, "reason": self.reason, "serviceCIDR": SERVICE_CIDR}
+        return {"enabled": self.enabled, "reason": self.reason, "serviceCIDR": SERVICE_CIDR,
+                "summary": self.summary()}
+
+    def summary(self) -> str:
+        """The one line `make cluster-up` prints: routing on, or off with why and what works instead."""
+        if self.enabled:
+            return f"ClusterIP routing: on (Service IPs in {SERVICE_CIDR} answer from this machine and from pods)"
+        return (f"ClusterIP routing: off ({self.reason}); instead use `kubectl port-forward svc/NAME LOCAL:PORT`, "
+                f"or a pod's IP (a ServingJob's server listens on port 8080)")
 

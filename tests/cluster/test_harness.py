@@ -3,12 +3,15 @@ behave as a cluster would for the things Kubeforge relies on."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from typing import Any
 
 import pytest
 from conftest import Cluster, absent, pod_logs, pod_phase, wait_for
+from minicluster.agent import NODE_CPUS_ENV, machine_cpus
+from minicluster.controlplane import NODE_NAME
 from minicluster.kubeapi import ApiError
 
 pytestmark = pytest.mark.embedded("self-tests of the embedded cluster's node agent")
@@ -220,6 +223,30 @@ def test_pod_asking_for_more_gpus_than_the_node_has_stays_pending_unschedulable(
     ok = pod("modest", "print('one gpu is enough')", container={"resources": {"limits": {"nvidia.com/gpu": "1"}}})
     create(cluster, namespace, ok)
     wait_for(lambda: pod_phase(cluster, namespace, "modest") == "Succeeded", 60, what="1-GPU pod Succeeded")
+
+
+def test_the_node_advertises_the_machines_cpus_so_a_bigger_request_is_unschedulable(
+        cluster: Cluster, namespace: str) -> None:
+    expected = os.environ.get(NODE_CPUS_ENV) or machine_cpus()  # the session cluster is started without --cpus
+    node = cluster.client.get(f"/api/v1/nodes/{NODE_NAME}")
+    assert node["status"]["capacity"]["cpu"] == node["status"]["allocatable"]["cpu"] == expected
+    assert cluster.info["nodeCpus"] == expected
+    millis = int(expected[:-1]) if expected.endswith("m") else int(float(expected) * 1000)
+    p = pod("greedy", "print('never')", container={"resources": {"requests": {"cpu": f"{millis + 1000}m"}}})
+    create(cluster, namespace, p)
+
+    def unschedulable() -> Obj | None:
+        st = cluster.client.get(f"/api/v1/namespaces/{namespace}/pods/greedy")["status"]
+        return next((c for c in st.get("conditions", []) if c["type"] == "PodScheduled"
+                     and c["status"] == "False" and c.get("reason") == "Unschedulable"), None)
+
+    assert "Insufficient cpu" in wait_for(unschedulable, 60, what="Unschedulable")["message"]
+
+
+def test_the_cluster_states_its_cluster_ip_routing_in_one_line(cluster: Cluster) -> None:
+    line = (cluster.root / "routing.txt").read_text()
+    assert line == cluster.info["kubeProxy"]["summary"] + "\n" and line.count("\n") == 1
+    assert line.startswith(f"ClusterIP routing: {'on' if cluster.routes_services else 'off'}")
 
 
 def test_env_volumes_init_containers_and_exit_codes(cluster: Cluster, namespace: str) -> None:
