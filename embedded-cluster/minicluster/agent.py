@@ -1,8 +1,9 @@
 """The node agent: registers a Node, keeps its Lease fresh, runs the pods bound to it (see
-`pods.PodWorker`), answers cluster DNS, serves container logs, port-forward and resource metrics
-on the kubelet endpoint (`kubectl logs`, `kubectl port-forward`; metrics-server's `/metrics/resource`), and provisions
-PersistentVolumes for the default StorageClass from host directories. It acts as
-`system:node:<name>`; only the provisioner uses admin rights."""
+`pods.PodWorker`), answers cluster DNS, serves container logs, port-forward and resource metrics on
+the kubelet endpoint (`kubectl logs`, `kubectl port-forward`; metrics-server's `/metrics/resource`),
+and provisions PersistentVolumes for the default StorageClass from host directories (adopting those
+a previous cluster kept: `make cluster-down KEEP_VOLUMES=1`). It acts as `system:node:<name>`; only
+the provisioner uses admin rights."""
 
 from __future__ import annotations
 
@@ -128,6 +129,7 @@ class NodeAgent:
         self.svc_informer = Informer(node, "/api/v1/services", lambda _t, _o: None)
         self.pvc_informer = Informer(admin, "/api/v1/persistentvolumeclaims", self._on_pvc)
         self.pv_informer = Informer(admin, "/api/v1/persistentvolumes", self._on_pv)
+        self.kept: dict[tuple[str, str], str] = {}  # (namespace, claim) -> a kept volume reserved for it
         self.dns: DnsServer | None = None
         self.log_server: ThreadingHTTPServer | None = None
 
@@ -146,6 +148,7 @@ class NodeAgent:
         self.dns.start()
         log_port = self._start_log_server()
         self._ensure_storage_class()
+        self._adopt_kept_volumes()
         self._register(log_port)
         threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
         for inf in (self.svc_informer, self.pvc_informer, self.pv_informer, self.pod_informer):
@@ -271,14 +274,43 @@ class NodeAgent:
             if e.status != 409:
                 raise
 
+    def _adopt_kept_volumes(self) -> None:
+        """Volumes a previous cluster left here (`make cluster-down KEEP_VOLUMES=1`) come back as
+        PersistentVolumes reserved for their claim's namespace and name: applying the same claim
+        again binds it to the old data instead of a new, empty volume."""
+        for marker in sorted(self.volumes_root.glob("pvc-*.claim")):
+            ns, _, name = marker.read_text().strip().partition("/")
+            pv_name = marker.name.removesuffix(".claim")
+            if not (self.volumes_root / pv_name).is_dir() or not name:
+                continue
+            self.kept[(ns, name)] = pv_name
+            body = {"apiVersion": "v1", "kind": "PersistentVolume",
+                    "metadata": {"name": pv_name, "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
+                    "spec": {"capacity": {"storage": "1Ti"},  # hostPath: any request fits
+                             "accessModes": ["ReadWriteOnce", "ReadWriteMany"],
+                             "persistentVolumeReclaimPolicy": "Delete", "storageClassName": STORAGE_CLASS,
+                             "hostPath": {"path": str(self.volumes_root / pv_name), "type": "Directory"},
+                             "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                                          "namespace": ns, "name": name}}}
+            try:
+                self.admin.create("/api/v1/persistentvolumes", body)
+                log.info("kept volume %s is waiting for claim %s/%s", pv_name, ns, name)
+            except ApiError as e:
+                if e.status != 409:
+                    log.warning("could not restore kept volume %s: %s", pv_name, e)
+
     def _on_pvc(self, etype: str, pvc: Obj) -> None:
         spec, meta = pvc.get("spec", {}), pvc["metadata"]
         if etype == "DELETED" or spec.get("volumeName") or spec.get("storageClassName") != STORAGE_CLASS:
+            return
+        if (meta["namespace"], meta["name"]) in self.kept:  # the kept volume binds to it
             return
         pv_name = f"pvc-{meta['uid']}"
         path = self.volumes_root / pv_name
         path.mkdir(parents=True, exist_ok=True)
         path.chmod(0o777)
+        # Beside the volume, whose claim it is: `make cluster-down` names what it deletes or keeps.
+        (self.volumes_root / f"{pv_name}.claim").write_text(f"{meta['namespace']}/{meta['name']}\n")
         body = {"apiVersion": "v1", "kind": "PersistentVolume",
                 "metadata": {"name": pv_name, "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
                 "spec": {"capacity": {"storage": spec.get("resources", {}).get("requests", {}).get("storage", "1Gi")},
@@ -299,6 +331,8 @@ class NodeAgent:
             return
         if pv.get("status", {}).get("phase") == "Released":
             shutil.rmtree(self.volumes_root / pv["metadata"]["name"], ignore_errors=True)
+            (self.volumes_root / f"{pv['metadata']['name']}.claim").unlink(missing_ok=True)
+            self.kept = {k: v for k, v in self.kept.items() if v != pv["metadata"]["name"]}
             with contextlib.suppress(NotFound):
                 self.admin.delete(f"/api/v1/persistentvolumes/{pv['metadata']['name']}")
 

@@ -1,18 +1,21 @@
 """Node-agent robustness: many pods staging one claim path at once, a container the agent
 cannot create reported as `CreateContainerError` (waiting, no exit code) rather than as a failed
-program, and a container stopped the way a container runtime stops it."""
+program, a container stopped the way a container runtime stops it, and volumes that `make
+cluster-down` names before deleting them or keeps (`KEEP_VOLUMES=1`) for the next cluster."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Cluster, absent, pod_phase, wait_for
+import yaml
+from conftest import REPO, Cluster, absent, pod_phase, wait_for
 from minicluster.containers import Process, now
-from minicluster.kubeapi import Informer
+from minicluster.kubeapi import Informer, KubeClient
 
 pytestmark = pytest.mark.embedded("self-tests of the embedded cluster's node agent")
 
@@ -110,3 +113,54 @@ def test_stopping_a_container_sends_one_sigterm_to_its_main_process_then_kills_t
     assert not (tmp_path / "child").exists()  # SIGKILLed, never asked to stop
     wait_for(lambda: not Path(f"/proc/{child}").exists() or Path(f"/proc/{child}/stat").read_text()
              .rsplit(")", 1)[1].split()[0] in "ZX", 10, what="the child to be killed")
+
+
+def _claim_and_pod(name: str, script: str) -> str:
+    return yaml.safe_dump_all([
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "models"},
+         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}},
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {
+            "restartPolicy": "Never", "volumes": [{"name": "m", "persistentVolumeClaim": {"claimName": "models"}}],
+            "containers": [{"name": "main", "image": "python:3.11", "command": ["sh", "-c", script],
+                            "volumeMounts": [{"name": "m", "mountPath": "/m"}]}]}}])
+
+
+def _up_and_run(root: Path, pod: str, script: str) -> tuple[KubeClient, str]:
+    """`make cluster-up` into `root`, then a pod on claim `default/models`: (admin client, the claim's volume)."""
+    env = {**os.environ, "CLUSTER_ARGS": "--no-kube-proxy --no-metrics-server"}
+    out = subprocess.run([REPO / "embedded-cluster" / "cluster-up.sh", root, sys.executable], env=env,
+                         capture_output=True, text=True, timeout=600, check=True).stdout
+    kubeconfig = out.splitlines()[-1]
+    subprocess.run(["kubectl", f"--kubeconfig={kubeconfig}", "apply", "-f", "-"], input=_claim_and_pod(pod, script),
+                   text=True, capture_output=True, check=True, timeout=60)
+    client = KubeClient.from_kubeconfig(Path(kubeconfig))
+    wait_for(lambda: client.get(f"/api/v1/namespaces/default/pods/{pod}")["status"].get("phase")
+             in ("Succeeded", "Failed"), timeout=120, what=f"pod {pod} to finish")
+    volume = client.get("/api/v1/namespaces/default/persistentvolumeclaims/models")["spec"]["volumeName"]
+    return client, str(volume)
+
+
+def _down(root: Path, keep: bool) -> str:
+    env = {**os.environ, "KEEP_VOLUMES": "1" if keep else ""}
+    return subprocess.run([REPO / "embedded-cluster" / "cluster-down.sh", root], env=env, capture_output=True,
+                          text=True, timeout=120, check=True).stdout
+
+
+@pytest.mark.own_clusters
+def test_cluster_down_names_the_volumes_it_deletes_and_keep_volumes_keeps_them(tmp_path: Path) -> None:
+    root = tmp_path / "cluster"
+    try:
+        _, first = _up_and_run(root, "train", "echo trained-weights > /m/model.txt")
+        kept = _down(root, keep=True)
+        assert kept.splitlines()[0].startswith("keeping 1 volume(s)") and "default/models" in kept, kept
+        assert (root / "node" / "volumes" / first / "model.txt").read_text() == "trained-weights\n"
+        # The next cluster: the same claim binds to the kept volume, and a pod reads the old model.
+        client, second = _up_and_run(root, "serve", "cat /m/model.txt")
+        assert second == first
+        assert client.text("/api/v1/namespaces/default/pods/serve/log") == "trained-weights\n"
+        deleted = _down(root, keep=False)
+    finally:
+        _down(root, keep=False)
+    line = deleted.splitlines()[0]
+    assert line.startswith("deleting 1 volume(s)") and "trained models" in line and "default/models" in line, line
+    assert "KEEP_VOLUMES=1 keeps them" in line and not root.exists()
