@@ -90,8 +90,11 @@ def test_serving_waits_for_training_then_serves_its_artifact(cluster: Cluster, o
     degraded = wait_for(lambda: (c := condition(get(cluster, namespace, "servingjobs", sj_name), "Degraded"))
                         and c["status"] == "True" and c, 120, what="Degraded after a broken rollout")
     assert degraded["reason"] == "ModelNotFound", degraded
+    assert "pvc://models/runs/nothing" in degraded["message"], degraded  # the user's uri, not the mount
     sj = get(cluster, namespace, "servingjobs", sj_name)
     assert condition(sj, "Ready")["status"] == "True"
+    assert sj["status"]["model"] == st["model"], sj["status"]  # what is served, not the broken target
+    assert sj["status"]["targetModel"] == {"uri": "pvc://models/runs/nothing"}, sj["status"]
     assert torch.allclose(torch.tensor(infer(ip, sj_name, rows.tolist())), torch.tensor(expected), atol=1e-4)
 
     cluster.kubectl("delete", "-n", namespace, f"sj/{sj_name}", "--wait=true", "--timeout=60s")
@@ -278,3 +281,14 @@ def test_the_autoscaler_adds_servers_under_load_and_removes_them_after(
             load.__exit__()
     assert not [f for load in loads for f in load.failed], "requests failed while scaling out"
     wait_for(lambda: replicas() == 1, 120, what="the HPA to remove the extra servers after the load")
+
+
+def test_a_servingjob_on_a_claim_that_does_not_exist_is_unschedulable_and_says_so(
+        cluster: Cluster, operator: OperatorProcess, namespace: str) -> None:
+    cluster.client.create(f"/apis/kubeforge.dev/v1alpha1/namespaces/{namespace}/servingjobs", {
+        "apiVersion": "kubeforge.dev/v1alpha1", "kind": "ServingJob", "metadata": {"name": "noclaim"},
+        "spec": {"model": {"uri": "pvc://modelz/runs/digits/artifact"}}})
+    ready = wait_for(lambda: (c := condition(get(cluster, namespace, "servingjobs", "noclaim"), "Ready"))
+                     and c["reason"] == "Unschedulable" and c, 120, what="Ready=False Unschedulable")
+    assert ready["status"] == "False" and "modelz" in ready["message"], ready
+    assert condition(get(cluster, namespace, "servingjobs", "noclaim"), "Degraded")["status"] == "True"
