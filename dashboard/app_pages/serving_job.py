@@ -53,8 +53,8 @@ def latency(key: str, pods: list[PodInfo]) -> None:
             continue
         try:
             scrapes.append(metrics.parse(result, now))
-        except ValueError as e:
-            st.warning(plain(f"Metrics of {pod.name} unreadable: not Prometheus text ({e})"))
+        except metrics.MetricsError as e:  # our words, never the text's
+            st.warning(plain(f"Metrics of {pod.name} unreadable: {e}"))
     if not scrapes:
         return
     history = st.session_state.setdefault(SCRAPES_KEY, {})

@@ -3,12 +3,17 @@ with prometheus_client's parser. A scrape is reduced to the counts the page need
 errors, the cumulative buckets of the `total` latency histogram); scrapes of several replicas add
 up; two scrapes of the same replicas give a rate and percentiles over the time between them
 (what `rate()` and `histogram_quantile()` compute in Prometheus), one scrape gives percentiles
-since the servers started."""
+since the servers started.
+
+A server's exposition is the tenant's to shape, so parsing is bounded: only the lines of the two
+families read here reach the parser, at most MAX_SERIES_LINES of them, within PARSE_SECONDS; and
+what goes wrong is said in our words (`MetricsError`), never by quoting the text."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from time import monotonic
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -16,6 +21,13 @@ REQUESTS = "kubeforge_inference_requests"
 LATENCY = "kubeforge_inference_latency_seconds"
 INFER_ENDPOINT = "infer"
 LATENCY_STAGE = "total"
+# A server has a few endpoints and codes and one histogram of ~20 buckets per stage: hundreds of lines.
+MAX_SERIES_LINES = 2000
+PARSE_SECONDS = 0.25
+
+
+class MetricsError(ValueError):
+    """An exposition the dashboard will not read, in a sentence of its own (never the text's)."""
 
 
 @dataclass(frozen=True)
@@ -38,23 +50,46 @@ class LatencyView:
     errors: int
 
 
-def parse(text: str, time: float) -> Scrape:
-    """One server's exposition; ValueError when it is not Prometheus text."""
+def _ours(text: str) -> str:
+    """The lines of the families read here (samples, HELP and TYPE), at most MAX_SERIES_LINES."""
+    keep: list[str] = []
+    for line in text.splitlines():
+        bare = line[7:] if line.startswith(("# HELP ", "# TYPE ")) else line
+        if bare.startswith((REQUESTS, LATENCY)):
+            keep.append(line)
+            if len(keep) > MAX_SERIES_LINES:
+                raise MetricsError(f"more than {MAX_SERIES_LINES} series of the inference metrics: not read")
+    if not keep:
+        raise MetricsError("not Prometheus text with Kubeforge's inference metrics")
+    return "\n".join(keep) + "\n"
+
+
+def parse(text: str, time: float, budget: float = PARSE_SECONDS) -> Scrape:
+    """One server's exposition scraped at `time`; MetricsError when it is not Prometheus text or
+    takes more than `budget` seconds to read."""
     requests = errors = count = total = 0.0
     buckets: dict[float, float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if family.name == REQUESTS and s.name.endswith("_total") and s.labels.get("endpoint") == INFER_ENDPOINT:
-                requests += s.value
-                errors += s.value if s.labels.get("code", "").startswith("5") else 0.0
-            elif family.name == LATENCY and s.labels.get("stage") == LATENCY_STAGE:
-                if s.name.endswith("_bucket"):
-                    le = float(s.labels["le"])
-                    buckets[le] = buckets.get(le, 0.0) + s.value
-                elif s.name.endswith("_count"):
-                    count += s.value
-                elif s.name.endswith("_sum"):
-                    total += s.value
+    deadline = monotonic() + budget
+    try:
+        for family in text_string_to_metric_families(_ours(text)):
+            if monotonic() > deadline:
+                raise MetricsError(f"reading the metrics took longer than {budget:g} s: abandoned")
+            for s in family.samples:
+                if family.name == REQUESTS and s.name.endswith("_total") and s.labels.get("endpoint") == INFER_ENDPOINT:
+                    requests += s.value
+                    errors += s.value if s.labels.get("code", "").startswith("5") else 0.0
+                elif family.name == LATENCY and s.labels.get("stage") == LATENCY_STAGE:
+                    if s.name.endswith("_bucket"):
+                        le = float(s.labels["le"])
+                        buckets[le] = buckets.get(le, 0.0) + s.value
+                    elif s.name.endswith("_count"):
+                        count += s.value
+                    elif s.name.endswith("_sum"):
+                        total += s.value
+    except MetricsError:
+        raise
+    except (ValueError, KeyError, IndexError, TypeError) as e:
+        raise MetricsError("not Prometheus text") from e
     return Scrape(time, requests, errors, tuple(sorted(buckets.items())), count, total)
 
 

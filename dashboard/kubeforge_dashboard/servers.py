@@ -1,14 +1,24 @@
 """Talking to the inference servers of a ServingJob, pod by pod: `/metrics` scrapes and Open
 Inference Protocol calls (model metadata, infer) with the wire models of kubeforge_api.inference.
 Servers are reached at their pod IP and container port (the dashboard has no `pods/proxy` right,
-and a Service would hide which replica answered). Failures raise `ServerError` with a one-line
-message for the page; a 4xx answer carries the server's own error text."""
+and a Service would hide which replica answered).
+
+A server pod runs whatever its tenant put there, so every call is held to what the page needs: no
+redirect is followed (a 3xx is an error: a redirect could point the dashboard at anything its
+network reaches), an answer larger than the call's byte limit is abandoned, and the whole exchange
+(connect, headers, body) has one deadline, enforced by closing the socket when it passes, so a
+server that trickles bytes cannot hold a page. Failures raise `ServerError` with a one-line message
+of our own words; the only remote text ever shown is an inference answer's typed `error` field
+(the server's reply to the user's own request), cut to one short line. Plain `http.client` rather
+than urllib: urllib follows redirects and has no deadline for a whole response."""
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
-import urllib.error
-import urllib.request
+import socket
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from kubeforge_api.inference import (
@@ -27,7 +37,11 @@ from pydantic import ValidationError
 
 from .source import PodInfo
 
-MAX_BODY = 8 * 1024 * 1024
+MAX_BODY = 8 * 1024 * 1024  # an inference answer
+MAX_SCRAPE_BYTES = 256 * 1024  # a server's /metrics is a few KiB
+MAX_ERROR_BYTES = 16 * 1024
+MAX_ERROR_TEXT = 200  # characters of a typed inference error shown
+CHUNK = 64 * 1024
 
 
 class ServerError(Exception):
@@ -40,27 +54,78 @@ def address(pod: PodInfo) -> str:
     return f"http://{pod.ip}:{pod.port or SERVER_PORT}"
 
 
-def _http(url: str, body: bytes | None, timeout: float) -> bytes:
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"} if body else {})
+def _read_body(response: http.client.HTTPResponse, limit: int, url: str) -> bytes:
+    declared = response.getheader("Content-Length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ServerError(f"{url} answered more than {limit // 1024} KiB: not read")
+    data = bytearray()
+    while chunk := response.read1(CHUNK):
+        data += chunk
+        if len(data) > limit:
+            raise ServerError(f"{url} answered more than {limit // 1024} KiB: not read")
+    return bytes(data)
+
+
+def _error_text(status: int, body: bytes) -> str:
+    """The typed error of an inference answer, on one short line; nothing for any other body."""
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            data: bytes = r.read(MAX_BODY)
-            return data
-    except urllib.error.HTTPError as e:
-        detail = e.read(64 * 1024)
+        text = " ".join(ErrorBody.model_validate_json(body).error.split())
+    except ValidationError:
+        return ""
+    return ": " + (text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT] + "...")
+
+
+def _exchange(conn: http.client.HTTPConnection, path: str, body: bytes | None, limit: int,
+              url: str) -> tuple[int, bytes]:
+    conn.request("POST" if body is not None else "GET", path, body=body,
+                 headers={"Content-Type": "application/json"} if body is not None else {})
+    response = conn.getresponse()
+    if 300 <= response.status < 400:
+        raise ServerError(f"{url} answered {response.status}: redirects are not followed")
+    if response.status >= 400:
+        return response.status, _read_body(response, MAX_ERROR_BYTES, url)
+    return response.status, _read_body(response, limit, url)
+
+
+def _http(pod: PodInfo, path: str, body: bytes | None, timeout: float, limit: int = MAX_BODY) -> bytes:
+    """The body of a 2xx answer to GET (or POST `body`) `path` on `pod`, within `timeout` seconds in all."""
+    url = address(pod) + path
+    if not pod.ip:
+        raise ServerError(f"pod {pod.name} has no IP yet")
+    expired = threading.Event()
+    conn = http.client.HTTPConnection(pod.ip, pod.port or SERVER_PORT, timeout=timeout)
+    try:
+        conn.connect()
+        sock = conn.sock
+
+        def cut() -> None:  # the deadline: every read still waiting ends at once
+            expired.set()
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+        timer = threading.Timer(timeout, cut)
+        timer.daemon = True
+        timer.start()
         try:
-            text = ErrorBody.model_validate_json(detail).error
-        except ValidationError:
-            text = detail.decode("utf-8", "replace")[:300]
-        raise ServerError(f"{url} answered {e.code}: {text}") from e
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        raise ServerError(f"cannot reach {url}: {getattr(e, 'reason', e)}") from e
+            status, data = _exchange(conn, path, body, limit, url)
+        finally:
+            timer.cancel()
+        if expired.is_set():  # a body cut short reads as one that ended
+            raise TimeoutError
+    except (OSError, http.client.HTTPException, ValueError) as e:
+        if expired.is_set():
+            raise ServerError(f"{url} took longer than {timeout:g} s: abandoned") from e
+        raise ServerError(f"cannot reach {url}: {type(e).__name__}") from e
+    finally:
+        conn.close()
+    if status >= 400:
+        raise ServerError(f"{url} answered {status}{_error_text(status, data)}")
+    return data
 
 
 def scrape(pod: PodInfo, timeout: float = 2.0) -> str:
-    if not pod.ip:
-        raise ServerError(f"pod {pod.name} has no IP yet")
-    return _http(address(pod) + PATH_METRICS, None, timeout).decode("utf-8", "replace")
+    """One server's /metrics text: at most MAX_SCRAPE_BYTES, within `timeout` seconds in all."""
+    return _http(pod, PATH_METRICS, None, timeout, MAX_SCRAPE_BYTES).decode("utf-8", "replace")
 
 
 def scrape_all(pods: list[PodInfo], timeout: float = 2.0) -> list[tuple[PodInfo, str | ServerError]]:
@@ -78,7 +143,7 @@ def scrape_all(pods: list[PodInfo], timeout: float = 2.0) -> list[tuple[PodInfo,
 
 
 def metadata(pod: PodInfo, model: str, timeout: float = 5.0) -> ModelMetadata:
-    body = _http(address(pod) + PATH_MODEL.format(name=model), None, timeout)
+    body = _http(pod, PATH_MODEL.format(name=model), None, timeout)
     try:
         return ModelMetadata.model_validate_json(body)
     except ValidationError as e:
@@ -86,7 +151,7 @@ def metadata(pod: PodInfo, model: str, timeout: float = 5.0) -> ModelMetadata:
 
 
 def infer(pod: PodInfo, model: str, request: InferenceRequest, timeout: float = 10.0) -> InferenceResponse:
-    body = _http(address(pod) + PATH_INFER.format(name=model), request.dump_json(), timeout)
+    body = _http(pod, PATH_INFER.format(name=model), request.dump_json(), timeout)
     try:
         return InferenceResponse.model_validate_json(body)
     except ValidationError as e:

@@ -96,9 +96,10 @@ def test_percentiles_and_rate_from_prometheus_histograms() -> None:
     assert both.requests == 200 and metrics.quantile(0.5, both.buckets) == pytest.approx(0.005)
     restarted = metrics.latency_view(first, later)  # counters went back: fall back to since-start
     assert restarted.window == "since start" and restarted.rate_per_second is None
-    assert metrics.latency_view(metrics.parse("", 1.0), None).p50_ms is None
-    with pytest.raises(ValueError):
-        metrics.parse("this is { not prometheus", 1.0)
+    assert metrics.latency_view(metrics.parse(exposition([], {}), 1.0), None).p50_ms is None  # no requests yet
+    for text in ("", "this is { not prometheus"):
+        with pytest.raises(metrics.MetricsError, match=r"^not Prometheus text"):
+            metrics.parse(text, 1.0)
 
 
 def test_cache_reuses_answers_within_ttl_and_never_keeps_failures() -> None:
