@@ -11,6 +11,8 @@ from kubeforge_api.contracts import TrainingResult, parse_result
 from kubeforge_api.model import TERMINATION_LIMIT
 from kubeforge_api.trainingjob import LastFailure
 
+from .causes import cause
+
 Obj = dict[str, Any]
 WAITING = "waiting for the pods to start"
 WAITING_REASONS = {
@@ -28,6 +30,7 @@ class Failure:
     reason: str
     message: str
     time: str
+    cause: str = ""  # the line of the full termination text that says why (see causes.py)
 
     def dump(self) -> Obj:
         """`status.lastFailure`."""
@@ -76,7 +79,8 @@ def _failure(pod: Obj) -> Failure | None:
     if terminated:
         finished, container, t = min(terminated, key=lambda x: x[0])
         message = (t.get("message") or "").strip()
-        return Failure(name, container, int(t["exitCode"]), t.get("reason") or "Error", message[-512:], finished)
+        return Failure(name, container, int(t["exitCode"]), t.get("reason") or "Error", message[-512:], finished,
+                       cause(message))
     if status.get("phase") == "Failed":  # e.g. evicted before any container ran
         return Failure(name, "", 0, status.get("reason") or "PodFailed",
                        (status.get("message") or "")[-512:], "")

@@ -143,6 +143,22 @@ def test_the_trainers_own_reason_and_exit_code_reach_describe_and_events(
     assert any(e["type"] == "Warning" and "does not exist" in e["message"] for e in events["items"]), events
 
 
+def test_a_users_exception_under_torchrun_is_the_cause_describe_shows(
+        cluster: Cluster, operator: OperatorProcess, namespace: str) -> None:
+    """A command job's script raises under torchrun: `kubectl describe` and the Warning event say
+    `ZeroDivisionError: division by zero`, not the banner torchrun ends the log with."""
+    body = {"apiVersion": "kubeforge.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": "zerodiv"},
+            "spec": {"nodes": 1, "command": ["python", "-m", "torch.distributed.run", "--nproc-per-node", "1",
+                                             "--no-python", "python", "-c", "import sys; sys.stdout.flush(); 1/0"]}}
+    create_job(cluster, namespace, body)
+    obj = wait_condition(cluster, namespace, "zerodiv", "Failed", 180)
+    assert condition(obj, "Failed")["message"].endswith("ZeroDivisionError: division by zero"), obj["status"]
+    desc = cluster.kubectl("describe", "tj", "zerodiv", "-n", namespace).stdout
+    assert "ZeroDivisionError: division by zero" in desc, desc
+    events = cluster.client.get(f"/api/v1/namespaces/{namespace}/events?fieldSelector=involvedObject.name%3Dzerodiv")
+    assert any(e["type"] == "Warning" and "ZeroDivisionError" in e["message"] for e in events["items"]), events
+
+
 def test_gpu_job_on_a_cluster_without_enough_gpus_is_unschedulable_then_fails(
         cluster: Cluster, operator: OperatorProcess, namespace: str) -> None:
     body = command_job("gpus", "print('never')", 2, resources={"limits": {"nvidia.com/gpu": 8}},

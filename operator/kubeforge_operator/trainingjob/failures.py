@@ -24,7 +24,8 @@ def describe(f: Failure, cls: FailureClass) -> str:
     what = f"pod {f.pod} container {f.container} exited with code {f.exit_code} ({f.reason})"
     if f.reason == "OOMKilled":
         what += f"; {OOM_ADVICE}"
-    return f"{what}{': ' + f.message.splitlines()[-1] if f.message else ''}"
+    why = f.cause or (f.message.splitlines()[-1] if f.message else "")
+    return f"{what}{': ' + why if why else ''}"
 
 
 def _gang_names(p: Pass, spec: TrainingJobSpec) -> set[str]:
