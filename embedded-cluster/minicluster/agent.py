@@ -1,9 +1,9 @@
 """The node agent: registers a Node, keeps its Lease fresh, runs the pods bound to it (see
-`pods.PodWorker`), answers cluster DNS, serves container logs, port-forward and resource metrics on
-the kubelet endpoint (`kubectl logs`, `kubectl port-forward`; metrics-server's `/metrics/resource`),
-and provisions PersistentVolumes for the default StorageClass from host directories (adopting those
-a previous cluster kept: `make cluster-down KEEP_VOLUMES=1`). It acts as `system:node:<name>`; only
-the provisioner uses admin rights."""
+`pods.PodWorker`), answers cluster DNS, serves container logs, port-forward, exec and resource
+metrics on the kubelet endpoint (`kubectl logs`, `port-forward`, `exec`; metrics-server's
+`/metrics/resource`), and provisions PersistentVolumes for the default StorageClass from host
+directories (adopting those a previous cluster kept: `make cluster-down KEEP_VOLUMES=1`). It acts
+as `system:node:<name>`; only the provisioner uses admin rights."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,12 +27,14 @@ from typing import Any, ClassVar
 
 from kubeforge_trainer.train.cpus import cgroup_cpu_quota
 
+from . import portforward, remotecommand
 from .containers import cgroup_parents, now, remove_cgroup_parents
 from .dns import DnsServer, resolve
 from .kubeapi import ApiError, Informer, KubeClient, NotFound
 from .network import PodNetwork
 from .pods import PodWorker
-from .portforward import SWITCHING, PortForwardSession, refusal
+from .portforward import PortForwardSession, negotiate, switching
+from .remotecommand import ExecRequest, ExecSession
 from .resourcemetrics import CONTENT_TYPE, render
 
 Obj = dict[str, Any]
@@ -355,7 +358,8 @@ class NodeAgent:
 class KubeletHandler(BaseHTTPRequestHandler):
     """The kubelet endpoint of one node agent: `/containerLogs/<ns>/<pod>/<container>` (`kubectl logs`,
     with `tailLines`, `limitBytes`, `previous` and `follow`), `/portForward/<ns>/<pod>` (`kubectl
-    port-forward`, see `portforward`) and `/metrics/resource` (metrics-server).
+    port-forward`, see `portforward`), `/exec/<ns>/<pod>/<container>` (`kubectl exec`, see
+    `remotecommand`) and `/metrics/resource` (metrics-server).
     `NodeAgent._start_log_server` binds `agent` in a subclass of its own."""
 
     agent: ClassVar[NodeAgent]
@@ -364,11 +368,14 @@ class KubeletHandler(BaseHTTPRequestHandler):
         pass
 
     def do_POST(self) -> None:
-        parts = urllib.parse.urlparse(self.path).path.strip("/").split("/")
+        url = urllib.parse.urlparse(self.path)
+        parts = url.path.strip("/").split("/")
         if len(parts) in (3, 4) and parts[0] == "portForward":
             self._port_forward(parts[1], parts[2])
-            return
-        self._send(404, "text/plain", f"no such kubelet endpoint: POST {self.path}\n".encode())
+        elif len(parts) in (4, 5) and parts[0] == "exec":
+            self._exec(parts[1], parts[2], parts[-1], url.query)
+        else:
+            self._send(404, "text/plain", f"no such kubelet endpoint: {self.command} {url.path}\n".encode())
 
     def _port_forward(self, ns: str, name: str) -> None:
         worker = self.agent.find_worker(ns, name)
@@ -376,14 +383,32 @@ class KubeletHandler(BaseHTTPRequestHandler):
         if ip is None:
             self._send(404, "text/plain", f"pod {ns}/{name} is not running on this node\n".encode())
             return
-        refused = refusal(self.headers.get("Connection", ""), self.headers.get("Upgrade", ""),
-                          self.headers.get_all("X-Stream-Protocol-Version") or [])
-        if refused is not None:
-            self._send(refused[0], "text/plain", refused[1].encode())
+        self._upgrade(portforward.PROTOCOL,
+                      lambda: PortForwardSession(self.connection, ip, f"{ns}/{name}", self.agent.stopped).run())
+
+    def _exec(self, ns: str, name: str, container: str, query: str) -> None:
+        worker = self.agent.find_worker(ns, name)
+        pid = worker.container_pid(container) if worker else None
+        if pid is None:
+            self._send(404, "text/plain", f"container {container} is not running in pod {ns}/{name}\n".encode())
+            return
+        request = ExecRequest.parse(query)
+        if isinstance(request, str):
+            self._send(400, "text/plain", request.encode())
+            return
+        self._upgrade(remotecommand.PROTOCOL,
+                      lambda: ExecSession(self.connection, pid, request, self.agent.stopped).run())
+
+    def _upgrade(self, protocol: str, serve: Callable[[], None]) -> None:
+        """Answer an upgrade to SPDY/3.1 speaking `protocol`, then hand the connection to `serve`."""
+        code, chosen = negotiate(self.headers.get("Connection", ""), self.headers.get("Upgrade", ""),
+                                 self.headers.get_all("X-Stream-Protocol-Version") or [], [protocol])
+        if code != 200:
+            self._send(code, "text/plain", chosen.encode())
             return
         self.close_connection = True
-        self.wfile.write(SWITCHING)
-        PortForwardSession(self.connection, ip, f"{ns}/{name}", self.agent.stopped).run()
+        self.wfile.write(switching(chosen))
+        serve()
 
     def do_GET(self) -> None:
         url = urllib.parse.urlparse(self.path)
@@ -391,8 +416,8 @@ class KubeletHandler(BaseHTTPRequestHandler):
             self._send(200, CONTENT_TYPE, self.agent.resource_metrics())
             return
         parts = url.path.strip("/").split("/")
-        if len(parts) in (3, 4) and parts[0] == "portForward":
-            self._port_forward(parts[1], parts[2])
+        if parts[0] in ("portForward", "exec"):
+            self.do_POST()
             return
         q = dict(urllib.parse.parse_qsl(url.query))
         if len(parts) != 4 or parts[0] != "containerLogs":

@@ -190,6 +190,13 @@ class PodWorker:
         """The pod's address on the bridge, once its sandbox exists (port-forward connects there)."""
         return str(self.sandbox.ip) if self.sandbox is not None else None
 
+    def container_pid(self, container: str) -> int | None:
+        """The main process of a running container (exec enters its namespaces)."""
+        c = next((c for c in self.init + self.main if c.name == container), None)
+        if c is None or c.proc is None or c.proc.poll() is not None:
+            return None
+        return int(c.proc.popen.pid)
+
     def log_file(self, container: str, previous: bool) -> Path | None:
         for c in self.init + self.main:
             if c.name == container:

@@ -11,18 +11,13 @@ connection kubectl opens two streams carrying the headers `streamType` (`error`,
 IP and port (the pod bridge makes pod IPs reachable from the host, as probes use them); the pod's
 bytes come back as DATA frames. When the pod closes, the data and error streams are half-closed;
 when the pod cannot be reached, the error stream carries the message (kubectl prints it and ends).
-
-One thread runs a session with non-blocking sockets and a selector: the TLS socket is never read
-and written from two threads at once (OpenSSL forbids it).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import selectors
 import socket
-import ssl
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,22 +26,26 @@ from . import spdy
 
 log = logging.getLogger(__name__)
 PROTOCOL = "portforward.k8s.io"
-SWITCHING = (f"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
-             f"X-Stream-Protocol-Version: {PROTOCOL}\r\n\r\n").encode()
-HIGH_WATER = 4 << 20  # bytes buffered toward one side before the other side is read no more
-_WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
-def refusal(connection: str, upgrade: str, protocols: list[str]) -> tuple[int, str] | None:
-    """Why an upgrade request with these `Connection` and `Upgrade` headers and these
-    `X-Stream-Protocol-Version` values (the header may repeat) cannot be served: (status, message)."""
+def switching(protocol: str) -> bytes:
+    """The kubelet's answer to an upgrade it accepts."""
+    return (f"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+            f"X-Stream-Protocol-Version: {protocol}\r\n\r\n").encode()
+
+
+def negotiate(connection: str, upgrade: str, protocols: list[str], accepted: list[str]) -> tuple[int, str]:
+    """The protocol to speak (200, name) for an upgrade request with these `Connection` and `Upgrade`
+    headers and `X-Stream-Protocol-Version` values (the header may repeat), the first of the client's
+    that the server accepts; else why not (status, message), as client-go's `httpstream.Handshake` says."""
     if "upgrade" not in connection.lower() or "spdy/3.1" not in upgrade.lower():
-        return 400, "unable to upgrade: port-forward needs Connection: Upgrade and Upgrade: SPDY/3.1"
+        return 400, "unable to upgrade: missing upgrade headers in request (Connection: Upgrade, Upgrade: SPDY/3.1)"
     offered = [p.strip() for v in protocols for p in v.split(",") if p.strip()]
-    if PROTOCOL not in offered:
+    chosen = next((p for p in offered if p in accepted), None)
+    if chosen is None:
         return 403, f"unable to upgrade: unable to negotiate protocol: client supports {offered}, server accepts " \
-                    f"[{PROTOCOL}]"
-    return None
+                    f"{accepted}"
+    return 200, chosen
 
 
 @dataclass
@@ -72,123 +71,64 @@ def stream_header_error(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-class PortForwardSession:
+class PortForwardSession(spdy.Session):
     """Serves one upgraded connection until kubectl closes it (or `stop` is set)."""
 
     def __init__(self, conn: socket.socket, pod_ip: str, pod: str, stop: threading.Event) -> None:
-        self.conn = conn
+        super().__init__(conn, stop)
         self.pod_ip = pod_ip
         self.pod = pod
-        self.stop = stop
-        self.codec = spdy.Codec()
-        self.inbuf = bytearray()
-        self.out = bytearray()
         self.streams: dict[int, Forward] = {}
         self.forwards: dict[str, Forward] = {}
-        self.selector = selectors.DefaultSelector()
-        self.closed = False
 
-    def run(self) -> None:
-        self.conn.setblocking(False)
-        try:
-            while not self.closed and not self.stop.is_set():
-                self._sync_selector()
-                for key, events in self.selector.select(timeout=1.0):
-                    if key.fileobj is self.conn:
-                        self._on_conn(events)
-                    elif isinstance(key.data, Forward):
-                        self._on_pod(key.data, events)
-        except (OSError, spdy.ProtocolError) as e:
-            log.info("port-forward to %s ended: %s", self.pod, e)
-        finally:
-            for f in list(self.forwards.values()):
-                self._drop(f)
-            self.selector.close()
-            with contextlib.suppress(OSError):
-                self.conn.settimeout(5)
-
-    # ----- the selector -----
-    def _sync_selector(self) -> None:
-        backlog = any(len(f.to_pod) > HIGH_WATER for f in self.forwards.values())
-        wanted: dict[socket.socket, tuple[int, object]] = {
-            self.conn: ((0 if backlog else selectors.EVENT_READ) | (selectors.EVENT_WRITE if self.out else 0), None)}
+    def watched(self) -> dict[spdy.FileLike, tuple[int, object]]:
+        out: dict[spdy.FileLike, tuple[int, object]] = {}
         for f in self.forwards.values():
             if f.sock is not None:
-                events = (selectors.EVENT_READ if len(self.out) < HIGH_WATER else 0) | (
-                    selectors.EVENT_WRITE if f.to_pod else 0)
-                wanted[f.sock] = (events, f)
-        for sock, (events, data) in wanted.items():
-            registered = self.selector.get_map().get(sock)
-            if registered is None and events:
-                self.selector.register(sock, events, data)
-            elif registered is not None and not events:
-                self.selector.unregister(sock)
-            elif registered is not None and registered.events != events:
-                self.selector.modify(sock, events, data)
+                out[f.sock] = ((0 if self.congested else selectors.EVENT_READ)
+                               | (selectors.EVENT_WRITE if f.to_pod else 0), f)
+        return out
 
-    def _on_conn(self, events: int) -> None:
-        if events & selectors.EVENT_READ:
-            while True:
-                try:
-                    chunk = self.conn.recv(65536)
-                except _WOULD_BLOCK:
-                    break
-                if not chunk:
-                    self.closed = True
-                    break
-                self.inbuf += chunk
-            for frame in self.codec.parse(self.inbuf):
-                self._on_frame(frame)
-        if events & selectors.EVENT_WRITE:
-            self._write_conn()
+    def paused(self) -> bool:
+        return any(len(f.to_pod) > spdy.HIGH_WATER for f in self.forwards.values())
 
-    def _write_conn(self) -> None:
-        while self.out:
-            try:
-                sent = self.conn.send(self.out[:16384])
-            except _WOULD_BLOCK:
-                return
-            del self.out[:sent]
+    def cleanup(self) -> None:
+        for f in list(self.forwards.values()):
+            self._drop(f)
 
     # ----- frames from kubectl -----
-    def _on_frame(self, frame: spdy.Frame) -> None:
-        if frame.kind == spdy.SYN_STREAM:
-            self._on_syn(frame)
-        elif frame.kind == 0:
-            f = self.streams.get(frame.stream)
-            if f is not None and frame.stream == f.data_id and f.sock is not None:
-                f.to_pod += frame.data
-                f.client_done = f.client_done or frame.fin
-                self._write_pod(f)
-        elif frame.kind == spdy.RST_STREAM:
-            f = self.streams.get(frame.stream)
-            if f is not None:
-                self._finish(f, reset=frame.stream)
-        elif frame.kind == spdy.PING:
-            self.out += spdy.ping(frame.value)
-        elif frame.kind == spdy.GOAWAY:
-            self.closed = True
+    def on_data(self, frame: spdy.Frame) -> None:
+        f = self.streams.get(frame.stream)
+        if f is not None and frame.stream == f.data_id and f.sock is not None:
+            f.to_pod += frame.data
+            f.client_done = f.client_done or frame.fin
+            self._write_pod(f)
 
-    def _on_syn(self, frame: spdy.Frame) -> None:
+    def on_reset(self, stream: int) -> None:
+        f = self.streams.get(stream)
+        if f is not None:
+            self._finish(f, reset=stream)
+
+    def on_syn(self, frame: spdy.Frame) -> None:
         headers = frame.headers
         problem = stream_header_error(headers)
         if problem is not None:
             log.warning("port-forward to %s: stream %d refused: %s", self.pod, frame.stream, problem)
-            self.out += spdy.rst_stream(frame.stream, spdy.RST_CANCEL)
+            self.reset(frame.stream)
             return
         kind = headers["streamtype"]
         # Clients older than request ids pair streams by id: error N, data N+2.
         request = headers.get("requestid") or str(frame.stream - (2 if kind == "data" else 0))
         f = self.forwards.setdefault(request, Forward(request, int(headers["port"])))
         if (f.error_id if kind == "error" else f.data_id) != 0:
-            self.out += spdy.rst_stream(frame.stream, spdy.RST_CANCEL)
+            self.reset(frame.stream)
             return
         if kind == "error":
             f.error_id = frame.stream
         else:
             f.data_id = frame.stream
         self.streams[frame.stream] = f
-        self.out += self.codec.syn_reply(frame.stream)
+        self.reply(frame.stream)
         if f.error_id and f.data_id:
             self._connect(f)
 
@@ -199,13 +139,17 @@ class PortForwardSession:
         except OSError as e:
             message = f"error forwarding port {f.port} to pod {self.pod}: {e.strerror or e}"
             log.info("port-forward: %s", message)
-            self.out += spdy.data(f.error_id, message.encode(), fin=True) + spdy.rst_stream(f.data_id)
+            self.send(f.error_id, message.encode(), fin=True)
+            self.reset(f.data_id)
             self._drop(f)
             return
         sock.setblocking(False)
         f.sock = sock
 
-    def _on_pod(self, f: Forward, events: int) -> None:
+    def on_ready(self, data: object, events: int) -> None:
+        if not isinstance(data, Forward):
+            return
+        f = data
         if events & selectors.EVENT_WRITE:
             self._write_pod(f)
         if events & selectors.EVENT_READ and f.sock is not None:
@@ -216,7 +160,7 @@ class PortForwardSession:
             except OSError:
                 chunk = b""
             if chunk:
-                self.out += spdy.data(f.data_id, chunk)
+                self.send(f.data_id, chunk)
             else:
                 self._finish(f)
 
@@ -236,14 +180,13 @@ class PortForwardSession:
     def _finish(self, f: Forward, reset: int = 0) -> None:
         """The pod closed (or kubectl reset the data stream): half-close both streams, as the kubelet does."""
         for stream in (f.data_id, f.error_id):
-            if stream and stream != reset:
-                self.out += spdy.data(stream, b"", fin=True)
+            if stream != reset:
+                self.send(stream, b"", fin=True)
         self._drop(f)
 
     def _drop(self, f: Forward) -> None:
         if f.sock is not None:
-            if f.sock in self.selector.get_map():
-                self.selector.unregister(f.sock)
+            self.unwatch(f.sock)
             f.sock.close()
             f.sock = None
         self.forwards.pop(f.request, None)

@@ -13,13 +13,23 @@ one on PyPI had a single release in 2021), so the few frames used are written he
   context per direction for the whole connection (each block ends with a sync flush);
 - RST_STREAM resets a stream, PING is echoed, GOAWAY ends the session; SETTINGS and
   WINDOW_UPDATE are read and ignored (spdystream has no flow control).
+
+`Session` serves one upgraded connection; `portforward` and `remotecommand` handle its streams.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import selectors
+import socket
+import ssl
 import struct
+import threading
 import zlib
 from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
 
 VERSION = 3
 SYN_STREAM, SYN_REPLY, RST_STREAM, SETTINGS, PING, GOAWAY, HEADERS, WINDOW_UPDATE = 1, 2, 3, 4, 6, 7, 8, 9
@@ -173,3 +183,133 @@ def ping(ping_id: int) -> bytes:
 
 def goaway(last_stream: int) -> bytes:
     return control(GOAWAY, 0, struct.pack(">II", last_stream, 0))
+
+
+HIGH_WATER = 4 << 20  # bytes buffered toward one side before the other side is read no more
+_WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+FileLike = socket.socket | int
+
+
+class Session:
+    """One upgraded connection, served by one thread with non-blocking sockets and a selector (the
+    TLS socket is never read and written from two threads at once: OpenSSL forbids it). Subclasses
+    handle the streams the client opens (`on_syn`, `on_data`, `on_reset`) and name the other files
+    to watch (`watched`, then `on_ready`); the session ends when the client closes, sends GOAWAY, or
+    a subclass sets `closed`."""
+
+    def __init__(self, conn: socket.socket, stop: threading.Event) -> None:
+        self.conn = conn
+        self.stop = stop
+        self.codec = Codec()
+        self.inbuf = bytearray()
+        self.out = bytearray()
+        self.selector = selectors.DefaultSelector()
+        self.closed = False
+
+    # ----- for subclasses -----
+    def on_syn(self, frame: Frame) -> None: ...
+    def on_data(self, frame: Frame) -> None: ...
+    def on_reset(self, stream: int) -> None: ...
+    def on_ready(self, data: object, events: int) -> None: ...
+
+    def watched(self) -> dict[FileLike, tuple[int, object]]:
+        """Files besides the connection: file -> (selector events, what `on_ready` gets)."""
+        return {}
+
+    def paused(self) -> bool:
+        """Whether to stop reading the client (what it sends cannot be delivered yet)."""
+        return False
+
+    def cleanup(self) -> None: ...
+
+    def unwatch(self, f: FileLike) -> None:
+        """Call before closing a watched file."""
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(f)
+
+    @property
+    def congested(self) -> bool:
+        """Whether enough is queued toward the client that its sources should wait."""
+        return len(self.out) >= HIGH_WATER
+
+    def reply(self, stream: int) -> None:
+        self.out += self.codec.syn_reply(stream)
+
+    def send(self, stream: int, chunk: bytes, fin: bool = False) -> None:
+        if stream:
+            self.out += data(stream, chunk, fin)
+
+    def reset(self, stream: int) -> None:
+        if stream:
+            self.out += rst_stream(stream)
+
+    # ----- the loop -----
+    def run(self) -> None:
+        self.conn.setblocking(False)
+        try:
+            while not self.closed and not self.stop.is_set():
+                self._sync_selector()
+                for key, events in self.selector.select(timeout=1.0):
+                    if key.fileobj is self.conn:
+                        self._on_conn(events)
+                    else:
+                        self.on_ready(key.data, events)
+        except (OSError, ProtocolError) as e:
+            log.info("stream session ended: %s", e)
+        finally:
+            self.cleanup()
+            self.selector.close()
+            with contextlib.suppress(OSError):  # what is still queued (a final status) goes out blocking
+                self.conn.settimeout(5)
+                if self.out:
+                    self.conn.sendall(self.out)
+
+    def _sync_selector(self) -> None:
+        wanted = self.watched()
+        wanted[self.conn] = ((0 if self.paused() else selectors.EVENT_READ)
+                             | (selectors.EVENT_WRITE if self.out else 0), None)
+        registered = self.selector.get_map()
+        for f in [f for f in list(registered) if f not in wanted or not wanted[f][0]]:
+            self.selector.unregister(f)
+        for f, (events, payload) in wanted.items():
+            key = registered.get(f)
+            if key is None and events:
+                self.selector.register(f, events, payload)
+            elif key is not None and (key.events != events or key.data is not payload):
+                self.selector.modify(f, events, payload)
+
+    def _on_conn(self, events: int) -> None:
+        if events & selectors.EVENT_READ:
+            while True:
+                try:
+                    chunk = self.conn.recv(65536)
+                except _WOULD_BLOCK:
+                    break
+                if not chunk:
+                    self.closed = True
+                    break
+                self.inbuf += chunk
+            for frame in self.codec.parse(self.inbuf):
+                self._on_frame(frame)
+        if events & selectors.EVENT_WRITE:
+            self._write_conn()
+
+    def _write_conn(self) -> None:
+        while self.out:
+            try:
+                sent = self.conn.send(self.out[:16384])
+            except _WOULD_BLOCK:
+                return
+            del self.out[:sent]
+
+    def _on_frame(self, frame: Frame) -> None:
+        if frame.kind == SYN_STREAM:
+            self.on_syn(frame)
+        elif frame.kind == 0:
+            self.on_data(frame)
+        elif frame.kind == RST_STREAM:
+            self.on_reset(frame.stream)
+        elif frame.kind == PING:
+            self.out += ping(frame.value)
+        elif frame.kind == GOAWAY:
+            self.closed = True

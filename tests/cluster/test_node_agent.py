@@ -1,7 +1,8 @@
 """Node-agent robustness: many pods staging one claim path at once, a container the agent
 cannot create reported as `CreateContainerError` (waiting, no exit code) rather than as a failed
-program, a container stopped the way a container runtime stops it, and volumes that `make
-cluster-down` names before deleting them or keeps (`KEEP_VOLUMES=1`) for the next cluster."""
+program, a container stopped the way a container runtime stops it, `kubectl exec` into a container,
+and volumes that `make cluster-down` names before deleting them or keeps (`KEEP_VOLUMES=1`) for the
+next cluster."""
 
 from __future__ import annotations
 
@@ -164,3 +165,31 @@ def test_cluster_down_names_the_volumes_it_deletes_and_keep_volumes_keeps_them(t
     line = deleted.splitlines()[0]
     assert line.startswith("deleting 1 volume(s)") and "trained models" in line and "default/models" in line, line
     assert "KEEP_VOLUMES=1 keeps them" in line and not root.exists()
+
+
+@pytest.mark.parametrize("websockets", [True, False], ids=["websocket", "spdy"])
+def test_kubectl_exec_runs_in_the_container_with_stdin_output_and_exit_code(
+        cluster: Cluster, namespace: str, websockets: bool) -> None:
+    cluster.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "box"}, "spec": {
+        "terminationGracePeriodSeconds": 1, "volumes": [{"name": "data", "emptyDir": {}}],
+        "containers": [{"name": "main", "image": "python:3.11", "workingDir": "/data",
+                        "command": ["sh", "-c", "echo written > /data/x; exec sleep 3600"],
+                        "env": [{"name": "GREETING", "value": "hi"}],
+                        "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}}, namespace)
+    wait_for(lambda: pod_phase(cluster, namespace, "box") == "Running", 60, what="box Running")
+    env = {**os.environ, "KUBECTL_REMOTE_COMMAND_WEBSOCKETS": str(websockets).lower()}
+    script = "echo $GREETING; hostname; pwd; cat x; cat; echo oops >&2; exit 3"
+    done = subprocess.run(["kubectl", f"--kubeconfig={cluster.kubeconfig}", "-n", namespace, "exec", "-i", "box",
+                           "--", "sh", "-c", script], input="from stdin\n", env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.splitlines() == ["hi", "box", "/data", "written", "from stdin"], done
+    assert "oops" in done.stderr and done.returncode == 3, done  # kubectl exits with the command's code
+    ok = subprocess.run(["kubectl", f"--kubeconfig={cluster.kubeconfig}", "-n", namespace, "exec", "box", "--",
+                         "true"], env=env, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok
+    # `exec -it` from a terminal (script(1) gives kubectl one): the command gets a terminal of its own.
+    line = f"stty cols 91 rows 17; kubectl --kubeconfig={cluster.kubeconfig} -n {namespace} exec -it box -- " \
+           "sh -c 'test -t 0 && echo tty; stty size'"
+    tty = subprocess.run(["script", "-qec", line, "/dev/null"], env=env, stdin=subprocess.DEVNULL,
+                         capture_output=True, text=True, timeout=60)
+    assert tty.stdout.replace("^@", "").split()[-3:] == ["tty", "17", "91"], tty  # "^@": the terminal's echo
