@@ -381,6 +381,9 @@ class TrainingJobStatus(Model):
     last_failure: LastFailure | None = Field(default=None, description=(
         "The failure that decided the last restart or the job's failure."))
     progress: Progress | None = Field(default=None, description="Training progress as rank 0 last reported it.")
+    metric: str | None = Field(default=None, max_length=64, description=(
+        "The latest evaluation's headline metric, e.g. 'accuracy 0.967' or 'perplexity 12.3' (printer column "
+        "Metric)."))
     history: dict[str, Curve] | None = Field(default=None, max_length=8, description=(
         "Metric curves (loss, evalLoss, accuracy, perplexity, samplesPerSecond), each one line of space-separated "
         f"step:value pairs, oldest first, e.g. '10:2.303 20:1.971'; thinned to at most {MAX_CURVE_POINTS} points."))
@@ -413,7 +416,9 @@ CRD = CrdKind(
         Column("State", "string", ".status.state"),
         Column("Nodes", "integer", ".spec.nodes"),
         Column("Progress", "string", ".status.progress.percent"),
+        Column("Metric", "string", ".status.metric"),
         Column("Restarts", "integer", ".status.restartCount"),
+        Column("Compressed", "string", ".status.compression.chosen"),
         Column("Age", "date", ".metadata.creationTimestamp"),
         Column("Reason", "string", ".status.reason", priority=1),
     ),

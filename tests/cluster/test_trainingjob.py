@@ -276,6 +276,9 @@ def assert_trained(cluster: Cluster, namespace: str, obj: Obj) -> None:
     per_epoch = st["progress"]["totalSteps"] // 8  # the sample trains 8 epochs; each ends with an eval point
     assert [step for step, _ in decode(st["history"]["accuracy"])] == [per_epoch * e for e in range(1, 9)]
     assert st["lastCheckpoint"]["step"] > 0
+    assert st["metric"] == f"accuracy {st['progress']['eval']['accuracy']:.4g}"
+    row = cluster.kubectl("get", "tj", obj["metadata"]["name"], "-n", namespace).stdout
+    assert re.search(r"100\.0%\s+accuracy 0\.\d+\s+0\s", row), row  # Progress, Metric, Restarts
     art = st["artifact"]
     assert art["uri"] == "pvc://training-data/runs/digits/artifact" and art["digest"].startswith("sha256:")
     pvc = cluster.client.get(f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/training-data")

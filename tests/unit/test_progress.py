@@ -10,7 +10,15 @@ import pytest
 from kubeforge_api.contracts import HistoryPoint, ProgressDoc
 from kubeforge_api.curves import decode, encode
 from kubeforge_api.trainingjob import TrainingJobStatus
-from kubeforge_operator.trainingjob.progress import HISTORY_LIMIT, downsample, last_step, merge_history, summary
+from kubeforge_operator.trainingjob.progress import (
+    HISTORY_LIMIT,
+    apply_progress,
+    downsample,
+    headline,
+    last_step,
+    merge_history,
+    summary,
+)
 from kubeforge_trainer.train.common import termination_message
 from pydantic import ValidationError
 
@@ -53,6 +61,18 @@ def test_summary_is_rounded_so_unchanged_progress_writes_nothing() -> None:
                                     "eval": {"accuracy": 0.5}, "samplesPerSecond": 1234.567, "etaSeconds": 12.7})
     assert summary(p) == {"step": 10, "totalSteps": 40, "epoch": 1, "percent": "25.0%", "loss": 0.123457,
                           "eval": {"accuracy": 0.5}, "samplesPerSecond": 1234.6, "etaSeconds": 12}
+
+
+@pytest.mark.parametrize(("evaluation", "shown"), [
+    ({"evalLoss": 0.2, "accuracy": 0.96666}, "accuracy 0.9667"),
+    ({"evalLoss": 2.5, "perplexity": 12.18}, "perplexity 12.18"),
+    ({"evalLoss": 0.25}, "evalLoss 0.25"), ({}, None)])
+def test_the_metric_kubectl_get_shows_is_the_evaluations_headline(evaluation: dict[str, float],
+                                                                   shown: str | None) -> None:
+    assert headline(evaluation) == shown
+    status: dict[str, Any] = {}
+    apply_progress(status, ProgressDoc.model_validate({"step": 1, "totalSteps": 2, "eval": evaluation}))
+    assert status.get("metric") == shown
 
 
 def test_termination_message_fits_4k_ends_at_the_last_step_and_keeps_every_eval_point() -> None:

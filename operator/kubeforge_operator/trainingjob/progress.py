@@ -14,6 +14,7 @@ from .context import Pass
 
 HISTORY_LIMIT = MAX_CURVE_POINTS  # points per metric
 CURVES = ("loss", "evalLoss", "accuracy", "perplexity", "samplesPerSecond")
+HEADLINE_METRICS = ("accuracy", "perplexity", "evalLoss", "loss")
 
 
 def summary(doc: ProgressDoc) -> Obj:
@@ -52,8 +53,16 @@ def last_step(history: Obj) -> int:
     return max((curve[-1][0] for curve in map(decode, history.values()) if curve), default=-1)
 
 
+def headline(evaluation: dict[str, float]) -> str | None:
+    """The metric `kubectl get tj` shows: accuracy, else perplexity, else the evaluation loss."""
+    name = next((k for k in HEADLINE_METRICS if k in evaluation), None)
+    return f"{name} {evaluation[name]:.4g}" if name else None
+
+
 def apply_progress(status: Obj, doc: ProgressDoc) -> None:
     status["progress"] = summary(doc)
+    if (metric := headline(doc.eval)) is not None:
+        status["metric"] = metric
     status["history"] = merge_history(status.get("history") or {}, doc.history)
     if doc.last_checkpoint_step is not None:
         status["lastCheckpoint"] = CheckpointRef(step=doc.last_checkpoint_step).dump()
