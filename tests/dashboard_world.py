@@ -14,7 +14,7 @@ from kubeforge_api.meta import Condition
 from kubeforge_api.servingjob import ServingJob
 from kubeforge_api.trainingjob import CompressionStatus, TrainingJob
 from kubeforge_dashboard.memory import MemorySource
-from kubeforge_dashboard.source import ContainerState, EventInfo, NodeInfo, PodInfo, Resources
+from kubeforge_dashboard.source import ContainerState, EventInfo, NodeInfo, PodInfo, Resources, Usage
 
 NS = "ml"
 T0 = "2026-11-28T10:00:00Z"
@@ -179,7 +179,15 @@ def world(server_ip: str = "", server_port: int | None = None) -> MemorySource:
                   ("oom-restarted-node-0", False): "resumed from step 0\nstep 10 loss 2.1",
                   ("oom-restarted-node-0", True): "step 90 loss 1.0\nKilled: out of memory",
                   ("broken-node-1", False): "Traceback (most recent call last):\nValueError: bad learning rate"},
-        node_list=[NodeInfo("kf-node", True, Resources(32000, 64 * 2**30, 1), Resources(32000, 64 * 2**30, 1))])
+        node_list=[NodeInfo("kf-node", True, Resources(32000, 64 * 2**30, 1), Resources(32000, 64 * 2**30, 1))],
+        usage_now=usage())
+
+
+def usage() -> Usage:
+    """What metrics-server would report: the node busier than Kubeforge's requests say, one job measured."""
+    return Usage(nodes={"kf-node": Resources(7250, 12 * 2**30, 0)},
+                 pods={(NS, "digits-running-node-0"): Resources(1900, 2**30, 0),
+                       (NS, "digits-running-node-1"): Resources(1850, 2**30, 0)})
 
 
 # What a hostile tenant writes into every string the dashboard shows: Markdown images and links, a

@@ -1,22 +1,24 @@
-"""Serving job: readiness, replicas per track, model lineage, canary split, live latency from the
-servers' /metrics, and a form that sends an Open Inference Protocol request."""
+"""Serving job: readiness, replicas per track, model lineage, canary split, throughput and latency
+from the servers' /metrics (now and over time), and a form that sends an Open Inference Protocol
+request. Everything but the form refreshes on a timer: a ServingJob is live until it is deleted."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 from kubeforge_api.constants import LABEL_SERVING
 from kubeforge_api.servingjob import ServingJob
 from kubeforge_dashboard import metrics, servers, ui
 from kubeforge_dashboard.format import color
-from kubeforge_dashboard.source import PodInfo
+from kubeforge_dashboard.history import Point
+from kubeforge_dashboard.source import PodInfo, Source
 from kubeforge_dashboard.ui import plain
 from kubeforge_dashboard.views import serving
 
-SCRAPES_KEY = "kubeforge_scrapes"
 TRAINING_PAGE, OVERVIEW_PAGE = "app_pages/training_job.py", "app_pages/overview.py"
 
 
@@ -41,11 +43,8 @@ def tracks(job: ServingJob) -> None:
         st.page_link(TRAINING_PAGE, label=plain(f"Lineage: {label}"), query_params={"ns": ns, "name": name})
 
 
-def latency(key: str, pods: list[PodInfo]) -> None:
-    ready = serving.server_pods(pods)
-    if not ready:
-        st.info("No ready server to read metrics from.")
-        return
+def scrape(ready: list[PodInfo]) -> list[metrics.Scrape]:
+    """Each ready server's metrics, saying (in our words) which could not be read."""
     scrapes, now = [], time.time()
     for pod, result in servers.scrape_all(ready):
         if isinstance(result, servers.ServerError):
@@ -55,18 +54,41 @@ def latency(key: str, pods: list[PodInfo]) -> None:
             scrapes.append(metrics.parse(result, now))
         except metrics.MetricsError as e:  # our words, never the text's
             st.warning(plain(f"Metrics of {pod.name} unreadable: {e}"))
+    return scrapes
+
+
+def over_time(points: list[Point]) -> None:
+    if len(points) < 2:
+        st.caption(f"Throughput and latency over time fill in as the page refreshes "
+                   f"(every {ui.settings().refresh_seconds:g} s).")
+        return
+    rates, latency_ms = serving.history_rows(points)
+    left, right = st.columns(2)
+    for col, rows, title, unit in ((left, rates, "Throughput", "per second"), (right, latency_ms, "Latency", "ms")):
+        if not rows:
+            col.caption(f"{title}: no requests in the last {len(points)} intervals.")
+            continue
+        chart = alt.Chart(pd.DataFrame(rows), title=title).mark_line(point=len(points) < 30).encode(
+            x=alt.X("time:T", title=None), y=alt.Y("value:Q", title=unit), color=alt.Color("series:N", title=None))
+        col.altair_chart(chart, width="stretch")
+
+
+def latency(key: str, pods: list[PodInfo]) -> None:
+    ready = serving.server_pods(pods)
+    if not ready:
+        st.info("No ready server to read metrics from.")
+        return
+    scrapes = scrape(ready)
     if not scrapes:
         return
-    history = st.session_state.setdefault(SCRAPES_KEY, {})
-    current = metrics.combine(scrapes)
-    view = metrics.latency_view(current, history.get(key))
-    history[key] = current
+    view, points = ui.serving_history().add(key, metrics.combine(scrapes))
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Requests", view.requests, help=f"{view.errors} answered with 5xx")
     c2.metric("Rate", "measuring..." if view.rate_per_second is None else f"{view.rate_per_second:.2f}/s")
     c3.metric("p50 latency", "no requests yet" if view.p50_ms is None else f"{view.p50_ms:.1f} ms")
     c4.metric("p99 latency", "no requests yet" if view.p99_ms is None else f"{view.p99_ms:.1f} ms")
     st.caption(f"Percentiles {view.window}, over {len(scrapes)} of {len(ready)} ready servers.")
+    over_time(points)
 
 
 def try_it(job: ServingJob, pods: list[PodInfo]) -> None:
@@ -104,6 +126,22 @@ def try_it(job: ServingJob, pods: list[PodInfo]) -> None:
         st.json(response.model_dump(exclude_none=True))
 
 
+def live(src: Source, ns: str, name: str) -> tuple[ServingJob, list[PodInfo]] | None:
+    """Everything that changes while the job serves: status, tracks, servers, throughput and latency."""
+    job = ui.read(lambda: src.serving_job(ns, name))
+    if job is None:
+        return None
+    header(job)
+    tracks(job)
+    pods = ui.read(lambda: src.pods(ns, {LABEL_SERVING: name})) or []
+    st.subheader("Servers")
+    if pods:
+        st.dataframe(pd.DataFrame(serving.pod_rows(pods)), hide_index=True, width="stretch")
+    st.subheader("Traffic and latency")
+    latency(f"{ns}/{name}", pods)
+    return job, pods
+
+
 def main() -> None:
     src = ui.source()
     if src is None:
@@ -112,19 +150,12 @@ def main() -> None:
     picked = ui.pick_job("ServingJob", lambda: src.serving_jobs(namespaces))
     if picked is None:
         return
-    job = ui.read(lambda: src.serving_job(*picked))
-    if job is None:
+    every = ui.settings().refresh_seconds
+    shown = st.fragment(live, run_every=every)(src, *picked)
+    if shown is None:
         return
-    ns = job.metadata.namespace or ""
-    header(job)
-    tracks(job)
-    pods = ui.read(lambda: src.pods(ns, {LABEL_SERVING: job.metadata.name})) or []
-    st.subheader("Servers")
-    if pods:
-        st.dataframe(pd.DataFrame(serving.pod_rows(pods)), hide_index=True, width="stretch")
-    st.subheader("Traffic and latency")
-    st.fragment(latency, run_every=ui.settings().refresh_seconds)(f"{ns}/{job.metadata.name}", pods)
-    try_it(job, pods)
+    st.caption(f"Refreshes every {every:g} s.")
+    try_it(*shown)
     st.page_link(OVERVIEW_PAGE, label="Back to the overview")
 
 

@@ -1,4 +1,5 @@
-"""Training job: state, curves, timeline, pods with logs, events, artifact and compression report.
+"""Training job: state, curves, timeline, pods with logs, events, artifact and compression report,
+refreshed on a timer until the job has finished (then read once: nothing changes any more).
 
 Reads per view: the job, its pods, the namespace's events, the ServingJobs (lineage) and the logs
 of the one pod chosen (current and, after a crash, previous container): a bounded number,
@@ -131,6 +132,18 @@ def details(src: Source, job: TrainingJob) -> None:
     compression(job)
 
 
+def live(src: Source, ns: str, name: str, every: float) -> None:
+    """The page of a job that has not finished, read again every `every` seconds; once the job has
+    finished, the whole page runs once more, without the timer."""
+    job = ui.read(lambda: src.training_job(ns, name))
+    if job is None:
+        return
+    if training.finished(job.status):
+        st.rerun()
+    st.caption(f"Refreshing every {every:g} s while the job runs.")
+    details(src, job)
+
+
 def main() -> None:
     src = ui.source()
     if src is None:
@@ -140,8 +153,13 @@ def main() -> None:
     if picked is None:
         return
     job = ui.read(lambda: src.training_job(*picked))
-    if job is not None:
+    if job is None:
+        return
+    if training.finished(job.status):
         details(src, job)
+    else:
+        every = ui.settings().refresh_seconds
+        st.fragment(live, run_every=every)(src, *picked, every)
 
 
 main()

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from kubeforge_api.servingjob import ServingJob
 from kubeforge_api.trainingjob import TrainingJob
 
-from .source import EventInfo, Listing, NodeInfo, PodInfo, Source
+from .source import EventInfo, Listing, NodeInfo, PodInfo, Source, Usage
 
 R = TypeVar("R")
 
@@ -74,3 +74,6 @@ class CachingSource:
 
     def nodes(self) -> list[NodeInfo]:
         return self._cached(("nodes",), self.inner.nodes)
+
+    def usage(self, selector: dict[str, str]) -> Usage | None:
+        return self._cached(("usage", tuple(sorted(selector.items()))), lambda: self.inner.usage(selector))

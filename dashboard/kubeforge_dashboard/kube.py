@@ -25,11 +25,12 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from pydantic import BaseModel
 
-from .kubeobjects import Obj, event_info, node_info, parse_all, pod_info, selector_string
+from .kubeobjects import Obj, event_info, node_info, parse_all, pod_info, selector_string, usage_of
 from .mirror import Mirror
-from .source import ErrorKind, EventInfo, Listing, NodeInfo, PodInfo, SourceError
+from .source import ErrorKind, EventInfo, Listing, NodeInfo, PodInfo, SourceError, Usage
 
 LOG_LIMIT_BYTES = 256 * 1024
+METRICS_GROUP, METRICS_VERSION = "metrics.k8s.io", "v1beta1"
 MAX_MIRRORS = 8
 M = TypeVar("M", bound=BaseModel)
 
@@ -205,3 +206,18 @@ class KubernetesSource:
     def nodes(self) -> list[NodeInfo]:
         data = self._json("list nodes", "list nodes", self.core.list_node)
         return [node_info(n) for n in data.get("items", [])]
+
+    def usage(self, selector: dict[str, str]) -> Usage | None:
+        """From the resource metrics API; None when the cluster serves none (404, or 503 while metrics-server
+        is not ready): the page then shows requests only."""
+        try:
+            nodes = self._json("list node metrics", "list node metrics (metrics.k8s.io)",
+                               self.custom.list_cluster_custom_object, METRICS_GROUP, METRICS_VERSION, "nodes")
+            pods = self._json("list pod metrics", "list pod metrics (metrics.k8s.io)",
+                              self.custom.list_cluster_custom_object, METRICS_GROUP, METRICS_VERSION, "pods",
+                              label_selector=selector_string(selector))
+        except SourceError as e:
+            if e.kind == ErrorKind.NOT_FOUND or "503" in e.message:
+                return None
+            raise
+        return usage_of(list(nodes.get("items", [])), list(pods.get("items", [])))

@@ -10,13 +10,14 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from .source import ContainerState, EventInfo, Listing, NodeInfo, PodInfo, Resources
+from .source import ContainerState, EventInfo, Listing, NodeInfo, PodInfo, Resources, Usage
 
 Obj = dict[str, Any]
 M = TypeVar("M", bound=BaseModel)
 GPU = "nvidia.com/gpu"
 _SUFFIX = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60, "m": 1e-3}
+           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60, "m": 1e-3, "u": 1e-6,
+           "n": 1e-9}  # metrics-server reports CPU in nanocores
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+)(?:[eE]([+-]?[0-9]+))?([a-zA-Z]*)$")
 
 
@@ -84,6 +85,17 @@ def node_info(node: Obj) -> NodeInfo:
     return NodeInfo(name=str(node.get("metadata", {}).get("name", "")), ready=ready,
                     capacity=resources(status.get("capacity")), allocatable=resources(status.get("allocatable")),
                     labels=dict(node.get("metadata", {}).get("labels") or {}))
+
+
+def usage_of(node_metrics: list[Obj], pod_metrics: list[Obj]) -> Usage:
+    """NodeMetrics and PodMetrics items (metrics.k8s.io/v1beta1) as what each node and pod uses."""
+    nodes = {str(n.get("metadata", {}).get("name", "")): resources(n.get("usage")) for n in node_metrics}
+    pods: dict[tuple[str, str], Resources] = {}
+    for p in pod_metrics:
+        meta = p.get("metadata", {})
+        pods[(str(meta.get("namespace", "")), str(meta.get("name", "")))] = sum(
+            (resources(c.get("usage")) for c in p.get("containers", [])), Resources())
+    return Usage(nodes=nodes, pods=pods)
 
 
 def parse_all(model: Callable[[Obj], M], items: Iterable[Obj], kind: str) -> Listing[M]:

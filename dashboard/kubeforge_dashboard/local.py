@@ -19,7 +19,7 @@ from kubeforge_api.trainingjob import TrainingJob
 from pydantic import ValidationError
 
 from .kubeobjects import matches
-from .source import ErrorKind, EventInfo, Listing, NodeInfo, PodInfo, Resources, SourceError
+from .source import ErrorKind, EventInfo, Listing, NodeInfo, PodInfo, Resources, SourceError, Usage
 
 LOCAL_NAMESPACE = "local"
 LOG_TAIL_BYTES = 256 * 1024
@@ -123,3 +123,6 @@ class LocalRunsSource:
     def nodes(self) -> list[NodeInfo]:
         machine = Resources(cpu_m=(os.cpu_count() or 1) * 1000, memory=_memory_bytes())
         return [NodeInfo(name=os.uname().nodename, ready=True, capacity=machine, allocatable=machine)]
+
+    def usage(self, selector: dict[str, str]) -> Usage | None:
+        return None  # local processes have no resource metrics API

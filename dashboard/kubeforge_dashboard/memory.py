@@ -11,7 +11,7 @@ from kubeforge_api.servingjob import ServingJob
 from kubeforge_api.trainingjob import TrainingJob
 
 from .kubeobjects import matches
-from .source import ErrorKind, EventInfo, Listing, NodeInfo, PodInfo, SourceError
+from .source import ErrorKind, EventInfo, Listing, NodeInfo, PodInfo, SourceError, Usage
 
 
 @dataclass
@@ -22,6 +22,7 @@ class MemorySource:
     event_list: list[EventInfo] = field(default_factory=list)
     log_text: dict[tuple[str, bool], str] = field(default_factory=dict)  # (pod, previous) -> text
     node_list: list[NodeInfo] = field(default_factory=list)
+    usage_now: Usage | None = None  # None: no metrics API
     failures: dict[str, SourceError] = field(default_factory=dict)  # read kind -> error it raises
     problems: list[str] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
@@ -81,3 +82,11 @@ class MemorySource:
     def nodes(self) -> list[NodeInfo]:
         self._read("nodes")
         return list(self.node_list)
+
+    def usage(self, selector: dict[str, str]) -> Usage | None:
+        self._read("usage")
+        if self.usage_now is None:
+            return None
+        wanted = {(p.namespace, p.name) for p in self.pod_list if matches(p.labels, selector)}
+        pods = {k: v for k, v in self.usage_now.pods.items() if k in wanted}
+        return Usage(nodes=dict(self.usage_now.nodes), pods=pods)

@@ -101,6 +101,15 @@ class NodeInfo:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """What is in use now, from the resource metrics API (metrics.k8s.io, served by metrics-server): per
+    node, and per pod of a selection (keyed by namespace and name). CPU in millicores, memory in bytes."""
+
+    nodes: dict[str, Resources] = field(default_factory=dict)
+    pods: dict[tuple[str, str], Resources] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Listing(Generic[T]):
     """Objects of one kind, plus one line per object that could not be read as its model."""
 
@@ -140,3 +149,8 @@ class Source(Protocol):
     def logs(self, namespace: str, pod: str, container: str | None, previous: bool, tail: int) -> str: ...
 
     def nodes(self) -> list[NodeInfo]: ...
+
+    def usage(self, selector: dict[str, str]) -> Usage | None:
+        """CPU and memory in use per node, and per pod of any namespace whose labels match `selector`;
+        None when the source has no resource metrics (no metrics-server, or local runs)."""
+        ...

@@ -17,10 +17,12 @@ import streamlit as st
 from kubeforge_api.servingjob import ServingJob
 from kubeforge_api.trainingjob import TrainingJob
 
+from .history import ServingHistory
 from .settings import DashboardSettings, make_source
 from .source import ErrorKind, Listing, Source, SourceError
 
 SOURCE_KEY = "kubeforge_source"  # a test may put its own Source here before the first run
+HISTORY_KEY = "kubeforge_history"  # and its own ServingHistory here
 SETTINGS_KEY = "kubeforge_settings"
 NAMESPACES_KEY = "kubeforge_namespaces"
 T = TypeVar("T")
@@ -39,6 +41,17 @@ def plain(text: object) -> str:
 @st.cache_resource(show_spinner=False)
 def _process_source() -> Source:
     return make_source(settings())
+
+
+@st.cache_resource(show_spinner=False)
+def _process_history() -> ServingHistory:
+    return ServingHistory()
+
+
+def serving_history() -> ServingHistory:
+    """The ServingJobs' throughput and latency over time, shared by every session of the process."""
+    found = st.session_state.get(HISTORY_KEY)
+    return found if isinstance(found, ServingHistory) else _process_history()
 
 
 def settings() -> DashboardSettings:

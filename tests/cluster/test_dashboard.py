@@ -27,6 +27,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 READS = [("trainingjobs.kubeforge.dev", ""), ("servingjobs.kubeforge.dev", ""), ("pods", ""), ("events", ""),
          ("nodes", ""), ("namespaces", "")]
+METRICS = [("nodes.metrics.k8s.io", ""), ("pods.metrics.k8s.io", "")]  # get and list: what is in use
 WRITES = ["create", "update", "patch", "delete", "deletecollection"]
 NEVER = [("get", "secrets", ""), ("list", "secrets", ""), ("create", "pods", "exec"), ("get", "pods", "proxy"),
          ("create", "pods", "eviction"), ("update", "trainingjobs.kubeforge.dev", "status"),
@@ -50,6 +51,7 @@ def test_dashboard_service_account_reads_what_pages_show_and_writes_nothing(clus
         for verb in ("get", "list", "watch"):
             assert can(cluster, verb, resource, sub), f"the dashboard cannot {verb} {resource}"
     assert can(cluster, "get", "pods", "log") and not can(cluster, "create", "pods", "log")
+    assert all(can(cluster, verb, r, sub) for r, sub in METRICS for verb in ("get", "list"))
     for resource, sub in [*READS, ("pods", "log")]:
         for verb in WRITES:
             assert not can(cluster, verb, resource, sub), f"the dashboard may {verb} {resource}/{sub}"

@@ -15,6 +15,7 @@ from typing import Any
 
 import dashboard_world as w
 import pytest
+from kubeforge_dashboard.history import ServingHistory
 from kubeforge_dashboard.memory import MemorySource
 from kubeforge_dashboard.source import ErrorKind, SourceError
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -35,6 +36,7 @@ def render(source: Any, page: str = "overview", **query: str) -> AppTest:
     if _COMPONENTS and hasattr(at, "_bidi_component_manager"):
         at._bidi_component_manager = _COMPONENTS[0]
     at.session_state["kubeforge_source"] = source
+    at.session_state["kubeforge_history"] = ServingHistory(min_interval=0)  # each test's own, never the process's
     at.run()  # the pages are known once st.navigation has run
     if not _COMPONENTS and getattr(at, "_bidi_component_manager", None) is not None:
         _COMPONENTS.append(at._bidi_component_manager)
@@ -154,6 +156,13 @@ def test_running_job_page_shows_curves_pods_events_and_logs() -> None:
     assert "Previous container" not in text
 
 
+def test_job_pages_refresh_while_the_job_runs() -> None:
+    for name in ("digits-running", "big-pending", "oom-restarted", "just-created"):
+        assert "Refreshing every 5 s while the job runs" in seen(render(w.world(), "training", ns="ml", name=name))
+    for name in ("digits-q", "broken"):
+        assert "Refreshing" not in seen(render(w.world(), "training", ns="ml", name=name))
+
+
 def test_pending_unschedulable_job_page_says_why() -> None:
     text = seen(render(w.world(), "training", ns="ml", name="big-pending"))
     assert ":gray-badge[Pending]" in text and "reason Unschedulable" in text
@@ -214,12 +223,14 @@ def test_training_page_without_a_query_offers_a_choice() -> None:
     assert "TrainingJob digits-running" in seen(at)
 
 
-def exposition() -> bytes:
+def exposition(extra: int = 0) -> bytes:
+    """A server's /metrics after 100 requests (p50 5 ms, p99 25 ms), and `extra` more at 40 ms."""
     reg = CollectorRegistry()
-    Counter("kubeforge_inference_requests", "", ["endpoint", "code"], registry=reg).labels("infer", "200").inc(100)
+    requests = Counter("kubeforge_inference_requests", "", ["endpoint", "code"], registry=reg)
+    requests.labels("infer", "200").inc(100 + extra)
     hist = Histogram("kubeforge_inference_latency_seconds", "", ["stage"], registry=reg,
                      buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.5))
-    for v in [0.003] * 50 + [0.02] * 49 + [0.4]:
+    for v in [0.003] * 50 + [0.02] * 49 + [0.4] + [0.04] * extra:
         hist.labels("total").observe(v)
     return generate_latest(reg)
 
@@ -261,6 +272,21 @@ def test_serving_page_with_canary_lineage_and_latency(metrics_server: tuple[str,
     assert metrics["Rate"] == "measuring..."
 
 
+def test_serving_page_shows_throughput_and_latency_over_time(metrics_server: tuple[str, int, list[bytes]]) -> None:
+    ip, port, body = metrics_server
+    at = render(w.world(ip, port), "serving", ns="ml", name="digits-serving")
+    assert charts(at) == 0 and "fill in as the page refreshes (every 5 s)" in seen(at)
+    for more in (50, 120):  # each refresh scrapes again: a point per interval
+        body[0] = exposition(extra=more)
+        at.run()
+    assert not at.exception
+    assert charts(at) == 2  # throughput and latency
+    throughput, latency = (c.proto.spec for c in at.get("vega_lite_chart"))
+    assert '"Throughput"' in throughput and '"Latency"' in latency
+    assert {m.label: m.value for m in at.metric}["Requests"] == str(2 * (100 + 120))
+    assert "Refreshes every 5 s" in seen(at)
+
+
 def test_serving_page_when_metrics_cannot_be_read(metrics_server: tuple[str, int, list[bytes]]) -> None:
     ip, port, body = metrics_server
     body[0] = b"<html>not metrics {"
@@ -270,18 +296,32 @@ def test_serving_page_when_metrics_cannot_be_read(metrics_server: tuple[str, int
     assert "Metrics of digits-serving-7d9f-abcde unreadable: cannot reach http://127.0.0.1:9/metrics" in closed
 
 
-def test_cluster_page_shows_capacity_and_kubeforge_usage() -> None:
+def test_cluster_page_shows_capacity_requests_and_use() -> None:
     at = render(w.world(), "cluster")
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["CPU requested by Kubeforge"] == "5 of 32 cores"
+    assert metrics["CPU in use"] == "7.25 of 32 cores"  # from the metrics API, beside what is requested
     assert metrics["GPUs requested by Kubeforge"] == "0 of 1"
     nodes = at.dataframe[0].value.iloc[0]
-    assert (nodes["node"], nodes["cpu"], nodes["pods"]) == ("kf-node", "5 / 32", 5)
+    assert (nodes["node"], nodes["cpu_requested"], nodes["cpu_in_use"], nodes["pods"]) == ("kf-node", "5 / 32",
+                                                                                           "7.25 / 32", 5)
+    config = at.dataframe[0].proto.columns
+    assert "CPU requested by Kubeforge" in config and "CPU in use" in config and "CPU used" not in config
     jobs = at.dataframe[1].value.set_index("job")
     assert jobs.loc["digits-running", "pods"] == 2 and "broken" not in jobs.index
+    assert (jobs.loc["digits-running", "cpu requested"], jobs.loc["digits-running", "cpu in use"]) == ("2", "3.75")
+    assert jobs.loc["digits-serving", "cpu in use"] == "n/a"
     down = MemorySource(failures={"nodes": SourceError(ErrorKind.FORBIDDEN, "forbidden: the dashboard may not "
                                                                            "list nodes (403 Forbidden)")})
     assert "forbidden: the dashboard may not list nodes" in seen(render(down, "cluster"))
+
+
+def test_cluster_page_without_a_metrics_api_says_in_use_is_not_measured() -> None:
+    src = w.world()
+    src.usage_now = None
+    at = render(src, "cluster")
+    assert {m.label: m.value for m in at.metric}["CPU in use"] == "n/a"
+    assert "In use: not measured" in seen(at) and at.dataframe[0].value.iloc[0]["cpu_in_use"] == "n/a"
 
 
 def test_try_it_asks_a_real_inference_server(tmp_path: Path) -> None:

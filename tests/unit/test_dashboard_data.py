@@ -17,7 +17,7 @@ from kubeforge_dashboard.kubeobjects import event_info, matches, node_info, pars
 from kubeforge_dashboard.local import LOCAL_NAMESPACE, LocalRunsSource
 from kubeforge_dashboard.memory import MemorySource
 from kubeforge_dashboard.settings import DashboardSettings, SourceKind, make_source
-from kubeforge_dashboard.source import ErrorKind, SourceError
+from kubeforge_dashboard.source import ErrorKind, Resources, SourceError
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 
@@ -42,6 +42,16 @@ def test_pod_after_an_oom_restart_and_a_pending_pod() -> None:
     pending = pod_info({"metadata": {"name": "x"}, "spec": {}, "status": {"phase": "Pending", "conditions": [
         {"type": "PodScheduled", "status": "False", "message": "0/1 nodes are available"}]}})
     assert (pending.phase, pending.message, pending.node) == ("Pending", "0/1 nodes are available", "")
+
+
+def test_resource_metrics_as_usage() -> None:
+    from kubeforge_dashboard.kubeobjects import usage_of
+
+    nodes = [{"metadata": {"name": "kf-node"}, "usage": {"cpu": "1523456789n", "memory": "2097152Ki"}}]
+    pods = [{"metadata": {"name": "p", "namespace": "ml"},
+             "containers": [{"usage": {"cpu": "250m", "memory": "1Mi"}}, {"usage": {"cpu": "500000u"}}]}]
+    u = usage_of(nodes, pods)
+    assert u.nodes["kf-node"] == Resources(1523, 2 * 2**30, 0) and u.pods[("ml", "p")] == Resources(750, 2**20, 0)
 
 
 def test_events_nodes_and_selectors() -> None:

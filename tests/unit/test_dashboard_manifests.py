@@ -24,7 +24,8 @@ def test_dashboard_role_reads_what_the_pages_show_and_nothing_else() -> None:
     granted = {(g, r): set(rule["verbs"]) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]}
     assert granted == {("kubeforge.dev", "trainingjobs"): READ, ("kubeforge.dev", "servingjobs"): READ,
                        ("", "pods"): READ, ("", "events"): READ, ("", "nodes"): READ, ("", "namespaces"): READ,
-                       ("", "pods/log"): {"get"}}
+                       ("", "pods/log"): {"get"}, ("metrics.k8s.io", "nodes"): {"get", "list"},
+                       ("metrics.k8s.io", "pods"): {"get", "list"}}
     binding = base_docs()["ClusterRoleBinding"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kubeforge-dashboard",
                                     "namespace": "kubeforge-system"}]

@@ -151,11 +151,16 @@ def test_cluster_usage_counts_only_live_kubeforge_pods() -> None:
     src = w.world()
     (row,) = cluster.node_rows(src.node_list, src.pod_list)
     # 5 running pods on kf-node request 1 CPU each; the pending one has no node, the failed one holds nothing
-    assert (row.node, row.cpu, row.pods, row.gpus) == ("kf-node", "5 / 32", 5, "0 / 1")
-    assert row.cpu_used == pytest.approx(5 / 32) and row.memory == "10.0 GiB / 64.0 GiB"
+    assert (row.node, row.cpu_requested, row.pods, row.gpus_requested) == ("kf-node", "5 / 32", 5, "0 / 1")
+    assert row.cpu_requested_share == pytest.approx(5 / 32) and row.memory_requested == "10.0 GiB / 64.0 GiB"
+    assert (row.cpu_in_use, row.cpu_in_use_share) == ("n/a", None)  # without metrics nothing is "in use"
+    (measured,) = cluster.node_rows(src.node_list, src.pod_list, w.usage())
+    assert (measured.cpu_in_use, measured.memory_in_use) == ("7.25 / 32", "12.0 GiB / 64.0 GiB")
+    assert measured.cpu_in_use_share == pytest.approx(7.25 / 32)
     jobs = {r["job"]: r for r in cluster.job_rows(src.pod_list)}
     assert jobs["digits-running"]["pods"] == 2 and jobs["digits-serving"]["kind"] == "ServingJob"
-    assert "broken" not in jobs
+    assert "broken" not in jobs and jobs["digits-running"]["cpu in use"] == "n/a"
+    assert cluster.in_use(src.node_list, None) is None
 
 
 @pytest.mark.parametrize("text", [w.PAYLOAD, w.BANNER, "C:\\path\\to [x]", "a `b` **c** _d_ ~e~ | f | <g> &amp;",
@@ -168,3 +173,42 @@ def test_plain_markdown_shows_the_text_literally(text: str) -> None:
     markdown_it = pytest.importorskip("markdown_it")
     html = markdown_it.MarkdownIt("commonmark").render(plain(text))
     assert html == f"<p>{escape(' '.join(text.split()), quote=False)}</p>\n"
+
+
+def test_serving_history_keeps_a_bounded_series_per_job() -> None:
+    from kubeforge_dashboard.history import ServingHistory
+    from kubeforge_dashboard.metrics import Scrape
+
+    def scrape(t: float, requests: float, slow: float = 0.0) -> Scrape:
+        return Scrape(t, requests, 0.0, ((0.01, requests - slow), (0.1, requests), (float("inf"), requests)), requests)
+
+    h = ServingHistory(points=3, jobs=2, min_interval=1.0)
+    view, points = h.add("ml/a", scrape(100.0, 10))
+    assert view.rate_per_second is None and points == []
+    h.add("ml/a", scrape(100.5, 12))  # too soon after the last: no point, and the interval keeps its start
+    view, points = h.add("ml/a", scrape(110.0, 30, slow=20))
+    assert view.rate_per_second == pytest.approx(2.0) and len(points) == 1
+    assert points[0].requests_per_second == pytest.approx(2.0) and 10 < (points[0].p50_ms or 0) <= 100
+    for i in range(5):
+        h.add("ml/a", scrape(120.0 + 10 * i, 30))  # idle intervals: a rate of 0, no latency
+    points = h.series("ml/a")
+    assert len(points) == 3 and points[-1].requests_per_second == 0 and points[-1].p50_ms is None
+    h.add("ml/a", scrape(200.0, 5))  # counters went back: a replica restarted, the old points no longer add up
+    assert h.series("ml/a") == []
+    h.add("ml/b", scrape(1.0, 1))
+    h.add("ml/c", scrape(1.0, 1))  # a third job: the one updated longest ago goes
+    assert h.series("ml/a") == [] and h.add("ml/a", scrape(300.0, 9))[0].rate_per_second is None
+
+
+def test_serving_history_rows_for_the_charts() -> None:
+    from kubeforge_dashboard.history import Point
+
+    rates, latency = serving.history_rows([Point(0.0, 2.0, 0.5, 4.0, 9.0), Point(5.0, 0.0, 0.0, None, None)])
+    assert [(r["series"], r["value"]) for r in rates] == [("requests/s", 2.0), ("5xx/s", 0.5), ("requests/s", 0.0),
+                                                          ("5xx/s", 0.0)]
+    assert [(r["series"], r["value"]) for r in latency] == [("p50", 4.0), ("p99", 9.0)]
+
+
+def test_a_job_has_finished_only_in_a_terminal_state() -> None:
+    jobs = {j.metadata.name: j for j in w.training_jobs()}
+    assert [n for n, j in jobs.items() if training.finished(j.status)] == ["broken", "digits-q", "digits-strict"]

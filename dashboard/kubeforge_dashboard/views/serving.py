@@ -5,10 +5,12 @@ Latency and rates come from `metrics`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from kubeforge_api.constants import LABEL_TRACK
 from kubeforge_api.servingjob import ModelSource, ResolvedModel, ServingJob
 
+from ..history import Point
 from ..source import PodInfo
 from .overview import serving_state
 
@@ -87,3 +89,17 @@ def pod_rows(pods: list[PodInfo]) -> list[dict[str, object]]:
              "node": p.node, "ip": p.ip, "restarts": p.restarts,
              "reason": ", ".join(c.reason or c.last_reason for c in p.containers if c.reason or c.last_reason)}
             for p in sorted(pods, key=lambda p: (p.labels.get(LABEL_TRACK, MAIN), p.name))]
+
+
+def history_rows(points: list[Point]) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """Long-form rows (time, series, value) for two charts: requests and errors per second, and p50 and p99
+    latency in ms (intervals without requests have no latency)."""
+    rates: list[dict[str, object]] = []
+    latency: list[dict[str, object]] = []
+    for p in points:
+        t = datetime.fromtimestamp(p.time, UTC)
+        rates += [{"time": t, "series": "requests/s", "value": p.requests_per_second},
+                  {"time": t, "series": "5xx/s", "value": p.errors_per_second}]
+        latency += [{"time": t, "series": name, "value": v} for name, v in (("p50", p.p50_ms), ("p99", p.p99_ms))
+                    if v is not None]
+    return rates, latency

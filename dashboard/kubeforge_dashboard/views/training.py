@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kubeforge_api.constants import LABEL_RANK, LABEL_ROLE
+from kubeforge_api.constants import LABEL_RANK, LABEL_ROLE, State
 from kubeforge_api.curves import decode
 from kubeforge_api.servingjob import ServingJob
 from kubeforge_api.trainingjob import TrainingJob, TrainingJobStatus
@@ -20,6 +20,7 @@ from ..source import EventInfo, PodInfo
 LOSS_SERIES = ("loss", "evalLoss")
 THROUGHPUT_SERIES = ("samplesPerSecond",)
 CHARTS = ("Loss", "Eval metric", "Samples per second")
+FINISHED = frozenset({State.SUCCEEDED, State.FAILED, State.INTERRUPTED})
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,11 @@ def spec_summary(job: TrainingJob) -> list[tuple[str, str]]:
                 + (", suspended" if rp.suspend else "")))
     out.append(("Compression", "configured" if s.compression else "none"))
     return out
+
+
+def finished(status: TrainingJobStatus | None) -> bool:
+    """Whether nothing about the job changes any more (succeeded, failed, or a local run stopped)."""
+    return bool(status and status.state in FINISHED)
 
 
 def timeline(status: TrainingJobStatus | None) -> list[TimelineRow]:

@@ -1,0 +1,72 @@
+"""Throughput and latency of each ServingJob over time, from the successive scrapes the serving page
+makes while someone watches it: one point per interval between two scrapes (its request rate, error
+rate and p50/p99 latency, what `rate()` and `histogram_quantile()` give in Prometheus).
+
+Bounded and in memory: at most `points` per job (the oldest go first) and `jobs` jobs (the one
+updated longest ago goes first), shared by every session of the process, so a page opened later
+shows the recent past. It is no time-series database: nothing is kept across restarts, and there
+are points only while a page refreshes (a Prometheus scraping the servers is the durable record).
+Thread-safe: sessions run in their own threads."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+from .metrics import LatencyView, Scrape, latency_view
+
+POINTS = 360  # 30 minutes at the default 5 s refresh
+JOBS = 64
+MIN_INTERVAL_SECONDS = 1.0  # two sessions refreshing together make no sub-second points
+
+
+@dataclass(frozen=True)
+class Point:
+    time: float  # end of the interval, seconds since the epoch
+    requests_per_second: float
+    errors_per_second: float
+    p50_ms: float | None  # None: no request in the interval
+    p99_ms: float | None
+
+
+class ServingHistory:
+    def __init__(self, points: int = POINTS, jobs: int = JOBS, min_interval: float = MIN_INTERVAL_SECONDS) -> None:
+        self.points, self.jobs, self.min_interval = points, jobs, min_interval
+        self._lock = threading.Lock()
+        self._last: OrderedDict[str, Scrape] = OrderedDict()
+        self._series: dict[str, deque[Point]] = {}
+
+    def add(self, key: str, scrape: Scrape) -> tuple[LatencyView, list[Point]]:
+        """Record `scrape` of job `key`; the view since the previous scrape and the job's points so far."""
+        with self._lock:
+            prev = self._last.get(key)
+            view = latency_view(scrape, prev)
+            if prev is None or scrape.time - prev.time >= self.min_interval:
+                point = _point(scrape, prev, view)
+                series = self._series.setdefault(key, deque(maxlen=self.points))
+                if point is not None:
+                    series.append(point)
+                elif prev is not None and scrape.requests < prev.requests:
+                    series.clear()  # a restarted replica reset its counters: the old points no longer add up
+                self._last[key] = scrape
+                self._last.move_to_end(key)
+                while len(self._last) > self.jobs:
+                    gone, _ = self._last.popitem(last=False)
+                    self._series.pop(gone, None)
+            return view, list(self._series.get(key, ()))
+
+    def series(self, key: str) -> list[Point]:
+        with self._lock:
+            return list(self._series.get(key, ()))
+
+
+def _point(cur: Scrape, prev: Scrape | None, view: LatencyView) -> Point | None:
+    """The interval since `prev` as a point, None when there is no usable interval."""
+    if prev is None or view.rate_per_second is None:
+        return None
+    seconds = cur.time - prev.time
+    errors = max(cur.errors - prev.errors, 0.0) / seconds
+    measured = view.window != "since start"  # percentiles of this interval, not of the servers' lifetime
+    return Point(cur.time, view.rate_per_second, errors, view.p50_ms if measured else None,
+                 view.p99_ms if measured else None)
