@@ -22,6 +22,7 @@ from kubeforge_api.constants import CONDITION_RECONCILED, GROUP, LABEL_OWNER_UID
 from . import metrics
 from .kube import ApiError, Kube
 from .plan import Obj, Plan, Refusal, World, ts
+from .transitions import message_of, state_of
 
 Key = tuple[str, str]  # (namespace, name)
 PostEvent = Callable[[Obj, str, str, str], None]  # (involved object, type, reason, message)
@@ -363,6 +364,12 @@ class Controller:
         return Refusal(kind, name, "NameConflict", f"{kind} {name} already exists and is not owned by this "
                                                    f"{self.kind.kind}")
 
+    def _log_transition(self, key: Key, old: Obj, new: Obj) -> None:
+        """One info line per change of state, e.g. `TrainingJob ml/digits: Running -> Succeeded: ...`."""
+        before, after = state_of(old), state_of(new)
+        if after and after != before:
+            log.info("%s %s/%s: %s -> %s: %s", self.kind.kind, *key, before or "new", after, message_of(new))
+
     def _refuse(self, key: Key, refusal: Refusal) -> None:
         self.refusals[key] = (*self.refusals.get(key, ()), refusal)
         self.queue.add(key)
@@ -384,6 +391,7 @@ class Controller:
             if newer(self.objs.get(key), updated):
                 self.objs[key] = slim(updated)
             metrics.count_transition(self.kind.kind, ns, old, plan.status)
+            self._log_transition(key, old, plan.status)
         await asyncio.gather(*(self.kube.delete_child(ns, c.kind, c.name, c.uid) for c in plan.delete))
         # What pods depend on (a Service for their rendezvous) first: pods are created only if none was refused,
         # so a gang never starts against an object that is not its own.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Histogram
 
 from .plan import Obj
+from .transitions import state_of
 
 JOB_TRANSITIONS = Counter("kubeforge_job_transitions_total",
                           "Objects entering a state (Created, Restarted, Succeeded, Failed, Ready...)",
@@ -17,7 +18,7 @@ API_WRITES = Counter("kubeforge_api_writes_total", "Mutating API requests made b
 
 def count_transition(kind: str, ns: str, old: Obj, new: Obj) -> None:
     """Count a status write that moved the object into a new state or restarted it."""
-    if new.get("state") != old.get("state") and new.get("state"):
-        JOB_TRANSITIONS.labels(kind, ns, new["state"]).inc()
+    if state_of(new) != state_of(old) and state_of(new):
+        JOB_TRANSITIONS.labels(kind, ns, state_of(new)).inc()
     if new.get("restartCount", 0) > old.get("restartCount", 0):
         JOB_TRANSITIONS.labels(kind, ns, "Restarted").inc()

@@ -2,7 +2,8 @@
 condition whose status or reason changed is news, unless it turned False for an ordinary reason
 (the condition that turned True says what happened). News is a Warning when the kind calls its
 reason a warning or the condition is one whose True means trouble (Failed, Degraded...). The same
-reason and message on two conditions is one Event (a Warning if either is)."""
+reason and message on two conditions is one Event (a Warning if either is). An object's state in
+one word (`state_of`) is what the operator logs and counts when it changes."""
 
 from __future__ import annotations
 
@@ -40,3 +41,18 @@ def condition_events(old_status: Obj, new_status: Obj, rule: EventRule) -> list[
         what = (str(c.get("reason", "")), str(c.get("message", "")))
         news[what] = news.get(what, False) or warning
     return [Event("Warning" if warning else "Normal", reason, message) for (reason, message), warning in news.items()]
+
+
+def state_of(status: Obj) -> str:
+    """One word for where an object is: a TrainingJob's `state`, else the reason of its Ready condition."""
+    if status.get("state"):
+        return str(status["state"])
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    return str(ready.get("reason", "")) if ready else ""
+
+
+def message_of(status: Obj) -> str:
+    """The message of the condition that says most about the state: a terminal or Ready one, else the first."""
+    conditions = [c for c in status.get("conditions") or [] if c.get("status") == "True"] or \
+        list(status.get("conditions") or [])
+    return str(conditions[-1].get("message", "")) if conditions else ""

@@ -124,6 +124,9 @@ def test_worker_exiting_1_fails_the_job_naming_pod_and_code(cluster: Cluster, op
     assert re.search(r"exit1\s+Failed\s+2", out), out
     logs = cluster.kubectl("logs", "exit1-node-1", "-n", namespace).stdout  # the pod that failed kept its logs
     assert "bad hyper-parameters" in logs
+    transitions = [line for line in operator.log_path.read_text(errors="replace").splitlines()
+                   if f"TrainingJob {namespace}/exit1: " in line]  # one info line per change of state
+    assert any("-> Failed: " in line and "exit1-node-1" in line for line in transitions), transitions
 
 
 def test_the_trainers_own_reason_and_exit_code_reach_describe_and_events(
