@@ -44,6 +44,9 @@ def load_job(path: Path) -> Obj:
     if len(jobs) != 1:
         kinds = ", ".join(str(d.get("kind")) if isinstance(d, dict) else type(d).__name__ for d in docs) or "nothing"
         raise UserError(f"{path}: expected exactly one TrainingJob, found {len(jobs)} (the file holds: {kinds})")
+    for other in (d for d in docs if not (isinstance(d, dict) and d.get("kind") == "TrainingJob")):
+        print(f"kubeforge: {path}: ignoring {_named(other)}: `kubeforge run` runs a TrainingJob only",
+              file=sys.stderr)
     doc = jobs[0]
     if not isinstance(doc.get("metadata"), dict) or not doc["metadata"].get("name"):
         raise UserError(f"{path}: the TrainingJob has no metadata.name")
@@ -55,6 +58,14 @@ def load_job(path: Path) -> Obj:
     if errors:
         raise UserError("\n".join(f"{path}: {err}" for err in errors))
     return doc
+
+
+def _named(doc: object) -> str:
+    """`ServingJob digits` for a document of the file, as the user wrote it."""
+    if not isinstance(doc, dict):
+        return f"a {type(doc).__name__}"
+    name = (doc.get("metadata") or {}).get("name") if isinstance(doc.get("metadata"), dict) else None
+    return f"{doc.get('kind') or 'an object without kind'}{' ' + str(name) if name else ''}"
 
 
 def eta_text(progress: Obj) -> str:
@@ -168,11 +179,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    if args.cmd == "compress":  # the trainer's own command line (it needs torch; the rest does not)
-        from kubeforge_trainer.compress.cli import main as compress
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["compress"]:  # the trainer's own command line, all of it (-h and options first included:
+        from kubeforge_trainer.compress.cli import main as compress  # REMAINDER does not take those); needs torch
 
-        return compress(args.rest)
+        return compress(argv[1:])
+    args = parser().parse_args(argv)
     try:
         return run(args.file, args.runs_dir, args.storage, args.quiet)
     except UserError as e:

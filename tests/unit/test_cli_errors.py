@@ -45,3 +45,13 @@ def test_input_errors_are_one_line_naming_file_and_field(tmp_path: Path, capsys:
 def test_a_directory_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == f"kubeforge: {tmp_path}: is a directory"
+
+
+def test_what_kubeforge_run_does_not_run_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "job.yaml"
+    serving = "kind: ServingJob\nmetadata: {name: web}\nspec: {model: {uri: pvc://m/a}}\n"
+    path.write_text(GOOD.replace("dataset: digits", "dataset: digits, epoch: 3") + "---\n" + serving)
+    assert main(["run", str(path), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"kubeforge: {path}: ignoring ServingJob web: `kubeforge run` runs a TrainingJob only",
+        f"kubeforge: {path}: spec.recipe.epoch: unknown field (did you mean epochs?)"]
