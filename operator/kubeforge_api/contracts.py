@@ -51,6 +51,7 @@ class ProgressDoc(Model):
     samples_per_second: NonNegative = 0.0
     eta_seconds: NonNegative | None = None
     last_checkpoint_step: Step | None = None
+    resumed_from: Step | None = None  # the checkpoint step this attempt resumed from
     attempt: Step = 0
     phase: Literal["starting", "training", "finished"] = "starting"
     history: list[HistoryPoint] = Field(default_factory=list, max_length=MAX_HISTORY_POINTS)

@@ -323,6 +323,13 @@ class CheckpointRef(Model):
     step: int | None = Field(default=None, description="The step it was written at.")
 
 
+class ResumePoint(Model):
+    """Where an attempt picked up training."""
+
+    attempt: int | None = Field(default=None, description="The attempt (restartCount) that resumed.")
+    step: int | None = Field(default=None, description="The checkpoint step it resumed from.")
+
+
 class Artifact(Model):
     """The trained model: safetensors weights and a JSON model card."""
 
@@ -388,6 +395,8 @@ class TrainingJobStatus(Model):
         "Metric curves (loss, evalLoss, accuracy, perplexity, samplesPerSecond), each one line of space-separated "
         f"step:value pairs, oldest first, e.g. '10:2.303 20:1.971'; thinned to at most {MAX_CURVE_POINTS} points."))
     last_checkpoint: CheckpointRef | None = Field(default=None, description="The newest checkpoint written.")
+    resumed_from: ResumePoint | None = Field(default=None, description=(
+        "The checkpoint the latest attempt resumed from (a `Resumed` Event says so when it happens)."))
     artifact: Artifact | None = Field(default=None, description="The trained model, once the job succeeded.")
     compression: CompressionStatus | None = Field(default=None, description=(
         "The compression stage: the baseline and each method tried, the verdicts and the published artifact."))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -108,7 +109,12 @@ def test_sigkill_of_a_rank_resumes_from_the_last_checkpoint_and_ends_identical(t
     p.communicate(timeout=120)
     assert p.returncode != 0
     reached = history(storage)[-1]["step"]
-    run(job, storage, procs=2)  # the gang restart
+    restarted = launch(job, storage, procs=2)  # the gang restart
+    out, _ = restarted.communicate(timeout=600)
+    assert restarted.returncode == 0, out[-3000:]
+    assert "kubeforge: attempt 0: resumed from the checkpoint at step" in out  # what `kubectl logs` shows
+    assert re.search(r"kubeforge: step \d+/\d+ epoch 2: loss \S+ evalLoss \S+ accuracy \S+", out), out[-3000:]
+    assert "kubeforge: checkpoint at step" in out
     start = next(r for r in map(json.loads, (storage / "metrics.jsonl").read_text().splitlines())
                  if r["kind"] == "start" and r.get("resumedFrom"))
     interval = job["checkpoint"]["intervalSteps"]

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from kubeforge_api.contracts import ProgressDoc
 from kubeforge_api.trainingjob import TrainingJobSpec
 from kubeforge_operator.plan import ObjectRef, World, ts
 from kubeforge_operator.render.trainingjob import members, render_compression_pod, render_pod
@@ -19,6 +20,7 @@ from kubeforge_operator.trainingjob.deadlines import active_deadline
 from kubeforge_operator.trainingjob.decide import decide
 from kubeforge_operator.trainingjob.failures import failed_or_restarting
 from kubeforge_operator.trainingjob.finished import finished
+from kubeforge_operator.trainingjob.progress import record_progress
 from kubeforge_operator.trainingjob.running import running_or_why_not
 from kubeforge_operator.trainingjob.success import succeeded
 from kubeforge_operator.trainingjob.suspend import suspended
@@ -246,3 +248,21 @@ def test_spec_verdict_is_reused_only_while_the_spec_is_unchanged() -> None:
     for uid in ("a", "b", "c"):
         check({"metadata": {"uid": uid, "generation": 1}, "spec": {"nodes": 1, "command": ["x"]}})
     assert len(check.entries) == 2  # bounded
+
+
+def test_an_attempt_that_resumed_from_a_checkpoint_says_so_once() -> None:
+    doc = ProgressDoc.model_validate({"step": 31, "totalSteps": 90, "attempt": 1, "resumedFrom": 30,
+                                      "lastCheckpointStep": 30, "phase": "training"})
+    job = {"apiVersion": "kubeforge.dev/v1alpha1", "kind": "TrainingJob",
+           "metadata": {"name": "demo", "namespace": "ml", "uid": "u", "generation": 1},
+           "spec": {"nodes": 1, "command": ["x"]}, "status": {"restartCount": 1}}
+    p = Pass(World(job, {}, frozenset(), NOW, doc), CFG)
+    invalid_spec(p)
+    record_progress(p)
+    assert p.status["resumedFrom"] == {"attempt": 1, "step": 30}
+    assert [(e.reason, e.message) for e in p.plan.events] == [("Resumed", "attempt 1 resumed from the checkpoint "
+                                                                          "at step 30")]
+    again = Pass(World({**job, "status": p.status}, {}, frozenset(), NOW, doc), CFG)
+    invalid_spec(again)
+    record_progress(again)
+    assert not again.plan.events

@@ -36,6 +36,7 @@ class Progress:
     samples_per_second: float = 0.0
     eta_seconds: float | None = None
     last_checkpoint_step: int | None = None
+    resumed_from: int | None = None
     attempt: int = 0
     phase: str = "starting"  # starting | training | finished
 

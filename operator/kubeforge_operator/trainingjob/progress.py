@@ -1,15 +1,17 @@
 """Step: what rank 0 reported this pass becomes `status.progress`, a bounded, downsampled
 `status.history` (loss curves, one `step:value` string per metric, see kubeforge_api.curves) and
-`status.lastCheckpoint`. Recorded before success is decided, so the last numbers of a finished
-job are kept. Pure helpers are shared with `kubeforge run`."""
+`status.lastCheckpoint`; an attempt that resumed from a checkpoint sets `status.resumedFrom` and
+posts a `Resumed` Event, once. Recorded before success is decided, so the last numbers of a
+finished job are kept. Pure helpers are shared with `kubeforge run`."""
 
 from __future__ import annotations
 
+from kubeforge_api.constants import Reason
 from kubeforge_api.contracts import HistoryPoint, ProgressDoc
 from kubeforge_api.curves import MAX_CURVE_POINTS, CurvePoint, decode, encode
-from kubeforge_api.trainingjob import CheckpointRef, Progress
+from kubeforge_api.trainingjob import CheckpointRef, Progress, ResumePoint
 
-from ..plan import Obj
+from ..plan import Event, Obj
 from .context import Pass
 
 HISTORY_LIMIT = MAX_CURVE_POINTS  # points per metric
@@ -68,7 +70,19 @@ def apply_progress(status: Obj, doc: ProgressDoc) -> None:
         status["lastCheckpoint"] = CheckpointRef(step=doc.last_checkpoint_step).dump()
 
 
+def _resumed(p: Pass, doc: ProgressDoc) -> None:
+    """The first report of an attempt that resumed from a checkpoint: `status.resumedFrom` and a `Resumed` Event."""
+    if doc.resumed_from is None or doc.attempt != p.restarts:
+        return
+    point = ResumePoint(attempt=doc.attempt, step=doc.resumed_from).dump()
+    if p.status.get("resumedFrom") != point:
+        p.status["resumedFrom"] = point
+        p.plan.events.append(Event("Normal", Reason.RESUMED, f"attempt {doc.attempt} resumed from the checkpoint "
+                                                             f"at step {doc.resumed_from}"))
+
+
 def record_progress(p: Pass) -> bool:
     if p.progress is not None:
         apply_progress(p.status, p.progress)
+        _resumed(p, p.progress)
     return False

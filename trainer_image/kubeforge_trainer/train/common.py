@@ -192,6 +192,11 @@ def micro_batches(x: torch.Tensor, y: torch.Tensor, n: int) -> Iterator[tuple[to
         yield x[i * size : (i + 1) * size], y[i * size : (i + 1) * size]
 
 
+def say(line: str) -> None:
+    """One line of rank 0's log (`kubectl logs`): what a user watches while the job trains."""
+    print(f"kubeforge: {line}", flush=True)
+
+
 class StepLog:
     """Rank 0's reporting after each optimizer step: progress, throughput and ETA, plus history
     points every ~1/400 of the run and at each epoch end. A no-op on other ranks. Progress carries
@@ -205,8 +210,10 @@ class StepLog:
         self.rate = SmoothedRate()
         if reporter:
             reporter.update(total_steps=total, step=start, phase="training", attempt=ctx.attempt,
-                            last_checkpoint_step=resumed_from)
+                            last_checkpoint_step=resumed_from, resumed_from=resumed_from)
             reporter.record("start", step=start, attempt=ctx.attempt, resumedFrom=resumed_from)
+            say(f"attempt {ctx.attempt}: resumed from the checkpoint at step {resumed_from}, {total - start} steps "
+                "to go" if resumed_from is not None else f"training {total} steps, {steps_per_epoch} per epoch")
 
     def due(self, done: int, epoch_end: bool) -> bool:
         """Whether step `done` is reported; the same answer on every rank, so callers may run a
@@ -227,11 +234,14 @@ class StepLog:
         points = [("train", {"step": done, "loss": loss, "samplesPerSecond": rate, **point})]
         if epoch_end:
             points.append(("eval", {"step": done, "epoch": epoch, **metrics}))
+            scores = " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+            say(f"step {done}/{self.total} epoch {epoch}: loss {loss:.4g} {scores}".rstrip())
         self.reporter.record_all(points)
 
     def checkpointed(self, step: int) -> None:
         if self.reporter:
             self.reporter.update(last_checkpoint_step=step)
+            say(f"checkpoint at step {step}")
 
 
 def thin(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
