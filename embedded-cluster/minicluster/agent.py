@@ -27,13 +27,13 @@ from typing import Any, ClassVar
 
 from kubeforge_trainer.train.cpus import cgroup_cpu_quota
 
-from . import portforward, remotecommand
+from . import portforward, remotecommand, spdy
 from .containers import cgroup_parents, now, remove_cgroup_parents
 from .dns import DnsServer, resolve
 from .kubeapi import ApiError, Informer, KubeClient, NotFound
 from .network import PodNetwork
 from .pods import PodWorker
-from .portforward import PortForwardSession, negotiate, switching
+from .portforward import PortForwardSession
 from .remotecommand import ExecRequest, ExecSession
 from .resourcemetrics import CONTENT_TYPE, render
 
@@ -401,13 +401,13 @@ class KubeletHandler(BaseHTTPRequestHandler):
 
     def _upgrade(self, protocol: str, serve: Callable[[], None]) -> None:
         """Answer an upgrade to SPDY/3.1 speaking `protocol`, then hand the connection to `serve`."""
-        code, chosen = negotiate(self.headers.get("Connection", ""), self.headers.get("Upgrade", ""),
+        code, chosen = spdy.negotiate(self.headers.get("Connection", ""), self.headers.get("Upgrade", ""),
                                  self.headers.get_all("X-Stream-Protocol-Version") or [], [protocol])
         if code != 200:
             self._send(code, "text/plain", chosen.encode())
             return
         self.close_connection = True
-        self.wfile.write(switching(chosen))
+        self.wfile.write(spdy.switching(chosen))
         serve()
 
     def do_GET(self) -> None:

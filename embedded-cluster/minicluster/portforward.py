@@ -28,26 +28,6 @@ log = logging.getLogger(__name__)
 PROTOCOL = "portforward.k8s.io"
 
 
-def switching(protocol: str) -> bytes:
-    """The kubelet's answer to an upgrade it accepts."""
-    return (f"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
-            f"X-Stream-Protocol-Version: {protocol}\r\n\r\n").encode()
-
-
-def negotiate(connection: str, upgrade: str, protocols: list[str], accepted: list[str]) -> tuple[int, str]:
-    """The protocol to speak (200, name) for an upgrade request with these `Connection` and `Upgrade`
-    headers and `X-Stream-Protocol-Version` values (the header may repeat), the first of the client's
-    that the server accepts; else why not (status, message), as client-go's `httpstream.Handshake` says."""
-    if "upgrade" not in connection.lower() or "spdy/3.1" not in upgrade.lower():
-        return 400, "unable to upgrade: missing upgrade headers in request (Connection: Upgrade, Upgrade: SPDY/3.1)"
-    offered = [p.strip() for v in protocols for p in v.split(",") if p.strip()]
-    chosen = next((p for p in offered if p in accepted), None)
-    if chosen is None:
-        return 403, f"unable to upgrade: unable to negotiate protocol: client supports {offered}, server accepts " \
-                    f"{accepted}"
-    return 200, chosen
-
-
 @dataclass
 class Forward:
     """One forwarded connection: an error and a data stream sharing a request id, and the pod socket."""

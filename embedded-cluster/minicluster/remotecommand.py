@@ -31,6 +31,7 @@ import struct
 import subprocess
 import termios
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 
@@ -113,6 +114,7 @@ class ExecSession(spdy.Session):
         self.ids: dict[str, int] = {}
         self.running: Running | None = None
         self.resize_buf = bytearray()
+        self.start_by: float | None = None  # with a terminal: start at its first size, or by then
 
     # ----- streams -----
     def on_syn(self, frame: spdy.Frame) -> None:
@@ -123,11 +125,17 @@ class ExecSession(spdy.Session):
         self.ids[kind] = frame.stream
         self.reply(frame.stream)
         if len(self.ids) == self.request.streams and self.running is None:
-            self._start()
+            if self.request.tty:  # the client sends the terminal's size next: start at that size
+                self.start_by = time.monotonic() + 1.0
+            else:
+                self._start()
 
     def on_data(self, frame: spdy.Frame) -> None:
         r = self.running
         if r is None:
+            if frame.stream == self.ids.get("resize") and self.start_by is not None:
+                self.resize_buf += frame.data
+                self._start()
             return
         if frame.stream == self.ids.get("stdin") and r.stdin_fd is not None:
             r.to_stdin += frame.data
@@ -148,6 +156,7 @@ class ExecSession(spdy.Session):
         req, ids = self.request, self.ids
         if req.tty:
             master, slave = os.openpty()
+            self._resize(master)
             proc = subprocess.Popen(argv, env=env, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
             os.close(slave)
             stdin = os.dup(master) if req.stdin else None
@@ -167,6 +176,9 @@ class ExecSession(spdy.Session):
                 os.set_blocking(fd, False)
 
     def watched(self) -> dict[spdy.FileLike, tuple[int, object]]:
+        """The command's outputs and stdin; also where a terminal's start and the end are noticed."""
+        if self.running is None and self.start_by is not None and time.monotonic() > self.start_by:
+            self._start()
         r = self.running
         if r is None:
             return {}
