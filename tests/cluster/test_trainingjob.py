@@ -162,6 +162,33 @@ def test_a_users_exception_under_torchrun_is_the_cause_describe_shows(
     assert any(e["type"] == "Warning" and "ZeroDivisionError" in e["message"] for e in events["items"]), events
 
 
+REPORTING_SCRIPT = """
+import time
+from kubeforge_trainer.report import Report
+report = Report(total_steps=4, batch_size=8)
+for step in (1, 2):
+    report.step(step, loss=1.0 / step)
+time.sleep(8)  # the operator polls rank 0 every few seconds: it sees step 2 while the job runs
+for step in (3, 4):
+    report.step(step, loss=1.0 / step)
+report.evaluate(4, accuracy=0.75, evalLoss=0.5)
+report.finish()
+"""
+
+
+def test_a_command_jobs_script_reports_progress_and_metrics_like_a_recipe(
+        cluster: Cluster, operator: OperatorProcess, namespace: str) -> None:
+    create_job(cluster, namespace, command_job("reporting", REPORTING_SCRIPT, 1))
+    live = wait_for(lambda: (st := cluster.client.get(TJ.format(ns=namespace) + "/reporting").get("status") or {})
+                    and (st.get("progress") or {}).get("step") == 2 and st, 60, what="progress while it runs")
+    assert live["state"] == "Running" and live["progress"]["percent"] == "50.0%", live
+    st = wait_condition(cluster, namespace, "reporting", "Succeeded", 60)["status"]
+    assert st["progress"]["step"] == 4 and st["metric"] == "accuracy 0.75", st
+    assert [step for step, _ in decode(st["history"]["loss"])] == [1, 2, 3, 4], st["history"]
+    logs = cluster.kubectl("logs", "reporting-node-0", "-n", namespace).stdout
+    assert "kubeforge: step 4/4: accuracy 0.75 evalLoss 0.5" in logs, logs
+
+
 def test_gpu_job_on_a_cluster_without_enough_gpus_is_unschedulable_then_fails(
         cluster: Cluster, operator: OperatorProcess, namespace: str) -> None:
     body = command_job("gpus", "print('never')", 2, resources={"limits": {"nvidia.com/gpu": 8}},

@@ -48,10 +48,9 @@ class TrainingJobKind:
         self.warned.pop(key, None)
 
     async def probe(self, world: World, kube: Kube) -> ProgressProbe | None:
-        """Rank 0's progress for a running recipe job; the answer of the last poll within the interval."""
+        """Rank 0's progress for a running job (a command job's script serves it through
+        `kubeforge_trainer.report`, or not at all); the answer of the last poll within the interval."""
         job = world.obj
-        if not (job.get("spec") or {}).get("recipe"):
-            return None
         key = (job["metadata"]["namespace"], job["metadata"]["name"])
         at, doc = self.polled.get(key, (-1e9, None))
         if time.monotonic() - at < self.cfg.progress_interval_seconds:

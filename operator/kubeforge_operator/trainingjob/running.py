@@ -38,8 +38,7 @@ def running_or_why_not(p: Pass) -> bool:
         p.set(ConditionType.RUNNING, True, Reason.ALL_RUNNING, f"all {n} pods are running")
         p.set_if_present(ConditionType.RESTARTING, False, Reason.RESTARTED, f"attempt {p.restarts} is running")
         p.status["state"], p.status["reason"] = State.RUNNING, Reason.ALL_RUNNING
-        if p.spec.recipe is not None:
-            p.plan.requeue(p.cfg.progress_interval_seconds)  # poll rank 0's progress
+        p.plan.requeue(p.cfg.progress_interval_seconds)  # poll rank 0's progress (a command job's script may serve it)
         return True
     blocked = sorted((v.blocked for v in p.current if v.blocked), key=lambda b: BLOCKED_ORDER.index(Reason(b[0])))
     reason, message = blocked[0] if blocked else (str(Reason.CONTAINER_CREATING), WAITING)

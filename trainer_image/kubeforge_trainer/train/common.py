@@ -254,7 +254,7 @@ def thin(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(by_kind["train"] + by_kind["eval"], key=lambda p: int(p["step"]))
 
 
-def termination_message(artifact: dict[str, Any], final: dict[str, Any], limit: int = TERMINATION_LIMIT) -> str:
+def termination_message(artifact: dict[str, Any] | None, final: dict[str, Any], limit: int = TERMINATION_LIMIT) -> str:
     """The typed result for the pod's termination message (the kubelet keeps 4 KiB): the artifact,
     the final progress and as much of the curve history as fits, thinned evenly per kind, ending
     at the end."""
