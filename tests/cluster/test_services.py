@@ -1,5 +1,5 @@
-"""ClusterIP Services through the real kube-proxy, `kubectl port-forward` to a pod and to a Service
-(through the API server to the node agent's kubelet endpoint), and pods reaching the API server
+"""ClusterIP Services through the real kube-proxy, `kubectl port-forward` to a pod, a Service and a
+ServingJob (through the API server to the node agent's kubelet endpoint), and pods reaching the API server
 through the `kubernetes` Service with their own ServiceAccount token."""
 
 from __future__ import annotations
@@ -20,7 +20,10 @@ from typing import Any
 
 import pytest
 from conftest import Cluster, pod_logs, pod_phase, wait_for
+from kubeforge_trainer.data import digits
 from minicluster.controlplane import free_port
+from minicluster.operator_process import OperatorProcess
+from test_servingjob import claim_dir, close, infer_url, write_model
 
 Obj = dict[str, Any]
 PORT = 8080
@@ -275,6 +278,24 @@ def test_kubectl_port_forward_to_a_pod_and_to_a_service(cluster: Cluster, namesp
             assert list(pool.map(lambda _: get("127.0.0.1", local, timeout=30), range(16))) == ["web"] * 16
     with port_forward(cluster, namespace, "svc/web", 80, websockets) as (local, _):  # port 80 -> targetPort "http"
         assert get("127.0.0.1", local) == "web"
+
+
+@pytest.mark.embedded("writes the model through the claim's hostPath on this machine")
+def test_kubectl_port_forward_to_a_servingjob_answers_an_inference_request(
+        cluster: Cluster, operator: OperatorProcess, namespace: str) -> None:
+    cluster.apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "models"},
+                   "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}},
+                  namespace)
+    wait_for(lambda: cluster.client.get(f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/models")
+             .get("spec", {}).get("volumeName"), 60, what="the claim to bind")
+    model = write_model(claim_dir(cluster, namespace, "models") / "a", 1)
+    cluster.apply({"apiVersion": "kubeforge.dev/v1alpha1", "kind": "ServingJob", "metadata": {"name": "digits"},
+                   "spec": {"model": {"uri": "pvc://models/a"}}}, namespace)
+    cluster.kubectl("wait", "-n", namespace, "--for=condition=Ready", "sj/digits", "--timeout=180s")
+    rows = digits().x_eval[:2]
+    with port_forward(cluster, namespace, "svc/digits", 80) as (local, _):  # as the docs tell a user
+        out = infer_url(f"http://127.0.0.1:{local}/v2/models/digits/infer", rows.tolist())
+    assert close(out, model(rows).detach())
 
 
 def test_kubectl_port_forward_to_a_closed_port_says_why(cluster: Cluster, namespace: str) -> None:
