@@ -182,7 +182,9 @@ def test_install_upgrade_uninstall(cluster: Cluster, helm_bin: Path, namespace: 
                                    tmp_path: Path) -> None:
     release = f"kf-{namespace}"
     cfg = cluster.kubeconfig
-    helm(helm_bin, "install", release, str(CHART), "-n", namespace, "--set=replicas=0", "--wait", kubeconfig=cfg)
+    notes = helm(helm_bin, "install", release, str(CHART), "-n", namespace, "--set=replicas=0", "--wait",
+                 kubeconfig=cfg).stdout
+    assert "scaled to 0" in notes and "Next steps:" in notes and "kubectl get tj,sj" in notes, notes  # NOTES.txt
     cluster.kubectl("wait", "--for=condition=Established", *(f"crd/{c}" for c in CRDS), "--timeout=60s")
     assert deployment(cluster, namespace)["spec"]["replicas"] == 0
     assert can_i(cluster, namespace, "create", "pods", "default")  # cluster-wide by default
