@@ -8,7 +8,9 @@ ratio and its min-max.
    digits data (each 2x2 patch of an image is one token; accuracy on the held-out split), with every
    Linear in int8 and, as a variant, with the classifier head kept in fp32;
 2. torchao int8 on the same encoder, eager and under torch.compile, timed in the same rounds as the
-   eager back end (their ratio is the goal);
+   eager back end (their ratio is the goal); a torchao back end slower than fp32 is flagged (a goal,
+   a warning in the results and on stderr, with the cause where it is known: a CPU without
+   AVX512-VNNI runs torch's int8 matmul as a scalar loop);
 3. static int8 on a CNN where convolutions dominate (conv+bn+relu stacks with stride-2 downsampling,
    trained on digits): accuracy drop on the digits split, speed on 64x64 and 224x224 images, against fp32 with
    BatchNorm folded into the convolutions (the fastest fp32 eager form); and the trained digits CNN of
@@ -41,7 +43,13 @@ from kubeforge_trainer.compress.pipeline import run
 from kubeforge_trainer.data import digits
 from kubeforge_trainer.models import Block, TokenEmbedding
 from kubeforge_trainer.variants import encoded, weights_bytes
-from kubeforge_trainer.variants.quantize import EagerBackend, TorchaoBackend
+from kubeforge_trainer.variants.quantize import (
+    EagerBackend,
+    TorchaoBackend,
+    int_mm_fast,
+    package_version,
+    slow_int8_cause,
+)
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[2]
@@ -197,6 +205,13 @@ def bench_encoder(pairs: int, metric_dim: int, metric_steps: int) -> Obj:
     out["dynamic_int8"]["linear_size_ratio"] = fp32_bytes / linear_bytes(encoded(eager, "int8-dynamic", "eager"),
                                                                          linears)
     out["torchao_compiled"]["compile_s"] = compile_s
+    out["torchao_int_mm_fast"] = int_mm_fast()
+    slow = [f"{form} batch {b}" for form in ("torchao_eager", "torchao_compiled") for b in (1, 8)
+            if out[form][f"batch{b}"]["ratio_max"] < 1.0]
+    if slow:  # off the fast path: say so beside the numbers, not only in a ratio below one
+        out["torchao_warning"] = (f"torchao int8 is slower than fp32 ({', '.join(slow)}); "
+                                  f"{slow_int8_cause('torchao')}")
+        print(f"warning: {out['torchao_warning']}", file=sys.stderr, flush=True)
     out.update(bench_prune(model, x, pairs))
     return out
 
@@ -307,7 +322,8 @@ def main() -> None:
         "static_cnn": lambda: bench_cnn(args.pairs, args.threads, args.cnn_steps),
         "distill": lambda: bench_distill(args.pairs, args.threads)}
     result: Obj = json.loads(args.out.read_text()) if args.only and args.out.exists() else {}
-    result["machine"] = f"{os.cpu_count()}-core CPU, torch {torch.__version__}"
+    result["machine"] = (f"{os.cpu_count()}-core CPU ({'with' if int_mm_fast() else 'without'} AVX512-VNNI int8 "
+                         f"matmul), torch {torch.__version__}, torchao {package_version('torchao')}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for name in args.only or list(sections):
         result[name] = {**sections[name](), "threads": args.threads}

@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from kubeforge_api.compression import Summary
+from kubeforge_api.compression import Summary, speed_phrase
 from kubeforge_api.inference import PATH_INFER, Datatype, InferenceRequest, InferenceResponse, RequestInput
 from kubeforge_api.trainingjob import CompressionStatus
 from kubeforge_dashboard import launch as dashboard
@@ -151,8 +151,9 @@ def compression_line(job: Obj) -> str:
     base = comp.baseline or Summary()
     before, after = ("?" if v is None else f"{v:.3f}" for v in (base.metric, chosen.metric))
     line = f"compressed ({chosen.method}): {comp.metric} {before} -> {after}"
-    if chosen.speedup is not None:
-        line += f", speedup {chosen.speedup.batch1:.2f}x at batch 1 and {chosen.speedup.batch8:.2f}x at batch 8"
+    if chosen.speedup is not None:  # in words: '2.1x faster', never a speed-up below one
+        line += (f", {speed_phrase(chosen.speedup.batch1)} at batch 1 and {speed_phrase(chosen.speedup.batch8)} "
+                 "at batch 8")
     if base.size_bytes and chosen.size_bytes:
         line += f", {base.size_bytes / chosen.size_bytes:.1f}x smaller"
     return line

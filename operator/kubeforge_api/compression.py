@@ -28,7 +28,7 @@ class CompressEnv(StrEnum):
     STORAGE_DIR = "KUBEFORGE_STORAGE_DIR"  # the job's storage root (the claim's mount + spec.storage.path)
     INPUT = "KUBEFORGE_COMPRESS_INPUT"  # parent artifact dir, relative to storage (default "artifact")
     OUTPUT = "KUBEFORGE_COMPRESS_OUTPUT"  # where candidates + report.json go, relative (default "compressed")
-    THREADS = "KUBEFORGE_COMPRESS_THREADS"  # torch threads for evaluation and timing (default: usable CPUs)
+    THREADS = "KUBEFORGE_COMPRESS_THREADS"  # torch threads for evaluation and timing: the pod's CPU request
 
 
 class CompressionReason(StrEnum):
@@ -36,7 +36,47 @@ class CompressionReason(StrEnum):
 
     COMPRESSED = "Compressed"
     ACCURACY_BUDGET_EXCEEDED = "AccuracyBudgetExceeded"
+    NOT_FASTER = "NotFaster"  # objective latency: no candidate within budget was measurably faster enough
+    NOT_SMALLER = "NotSmaller"  # objective size: no candidate within budget was smaller
+    MEASUREMENT_INVALID = "MeasurementInvalid"  # the timings could not be trusted (batch 1 slower than batch 8)
     COMPRESSION_FAILED = "CompressionFailed"
+
+
+class Rejection(StrEnum):
+    """Why a candidate was rejected (`Candidate.rejection`)."""
+
+    ACCURACY = "AccuracyBudgetExceeded"  # the metric dropped more than the budget allows
+    NOT_FASTER = "NotFaster"  # slower than, or as fast as, the baseline at batch 1
+    NOT_MEASURABLY_FASTER = "NotMeasurablyFaster"  # faster, but within the spread of the measurement
+    BELOW_MIN_SPEEDUP = "BelowMinSpeedup"  # measurably faster, but less than minSpeedup
+    NOT_SMALLER = "NotSmaller"  # objective size: weights not smaller than the baseline's
+    MEASUREMENT_INVALID = "MeasurementInvalid"  # its (or the baseline's) timings stayed implausible
+
+
+def request_threads(cpu: int | str) -> int:
+    """Timing threads for a CPU request (a Kubernetes quantity): the whole CPUs it guarantees, at least
+    one ("2" -> 2, "1500m" -> 1, "500m" -> 1); more threads would time the neighbours' load too."""
+    text = str(cpu).strip()
+    try:
+        cores = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    except ValueError:
+        return 1
+    return max(1, min(1024, math.floor(cores + 1e-9)))
+
+
+def speed_phrase(ratio: float) -> str:
+    """A speed-up as people say it: 2.677 -> '2.68x faster', 0.32 -> '3.12x slower', 0.059 -> '17x slower',
+    within half a percent of 1 -> 'as fast'. Never a speed-up below one."""
+    if not math.isfinite(ratio) or ratio <= 0:
+        return "speed unknown"
+    if abs(ratio - 1.0) < 0.005:
+        return "as fast"
+    return f"{times(ratio)}x faster" if ratio > 1 else f"{times(1 / ratio)}x slower"
+
+
+def times(r: float) -> str:
+    """A factor of at least 1 as printed: three significant digits below 10, whole numbers above."""
+    return f"{r:.3g}" if r < 10 else f"{r:.0f}"
 
 
 # ---------------------------------------------------------------------------------------------- spec
@@ -129,15 +169,31 @@ class AccuracyBudget(Model):
 
 
 class CompressionSpec(Model):
-    """`spec.compression`: methods tried in order after training, gated by an accuracy budget."""
+    """`spec.compression`: methods tried in order after training, gated by an accuracy budget and by
+    what compression is for (faster or smaller)."""
+
+    crd_rules = (Rule("!has(self.minSpeedup) || !has(self.objective) || self.objective == 'latency'",
+                      "minSpeedup applies to objective latency only (objective size publishes the smaller model "
+                      "whatever its speed)", ".minSpeedup",
+                      check=lambda s: "min_speedup" not in s.model_fields_set or s.objective == "latency"),)
 
     methods: list[Method] = Field(min_length=1, max_length=8,
                                   description="Methods tried in this order, each on the trained model.")
     accuracy_budget: AccuracyBudget = Field(default_factory=AccuracyBudget,
                                             description="The gate a candidate must pass to be published.")
     select: Literal["first", "best"] = Field(
-        default="first", description="first: publish the first candidate within budget (later ones are skipped); "
-        "best: try all, publish the lowest batch-1 latency within budget.")
+        default="first", description="first: publish the first candidate that passes (later ones are skipped); "
+        "best: try all, publish the passing one with the lowest batch-1 latency (objective latency) or the "
+        "smallest weights (objective size).")
+    objective: Literal["latency", "size"] = Field(
+        default="latency", description="What compression is for. latency: a candidate must be measurably faster "
+        "than the trained model at batch 1, timed in the form the inference server runs it, by at least "
+        "minSpeedup; size: its weights must be smaller. A candidate that is not is Rejected with its numbers and "
+        "never published, so `variant: best` serves the trained model instead.")
+    min_speedup: float = Field(
+        default=1.0, ge=1.0, le=1000.0, description="objective latency: the smallest batch-1 speed-up (trained "
+        "model's median time / candidate's) a candidate must reach; whatever this says, the lower quartile of the "
+        "per-round speed-ups must be above 1 (a difference inside the measurement's spread is not faster).")
     resources: Resources = Field(default_factory=Resources,
                                  description="Resources of the compression pod (CPU by default).")
 
@@ -175,11 +231,21 @@ class ArtifactRef(Model):
     size_bytes: int = Field(ge=0, description="Bytes of the artifact directory (weights + card).")
 
 
-class Latency(Model):
-    """Median milliseconds per forward pass at batch 1 and batch 8."""
+class Spread(Model):
+    """Lower and upper quartile of a value over the interleaved timing rounds."""
 
-    batch1: NonNegative = Field(description="At batch 1.")
-    batch8: NonNegative = Field(description="At batch 8.")
+    low: NonNegative = Field(description="Lower quartile.")
+    high: NonNegative = Field(description="Upper quartile.")
+
+
+class Latency(Model):
+    """Per batch size: the median over interleaved rounds (milliseconds per forward pass, or for a
+    speed-up the trained model's time over the candidate's, round by round) and its spread."""
+
+    batch1: NonNegative = Field(description="Median at batch 1.")
+    batch8: NonNegative = Field(description="Median at batch 8.")
+    batch1_spread: Spread | None = Field(default=None, description="Quartiles over the rounds at batch 1.")
+    batch8_spread: Spread | None = Field(default=None, description="Quartiles over the rounds at batch 8.")
 
 
 class Measured(Model):
@@ -193,8 +259,8 @@ class Measured(Model):
 
 
 class Verdict(StrEnum):
-    ACCEPTED = "accepted"  # within budget
-    REJECTED = "rejected"  # over budget
+    ACCEPTED = "accepted"  # within budget and faster (objective latency) or smaller (objective size)
+    REJECTED = "rejected"  # over budget, or not faster / not smaller: `rejection` says which
     FAILED = "failed"  # the method could not run on this model
     SKIPPED = "skipped"  # select first: an earlier candidate was accepted
 
@@ -211,6 +277,10 @@ class Candidate(Model):
     compressed_size_bytes: int | None = Field(default=None, description="Weights file after zlib (sparsity honest).")
     artifact: ArtifactRef | None = None
     error: str | None = Field(default=None, max_length=1024, description="Why a failed method failed.")
+    rejection: Rejection | None = Field(default=None, description="Why a rejected candidate was rejected.")
+    note: str | None = Field(default=None, max_length=512, description=(
+        "The verdict in words with its numbers (e.g. '3.0x slower at batch 1'), and warnings such as an int8 "
+        "back end slower than fp32 on this machine."))
 
 
 class CompressionReport(Model):
@@ -228,6 +298,11 @@ class CompressionReport(Model):
     artifact: ArtifactRef | None = Field(default=None, description="The published (chosen) artifact.")
     reason: CompressionReason
     message: str = Field(max_length=1024)
+    objective: Literal["latency", "size"] = Field(default="latency", description="spec.compression.objective.")
+    min_speedup: float = Field(default=1.0, description="spec.compression.minSpeedup.")
+    rounds: int = Field(default=0, ge=0, description="Interleaved timing rounds behind every median and spread.")
+    warnings: list[str] = Field(default_factory=list, max_length=16, description=(
+        "What makes the numbers or a back end suspect (a re-measurement, an int8 back end slower than fp32)."))
 
 
 # --------------------------------------------------------------------------------- termination message
@@ -239,7 +314,8 @@ class Summary(Model):
     metric: Finite | None = Field(default=None, description=(
         "The gate's metric on the held-out split (absent when it was not finite, e.g. a diverged model)."))
     size_bytes: int | None = Field(default=None, description="Bytes of the weights file.")
-    latency_ms: Latency | None = Field(default=None, description="Median ms per forward pass at batch 1 and 8.")
+    latency_ms: Latency | None = Field(default=None, description=(
+        "Median ms per forward pass at batch 1 and 8, with quartiles over the rounds."))
 
 
 class CandidateSummary(Summary):
@@ -247,10 +323,14 @@ class CandidateSummary(Summary):
 
     method: str = Field(max_length=40, description="quantize-dynamic, quantize-static, prune-structured, "
                         "prune-unstructured or distill.")
-    verdict: Verdict = Field(description="What the accuracy gate made of it.")
+    verdict: Verdict = Field(description="What the gate made of it.")
     parameters: dict[str, str] = Field(default_factory=dict, max_length=8, description="The method's settings.")
     drop: Finite | None = Field(default=None, description="Degradation vs the baseline (relative if the budget is).")
-    speedup: Latency | None = Field(default=None, description="Baseline latency / candidate latency per batch size.")
+    speedup: Latency | None = Field(default=None, description=(
+        "Baseline latency / candidate latency per batch size (median over rounds, with quartiles): below 1 is slower."))
+    rejection: Rejection | None = Field(default=None, description="Why a rejected candidate was rejected.")
+    note: str | None = Field(default=None, max_length=200, description=(
+        "The verdict in words, e.g. '3.0x slower at batch 1 (2.8-3.2x)'."))
 
 
 def _finite(x: float | None) -> float | None:
@@ -267,7 +347,8 @@ def _summary(c: Candidate) -> CandidateSummary:
     return CandidateSummary(method=c.method, verdict=c.verdict, drop=_finite(c.drop), speedup=_latency(c.speedup),
                             parameters={k[:40]: str(v)[:64] for k, v in list(c.parameters.items())[:8]},
                             metric=_finite(m.metric) if m else None, size_bytes=m.size_bytes if m else None,
-                            latency_ms=_latency(m.latency_ms) if m else None)
+                            latency_ms=_latency(m.latency_ms) if m else None, rejection=c.rejection,
+                            note=c.note[:200] if c.note else None)
 
 
 class CompressionTermination(Model):
@@ -311,8 +392,8 @@ class CompressionTermination(Model):
             text = json.dumps(current.dump(), separators=(",", ":"))
             if len(text.encode()) <= limit:
                 return text
-            if any(c.latency_ms or c.parameters for c in current.candidates):
-                slim = [c.model_copy(update={"latency_ms": None, "size_bytes": None, "parameters": {}})
+            if any(c.latency_ms or c.parameters or c.note for c in current.candidates):
+                slim = [c.model_copy(update={"latency_ms": None, "size_bytes": None, "parameters": {}, "note": None})
                         for c in current.candidates]
                 current = current.model_copy(update={"candidates": slim})
             elif current.candidates:

@@ -16,6 +16,8 @@ from kubeforge_api.compression import (
     CompressionTermination,
     Latency,
     Measured,
+    Rejection,
+    Spread,
     Verdict,
     check_against_recipe,
 )
@@ -40,6 +42,9 @@ def spec(**kw: Any) -> CompressionSpec:
     ({"methods": [{"quantize": {}}], "accuracyBudget": {"maxDrop": -1}}, "maxDrop"),
     ({"methods": [{"quantize": {}}], "accuracyBudget": {"metric": "f1"}}, "metric"),
     ({"methods": [{"quantise": {}}]}, "quantise"),
+    ({"methods": [{"quantize": {}}], "objective": "speed"}, "objective"),
+    ({"methods": [{"quantize": {}}], "minSpeedup": 0.9}, "minSpeedup"),
+    ({"methods": [{"quantize": {}}], "minSpeedup": 1e6}, "minSpeedup"),
 ])
 def test_bad_specs_are_refused_naming_the_field(doc: dict[str, Any], field: str) -> None:
     with pytest.raises(ValidationError) as e:
@@ -76,12 +81,14 @@ def test_check_against_recipe_names_the_field() -> None:
 
 
 def report(n: int, message: str) -> CompressionReport:
-    lat = Latency(batch1=1.234567, batch8=9.87654)
+    spread = Spread(low=1.2, high=1.3)
+    lat = Latency(batch1=1.234567, batch8=9.87654, batch1_spread=spread, batch8_spread=spread)
     meas = Measured(metric=0.97, metrics={"accuracy": 0.97, "evalLoss": 0.1}, size_bytes=10**9, parameters=10**8,
                     latency_ms=lat)
     ref = ArtifactRef(path="compressed/" + "x" * 400, digest="sha256:" + "a" * 64, size_bytes=10**9)
     cands = [Candidate(method="prune-unstructured", parameters={"amount": 0.5}, verdict=Verdict.REJECTED,
-                       measured=meas, drop=0.5, speedup=lat, artifact=ref) for _ in range(n)]
+                       measured=meas, drop=0.5, speedup=lat, artifact=ref, rejection=Rejection.NOT_FASTER,
+                       note="n" * 512) for _ in range(n)]
     return CompressionReport(metric="accuracy", higher_is_better=True, budget=AccuracyBudget(), select="best",
                              threads=2, parent=ref, baseline=meas, candidates=cands, chosen=0, artifact=ref,
                              reason=CompressionReason.COMPRESSED, message=message)

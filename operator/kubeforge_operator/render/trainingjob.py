@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from kubeforge_api.compression import CompressEnv, request_threads
 from kubeforge_api.constants import (
     CONTAINER_NAME,
     LABEL_ATTEMPT,
@@ -173,15 +174,21 @@ def render_pod(job: ObjectRef, spec: TrainingJobSpec, member: Member, attempt: i
 def render_compression_pod(job: ObjectRef, spec: TrainingJobSpec, attempt: int, default_image: str,
                            shm_size: str) -> Obj:
     """The compression stage: the trainer image on the job's storage, without the gang's torchrun
-    wiring, with the resources of `spec.compression` (CPU by default: int8 kernels are CPU kernels)."""
+    wiring, with the resources of `spec.compression` (CPU by default: int8 kernels are CPU kernels).
+    It always has a CPU request (one whole CPU unless the user asks for CPU) and times with as many
+    threads as whole CPUs requested: what the scheduler guarantees, not whatever the node has free."""
     assert spec.compression is not None
     pod = render_pod(job, spec, Member(ROLE_COMPRESS, 0, 0), attempt, default_image, shm_size)
     container = pod["spec"]["containers"][0]
     container["command"] = COMPRESS_COMMAND
     container.pop("args", None)
     container.pop("ports", None)
-    container["env"] = [e for e in container["env"] if not e["name"].startswith("PET_")]
-    container["resources"] = {k: v for k, v in spec.compression.resources.dump().items() if v}
+    res = spec.compression.resources
+    cpu = res.requests.get("cpu", res.limits.get("cpu", "1"))  # a limit alone is also the request
+    requests = {**res.requests, "cpu": cpu}
+    threads = {"name": CompressEnv.THREADS, "value": str(request_threads(cpu))}
+    container["env"] = [e for e in container["env"] if not e["name"].startswith("PET_")] + [threads]
+    container["resources"] = {k: v for k, v in {"limits": dict(res.limits), "requests": requests}.items() if v}
     for key in ("hostname", "subdomain"):
         pod["spec"].pop(key, None)
     return pod

@@ -9,7 +9,8 @@ Contract (env, each overridable by the argument of the same meaning):
 | KUBEFORGE_SPEC               |              | the TrainingJob spec JSON, whose `compression` is used          |
 | KUBEFORGE_COMPRESS_INPUT     | --artifact   | parent artifact dir, relative to storage (default `artifact`)   |
 | KUBEFORGE_COMPRESS_OUTPUT    | --output     | output dir, relative to storage (default `compressed`)          |
-| KUBEFORGE_COMPRESS_THREADS   | --threads    | torch threads for evaluation and timing (default: usable CPUs)  |
+| KUBEFORGE_COMPRESS_THREADS   | --threads    | torch threads for evaluation and timing (the operator sets the  |
+|                              |              | whole CPUs the pod requests; capped by the usable CPUs)         |
 
 Writes `<output>/<i>-<method>/` (one artifact per candidate) and `<output>/report.json`
 (CompressionReport), and a CompressionTermination (<= 4 KiB) to /dev/termination-log when present.
@@ -40,6 +41,7 @@ from kubeforge_api.constants import TERMINATION_LOG_PATH, Env
 from kubeforge_api.exitcodes import EXIT_INVALID_CONFIG
 from pydantic import ValidationError
 
+from ..train.cpus import available_cpus
 from .pipeline import CompressInputError, run
 
 
@@ -64,6 +66,19 @@ def usable_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def threads_for(arg: int | None, env: Mapping[str, str]) -> int:
+    """Threads to evaluate and time with: --threads, else KUBEFORGE_COMPRESS_THREADS (the operator
+    sets the whole CPUs the pod requests: what the scheduler guarantees; more threads would compete
+    with neighbours and time their load), never more than the CPUs this process may use (affinity,
+    CFS quota, limit); without either, those usable CPUs."""
+    usable = available_cpus(env)
+    try:
+        asked = arg or int(env.get(CompressEnv.THREADS, "0"))
+    except ValueError:
+        asked = 0
+    return max(1, min(usable, asked)) if asked > 0 else usable
 
 
 def load_spec(text: str | None, env: Mapping[str, str]) -> CompressionSpec:
@@ -110,7 +125,7 @@ def main(argv: list[str], env: Mapping[str, str] = os.environ) -> int:
     report_path = str(Path(output) / REPORT_FILE)
     try:
         spec = load_spec(args.spec, env)
-        threads = args.threads or int(env.get(CompressEnv.THREADS, "0")) or usable_cpus()
+        threads = threads_for(args.threads, env)
         outcome = run(storage / (args.artifact or env.get(CompressEnv.INPUT, DEFAULT_INPUT)), spec,
                       storage / output, storage, threads)
     except (ValueError, CompressInputError) as e:

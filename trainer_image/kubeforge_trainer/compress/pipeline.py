@@ -1,12 +1,14 @@
 """The compression stage: load the parent artifact, evaluate it, make one candidate per method,
-gate each on the accuracy budget (select first: stop at the first accepted; best: try all), time
-the baseline and every candidate together (interleaved), write every candidate as an artifact and
-the report next to them, and name the published one."""
+evaluate it, time it against the baseline (interleaved rounds, in the form the server runs it) and
+judge it (`gate`: the accuracy budget, then faster or smaller as the objective asks; select first:
+stop at the first accepted; best: try all), write every candidate as an artifact and the report
+next to them, and name the published one."""
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import zlib
 from dataclasses import dataclass, field
@@ -18,13 +20,13 @@ from kubeforge_api.compression import (
     REPORT_FILE,
     ArtifactRef,
     Candidate,
-    CompressionReason,
     CompressionReport,
     CompressionSpec,
     Latency,
     Measured,
     Method,
     Verdict,
+    speed_phrase,
 )
 from kubeforge_api.trainingjob import Recipe
 from pydantic import ValidationError
@@ -36,8 +38,8 @@ from ..data import Data
 from ..data import load as load_data
 from ..variants import encoded, serving_form, weights_bytes
 from ..variants.codec import stored_parameters
-from ..variants.quantize import QuantizeError, backend
-from . import measure, prune
+from ..variants.quantize import QuantizeError, backend, slow_int8_cause
+from . import gate, measure, prune
 from .distill import distill
 
 
@@ -54,6 +56,7 @@ class Made:
     encoding: str = "fp32"
     backend: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, torch.Tensor] = field(default_factory=dict)  # the stored tensors, once encoded
 
 
 @dataclass
@@ -98,6 +101,13 @@ def _load_parent(parent: Path, storage: Path) -> tuple[dict[str, Any], nn.Module
         data = load_data(recipe, storage)
     except (artifacts.ArtifactError, ConfigError, ValidationError, KeyError) as e:
         raise CompressInputError(f"cannot compress {parent.name}: {e}") from None
+    encoding = (card.get("compression") or {}).get("encoding", "fp32")
+    if encoding != "fp32":
+        origin = ((card.get("lineage") or {}).get("parent") or {}).get("path")
+        raise CompressInputError(
+            f"cannot compress {parent.name}: it is already compressed ({encoding}, by "
+            f"{card['compression'].get('method', '?')}); compress the fp32 model it was made from"
+            + (f" ({origin})" if origin else ""))
     if card.get("dataset", {}).get("digest") not in (None, data.digest):
         raise CompressInputError(f"the dataset the recipe names differs from the one {parent.name} was trained on")
     return card, model, recipe, data
@@ -107,17 +117,40 @@ def _ref(directory: Path, storage: Path, info: dict[str, Any]) -> ArtifactRef:
     try:
         path = str(directory.resolve().relative_to(storage.resolve()))
     except ValueError:
-        path = str(directory)
+        raise CompressInputError(f"{directory} is not under the storage root {storage}") from None
     return ArtifactRef(path=path, digest=info["digest"], size_bytes=info["sizeBytes"])
+
+
+@dataclass
+class Stage:
+    """What the steps of one run share: the parent, the spec, the baseline's numbers and warnings."""
+
+    parent: Path
+    card: dict[str, Any]
+    teacher: nn.Module
+    recipe: Recipe
+    data: Data
+    spec: CompressionSpec
+    rounds: int
+    metric: str = ""
+    base_metrics: dict[str, float] = field(default_factory=dict)
+    base_bytes: int = 0
+    base_samples: list[measure.Samples] = field(default_factory=list)  # the baseline's rounds, every session
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def higher(self) -> bool:
+        return self.metric == "accuracy"
 
 
 def run(parent: Path, spec: CompressionSpec, out_dir: Path, storage: Path, threads: int,
         rounds: int = 7) -> Outcome:
+    """Make, evaluate, time and judge one candidate per method in order; write them and the report."""
     torch.set_num_threads(threads)
-    card, teacher, recipe, data = _load_parent(parent, storage)
-    metric = spec.accuracy_budget.metric or ("perplexity" if data.task == "lm" else "accuracy")
-    higher = metric == "accuracy"
-    base_metrics = measure.metrics(teacher, data, recipe)
+    st = Stage(parent, *_load_parent(parent, storage), spec=spec, rounds=rounds)
+    st.metric = spec.accuracy_budget.metric or ("perplexity" if st.data.task == "lm" else "accuracy")
+    st.base_metrics = measure.metrics(st.teacher, st.data, st.recipe)
+    st.base_bytes = (parent / st.card["weights"]["file"]).stat().st_size
     made: list[Made | None] = []
     cands: list[Candidate] = []
     for method in spec.methods:
@@ -126,87 +159,83 @@ def run(parent: Path, spec: CompressionSpec, out_dir: Path, storage: Path, threa
             cands.append(Candidate(method=method.label(), parameters=method.parameters(), verdict=Verdict.SKIPPED))
             continue
         try:
-            m = make(method, teacher, card["architecture"], data, recipe)
+            m = make(method, st.teacher, st.card["architecture"], st.data, st.recipe)
         except (QuantizeError, ValueError, RuntimeError, NotImplementedError) as e:
             made.append(None)
             cands.append(Candidate(method=method.label(), parameters=method.parameters(), verdict=Verdict.FAILED,
                                    error=(str(e).splitlines() or [type(e).__name__])[0][:1024]))
             continue
-        got = measure.metrics(m.model, data, recipe)
-        drop = drop_of(base_metrics[metric], got[metric], higher, spec.accuracy_budget.relative)
-        verdict = Verdict.ACCEPTED if drop <= spec.accuracy_budget.max_drop + 1e-12 else Verdict.REJECTED
         made.append(m)
-        cands.append(Candidate(method=method.label(), parameters=method.parameters(), verdict=verdict, drop=drop,
-                               measured=Measured(metric=got[metric], metrics=got, size_bytes=0, parameters=0,
-                                                 latency_ms=Latency(batch1=0, batch8=0))))
-    return _finish(parent, card, teacher, data, spec, metric, higher, base_metrics, made, cands, out_dir, storage,
-                   threads, rounds)
+        cands.append(_judged(st, method, m))
+    return _finish(st, made, cands, out_dir, storage, threads)
 
 
-def _choose(spec: CompressionSpec, cands: list[Candidate]) -> int | None:
-    ok = [i for i, c in enumerate(cands) if c.verdict == Verdict.ACCEPTED and c.measured]
-    if not ok:
-        return None
-    if spec.select == "first":
-        return ok[0]
-    return min(ok, key=lambda i: cands[i].measured.latency_ms.batch1)  # type: ignore[union-attr]
+def _judged(st: Stage, method: Method, m: Made) -> Candidate:
+    """Evaluate, encode and time one candidate (interleaved with the baseline, in the form the server
+    runs it), then judge it."""
+    got = measure.metrics(m.model, st.data, st.recipe)
+    drop = drop_of(st.base_metrics[st.metric], got[st.metric], st.higher, st.spec.accuracy_budget.relative)
+    m.state = encoded(m.model, m.encoding, m.backend)
+    blob = weights_bytes(m.state)
+    timed = measure.session([st.teacher, serving_form(m.backend, m.encoding, m.model)], st.data, st.rounds)
+    base, own = timed.samples
+    st.base_samples.append(base)
+    if timed.attempts > 1:
+        st.warnings.append(f"{method.label()}: timed {timed.attempts} times (a batch-1 call took longer than a "
+                           "batch-8 call: the machine was busy)")
+    extra: dict[str, Any] = {}
+    if "sparsity" in m.extra:
+        extra = {"sparsity": m.extra["sparsity"], "compressed_size_bytes": len(zlib.compress(blob, 6))}
+    cand = Candidate(method=method.label(), parameters=method.parameters(), verdict=Verdict.ACCEPTED,
+                     drop=drop if math.isnan(drop) else round(drop, 6), speedup=measure.speedup(base, own),
+                     size_ratio=measure.sig(st.base_bytes / len(blob), 3), **extra,
+                     measured=Measured(metric=got[st.metric], metrics=got, size_bytes=len(blob),
+                                       parameters=stored_parameters(m.state), latency_ms=measure.latency(own)))
+    warning = _slow_backend(m, cand)
+    if warning:
+        st.warnings.append(f"{cand.method}: {warning}")
+    return gate.judge(cand, st.spec, bool(timed.invalid), warning)
 
 
-def _reason(cands: list[Candidate], chosen: int | None, metric: str) -> tuple[CompressionReason, str]:
-    if chosen is not None:
-        c = cands[chosen]
-        assert c.measured and c.speedup
-        return CompressionReason.COMPRESSED, (
-            f"{c.method}: {metric} {c.measured.metric:.4g} (drop {c.drop:.4g}), {c.size_ratio:.2f}x smaller, "
-            f"{c.speedup.batch1:.2f}x faster at batch 1")
-    if any(c.verdict == Verdict.REJECTED for c in cands):
-        worst = ", ".join(f"{c.method} drop {c.drop:.4g}" for c in cands if c.verdict == Verdict.REJECTED)
-        return CompressionReason.ACCURACY_BUDGET_EXCEEDED, f"no candidate within the accuracy budget ({worst})"
-    errors = "; ".join(f"{c.method}: {c.error}" for c in cands if c.error)
-    return CompressionReason.COMPRESSION_FAILED, f"every method failed ({errors})"[:1024]
+def _slow_backend(m: Made, cand: Candidate) -> str:
+    """A warning when an int8 back end is measurably slower than fp32 here: it is off its fast path."""
+    spread = cand.speedup.batch1_spread if cand.speedup else None
+    if not m.backend or spread is None or spread.high >= 1.0:
+        return ""
+    assert cand.speedup is not None
+    cause = slow_int8_cause(m.backend)
+    return (f"the int8 back end {m.backend} is {speed_phrase(cand.speedup.batch1)} than fp32 on this machine"
+            + (f" ({cause})" if cause else ""))
 
 
-def _finish(parent: Path, card: dict[str, Any], teacher: nn.Module, data: Data, spec: CompressionSpec, metric: str,
-            higher: bool, base_metrics: dict[str, float], made: list[Made | None], cands: list[Candidate],
-            out_dir: Path, storage: Path, threads: int, rounds: int) -> Outcome:
-    live = [(i, m) for i, m in enumerate(made) if m is not None]
-    served = [serving_form(m.backend, m.encoding, m.model) for _, m in live]  # timed as the server runs them
-    times = measure.latencies([teacher, *served], data, rounds)
-    base_bytes = (parent / card["weights"]["file"]).stat().st_size
-    base = Measured(metric=base_metrics[metric], metrics=base_metrics, size_bytes=base_bytes,
-                    parameters=sum(p.numel() for p in teacher.state_dict().values()),
-                    latency_ms=Latency(batch1=times[0][1], batch8=times[0][8]))
-    blobs: dict[int, tuple[dict[str, torch.Tensor], bytes]] = {}
-    for (i, m), t in zip(live, times[1:], strict=True):
-        state = encoded(m.model, m.encoding, m.backend)
-        blob = weights_bytes(state)
-        blobs[i] = (state, blob)
-        lat = Latency(batch1=t[1], batch8=t[8])
-        before = cands[i].measured
-        assert before is not None
-        measured = before.model_copy(update={"size_bytes": len(blob), "latency_ms": lat,
-                                                        "parameters": stored_parameters(state)})
-        extra: dict[str, Any] = {}
-        if "sparsity" in m.extra:
-            extra = {"sparsity": m.extra["sparsity"], "compressed_size_bytes": len(zlib.compress(blob, 6))}
-        cands[i] = cands[i].model_copy(update={
-            "measured": measured, "size_ratio": base_bytes / len(blob), **extra,
-            "speedup": Latency(batch1=base.latency_ms.batch1 / lat.batch1, batch8=base.latency_ms.batch8 / lat.batch8)})
-    parent_ref = ArtifactRef(path=_ref(parent, storage, {"digest": card["weights"]["digest"], "sizeBytes": 0}).path,
-                             digest=card["weights"]["digest"],
-                             size_bytes=sum(f.stat().st_size for f in parent.iterdir() if f.is_file()))
+def _baseline(st: Stage) -> Measured:
+    pooled = {b: [x for s in st.base_samples for x in s[b]] for b in measure.BATCHES}
+    lat = measure.latency(pooled) if st.base_samples else Latency(batch1=0, batch8=0)
+    return Measured(metric=st.base_metrics[st.metric], metrics=st.base_metrics, size_bytes=st.base_bytes,
+                    parameters=sum(p.numel() for p in st.teacher.state_dict().values()), latency_ms=lat)
+
+
+def _finish(st: Stage, made: list[Made | None], cands: list[Candidate], out_dir: Path, storage: Path,
+            threads: int) -> Outcome:
+    """Write every measured candidate as an artifact, choose, and write the report."""
+    parent_ref = ArtifactRef(path=_ref(st.parent, storage, {"digest": st.card["weights"]["digest"], "sizeBytes": 0}
+                                       ).path, digest=st.card["weights"]["digest"],
+                             size_bytes=sum(f.stat().st_size for f in st.parent.iterdir() if f.is_file()))
     out_dir.mkdir(parents=True, exist_ok=True)
-    for i, m in live:
+    for i, m in enumerate(made):
+        if m is None:
+            continue
         directory = out_dir / f"{i}-{cands[i].method}"
-        variant_card = _card(card, m, cands[i], parent_ref, metric)
-        info = artifacts.write(directory, blobs[i][0], variant_card)
+        info = artifacts.write(directory, m.state, _card(st.card, m, cands[i], parent_ref, st.metric))
         cands[i] = cands[i].model_copy(update={"artifact": _ref(directory, storage, info)})
-    chosen = _choose(spec, cands)
-    reason, message = _reason(cands, chosen, metric)
+    chosen = gate.choose(st.spec, cands)
+    reason, message = gate.outcome(cands, chosen, st.metric)
+    spec = st.spec
     report = CompressionReport(
-        metric=metric, higher_is_better=higher, budget=spec.accuracy_budget, select=spec.select, threads=threads,
-        parent=parent_ref, baseline=base, candidates=cands, chosen=chosen,
-        artifact=cands[chosen].artifact if chosen is not None else None, reason=reason, message=message)
+        metric=st.metric, higher_is_better=st.higher, budget=spec.accuracy_budget, select=spec.select,
+        threads=threads, parent=parent_ref, baseline=_baseline(st), candidates=cands, chosen=chosen,
+        artifact=cands[chosen].artifact if chosen is not None else None, reason=reason, message=message,
+        objective=spec.objective, min_speedup=spec.min_speedup, rounds=st.rounds, warnings=st.warnings[:16])
     tmp = out_dir / (REPORT_FILE + ".tmp")
     tmp.write_text(json.dumps(report.dump(), indent=2))
     os.replace(tmp, out_dir / REPORT_FILE)

@@ -158,6 +158,37 @@ def torchao_available() -> bool:
     return importlib.util.find_spec("torchao") is not None
 
 
+def int_mm_fast() -> bool:
+    """Whether torch's CPU int8 matmul (`torch._int_mm`, which torchao's int8 linear calls, eager and
+    compiled alike) runs oneDNN's kernel here. torch dispatches it to oneDNN only when oneDNN is
+    enabled and the CPU has AVX512-VNNI; otherwise it runs a scalar triple loop, measured 55x slower
+    than the fp32 matmul of the same shape (so a torchao int8 model is many times slower than fp32)."""
+    vnni = getattr(torch.cpu, "_is_vnni_supported", None)  # a private helper: absent means unknown
+    return bool(torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
+                and torch.backends.mkldnn.enabled
+                and (vnni is None or vnni()))
+
+
+def slow_int8_cause(name: str) -> str:
+    """Why the int8 back end `name` may be off its fast path on this machine ('' when nothing is known)."""
+    if name != "torchao":
+        return ""
+    versions = f"torch {torch.__version__.split('+')[0]}, torchao {package_version('torchao')}"
+    if not int_mm_fast():
+        return f"{versions}: this CPU has no AVX512-VNNI (or oneDNN is off), so torch's int8 matmul runs a scalar loop"
+    return versions
+
+
+def package_version(package: str) -> str:
+    """The installed version of `package`, or 'not installed'."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
 class TorchaoBackend:
     """torchao `Int8DynamicActivationInt8WeightConfig`; its weights are `Int8Tensor`s (qdata + per-row
     scale), stored in the same layout as the eager back end (zero points 0, axis 0)."""
