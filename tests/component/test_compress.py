@@ -325,6 +325,9 @@ def test_cli_prints_a_table_or_the_typed_report(trained: dict[str, Path], tmp_pa
     assert main([str(storage / "artifact"), "--method", "prune:sideways"]) == EXIT_INVALID_CONFIG
     assert main([str(storage / "artifact"), "--method", "prune,amount=2"]) == EXIT_INVALID_CONFIG
     assert "compression.methods[0].prune.amount" in capsys.readouterr().err
+    outside = [str(storage / "artifact"), "--method", "quantize", "--output", str(tmp_path.parent / "elsewhere")]
+    assert main(outside) == EXIT_INVALID_CONFIG
+    assert "must be under the storage root" in capsys.readouterr().err  # at once, not after the work
 
 
 def test_a_slower_candidate_is_rejected_with_its_numbers_and_never_published(

@@ -142,8 +142,9 @@ def main(argv: list[str]) -> int:
     storage = (args.storage or artifact.parent).resolve()
     output = (args.output or artifact.parent / "compressed").resolve()
     try:
-        if not output.is_relative_to(storage):
-            raise CompressInputError(f"--output {output} must be under the storage root {storage} (see --storage)")
+        for what, path in (("ARTIFACT", artifact), ("--output", output)):  # the report names both relative to it
+            if not path.is_relative_to(storage):
+                raise CompressInputError(f"{what} {path} must be under the storage root {storage} (see --storage)")
         outcome = run(artifact, spec, output, storage, args.threads or usable_cpus())
     except CompressInputError as e:
         err.print(f"kubeforge compress: {e}", markup=False)
