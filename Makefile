@@ -49,10 +49,10 @@ bench: venv minicp  ## side-by-side benchmarks -> bench/results/*.json -> docs/b
 	$(PY) bench/report.py || status=1; \
 	exit $$status
 
-cluster-up: venv minicp  ## start the embedded cluster in the background; prints the admin kubeconfig path last
+cluster-up: venv minicp  ## start the embedded cluster in the background; prints the ClusterIP routing line first, the admin kubeconfig path last
 	@embedded-cluster/cluster-up.sh "$(CLUSTER_DIR)" "$(PY)"
 
-cluster-down:
+cluster-down:  ## stop the embedded cluster; deletes its volumes (trained models) unless KEEP_VOLUMES=1
 	@embedded-cluster/cluster-down.sh "$(CLUSTER_DIR)"
 
 operator-up: venv  ## install CRDs+RBAC into the current kubeconfig's cluster; run the operator as its SA
