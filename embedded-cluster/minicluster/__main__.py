@@ -7,7 +7,6 @@ everything and undo what it changed on the host."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -23,9 +22,9 @@ from .agent import NODE_CPUS_ENV, AgentSettings, NodeAgent, node_cpus
 from .controlplane import NODE_NAME, ControlPlane, free_port, rss_bytes
 from .demo import demo
 from .kubeapi import KubeClient
+from .localinstall import operator_down, operator_up
 from .metricsserver import MetricsServer
 from .network import PodNetwork
-from .operator_process import OperatorProcess, install, operator_kubeconfig
 from .serviceproxy import KUBERNETES_SERVICE_IP, ServiceProxy
 
 HERE = Path(__file__).resolve().parent.parent
@@ -164,26 +163,6 @@ def main() -> int:
     if args.cmd == "operator-down":
         return operator_down(Path(args.dir))
     return up(args)
-
-
-def operator_up(admin: Path, root: Path) -> int:
-    root.mkdir(parents=True, exist_ok=True)
-    operator_down(root)
-    install(admin)
-    op = OperatorProcess(operator_kubeconfig(admin, root / "operator.kubeconfig"), root / "operator.log").start()
-    assert op.proc is not None
-    (root / "operator.pid").write_text(str(op.proc.pid))
-    print(f"operator running (pid {op.proc.pid}); log: {root / 'operator.log'}")
-    return 0
-
-
-def operator_down(root: Path) -> int:
-    pid_file = root / "operator.pid"
-    if pid_file.exists():
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(int(pid_file.read_text()), signal.SIGTERM)
-        pid_file.unlink()
-    return 0
 
 
 if __name__ == "__main__":

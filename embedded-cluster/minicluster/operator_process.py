@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -30,13 +31,14 @@ def kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> str:
     return out.stdout
 
 
-def install(admin_kubeconfig: Path) -> None:
-    """CRDs, namespace and RBAC of manifests/base (everything but the operator Deployment)."""
+def install(admin_kubeconfig: Path) -> list[dict[str, Any]]:
+    """CRDs, namespace and RBAC of manifests/base (everything but the Deployments); returns what it applied."""
     rendered = kubectl(admin_kubeconfig, "kustomize", str(REPO / "manifests" / "base"))
     docs = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] != "Deployment"]
     kubectl(admin_kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-",
             input=yaml.safe_dump_all(docs))
     kubectl(admin_kubeconfig, "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    return docs
 
 
 def operator_kubeconfig(admin_kubeconfig: Path, out: Path, namespace: str = NAMESPACE) -> Path:
