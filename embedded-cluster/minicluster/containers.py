@@ -8,6 +8,7 @@ are not pulled: the command runs in this machine's Python environment (see `entr
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shlex
 import signal
@@ -63,14 +64,30 @@ def entrypoint(container: Obj) -> list[str]:
     return [*command, *args]
 
 
+QUANTITY_SUFFIXES = (("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30), ("Ti", 1 << 40), ("m", 10**-3),
+                     ("k", 10**3), ("M", 10**6), ("G", 10**9), ("T", 10**12))
+
+
+def quantity(q: str | int | float) -> float:
+    """The value of a Kubernetes quantity: `512Mi`, `1G`, `1e9`, `250m` (0.25), `2`."""
+    s = str(q)
+    for suffix, mult in QUANTITY_SUFFIXES:
+        if s.endswith(suffix):
+            return float(s[: -len(suffix)]) * mult
+    return float(s)
+
+
 def parse_quantity(q: str | int | float) -> int:
     """Bytes for a memory quantity such as `512Mi`, `1G` or `1e9`."""
-    s = str(q)
-    for suffix, mult in (("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30), ("Ti", 1 << 40),
-                         ("k", 10**3), ("M", 10**6), ("G", 10**9), ("T", 10**12)):
-        if s.endswith(suffix):
-            return int(float(s[: -len(suffix)]) * mult)
-    return int(float(s))
+    return int(quantity(q))
+
+
+def resource_field(resources: dict[str, Any], resource: str, divisor: str | None) -> str:
+    """What the downward API's `resourceFieldRef` gives: the quantity in units of `divisor`, rounded
+    up, as the kubelet computes it (`limits.cpu` 1 with divisor `1m` is 1000)."""
+    group, _, name = resource.partition(".")
+    value = quantity((resources.get(group) or {}).get(name, "0")) / quantity(divisor or "1")
+    return str(math.ceil(round(value, 9)))
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from .containers import (
     image_pull_error,
     now,
     parse_quantity,
+    resource_field,
 )
 from .resourcemetrics import ContainerSample
 
@@ -646,8 +647,6 @@ class PodWorker:
                     raise SpecError("CreateContainerConfigError",
                                     f"couldn't find key {ref['key']} in {kind} {ns}/{ref['name']}")
             elif "resourceFieldRef" in vf:
-                res = vf["resourceFieldRef"]["resource"]
-                group, _, rname = res.partition(".")
-                value = ((container.get("resources") or {}).get(group) or {}).get(rname, "0")
-                env[e["name"]] = str(value)
+                ref = vf["resourceFieldRef"]
+                env[e["name"]] = resource_field(container.get("resources") or {}, ref["resource"], ref.get("divisor"))
         return env
