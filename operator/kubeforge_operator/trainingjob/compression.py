@@ -1,6 +1,7 @@
 """Step: after every worker succeeded, a job with `spec.compression` runs one compression pod on
 the same storage. The job is `Compressing` until the pod ends; then `Compressed` says what came of
-it (True with the method chosen, or False: AccuracyBudgetExceeded, CompressionFailed) and the job
+it (True with the method chosen, or False: AccuracyBudgetExceeded, NotFaster, NotSmaller,
+MeasurementInvalid, CompressionFailed) and the job
 succeeds either way, training results kept. A crashed compression pod is retried like a gang:
 retryable exits up to backoffLimit counted failures, disruptions (eviction, preemption, deletion)
 without counting, each retry after the same exponential back-off; a permanent failure is reported
