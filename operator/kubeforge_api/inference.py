@@ -4,7 +4,15 @@ and read responses with them.
 
 Field names follow the protocol (snake_case `model_name`, `datatype`), so these models do not use the
 camelCase base of the CRD models. Tensor `data` may be flat (row-major) or nested, as the protocol
-allows; the server checks its elements against `datatype` and `shape`."""
+allows; the server checks its elements against `datatype` and `shape`.
+
+The binary tensor extension (as Triton and `tritonclient` speak it): a request whose
+`Inference-Header-Content-Length` header is N carries this JSON document in its first N bytes and
+raw little-endian tensor bytes after it, one run per input whose `parameters.binary_data_size` gives
+its length (such an input has no `data`). An output asked for with `parameters.binary_data: true`
+(or every output, with the request parameter `binary_data_output: true`) comes back the same way:
+the response's header says how long its JSON part is, each binary output names its
+`binary_data_size` and has no `data`."""
 
 from __future__ import annotations
 
@@ -23,6 +31,14 @@ PATH_SERVER: Final = "/v2"
 PATH_MODEL: Final = "/v2/models/{name}"
 PATH_INFER: Final = "/v2/models/{name}/infer"
 PATH_METRICS: Final = "/metrics"
+
+SERVED_VERSION: Final = "1"  # a server serves one model version; model paths may name it (/versions/1/)
+
+# The binary tensor extension.
+HEADER_CONTENT_LENGTH: Final = "inference-header-content-length"  # HTTP header (lower case, as ASGI has it)
+PARAM_BINARY_DATA_SIZE: Final = "binary_data_size"  # input/output parameter: bytes of this tensor's run
+PARAM_BINARY_DATA: Final = "binary_data"  # requested-output parameter: return this output as bytes
+PARAM_BINARY_DATA_OUTPUT: Final = "binary_data_output"  # request parameter: return every output as bytes
 
 Parameters = dict[str, str | int | float | bool]
 
@@ -57,18 +73,22 @@ class RequestInput(Wire):
     name: str = Field(min_length=1, max_length=256, description="Input tensor name.")
     shape: list[int] = Field(max_length=MAX_RANK, description="Tensor shape; the first dimension is the batch.")
     datatype: Datatype = Field(description="Element type.")
-    data: list[Any] = Field(description="Elements, flat in row-major order or nested.")
-    parameters: Parameters | None = Field(default=None, description="Per-input parameters (ignored).")
+    data: list[Any] | None = Field(default=None, description=(
+        "Elements, flat in row-major order or nested; absent when the tensor travels as binary data."))
+    parameters: Parameters | None = Field(default=None, description=(
+        "Per-input parameters: `binary_data_size` (binary tensor extension); others are ignored."))
 
 
 class RequestOutput(Wire):
     name: str = Field(min_length=1, max_length=256, description="Requested output tensor name.")
-    parameters: Parameters | None = Field(default=None, description="Per-output parameters (ignored).")
+    parameters: Parameters | None = Field(default=None, description=(
+        "Per-output parameters: `binary_data` (binary tensor extension); others are ignored."))
 
 
 class InferenceRequest(Wire):
     id: str | None = Field(default=None, max_length=256, description="Echoed in the response.")
-    parameters: Parameters | None = Field(default=None, description="Request parameters (ignored).")
+    parameters: Parameters | None = Field(default=None, description=(
+        "Request parameters: `binary_data_output` (binary tensor extension); others are ignored."))
     inputs: list[RequestInput] = Field(min_length=1, max_length=MAX_TENSORS, description="Input tensors.")
     outputs: list[RequestOutput] | None = Field(default=None, max_length=MAX_TENSORS,
                                                 description="Outputs to return (default: all).")
@@ -78,7 +98,10 @@ class ResponseOutput(Wire):
     name: str = Field(description="Output tensor name.")
     shape: list[int] = Field(description="Tensor shape.")
     datatype: Datatype = Field(description="Element type.")
-    data: list[Any] = Field(description="Elements, flat in row-major order.")
+    data: list[Any] = Field(default_factory=list, description=(
+        "Elements, flat in row-major order; absent (empty here) for a binary output."))
+    parameters: Parameters | None = Field(default=None, description=(
+        "`binary_data_size` for an output that travels as binary data."))
 
 
 class InferenceResponse(Wire):

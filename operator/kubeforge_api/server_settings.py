@@ -8,9 +8,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Final
+from typing import Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .inference import PATH_LIVE, PATH_READY
 from .servingjob import ServingJobSpec
@@ -25,6 +25,9 @@ READINESS_PATH: Final = PATH_READY
 TERMINATION_LOG: Final = "/dev/termination-log"  # one line on a failed load (ModelNotFound / ModelLoadFailed)
 EXIT_MODEL_NOT_FOUND: Final = 66  # sysexits EX_NOINPUT: the model directory or card is missing
 EXIT_MODEL_LOAD_FAILED: Final = 65  # sysexits EX_DATAERR: digest mismatch, not safetensors, wrong shapes
+DIGEST_PATTERN: Final = r"^(sha256:[0-9a-f]{64})?$"  # the weights digest the operator resolved ("" = unchecked)
+DEFAULT_MAX_BUFFERED_BYTES: Final = 64 * 1024 * 1024
+BUFFERED_REQUESTS: Final = 4  # for_spec: the body budget holds at least this many largest requests
 
 
 class ServerEnv(StrEnum):
@@ -42,6 +45,16 @@ class ServerEnv(StrEnum):
     SHUTDOWN_DELAY_SECONDS = "KUBEFORGE_SHUTDOWN_DELAY_SECONDS"
     TORCH_THREADS = "KUBEFORGE_TORCH_THREADS"
     TERMINATION_LOG = "KUBEFORGE_TERMINATION_LOG"
+    MODEL_DIGEST = "KUBEFORGE_MODEL_DIGEST"
+    LOAD_TIMEOUT_SECONDS = "KUBEFORGE_LOAD_TIMEOUT_SECONDS"
+    MAX_HEADER_BYTES = "KUBEFORGE_MAX_HEADER_BYTES"
+    HEADER_TIMEOUT_SECONDS = "KUBEFORGE_HEADER_TIMEOUT_SECONDS"
+    BODY_TIMEOUT_SECONDS = "KUBEFORGE_BODY_TIMEOUT_SECONDS"
+    KEEP_ALIVE_SECONDS = "KUBEFORGE_KEEP_ALIVE_SECONDS"
+    MAX_CONNECTIONS = "KUBEFORGE_MAX_CONNECTIONS"
+    MAX_BUFFERED_BYTES = "KUBEFORGE_MAX_BUFFERED_BYTES"
+    MAX_OUTPUT_ELEMENTS = "KUBEFORGE_MAX_OUTPUT_ELEMENTS"
+    LM_LOGITS = "KUBEFORGE_LM_LOGITS"
 
 
 class ServerSettings(BaseModel):
@@ -65,6 +78,35 @@ class ServerSettings(BaseModel):
     torch_threads: int = Field(default=0, ge=0, le=1024, description="Intra-op threads; 0 = torch's default.")
     termination_log: str = Field(default=TERMINATION_LOG, max_length=4096, description=(
         "File that receives one line when the model cannot be loaded (the pod's terminationMessagePath)."))
+    model_digest: str = Field(default="", pattern=DIGEST_PATTERN, description=(
+        "The weights digest the operator resolved (status.model.digest); a model whose weights have "
+        "another digest is refused. Empty: the card's own digest is checked only."))
+    load_timeout_seconds: float = Field(default=900.0, gt=0, le=86_400, description=(
+        "Loading plus warm-up must finish within this; else the server exits (ModelLoadFailed)."))
+    max_header_bytes: int = Field(default=64 * 1024, ge=4096, le=1024**2, description=(
+        "Request line plus headers; 431 above, at once."))
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600, description=(
+        "A connection must deliver a request's headers within this (408, or closed if it sent nothing)."))
+    body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600, description=(
+        "A request's body must arrive within this after its headers (408)."))
+    keep_alive_seconds: int = Field(default=5, ge=1, le=3600, description=(
+        "An idle keep-alive connection is closed after this."))
+    max_connections: int = Field(default=512, ge=1, le=100_000, description=(
+        "Open connections; a further one is answered 503 and closed at once."))
+    max_buffered_bytes: int = Field(default=DEFAULT_MAX_BUFFERED_BYTES, ge=1024, le=64 * 1024**3, description=(
+        "Request body bytes all connections together may hold; a body beyond it gets 503."))
+    max_output_elements: int = Field(default=1024 * 1024, ge=1, le=1024**3, description=(
+        "Most output tensor elements one request may ask for; 422 above (checked before the model runs)."))
+    lm_logits: Literal["last", "all"] = Field(default="last", description=(
+        "Causal language models: logits of the last position only ([N, vocab]) or of every position "
+        "([N, T, vocab])."))
+
+    @model_validator(mode="after")
+    def _budget_holds_a_request(self) -> ServerSettings:
+        if self.max_buffered_bytes < self.max_request_bytes:
+            raise ValueError(f"max_buffered_bytes ({self.max_buffered_bytes}) is below max_request_bytes "
+                             f"({self.max_request_bytes}): no request of the largest size could be read")
+        return self
 
     def to_env(self) -> dict[str, str]:
         """Env var name -> value, for the container spec."""
@@ -75,14 +117,17 @@ class ServerSettings(BaseModel):
         return cls.model_validate({e.name.lower(): env[e.value] for e in ServerEnv if e.value in env})
 
     @classmethod
-    def for_spec(cls, name: str, spec: ServingJobSpec, model_dir: str = MODEL_MOUNT) -> ServerSettings:
-        """The settings a ServingJob's Deployment passes to its servers."""
+    def for_spec(cls, name: str, spec: ServingJobSpec, model_dir: str = MODEL_MOUNT,
+                 model_digest: str | None = None) -> ServerSettings:
+        """The settings a ServingJob's Deployment passes to its servers; `model_digest` is the digest
+        the operator resolved for the model it mounts (status.model.digest)."""
         b, lim = spec.batching, spec.limits
         cpu = spec.resources.limits.get("cpu", spec.resources.requests.get("cpu"))
         return cls(model_dir=model_dir, model_name=name, max_batch_size=b.max_batch_size,
                    max_delay_ms=b.max_delay_ms, max_request_bytes=lim.max_request_bytes,
                    max_queue_depth=lim.max_queue_depth, request_timeout_seconds=lim.request_timeout_seconds,
-                   torch_threads=cpu_threads(cpu))
+                   torch_threads=cpu_threads(cpu), model_digest=model_digest or "",
+                   max_buffered_bytes=max(DEFAULT_MAX_BUFFERED_BYTES, BUFFERED_REQUESTS * lim.max_request_bytes))
 
     @property
     def termination_grace_seconds(self) -> int:

@@ -171,6 +171,8 @@ def test_values_are_checked(server: Server) -> None:
     assert one(["0.5"] * 64) == 422
     assert one([True] * 64) == 422
     assert one([1e39] * 64) == 422  # overflows FP32
+    assert one([10**400] * 64) == 422  # an integer beyond any float: 422, not 500
+    assert one([2**128] * 64) == 422  # an integer beyond FP32
     assert request(server.port, "POST", INFER, b'{"inputs": [{"name": "input", "shape": [1, 64], "datatype": '
                    b'"FP32", "data": [' + b",".join([b"NaN"] * 64) + b"]}]}").status == 422
 
@@ -238,18 +240,43 @@ def test_tritonclient_calls_it(server: Server, mlp_dir: Path) -> None:
 
 
 def test_gpt_takes_int64_token_ids(tmp_path: Path) -> None:
-    s = Server(write_artifact(tmp_path / "gpt", TINY_GPT), name="gpt").start()
+    """A causal LM answers the logits of the last position ([N, vocab]), as the model computes them."""
+    model_dir = write_artifact(tmp_path / "gpt", TINY_GPT)
+    s = Server(model_dir, name="gpt").start()
     try:
         infer = "/v2/models/gpt/infer"
         ids = [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]]
         r = request(s.port, "POST", infer, infer_body(ids, "INT64"))
         assert r.status == 200, r.body
-        assert InferenceResponse.model_validate_json(r.body).outputs[0].shape == [2, 5, 40]
+        assert InferenceResponse.model_validate_json(r.body).outputs[0].shape == [2, 40]
+        with torch.inference_mode():
+            want = _model(model_dir)(torch.tensor(ids))[:, -1].numpy()
+        np.testing.assert_allclose(outputs(r.body), want, rtol=1e-4, atol=1e-5)
         assert request(s.port, "POST", infer, infer_body([[1, 2, 40]], "INT64")).status == 422  # >= vocab
         assert request(s.port, "POST", infer, infer_body([[1, 2, -1]], "INT64")).status == 422
         assert request(s.port, "POST", infer, infer_body([list(range(13))], "INT64")).status == 422  # > seqLen
         assert request(s.port, "POST", infer, infer_body([[1.0, 2.0]], "FP32")).status == 422
         assert request(s.port, "POST", infer, infer_body([[2**70]], "INT64")).status == 422
+    finally:
+        assert s.stop() == 0
+
+
+def test_gpt_outputs_are_bounded(tmp_path: Path) -> None:
+    """Every position's logits only when the server is configured so, and never beyond the output cap:
+    422 before the model runs."""
+    model_dir = write_artifact(tmp_path / "gpt", TINY_GPT)
+    s = Server(model_dir, name="gpt", env={ServerEnv.LM_LOGITS: "all", ServerEnv.MAX_OUTPUT_ELEMENTS: "400"}).start()
+    try:
+        infer = "/v2/models/gpt/infer"
+        ids = [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]]  # 2 x 5 x 40 = 400 elements
+        r = request(s.port, "POST", infer, infer_body(ids, "INT64"))
+        assert r.status == 200, r.body
+        with torch.inference_mode():
+            want = _model(model_dir)(torch.tensor(ids)).numpy()
+        np.testing.assert_allclose(outputs(r.body), want, rtol=1e-4, atol=1e-5)
+        assert request(s.port, "GET", "/v2/models/gpt").json()["outputs"][0]["shape"] == [-1, -1, 40]
+        r = request(s.port, "POST", infer, infer_body([[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6]], "INT64"))
+        assert r.status == 422 and "480 elements" in r.json()["error"] and "maxOutputElements" in r.json()["error"]
     finally:
         assert s.stop() == 0
 

@@ -1,11 +1,13 @@
 """`python -m kubeforge_server`: read the settings from the environment (the contract in
-kubeforge_api.server_settings), serve on uvicorn (httptools, uvloop), and shut down gracefully.
+kubeforge_api.server_settings), serve on uvicorn (httptools with the connection limits of
+`protocol`, uvloop), and shut down gracefully.
 
 Shutdown on SIGTERM: readiness fails at once; requests are still served for
 `shutdown_delay_seconds` (endpoints and load balancers drop the pod meanwhile); then the listener
 closes and in-flight requests finish (up to `request_timeout_seconds`) before the process exits 0.
 A second SIGTERM or a SIGINT skips the delay. A model that cannot be loaded ends the process with
-EXIT_MODEL_NOT_FOUND or EXIT_MODEL_LOAD_FAILED and one line in the termination log."""
+EXIT_MODEL_NOT_FOUND or EXIT_MODEL_LOAD_FAILED and one line in the termination log; a load that
+hangs cannot hold the exit up (the process ends `FATAL_EXIT_GRACE_SECONDS` later regardless)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -27,9 +30,11 @@ from kubeforge_trainer.variants import served
 
 from .app import App
 from .metrics import Metrics
+from .protocol import ConnectionLimits, guarded_protocol
 from .service import Loader, ModelService
 
 log = logging.getLogger("kubeforge_server")
+FATAL_EXIT_GRACE_SECONDS = 10.0
 
 
 class _Server(uvicorn.Server):
@@ -62,6 +67,9 @@ class _Server(uvicorn.Server):
             Path(self.service.settings.termination_log).write_text(message[:4000])
         self.exit_code = code
         self.should_exit = True
+        watchdog = threading.Timer(FATAL_EXIT_GRACE_SECONDS, os._exit, (code,))  # a stuck loader thread
+        watchdog.daemon = True  # would hold the interpreter's exit up forever
+        watchdog.start()
 
 
 def load_served(directory: Path) -> tuple[dict[str, Any], torch.nn.Module]:
@@ -73,8 +81,14 @@ def load_served(directory: Path) -> tuple[dict[str, Any], torch.nn.Module]:
 def build(settings: ServerSettings, loader: Loader = load_served) -> _Server:
     """The configured server (not started): the seam benchmarks use to serve another loader."""
     holder: list[_Server] = []
-    service = ModelService(settings, loader, Metrics(), lambda code, msg: holder[0].fatal(code, msg))
-    config = uvicorn.Config(App(service), host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+    metrics = Metrics()
+    service = ModelService(settings, loader, metrics, lambda code, msg: holder[0].fatal(code, msg))
+    limits = ConnectionLimits(max_header_bytes=settings.max_header_bytes,
+                              header_timeout_s=settings.header_timeout_seconds,
+                              body_timeout_s=settings.body_timeout_seconds, max_connections=settings.max_connections,
+                              on_refused=lambda status: metrics.count("connection", status))
+    config = uvicorn.Config(App(service), host=settings.host, port=settings.port, loop="uvloop",
+                            http=guarded_protocol(limits), timeout_keep_alive=settings.keep_alive_seconds,
                             lifespan="on", access_log=False, log_level="warning", server_header=False,
                             timeout_graceful_shutdown=int(settings.request_timeout_seconds) + 1, backlog=4096)
     holder.append(_Server(config, service, settings.shutdown_delay_seconds))

@@ -1,5 +1,7 @@
 """Prometheus metrics of one server (prometheus_client, own registry): requests by endpoint and
-status code, queue depth, batch sizes, and latency per stage (queue wait, inference, total)."""
+status code (`endpoint="connection"` for the answers the connection layer gives: 408, 431, 503),
+queue depth, request body bytes held, batch sizes, and latency per stage (queue wait, inference,
+total)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ class Metrics:
                                  ["endpoint", "code"], registry=self.registry)
         self.queue_depth = Gauge("kubeforge_inference_queue_depth", "Requests waiting for the model",
                                  registry=self.registry)
+        self.body_bytes = Gauge("kubeforge_inference_body_bytes", "Request body bytes held by requests being "
+                                "read or parsed (bounded by maxBufferedBytes)", registry=self.registry)
         self.batch_size = Histogram("kubeforge_inference_batch_size", "Rows per model call",
                                     buckets=_BATCH_BUCKETS, registry=self.registry)
         stage = Histogram("kubeforge_inference_latency_seconds", "Latency per stage of inference requests",

@@ -1,10 +1,13 @@
 """The trained model as an artifact: `model.safetensors` plus `model-card.json` (architecture,
-metrics, dataset, lineage, trainer version). Loading checks the digest and rebuilds the model from
-the architecture config; no pickle is ever read."""
+metrics, dataset, lineage, trainer version). Loading checks the weights' digest against the card,
+then the shapes the card implies against the safetensors header before anything of the model's size
+is allocated (the structure is built on the meta device), and rebuilds the model from the
+architecture config; no pickle is ever read."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shutil
@@ -16,15 +19,21 @@ import torch
 from kubeforge_api.contracts import MODEL_FORMAT as FORMAT
 from kubeforge_api.contracts import ModelCard
 from pydantic import ValidationError
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .checkpoint import sha256_file
 from .models import build
-from .variants import VariantError, rebuild
+from .variants import VariantError, fp32_structure, rebuild
 
 WEIGHTS = "model.safetensors"
 CARD = "model-card.json"
+# A compressed variant stores at least one byte per parameter of its fp32 structure (int8 weights,
+# fp32 everything else); twice that leaves room for a 4-bit encoding, plus a margin for tiny models.
+STORED_BYTES_PER_PARAMETER = 0.5
+PARAMETER_MARGIN = 4096
+Header = dict[str, tuple[int, ...]]  # tensor name -> shape, as the safetensors header states them
 
 
 class ArtifactError(Exception):
@@ -56,26 +65,74 @@ def write(directory: Path, state: dict[str, torch.Tensor], card: dict[str, Any])
 
 
 def read(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(model card, weights) after checking the weights' digest against the card."""
+    """(model card, weights) after checking the weights' digest against the card and the card's
+    implied shapes against the safetensors header."""
+    card = _card(directory)
+    weights = _weights(directory, card)
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            header: Header = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except Exception as e:  # safetensors refuses anything else (a pickle renamed, a truncated file)
+        raise ArtifactError(f"{directory}: {weights.name} is not a valid safetensors file ({e})") from None
+    check_shapes(directory, card, header, weights.stat().st_size)
+    try:
+        return card, load_file(str(weights))
+    except Exception as e:
+        raise ArtifactError(f"{directory}: {weights.name} is not a valid safetensors file ({e})") from None
+
+
+def _card(directory: Path) -> dict[str, Any]:
     try:
         text = (directory / CARD).read_text()
     except OSError as e:
         raise ArtifactError(f"{directory}: no readable {CARD} ({e.strerror})") from None
     try:
-        card = ModelCard.model_validate_json(text).dump()
+        return ModelCard.model_validate_json(text).dump()
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ArtifactError(f"{directory}: not a Kubeforge model card ({where}: {first['msg']})") from None
+
+
+def _weights(directory: Path, card: dict[str, Any]) -> Path:
     name = str((card.get("weights") or {}).get("file", ""))
     weights = directory / name
-    if (Path(name).name != name or not name.endswith(".safetensors") or not weights.is_file()
-            or digest_of(weights) != card["weights"].get("digest")):
+    if Path(name).name != name or not name.endswith(".safetensors") or not weights.is_file():
         raise ArtifactError(f"{directory}: weights missing, not safetensors, or digest mismatch")
+    if digest_of(weights) != card["weights"].get("digest"):
+        raise ArtifactError(f"{directory}: weights missing, not safetensors, or digest mismatch")
+    return weights
+
+
+def check_shapes(directory: Path, card: dict[str, Any], header: Header, size: int) -> None:
+    """Refuse a card whose architecture does not describe the weights file, before the model is built:
+    an fp32 model's tensors must be exactly the header's; a compressed variant's fp32 structure may not
+    hold more parameters than its file could store. The structure is built on the meta device."""
+    arch = card["architecture"]
+    layers = arch.get("layers", 0)
+    if not isinstance(layers, int) or not 0 <= layers <= len(header):  # every layer stores a tensor
+        raise ArtifactError(f"{directory}: weights do not fit the card ({layers!r} layers; the file holds "
+                            f"{len(header)} tensors)")
     try:
-        return card, load_file(str(weights))
-    except Exception as e:  # safetensors refuses anything else (a pickle renamed, a truncated file)
-        raise ArtifactError(f"{directory}: {weights.name} is not a valid safetensors file ({e})") from None
+        with torch.device("meta"):
+            implied = {k: tuple(v.shape) for k, v in fp32_structure(arch).state_dict().items()}
+    except Exception as e:  # a card that names an unknown model or impossible sizes
+        raise ArtifactError(f"{directory}: the card's architecture cannot be built ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    if not card.get("compression") or (card["compression"] or {}).get("encoding", "fp32") == "fp32":
+        for key in sorted(implied.keys() | header.keys()):
+            if implied.get(key) != header.get(key):
+                raise ArtifactError(f"{directory}: weights do not fit the architecture ({key}: the card implies "
+                                    f"{_shape(implied.get(key))}, the file has {_shape(header.get(key))})")
+        return
+    parameters = sum(math.prod(shape) for shape in implied.values())
+    if parameters * STORED_BYTES_PER_PARAMETER > size + PARAMETER_MARGIN:
+        raise ArtifactError(f"{directory}: weights do not fit the card (its architecture has {parameters} "
+                            f"parameters; the weights file holds {size} bytes)")
+
+
+def _shape(shape: tuple[int, ...] | None) -> str:
+    return "nothing" if shape is None else str(list(shape))
 
 
 def load_model(directory: Path) -> tuple[dict[str, Any], torch.nn.Module]:
@@ -88,9 +145,10 @@ def load_model(directory: Path) -> tuple[dict[str, Any], torch.nn.Module]:
             return card, rebuild(card, state)
         except VariantError as e:
             raise ArtifactError(f"{directory}: {e}") from None
-    model = build(card["architecture"])
+    with torch.device("meta"):  # no memory and no random init for numbers the weights replace
+        model = build(card["architecture"])
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as e:
         raise ArtifactError(f"{directory}: weights do not fit the architecture ({str(e).splitlines()[0]})") from None
-    return card, model.eval()
+    return card, model.float().eval()
