@@ -1,7 +1,7 @@
 """The Open Inference Protocol's binary tensor extension and versioned paths, against the real server
 process: `tritonclient` with its defaults (binary inputs and outputs) gets the values the JSON path
 gives; raw binary requests are checked as strictly as JSON ones; `/versions/1/` paths serve, an
-unknown version is 404 with the protocol's error body."""
+unknown version is 404 with the protocol's error body; a fuzz run of binary requests never sees a 5xx."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from kubeforge_api.inference import InferenceResponse
 from kubeforge_api.server_settings import ServerEnv
 from kubeforge_trainer.artifacts import load_model
-from servehelp import DIGITS_MLP, TINY_GPT, Server, infer_body, request, write_artifact
+from servehelp import DIGITS_MLP, TINY_GPT, Client, Server, infer_body, request, write_artifact
 
 INFER = "/v2/models/digits/infer"
 HEADER = "Inference-Header-Content-Length"
@@ -166,3 +168,32 @@ def test_gpt_takes_binary_int64_token_ids(tmp_path: Path) -> None:
         assert r.status == 422 and "0..39" in r.json()["error"]
     finally:
         assert s.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def fuzz_client(server: Server) -> Iterator[Client]:
+    client = Client(server.port)
+    yield client
+    client.close()
+
+
+_size = st.one_of(st.integers(-3, 600), st.just(2 * 64 * 4), st.booleans(), st.text(max_size=3), st.none())
+_header = st.one_of(st.none(), st.integers(-2, 400).map(str), st.text("0123456789 +-x.", max_size=6), st.just("head"))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+@given(size=_size, header=_header, tail=st.binary(max_size=600), rows=st.integers(0, 3),
+       datatype=st.sampled_from(["FP32", "INT64", "FP16"]), out=st.sampled_from([None, True, False, "yes", 1]))
+def test_fuzz_binary_requests_never_5xx(fuzz_client: Client, size: object, header: str | None, tail: bytes,
+                                        rows: int, datatype: str, out: object) -> None:
+    doc: dict[str, object] = {"inputs": [{"name": "input", "shape": [rows, 64], "datatype": datatype,
+                                          "parameters": {} if size is None else {"binary_data_size": size}}]}
+    if out is not None:
+        doc["outputs"] = [{"name": "logits", "parameters": {"binary_data": out}}]
+    head = json.dumps(doc).encode()
+    headers = {} if header is None else {HEADER: str(len(head)) if header == "head" else header}
+    r = fuzz_client.call("POST", INFER, head + tail, headers)
+    assert r.status < 500, (doc, header, len(tail), r.status, r.body[:300])
+    if r.status != 200:
+        err = json.loads(r.body)
+        assert set(err) == {"error"} and err["error"] and "\n" not in err["error"]

@@ -1,5 +1,5 @@
 """Prometheus metrics of one server (prometheus_client, own registry): requests by endpoint and
-status code (`endpoint="connection"` for the answers the connection layer gives: 408, 431, 503),
+status code (`endpoint="connection"` for the answers the connection layer gives: 400, 408, 431, 503),
 queue depth, request body bytes held, batch sizes, and latency per stage (queue wait, inference,
 total)."""
 

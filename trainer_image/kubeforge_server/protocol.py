@@ -16,7 +16,8 @@ connection:
 - a connection limit: beyond `max_connections` open connections a new one is answered 503 and closed
   at once, so idle sockets cannot pile up to the process's file limit.
 
-Every answer is the server's one-line JSON error with `connection: close`, followed by a lingering
+Every answer (and the 400 for a request the HTTP parser refuses, which uvicorn gives in text) is the
+server's one-line JSON error with `connection: close`, followed by a lingering
 close (as nginx does): the server stops writing, discards what the client still sends for up to
 `LINGER_SECONDS`, then closes, so a client that is still sending reads the answer instead of a
 connection reset. The keep-alive timeout is uvicorn's own (`timeout_keep_alive`)."""
@@ -87,11 +88,12 @@ class GuardedHttpTools(HttpToolsProtocol):
             self._answer(431, self._too_large())
 
     def send_400_response(self, msg: str) -> None:
-        """uvicorn's answer to a parser error, which is how a `HeadersTooLarge` ends parsing."""
+        """uvicorn's answer to a parser error (in text there), which is also how a `HeadersTooLarge`
+        ends parsing: here the server's JSON error, 431 or 400."""
         if self._oversized:
             self._answer(431, self._too_large())
         else:
-            super().send_400_response(msg)
+            self._answer(400, "malformed HTTP request")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
