@@ -90,11 +90,15 @@ def test_oversized_headers_get_431_while_they_arrive(server: Server) -> None:
 
 
 def test_a_request_the_parser_refuses_gets_a_json_400(server: Server) -> None:
-    with connect(server.port) as sock:
-        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n")
-        status, headers, body = answer(sock)
-    assert status == 400 and headers["content-type"] == "application/json"
-    assert json.loads(body) == {"error": "malformed HTTP request"}
+    bad_header = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n"
+    bad_chunk = (b"POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"5\r\n{\"in\r\nzz\r\n")  # a chunk size that is not hexadecimal
+    for raw in (bad_header, bad_chunk):
+        with connect(server.port) as sock:
+            sock.sendall(raw)
+            status, headers, body = answer(sock)
+        assert status == 400 and headers["content-type"] == "application/json"
+        assert json.loads(body) == {"error": "malformed HTTP request"}
 
 
 def test_slow_headers_get_408(server: Server) -> None:

@@ -92,8 +92,13 @@ class GuardedHttpTools(HttpToolsProtocol):
         ends parsing: here the server's JSON error, 431 or 400."""
         if self._oversized:
             self._answer(431, self._too_large())
-        else:
-            self._answer(400, "malformed HTTP request")
+            return
+        cycle = self.cycle  # a malformed body (chunk framing) ends the request being read: answer it
+        current = not self._awaiting_headers and cycle is not None and not cycle.response_started
+        if current and cycle is not None:
+            cycle.disconnected = True
+            cycle.message_event.set()
+        self._answer(400, "malformed HTTP request", current=current)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
