@@ -223,3 +223,12 @@ def test_the_disruption_budget_never_blocks_evicting_servers_that_never_became_r
     pdb = next(o for o in decide(World(serving(), {}, frozenset(), NOW), CFG).create
                if o["kind"] == "PodDisruptionBudget")
     assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def test_servers_are_told_the_digest_the_operator_resolved() -> None:
+    digest = SUCCEEDED["artifact"]["digest"]
+    spec = {"model": {"trainingJobRef": {"name": "digits", "variant": "original"}}}
+    plan = decide(World(serving(spec), {}, frozenset(), NOW, probe={"digits": {"status": SUCCEEDED}}), CFG)
+    [dep] = [o for o in plan.create if o["kind"] == "Deployment"]
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["KUBEFORGE_MODEL_DIGEST"] == digest

@@ -40,15 +40,17 @@ SHUTDOWN_DELAY = 15.0  # seconds: longer than endpoint removal takes to reach ev
 
 @dataclass(frozen=True)
 class ModelVolume:
-    """Where a resolved model lives: a claim and the artifact directory's path inside it."""
+    """Where a resolved model lives (a claim and the artifact directory's path inside it), and the
+    digest its weights must have (the server refuses to serve anything else)."""
 
     claim: str
     path: str
+    digest: str | None = None
 
     @classmethod
-    def parse(cls, uri: str) -> ModelVolume:
+    def parse(cls, uri: str, digest: str | None = None) -> ModelVolume:
         claim, _, path = uri.removeprefix("pvc://").partition("/")
-        return cls(claim, path.rstrip("/"))
+        return cls(claim, path.rstrip("/"), digest)
 
 
 def selector(ref: ObjectRef) -> dict[str, str]:
@@ -88,7 +90,8 @@ def render_deployment(ref: ObjectRef, spec: ServingJobSpec, track: str, model: M
                       replicas: int | None) -> Obj:
     """`replicas` None leaves the count to the HorizontalPodAutoscaler."""
     # A stopping server keeps answering (not ready) until every proxy has dropped it from the Service.
-    settings = ServerSettings.for_spec(ref.name, spec).model_copy(update={"shutdown_delay_seconds": SHUTDOWN_DELAY})
+    settings = ServerSettings.for_spec(ref.name, spec, model_digest=model.digest).model_copy(
+        update={"shutdown_delay_seconds": SHUTDOWN_DELAY})
     tmpl = spec.pod_template
     labels = {**tmpl.labels, **selector(ref), LABEL_TRACK: track, LABEL_OWNER_UID: ref.uid,
               LABEL_MANAGED_BY: MANAGED_BY}

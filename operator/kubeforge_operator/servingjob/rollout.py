@@ -28,9 +28,10 @@ def desired(p: ServingPass, main: ResolvedModel) -> list[Obj]:
     main_n, canary_n = split(spec.desired_replicas, spec.canary.traffic_percent if spec.canary else 0)
     hpa = spec.autoscaling is not None and not spec.suspend
     out = [render_service(ref), render_pdb(ref),
-           render_deployment(ref, spec, MAIN, ModelVolume.parse(main.uri), image, None if hpa else main_n)]
+           render_deployment(ref, spec, MAIN, ModelVolume.parse(main.uri, main.digest), image, None if hpa else main_n)]
     if isinstance(p.canary, ResolvedModel):
-        out.append(render_deployment(ref, spec, CANARY, ModelVolume.parse(p.canary.uri), image, canary_n))
+        canary = ModelVolume.parse(p.canary.uri, p.canary.digest)
+        out.append(render_deployment(ref, spec, CANARY, canary, image, canary_n))
     if hpa:
         out.append(render_hpa(ref, spec))
     return out
