@@ -20,6 +20,7 @@ import yaml
 from minicluster.kubeapi import ApiError, KubeClient, NotFound
 from minicluster.launch import start_cluster
 from minicluster.operator_process import OperatorProcess, install, operator_kubeconfig
+from plan_status import check_every_plan
 
 REPO = Path(__file__).resolve().parent.parent
 ALLOWED_PRIORITY_CLASS = "kubeforge-test-allowed"  # the session operator allows it; the cluster has none such
@@ -29,6 +30,12 @@ Obj = dict[str, Any]
 # Namespaces the session's local operator never acts in: tests of operators installed in the cluster use them.
 OPERATOR_FREE = tuple(f"free-{uuid.uuid4().hex[:6]}-{i}" for i in range(4))
 _unused_free = iter(OPERATOR_FREE)
+
+
+@pytest.fixture(autouse=True)
+def plans_match_their_status_models(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if "unit" in request.path.parts:
+        check_every_plan(monkeypatch)
 
 
 @dataclass(frozen=True)

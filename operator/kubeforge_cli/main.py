@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 DEFAULT_RUNS = Path.home() / ".kubeforge" / "runs"
 EXIT_INTERRUPTED = 130
+RUN_LOCALLY = ("TrainingJob", "PersistentVolumeClaim")  # a claim's part is played by the run's storage folder
 
 
 class UserError(Exception):
@@ -44,7 +45,7 @@ def load_job(path: Path) -> Obj:
     if len(jobs) != 1:
         kinds = ", ".join(str(d.get("kind")) if isinstance(d, dict) else type(d).__name__ for d in docs) or "nothing"
         raise UserError(f"{path}: expected exactly one TrainingJob, found {len(jobs)} (the file holds: {kinds})")
-    for other in (d for d in docs if not (isinstance(d, dict) and d.get("kind") == "TrainingJob")):
+    for other in (d for d in docs if not (isinstance(d, dict) and d.get("kind") in RUN_LOCALLY)):
         print(f"kubeforge: {path}: ignoring {_named(other)}: `kubeforge run` runs a TrainingJob only",
               file=sys.stderr)
     doc = jobs[0]

@@ -38,13 +38,15 @@ def test_a_priority_class_the_settings_do_not_allow_fails_the_job_before_any_pod
 
 def test_a_precreated_service_of_the_same_name_is_a_name_conflict_not_a_rendezvous(
         cluster: Cluster, operator: OperatorProcess, namespace: str) -> None:
+    """Someone else's Service under the gang's name (`<job>-workers`) would route the rendezvous to
+    them: the job fails NameConflict instead."""
     cluster.client.create(f"/api/v1/namespaces/{namespace}/services", {
-        "metadata": {"name": "victim"}, "spec": {"clusterIP": "None", "ports": [{"port": 29500}]}})
+        "metadata": {"name": "victim-workers"}, "spec": {"clusterIP": "None", "ports": [{"port": 29500}]}})
     create_job(cluster, namespace, command_job("victim", "import time; time.sleep(60)", 2))
     obj = wait_condition(cluster, namespace, "victim", "Failed", 60)
     failed = condition(obj, "Failed")
     assert failed is not None and failed["reason"] == "NameConflict", obj["status"]
-    assert "Service victim already exists" in failed["message"]
+    assert "Service victim-workers already exists" in failed["message"]
     assert not pods_of(cluster, namespace, "victim")  # the gang never started against the impostor
 
 

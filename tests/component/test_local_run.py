@@ -93,9 +93,12 @@ def test_ctrl_c_stops_every_process_and_records_interrupted(tmp_path: Path, sig:
     proc = subprocess.Popen([KUBEFORGE, "run", str(SAMPLES / "trainingjob-digits-ddp.yaml"), "--runs-dir",
                              str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not list(tmp_path.glob("*/logs/*.log")) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(3)  # the ranks are up and running
+
+    def training() -> bool:  # rank 0 says so in its log once it trains (no fixed sleep: a busy machine varies)
+        return any("kubeforge: training" in log.read_text(errors="replace") for log in tmp_path.glob("*/logs/*.log"))
+
+    while not training() and time.monotonic() < deadline:
+        time.sleep(0.1)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130

@@ -1,10 +1,10 @@
 """Every plan a unit test makes is checked against the kind's status model: a status a pass
 builds by hand that the CRD's schema would reject (a wrong name, type or bound) fails the test
-that produced it, whichever test that is."""
+that produced it, whichever test that is (tests/conftest.py applies it to tests/unit)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,8 +25,6 @@ def _checked(finish: Callable[[Any], Plan], model: type[Model]) -> Callable[[Any
     return check
 
 
-@pytest.fixture(autouse=True)
-def statuses_match_their_models(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def check_every_plan(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(training, "_finish", _checked(training._finish, TrainingJobStatus))
     monkeypatch.setattr(serving, "_finish", _checked(serving._finish, ServingJobStatus))
-    yield
