@@ -158,6 +158,15 @@ class ResolvedModel(Model):
     variant: Variant | None = Field(default=None, description="Which artifact of that TrainingJob is served.")
 
 
+class StoppedModel(Model):
+    """A model the servers could neither find nor load before any of them served."""
+
+    uri: str = Field(max_length=1024, description="The model's uri, as resolved.")
+    generation: int = Field(ge=0, description="The spec generation it was stopped at; a new one tries again.")
+    reason: ServingReason = Field(description="ModelNotFound or ModelLoadFailed.")
+    message: str = Field(max_length=1024, description="The server's reason, naming the uri.")
+
+
 class CanaryStatus(Model):
     model: ResolvedModel | None = Field(default=None, description="The canary's resolved model.")
     traffic_percent: int = Field(default=0, ge=0, le=100, description="Share of traffic the canary receives.")
@@ -179,6 +188,9 @@ class ServingJobStatus(Model):
     target_model: ResolvedModel | None = Field(default=None, description=(
         "The model a rollout in progress moves to; absent once it is served (then it is `model`)."))
     canary: CanaryStatus | None = Field(default=None, description="The canary, when one is configured.")
+    stopped: StoppedModel | None = Field(default=None, description=(
+        "Set when the servers could not find or load the model before any served: they are scaled to 0 "
+        "(no crash loop) until the spec changes."))
 
 
 def service_url(name: str, namespace: str) -> str:

@@ -292,3 +292,21 @@ def test_a_servingjob_on_a_claim_that_does_not_exist_is_unschedulable_and_says_s
                      and c["reason"] == "Unschedulable" and c, 120, what="Ready=False Unschedulable")
     assert ready["status"] == "False" and "modelz" in ready["message"], ready
     assert condition(get(cluster, namespace, "servingjobs", "noclaim"), "Degraded")["status"] == "True"
+
+
+def test_a_model_path_typo_stops_the_servers_instead_of_crash_looping(
+        cluster: Cluster, operator: OperatorProcess, namespace: str) -> None:
+    cluster.client.create(f"/api/v1/namespaces/{namespace}/persistentvolumeclaims", {
+        "metadata": {"name": "models"}, "spec": {"accessModes": ["ReadWriteMany"],
+                                                 "resources": {"requests": {"storage": "1Gi"}}}})
+    cluster.client.create(f"/apis/kubeforge.dev/v1alpha1/namespaces/{namespace}/servingjobs", {
+        "apiVersion": "kubeforge.dev/v1alpha1", "kind": "ServingJob", "metadata": {"name": "typo"},
+        "spec": {"model": {"uri": "pvc://models/runs/digts/artifact"}}})
+    sj = wait_for(lambda: (s := get(cluster, namespace, "servingjobs", "typo")).get("status", {}).get("stopped")
+                  and s, 180, what="the servers stopped")
+    ready = condition(sj, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "ModelNotFound"), ready
+    assert "pvc://models/runs/digts/artifact" in ready["message"], ready  # the user's uri, not the mount
+    dep = f"/apis/apps/v1/namespaces/{namespace}/deployments/typo"
+    wait_for(lambda: cluster.client.get(dep)["spec"]["replicas"] == 0 and
+             not cluster.client.get(dep).get("status", {}).get("replicas"), 60, what="no server left running")

@@ -190,7 +190,7 @@ def test_a_model_not_found_names_the_users_uri_not_the_container_path() -> None:
             "exitCode": EXIT_MODEL_NOT_FOUND, "message": "/kubeforge/model: no readable model-card.json"}}}]}}]
     plan = decide(World(serving(status=first.status), children, frozenset(), NOW), CFG)
     ready = next(c for c in plan.status["conditions"] if c["type"] == "Ready")
-    assert ready["message"] == "pod demo-abc: pvc://models/m: no readable model-card.json"
+    assert ready["message"].startswith("pod demo-abc: pvc://models/m: no readable model-card.json")
 
 
 def test_ready_is_never_true_behind_a_service_that_is_not_the_servingjobs_own() -> None:
@@ -232,3 +232,24 @@ def test_servers_are_told_the_digest_the_operator_resolved() -> None:
     [dep] = [o for o in plan.create if o["kind"] == "Deployment"]
     env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["KUBEFORGE_MODEL_DIGEST"] == digest
+
+
+def test_servers_that_cannot_find_the_model_before_any_served_are_stopped_not_crash_looping() -> None:
+    first = decide(World(serving(), {}, frozenset(), NOW), CFG)
+    children = observed(first)
+    children["Pod"] = [{"kind": "Pod", "metadata": {"name": "demo-abc", "uid": "p",
+                                                    "labels": {"kubeforge.dev/track": "main"}}, "status": {
+        "containerStatuses": [{"name": "server", "lastState": {"terminated": {
+            "exitCode": EXIT_MODEL_NOT_FOUND, "message": "/kubeforge/model: no readable model-card.json"}}}]}}]
+    plan = decide(World(serving(status=first.status), children, frozenset(), NOW), CFG)
+    assert [(o["kind"], o["spec"]["replicas"]) for o in plan.update] == [("Deployment", 0)]
+    assert plan.status["stopped"]["reason"] == "ModelNotFound" and conditions(plan)["Ready"] == ("False",
+                                                                                                 "ModelNotFound")
+    del children["Pod"]  # scaled to 0: the evidence is gone, the status keeps it
+    later = decide(World(serving(status=plan.status), children, frozenset(), NOW), CFG)
+    assert later.status["stopped"] == plan.status["stopped"] and "stopped until the spec changes" in \
+        next(c for c in later.status["conditions"] if c["type"] == "Ready")["message"]
+    fixed = serving({"model": {"uri": "pvc://models/fixed"}}, status=plan.status)
+    fixed["metadata"]["generation"] = 2
+    again = decide(World(fixed, children, frozenset(), NOW), CFG)
+    assert "stopped" not in again.status and again.update[0]["spec"]["replicas"] == 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kubeforge_api.conditions import set_condition
-from kubeforge_api.servingjob import ResolvedModel, ServingJobSpec
+from kubeforge_api.servingjob import ResolvedModel, ServingJobSpec, StoppedModel
 
 from ..plan import Obj, ObjectRef, Plan, World, copy_json, ts
 from ..podpolicy import PodPolicy
@@ -38,6 +38,7 @@ class ServingPass:
         self.main: ResolvedModel | None = None  # set by the resolution step
         self.canary: ResolvedModel | Unresolved | None = None
         self.wanted: dict[tuple[str, str], Obj] = {}  # the children this pass renders, by (kind, name)
+        self.stopped: StoppedModel | None = None  # set by the stop step: the main servers go to 0 replicas
 
     @property
     def spec(self) -> ServingJobSpec:

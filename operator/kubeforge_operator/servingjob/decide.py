@@ -17,6 +17,7 @@ from .readiness import ready_or_why_not
 from .replicas import replicas_observed
 from .resolution import model_unresolved
 from .rollout import children_rolled_out
+from .stopped import unloadable_model_stopped
 from .validate import invalid_spec
 
 Step = Callable[[ServingPass], bool]
@@ -24,6 +25,7 @@ STEPS: tuple[Step, ...] = (
     invalid_spec,  # nothing else can be read from a spec the models reject
     pod_policy_violated,  # pods the operator's settings forbid are never rolled out
     model_unresolved,  # nothing to serve yet: wait, keeping what serves
+    unloadable_model_stopped,  # a model no server could load before any served: stop, do not crash-loop
     children_rolled_out,  # create, update and delete the children to match the spec
     replicas_observed,  # what is served and by how many
     ready_or_why_not,  # Ready and Degraded from what the servers report

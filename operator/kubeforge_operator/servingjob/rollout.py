@@ -26,7 +26,8 @@ def desired(p: ServingPass, main: ResolvedModel) -> list[Obj]:
     """Every child that should exist for the resolved `main` model (and a resolved canary)."""
     spec, ref, image = p.spec, p.ref, p.cfg.default_image
     main_n, canary_n = split(spec.desired_replicas, spec.canary.traffic_percent if spec.canary else 0)
-    hpa = spec.autoscaling is not None and not spec.suspend
+    main_n = 0 if p.stopped is not None else main_n  # a model that cannot load is not left to crash-loop
+    hpa = spec.autoscaling is not None and not spec.suspend and p.stopped is None
     out = [render_service(ref), render_pdb(ref),
            render_deployment(ref, spec, MAIN, ModelVolume.parse(main.uri, main.digest), image, None if hpa else main_n)]
     if isinstance(p.canary, ResolvedModel):
