@@ -2,7 +2,7 @@
 
 A multipage app (`st.navigation`): the overview of every job, one page per training job and per
 serving job (selected with `?ns=...&name=...`), and the cluster's nodes. Configuration comes from
-the environment (kubeforge_dashboard.settings)."""
+the environment (kubeforge_dashboard.settings). `serve.py` runs it behind the dashboard's HTTP edge."""
 
 from __future__ import annotations
 

@@ -1,10 +1,12 @@
 """Realistic objects for the dashboard tests, shaped like what the operator writes: a running job
 with curves, a pending-unschedulable one, a failed one with an exit code, one that restarted after
 an OOM kill, succeeded ones whose compression was accepted and rejected, and a ServingJob with a
-canary; plus their pods, events, logs and a node."""
+canary; plus their pods, events, logs and a node; a hostile tenant's namespace; and what the
+real-browser tests share to drive a page on a busy machine."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from kubeforge_api.compression import CompressionReport, CompressionTermination
@@ -227,3 +229,42 @@ def hostile() -> MemorySource:
     return MemorySource(training=[failed, compressed], serving=[sj], pod_list=pods_, event_list=events_,
                         log_text={(f"{name}-node-0", False): PAYLOAD}, problems=[f"TrainingJob ml/x: {PAYLOAD}"],
                         node_list=[NodeInfo("kf-node", True, Resources(2000, 2**30, 0), Resources(2000, 2**30, 0))])
+
+
+# The browser tests: a page on a saturated 2-core machine may take long; waits end when the page is there.
+TIMEOUT_MS = 90_000
+CHUNK_FAILURE = re.compile(r"Failed to fetch dynamically imported module|error loading dynamically imported module")
+Page = Any  # playwright's, imported where used: this module loads without playwright
+
+
+def settled(page: Page) -> None:
+    """Wait until the app has finished its run (Streamlit's status widget shows no running icon)."""
+    from playwright.sync_api import expect
+
+    expect(page.get_by_test_id("stStatusWidgetRunningIcon")).to_have_count(0)
+
+
+def visit(page: Page, url: str) -> None:
+    """Navigate; again when the navigation was aborted (the network changed, or the page was reloading)."""
+    from playwright.sync_api import Error
+
+    for attempt in range(3):
+        try:
+            page.goto(url)
+            return
+        except Error:
+            if attempt == 2:
+                raise
+
+
+def chunk_failures(page: Page) -> list[str]:
+    """The chunk failures the page shows once it has settled (read again if it reloads meanwhile)."""
+    from playwright.sync_api import Error
+
+    for _ in range(5):
+        settled(page)
+        try:
+            return [a for a in page.get_by_role("alert").all_inner_texts() if CHUNK_FAILURE.search(a)]
+        except Error:  # the page reloaded under the reading
+            continue
+    raise AssertionError("the page kept reloading")

@@ -1,7 +1,7 @@
 """`make dashboard` / `make dashboard-down`: run the dashboard in the background and stop it.
 
 `up` decides the source once (the current kubeconfig's cluster when it answers, else the local
-runs), starts `streamlit run dashboard/streamlit_app.py` in its own session with its output in
+runs), starts `streamlit run dashboard/serve.py` (the app behind its HTTP edge) in its own session with its output in
 `<dir>/dashboard.log` and its pid in `<dir>/pid`, waits for Streamlit's health endpoint and prints
 the URL as the last line. `down` stops that process group."""
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .settings import DashboardSettings, SettingsEnv, SourceKind, make_source
 
-APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
+APP = Path(__file__).resolve().parents[1] / "serve.py"
 HEALTH = "/_stcore/health"
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import REPO, Cluster
+from dashboard_world import TIMEOUT_MS, chunk_failures, visit
 from kubeforge_dashboard import launch
 from minicluster.controlplane import write_kubeconfig
 from minicluster.operator_process import OperatorProcess, install
@@ -126,10 +127,10 @@ def test_every_page_in_a_real_browser(cluster: Cluster, served: tuple[str, str, 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(60_000)
-        expect.set_options(timeout=60_000)  # Streamlit renders over its websocket after the page loads
+        page.set_default_timeout(TIMEOUT_MS)
+        expect.set_options(timeout=TIMEOUT_MS)  # Streamlit renders over its websocket after the page loads
 
-        page.goto(dashboard + "/")
+        visit(page, dashboard + "/")
         expect(page.get_by_text("Kubeforge jobs").first).to_be_visible()
         grid = page.get_by_test_id("stDataFrame").first
         expect(grid).to_be_visible()
@@ -137,7 +138,7 @@ def test_every_page_in_a_real_browser(cluster: Cluster, served: tuple[str, str, 
         expect(page.get_by_test_id("stMetric").filter(has_text="Ready")).to_contain_text("1")
         page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
 
-        page.goto(f"{dashboard}/training?ns={namespace}&name={tj}")
+        visit(page, f"{dashboard}/training?ns={namespace}&name={tj}")
         expect(page.get_by_text(f"TrainingJob {tj}").first).to_be_visible()
         expect(page.get_by_text("Succeeded").first).to_be_visible()
         charts = page.get_by_test_id("stVegaLiteChart")
@@ -148,7 +149,7 @@ def test_every_page_in_a_real_browser(cluster: Cluster, served: tuple[str, str, 
         expect(page.get_by_text(f"{tj}-node-0").first).to_be_attached()
         page.screenshot(path=str(ARTIFACTS / "training.png"), full_page=True)
 
-        page.goto(f"{dashboard}/serving?ns={namespace}&name={sj}")
+        visit(page, f"{dashboard}/serving?ns={namespace}&name={sj}")
         expect(page.get_by_text(f"ServingJob {sj}").first).to_be_visible()
         expect(page.get_by_role("link", name=f"main: TrainingJob {tj}")).to_be_visible()
         expect(page.get_by_test_id("stMetric").filter(has_text="p99 latency")).to_be_visible()
@@ -160,10 +161,12 @@ def test_every_page_in_a_real_browser(cluster: Cluster, served: tuple[str, str, 
         expect(requests).to_contain_text(re.compile(r"Requests\s*[1-9]"))
         page.screenshot(path=str(ARTIFACTS / "serving.png"), full_page=True)
 
-        page.goto(f"{dashboard}/cluster")
+        visit(page, f"{dashboard}/cluster")
         expect(page.get_by_text("kf-node").first).to_be_attached()
-        expect(page.get_by_text("CPU requested by Kubeforge")).to_be_visible()
+        expect(page.get_by_test_id("stMetric").filter(has_text="CPU requested by Kubeforge")).to_be_visible()
+        expect(page.get_by_test_id("stMetric").filter(has_text="CPU in use")).to_be_visible()
         page.screenshot(path=str(ARTIFACTS / "cluster.png"), full_page=True)
+        assert not chunk_failures(page)  # every element's code loaded (the page reloads itself when one fails)
         browser.close()
 
 
