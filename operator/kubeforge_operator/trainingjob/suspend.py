@@ -14,7 +14,7 @@ def suspended(p: Pass) -> bool:
         p.delete(p.pods)
         p.set(ConditionType.SUSPENDED, True, Reason.SUSPENDED, "the job is suspended; its pods are deleted")
         p.set_if_present(ConditionType.RUNNING, False, Reason.SUSPENDED, "the job is suspended")
-        p.status["state"] = State.SUSPENDED
+        p.status["state"], p.status["reason"] = State.SUSPENDED, Reason.SUSPENDED
         p.status.pop("startTime", None)
         return True
     if is_true(p.conds, ConditionType.SUSPENDED):
