@@ -15,6 +15,7 @@ from kubeforge_api.curves import encode
 from kubeforge_api.meta import Condition
 from kubeforge_api.servingjob import ServingJob
 from kubeforge_api.trainingjob import CompressionStatus, TrainingJob
+from kubeforge_dashboard.auth import Check, Identity
 from kubeforge_dashboard.memory import MemorySource
 from kubeforge_dashboard.source import ContainerState, EventInfo, NodeInfo, PodInfo, Resources, Usage
 
@@ -33,8 +34,9 @@ def cond_model(ctype: str, status: str, reason: str, message: str, minute: int) 
     return Condition.model_validate(cond(ctype, status, reason, message, minute))
 
 
-def tj(name: str, status: dict[str, Any] | None, nodes: int = 2, **spec: Any) -> TrainingJob:
-    body: dict[str, Any] = {"metadata": {"name": name, "namespace": NS, "creationTimestamp": T0, "uid": f"u-{name}"},
+def tj(name: str, status: dict[str, Any] | None, nodes: int = 2, namespace: str = NS, **spec: Any) -> TrainingJob:
+    body: dict[str, Any] = {"metadata": {"name": name, "namespace": namespace, "creationTimestamp": T0,
+                                         "uid": f"u-{name}"},
                             "spec": {"nodes": nodes, "recipe": RECIPE, **spec}}
     if status is not None:
         body["status"] = status
@@ -229,6 +231,35 @@ def hostile() -> MemorySource:
     return MemorySource(training=[failed, compressed], serving=[sj], pod_list=pods_, event_list=events_,
                         log_text={(f"{name}-node-0", False): PAYLOAD}, problems=[f"TrainingJob ml/x: {PAYLOAD}"],
                         node_list=[NodeInfo("kf-node", True, Resources(2000, 2**30, 0), Resources(2000, 2**30, 0))])
+
+
+class MemoryReviewer:
+    """A stand-in for the API server's TokenReview and SubjectAccessReview: `tokens` name users, `rules`
+    say which (user, verb, resource, namespace) are allowed ("*" matches any; "" is cluster-wide)."""
+
+    def __init__(self, tokens: dict[str, str], rules: set[tuple[str, str, str, str]]) -> None:
+        self.tokens, self.rules = tokens, rules
+        self.asked: list[tuple[str, str]] = []
+
+    def authenticate(self, token: str) -> Identity | None:
+        user = self.tokens.get(token)
+        return Identity(user, groups=("system:authenticated",)) if user else None
+
+    def allowed(self, who: Identity, check: Check) -> bool:
+        self.asked.append((who.username, str(check)))
+        resource = check.resource + (f"/{check.subresource}" if check.subresource else "")
+        return any(u == who.username and v in (check.verb, "*") and r in (resource, "*") and n in (check.namespace, "*")
+                   for u, v, r, n in self.rules)
+
+
+def tenants() -> tuple[MemorySource, MemoryReviewer]:
+    """Two teams' namespaces, ml and team-b; alice may read ml only, the admin everything, mallory nothing."""
+    src = world()
+    src.training.append(tj("b-secret", {"state": "Running", "reason": "AllPodsRunning"}, namespace="team-b",
+                           recipe=None, command=["python", "train.py"], args=["--api-key=b-team-key"]))
+    reviewer = MemoryReviewer({"alice-token": "alice", "admin-token": "admin", "mallory-token": "mallory"},
+                              {("alice", "*", "*", NS), ("admin", "*", "*", "*")})
+    return src, reviewer
 
 
 # The browser tests: a page on a saturated 2-core machine may take long; waits end when the page is there.

@@ -1,6 +1,8 @@
 """Streamlit glue shared by the pages: the session's `Source` (one per process, or one a test put
-into the session state), the namespace selector, the selected job from the query string, and
-errors shown as messages instead of exceptions.
+into the session state), seen as the signed-in user may see it when users must sign in (the user's
+token is the one the HTTP edge checked on this session's websocket: kubeforge_dashboard.gate), the
+namespace selector, the selected job from the query string, and errors shown as messages instead of
+exceptions.
 
 Everything a tenant can write (names, messages, reasons, report fields, args) reaches the page as
 plain text: in code blocks, tables, or through `plain()` where an element renders Markdown (titles,
@@ -17,12 +19,14 @@ import streamlit as st
 from kubeforge_api.servingjob import ServingJob
 from kubeforge_api.trainingjob import TrainingJob
 
+from .auth import AuthorizedSource, Identity, Reviewer, token_of
 from .history import ServingHistory
-from .settings import DashboardSettings, make_source
+from .settings import DashboardSettings, make_reviewer, make_source
 from .source import ErrorKind, Listing, Source, SourceError
 
 SOURCE_KEY = "kubeforge_source"  # a test may put its own Source here before the first run
 HISTORY_KEY = "kubeforge_history"  # and its own ServingHistory here
+REVIEWER_KEY, IDENTITY_KEY = "kubeforge_reviewer", "kubeforge_identity"  # and who signed in, checked how
 SETTINGS_KEY = "kubeforge_settings"
 NAMESPACES_KEY = "kubeforge_namespaces"
 T = TypeVar("T")
@@ -59,23 +63,50 @@ def settings() -> DashboardSettings:
     return found if isinstance(found, DashboardSettings) else DashboardSettings.from_env()
 
 
-def source() -> Source | None:
-    """The session's source, or None after showing why there is none."""
-    found = st.session_state.get(SOURCE_KEY)
-    if found is not None:
-        return found  # type: ignore[no-any-return]
+def _signed_in(reviewer: Reviewer) -> Identity | None:
+    """The user whose token this session's websocket carried (None after saying why there is none)."""
+    found = st.session_state.get(IDENTITY_KEY)
+    if isinstance(found, Identity):
+        return found
+    token = token_of(st.context.headers.get("Authorization"))
     try:
-        return _process_source()
+        who = reviewer.authenticate(token) if token else None
     except SourceError as e:
         show_error(e)
         return None
+    if who is None:
+        st.error("Not signed in: reload the page and sign in with any user name and a Kubernetes bearer token as "
+                 "the password.", icon="🔒")
+    return who
+
+
+def source() -> Source | None:
+    """The session's source as the signed-in user may see it, or None after showing why there is none."""
+    found = st.session_state.get(SOURCE_KEY)
+    base: Source | None = found
+    if base is None:
+        try:
+            base = _process_source()
+        except SourceError as e:
+            show_error(e)
+            return None
+    reviewer = st.session_state.get(REVIEWER_KEY)
+    if reviewer is None:
+        if not settings().sign_in():
+            return base
+        reviewer = make_reviewer(settings())
+    who = _signed_in(reviewer)
+    if who is None:
+        return None
+    st.sidebar.caption(f"Signed in as {plain(who.username)}")
+    return AuthorizedSource(base, reviewer, who)
 
 
 HINTS = {
     ErrorKind.UNREACHABLE: "Check the kubeconfig (KUBECONFIG) and that the API server is up; "
                            "without a cluster, `make dashboard` shows the local runs.",
-    ErrorKind.FORBIDDEN: "The dashboard's ServiceAccount reads only what its ClusterRole grants; pick another "
-                         "namespace or extend its RBAC.",
+    ErrorKind.FORBIDDEN: "RBAC decides what the dashboard shows (yours when you signed in, else its "
+                         "ServiceAccount's); pick another namespace or ask for the right.",
     ErrorKind.NOT_FOUND: "It may have been deleted; go back to the overview.",
     ErrorKind.UNREADABLE: "The object does not match this dashboard's API version.",
 }

@@ -1,19 +1,25 @@
-"""The dashboard on the real control plane: its shipped ServiceAccount can read everything the
-pages show and write nothing; and, running as that ServiceAccount, every page loaded in headless
-Chromium shows a finished TrainingJob (curves included) and a Ready ServingJob (latency, lineage,
-an inference answer). Screenshots go to the ignored folder .test-artifacts/dashboard/."""
+"""The dashboard on the real control plane: its shipped ServiceAccount (manifests/overlays/dashboard)
+can read everything the pages show, check users' tokens and rights, and write nothing; running as
+that ServiceAccount, every page loaded in headless Chromium shows a finished TrainingJob (curves
+included) and a Ready ServingJob (latency, lineage, an inference answer); with sign-in on, a tenant
+signed in with a token of its own sees its namespace and nothing else, and no one without a valid
+token gets a page. The chart's namespaced install grants Roles in the watched namespaces only.
+Screenshots go to the ignored folder .test-artifacts/dashboard/."""
 
 from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO, Cluster
+from conftest import REPO, Cluster, helm
 from dashboard_world import TIMEOUT_MS, chunk_failures, visit
 from kubeforge_dashboard import launch
 from minicluster.controlplane import write_kubeconfig
@@ -46,8 +52,17 @@ def can(cluster: Cluster, verb: str, resource: str, sub: str = "", namespace: st
     return out.stdout.strip() == "yes"
 
 
-def test_dashboard_service_account_reads_what_pages_show_and_writes_nothing(cluster: Cluster) -> None:
+def install_dashboard(cluster: Cluster) -> None:
+    """The operator's CRDs and RBAC (as the session's operator runs), then the dashboard's ServiceAccount and
+    RBAC from its opt-in overlay (everything of it but the Deployment, which runs here as a process)."""
     install(cluster.kubeconfig)
+    docs = yaml.safe_load_all(cluster.kubectl("kustomize", str(REPO / "manifests" / "overlays" / "dashboard")).stdout)
+    ours = [d for d in docs if d and "dashboard" in d["metadata"]["name"] and d["kind"] != "Deployment"]
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all(ours))
+
+
+def test_dashboard_service_account_reads_what_pages_show_and_writes_nothing(cluster: Cluster) -> None:
+    install_dashboard(cluster)
     for resource, sub in READS:
         for verb in ("get", "list", "watch"):
             assert can(cluster, verb, resource, sub), f"the dashboard cannot {verb} {resource}"
@@ -65,8 +80,11 @@ def test_dashboard_service_account_reads_what_pages_show_and_writes_nothing(clus
             continue
         granted[line.split()[0]] = set(line[line.rindex("[") + 1:line.rindex("]")].split())
     assert set(granted["pods"]) == {"get", "list", "watch"} and granted["pods/log"] == {"get"}
+    # it checks users' tokens and rights (system:auth-delegator), and writes nothing else
+    assert granted["tokenreviews.authentication.k8s.io"] == {"create"}
+    assert granted["subjectaccessreviews.authorization.k8s.io"] == {"create"}
     for resource, verbs in granted.items():
-        if not resource.startswith("selfsubject"):  # every user may ask what it may do
+        if not resource.startswith(("selfsubject", "tokenreviews.", "subjectaccessreviews.")):
             assert verbs <= {"get", "list", "watch"}, (resource, verbs)
 
 
@@ -103,16 +121,19 @@ def served(cluster: Cluster, operator: OperatorProcess, namespace: str) -> tuple
     return namespace, tj, sj
 
 
-@pytest.fixture
-def dashboard(cluster: Cluster, served: tuple[str, str, str]) -> Iterator[str]:
-    namespace = served[0]
-    work = cluster.root / f"dashboard-{namespace}"
+def start_dashboard(cluster: Cluster, work: Path, **env: str) -> str:
+    """The dashboard (`make dashboard`'s process) running as its own ServiceAccount; its URL."""
+    install_dashboard(cluster)
     work.mkdir(exist_ok=True)
     env = {"KUBECONFIG": str(dashboard_kubeconfig(cluster, work / "sa.kubeconfig")),
-           "KUBEFORGE_DASHBOARD_SOURCE": "kubernetes", "KUBEFORGE_DASHBOARD_NAMESPACES": namespace,
-           "KUBEFORGE_DASHBOARD_REFRESH_SECONDS": "2"}
-    running = launch.start(work, env, port=0)
-    yield running.url
+           "KUBEFORGE_DASHBOARD_SOURCE": "kubernetes", "KUBEFORGE_DASHBOARD_REFRESH_SECONDS": "2", **env}
+    return launch.start(work, env, port=0).url
+
+
+@pytest.fixture
+def dashboard(cluster: Cluster, served: tuple[str, str, str]) -> Iterator[str]:
+    work = cluster.root / f"dashboard-{served[0]}"
+    yield start_dashboard(cluster, work, KUBEFORGE_DASHBOARD_NAMESPACES=served[0])
     launch.stop(work)
 
 
@@ -168,6 +189,81 @@ def test_every_page_in_a_real_browser(cluster: Cluster, served: tuple[str, str, 
         page.screenshot(path=str(ARTIFACTS / "cluster.png"), full_page=True)
         assert not chunk_failures(page)  # every element's code loaded (the page reloads itself when one fails)
         browser.close()
+
+
+def tenant_token(cluster: Cluster, namespace: str, name: str, reads: bool) -> str:
+    """A token of a ServiceAccount in `namespace` that may read Kubeforge's jobs, pods, events and logs
+    there (`reads`), or nothing at all."""
+    cluster.kubectl("create", "serviceaccount", name, "-n", namespace)
+    if reads:
+        role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name},
+                "rules": [{"apiGroups": ["kubeforge.dev"], "resources": ["trainingjobs", "servingjobs"],
+                           "verbs": ["get", "list", "watch"]},
+                          {"apiGroups": [""], "resources": ["pods", "events", "pods/log"], "verbs": ["get", "list"]}]}
+        binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                   "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]}
+        cluster.apply([role, binding], namespace)
+    return str(cluster.kubectl("create", "token", name, "-n", namespace, "--duration=1h").stdout.strip())
+
+
+@pytest.mark.embedded("builds the dashboard's kubeconfig from the embedded cluster's CA file")
+def test_signed_in_tenants_see_what_their_own_rbac_allows(cluster: Cluster, served: tuple[str, str, str]) -> None:
+    """Sign-in on, as in the shipped Deployment: the API server reviews each user's token and rights."""
+    from playwright.sync_api import expect, sync_playwright
+
+    namespace, tj, _ = served
+    work = cluster.root / f"dashboard-signed-{namespace}"
+    url = start_dashboard(cluster, work, KUBEFORGE_DASHBOARD_AUTH="token")
+    try:
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(url + "/", timeout=30)
+        assert denied.value.code == 401
+        reader = tenant_token(cluster, namespace, "reader", reads=True)
+        outsider = tenant_token(cluster, namespace, "outsider", reads=False)
+        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+        assert chromium, "install Debian's chromium (.ci/run does)"
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            page = browser.new_page(http_credentials={"username": "reader", "password": reader})
+            page.set_default_timeout(TIMEOUT_MS)
+            expect.set_options(timeout=TIMEOUT_MS)
+            visit(page, url + "/")
+            expect(page.get_by_text(f"system:serviceaccount:{namespace}:reader").first).to_be_visible()
+            expect(page.get_by_text(tj).first).to_be_attached()
+            visit(page, f"{url}/cluster")  # nodes are not the tenant's to read
+            expect(page.get_by_text("may not list nodes").first).to_be_visible()
+            page = browser.new_page(http_credentials={"username": "outsider", "password": outsider})
+            visit(page, f"{url}/training?ns={namespace}&name={tj}")
+            expect(page.get_by_text("may not get trainingjobs in namespace").first).to_be_visible()
+            browser.close()
+    finally:
+        launch.stop(work)
+
+
+def test_the_chart_grants_a_namespaced_dashboard_roles_in_its_namespaces_only(helm_bin: Path) -> None:
+    chart = REPO / "manifests" / "chart" / "kubeforge"
+
+    def dashboard_docs(*sets: str) -> list[dict[str, Any]]:
+        out = helm(helm_bin, "template", "kf", str(chart), "--namespace=kubeforge-system",
+                   "--set=dashboard.enabled=true", *(f"--set={x}" for x in sets)).stdout
+        return [d for d in yaml.safe_load_all(out) if d and "dashboard" in d["metadata"]["name"]]
+
+    namespaced = dashboard_docs("watchNamespaces={team-a,team-b}")
+    roles = [d for d in namespaced if d["kind"] == "Role"]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    assert not [d for d in namespaced if d["kind"] == "ClusterRole"]  # nothing to read cluster-wide
+    [delegator] = [d for d in namespaced if d["kind"] == "ClusterRoleBinding"]
+    assert delegator["roleRef"]["name"] == "system:auth-delegator"
+    env = {e["name"]: e["value"] for d in namespaced if d["kind"] == "Deployment"
+           for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["KUBEFORGE_DASHBOARD_WATCH_NAMESPACES"] == "team-a,team-b" and env["KUBEFORGE_DASHBOARD_AUTH"] == "token"
+    assert any(d["kind"] == "NetworkPolicy" for d in namespaced)
+    open_ = dashboard_docs("dashboard.auth=none", "dashboard.networkPolicy.enabled=false")
+    assert not [d for d in open_ if d["kind"] == "NetworkPolicy" or d["metadata"]["name"].endswith("delegator")]
+    bad = subprocess.run([str(helm_bin), "template", "kf", str(chart), "--set=dashboard.auth=maybe"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "auth" in bad.stderr
 
 
 def test_overview_lists_come_from_one_list_then_watch_events(cluster: Cluster, namespace: str) -> None:

@@ -29,8 +29,11 @@ PAGES = {"training": "app_pages/training_job.py", "serving": "app_pages/serving_
 _COMPONENTS: list[Any] = []
 
 
-def render(source: Any, page: str = "overview", **query: str) -> AppTest:
+def render(source: Any, page: str = "overview", session: dict[str, Any] | None = None, **query: str) -> AppTest:
+    """The app over `source` (and anything else a test puts into `session`), on `page` with `query`."""
     at = AppTest.from_file(APP, default_timeout=60)
+    for key, value in (session or {}).items():
+        at.session_state[key] = value
     # Each new AppTest scans every installed package for Streamlit components (seconds here); a real
     # server does it once, so the tests share the first scan. Without this private attribute: just slower.
     if _COMPONENTS and hasattr(at, "_bidi_component_manager"):
