@@ -33,7 +33,7 @@ IMAGE_DIRS = sorted({Path(sys.prefix).resolve(), REPO})
 IMAGE_ENTRYPOINTS: dict[str, list[str]] = {
     "kubeforge/trainer": ["python", "-m", "kubeforge_trainer"],
     "kubeforge/operator": ["python", "-m", "kubeforge_operator"],
-    "kubeforge/dashboard": ["python", "-m", "streamlit", "run", str(REPO / "dashboard" / "streamlit_app.py"),
+    "kubeforge/dashboard": ["python", "-m", "streamlit", "run", str(REPO / "dashboard" / "serve.py"),
                             "--server.port=8501", "--server.address=0.0.0.0", "--server.headless=true",
                             "--browser.gatherUsageStats=false"],  # dashboard/Dockerfile's, from the checkout
 }

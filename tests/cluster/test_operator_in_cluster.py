@@ -169,6 +169,7 @@ def test_kustomize_installed_operator_runs_a_sample_job(cluster: Cluster, free_n
     """`kubectl apply -k` as a user would, through an overlay of the base that watches one namespace."""
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
         "resources": [os.path.relpath(REPO / "manifests" / "base", tmp_path)],  # kustomize wants it relative
+        "components": [os.path.relpath(REPO / "manifests" / "components" / "dashboard", tmp_path)],  # opt-in
         "patches": [{"target": {"kind": "Deployment", "name": "kubeforge-operator"}, "patch": yaml.safe_dump([
             {"op": "add", "path": "/spec/template/spec/containers/0/env/-",
              "value": {"name": "KUBEFORGE_NAMESPACES", "value": f'["{free_namespace}"]'}}])}]}))
@@ -184,4 +185,5 @@ def test_kustomize_installed_operator_runs_a_sample_job(cluster: Cluster, free_n
         assert set(counts.values()) == {0}, counts  # their probes (on named ports) pass
     finally:  # the rest (CRDs, namespace, RBAC) is what the session's own operator runs under
         cluster.kubectl("delete", "-n", system, "deployment/kubeforge-operator", "deployment/kubeforge-dashboard",
-                        "service/kubeforge-dashboard", "--ignore-not-found", "--wait=true", check=False)
+                        "service/kubeforge-dashboard", "networkpolicy/kubeforge-dashboard", "--ignore-not-found",
+                        "--wait=true", check=False)

@@ -102,9 +102,9 @@ def test_compression_report_compares_candidates_with_the_baseline() -> None:
     assert view is not None and view.compressed
     assert view.verdict.startswith("Compressed: quantize-dynamic published")
     base, quant, prune = view.rows
-    assert (base.metric, base.size, base.speedup, base.verdict) == ("0.955", "41.0 KiB", "1.00x", "baseline")
+    assert (base.metric, base.size, base.speedup, base.verdict) == ("0.955", "41.0 KiB", "as fast", "baseline")
     assert (quant.metric, quant.drop, quant.size, quant.speedup, quant.verdict, quant.note) == (
-        "0.951", "+0.004", "10.7 KiB", "2.00x", "✅ accepted", "mode=dynamic, backend=eager")
+        "0.951", "+0.004", "10.7 KiB", "2x faster", "✅ accepted", "mode=dynamic, backend=eager")
     assert prune.verdict == "❌ rejected" and view.budget == "max drop 0.01"
     assert dict(view.artifact) == {"URI": "pvc://models/runs/digits-q/compressed/quantize-dynamic",
                                    "Digest": w.DIGEST, "Size": "10.7 KiB"}
@@ -130,7 +130,7 @@ def test_compression_while_running_and_when_sparse() -> None:
     view = view_of(summary)
     assert view is not None and view.verdict == "Compressed: prune-structured published"
     assert (view.rows[1].metric, view.rows[1].size, view.rows[1].latency_ms, view.rows[1].speedup) == (
-        "0.89", "2.0 KiB", "0.5", "2.00x")
+        "0.89", "2.0 KiB", "0.5", "2x faster")
 
 
 def test_serving_tracks_lineage_and_canary_split() -> None:

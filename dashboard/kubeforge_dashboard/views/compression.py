@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kubeforge_api.compression import AccuracyBudget, CandidateSummary, Latency, Summary
+from kubeforge_api.compression import AccuracyBudget, CandidateSummary, Latency, Summary, speed_phrase
 from kubeforge_api.trainingjob import CompressionStatus
 
 from ..format import number, size
@@ -20,7 +20,7 @@ class ReportRow:
     drop: str
     size: str
     latency_ms: str  # batch 1
-    speedup: str  # batch 1, x baseline
+    speedup: str  # batch 1 against the baseline, in words: "2.15x faster", "3.12x slower"
     verdict: str
     note: str = ""
 
@@ -43,7 +43,7 @@ def _speedup(c: CandidateSummary, baseline: float | None) -> str:
     """Batch-1 speed-up as reported, else from the two latencies."""
     lat = _batch1(c.latency_ms)
     speed = _batch1(c.speedup) or (baseline / lat if baseline and lat else None)
-    return "" if speed is None else f"{speed:.2f}x"
+    return "" if speed is None else speed_phrase(speed)  # "3.12x slower", never "0.32x"
 
 
 def _row(c: CandidateSummary, baseline: float | None) -> ReportRow:
@@ -56,7 +56,7 @@ def _row(c: CandidateSummary, baseline: float | None) -> ReportRow:
 def _baseline_row(base: Summary) -> ReportRow:
     lat = _batch1(base.latency_ms)
     return ReportRow("baseline (trained model)", number(base.metric), "", size(base.size_bytes), number(lat, 3),
-                     "1.00x" if lat else "", "baseline")
+                     speed_phrase(1.0) if lat else "", "baseline")
 
 
 def _budget(budget: AccuracyBudget | None) -> str:
