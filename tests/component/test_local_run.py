@@ -90,12 +90,14 @@ def test_local_restarts_follow_the_operators_policy(tmp_path: Path, codes: list[
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_stops_every_process_and_records_interrupted(tmp_path: Path, sig: signal.Signals) -> None:
-    proc = subprocess.Popen([KUBEFORGE, "run", str(SAMPLES / "trainingjob-digits-ddp.yaml"), "--runs-dir",
-                             str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    script = "import time; print('kubeforge: training', flush=True); time.sleep(300)"  # outlives any signal delay
+    proc = subprocess.Popen([KUBEFORGE, "run", str(job_file(tmp_path, script)), "--runs-dir", str(tmp_path / "r")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
 
-    def training() -> bool:  # rank 0 says so in its log once it trains (no fixed sleep: a busy machine varies)
-        return any("kubeforge: training" in log.read_text(errors="replace") for log in tmp_path.glob("*/logs/*.log"))
+    def training() -> bool:  # both ranks say so in their logs once they run (no fixed sleep: a busy machine varies)
+        logs = list((tmp_path / "r").glob("*/logs/*.log"))
+        return len(logs) == 2 and all("kubeforge: training" in log.read_text(errors="replace") for log in logs)
 
     while not training() and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -104,7 +106,7 @@ def test_ctrl_c_stops_every_process_and_records_interrupted(tmp_path: Path, sig:
     assert proc.returncode == 130
     assert "Traceback" not in err and err.strip().splitlines() == [err.strip().splitlines()[-1]]
     assert "interrupted" in err
-    rec = record(tmp_path)
+    rec = record(tmp_path / "r")
     assert rec["state"] == "Interrupted"
     storage = str(rec["storage"]).encode()
     survivors = []
