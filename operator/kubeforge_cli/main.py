@@ -126,7 +126,8 @@ def run(path: Path, runs: Path, storage: Path | None, quiet: bool) -> int:
     n = len(members(TrainingJobSpec.model_validate(doc.get("spec") or {})))
     print(f"kubeforge: running {job.job['metadata']['name']} ({n} local process{'es' * (n != 1)}); "
           f"record: {job.save()}")
-    signal.signal(signal.SIGTERM, _interrupt)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a shell starting us in the background ignores it
+        signal.signal(sig, _interrupt)
     try:
         with Display(quiet) as display:
             drive(job, display)
