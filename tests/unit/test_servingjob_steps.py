@@ -181,13 +181,17 @@ def test_during_a_broken_rollout_the_status_names_the_model_still_served() -> No
     assert conditions(plan)["Ready"][0] == "True"
 
 
+def server_that_found_no_model() -> Obj:
+    """A main-track server pod whose last run exited: no model card under its mount."""
+    return {"kind": "Pod", "metadata": {"name": "demo-abc", "uid": "p", "labels": {"kubeforge.dev/track": "main"}},
+            "status": {"containerStatuses": [{"name": "server", "lastState": {"terminated": {
+                "exitCode": EXIT_MODEL_NOT_FOUND, "message": "/kubeforge/model: no readable model-card.json"}}}]}}
+
+
 def test_a_model_not_found_names_the_users_uri_not_the_container_path() -> None:
     first = decide(World(serving(), {}, frozenset(), NOW), CFG)
     children = observed(first)
-    children["Pod"] = [{"kind": "Pod", "metadata": {"name": "demo-abc", "uid": "p",
-                                                    "labels": {"kubeforge.dev/track": "main"}}, "status": {
-        "containerStatuses": [{"name": "server", "lastState": {"terminated": {
-            "exitCode": EXIT_MODEL_NOT_FOUND, "message": "/kubeforge/model: no readable model-card.json"}}}]}}]
+    children["Pod"] = [server_that_found_no_model()]
     plan = decide(World(serving(status=first.status), children, frozenset(), NOW), CFG)
     ready = next(c for c in plan.status["conditions"] if c["type"] == "Ready")
     assert ready["message"].startswith("pod demo-abc: pvc://models/m: no readable model-card.json")
@@ -237,10 +241,7 @@ def test_servers_are_told_the_digest_the_operator_resolved() -> None:
 def test_servers_that_cannot_find_the_model_before_any_served_are_stopped_not_crash_looping() -> None:
     first = decide(World(serving(), {}, frozenset(), NOW), CFG)
     children = observed(first)
-    children["Pod"] = [{"kind": "Pod", "metadata": {"name": "demo-abc", "uid": "p",
-                                                    "labels": {"kubeforge.dev/track": "main"}}, "status": {
-        "containerStatuses": [{"name": "server", "lastState": {"terminated": {
-            "exitCode": EXIT_MODEL_NOT_FOUND, "message": "/kubeforge/model: no readable model-card.json"}}}]}}]
+    children["Pod"] = [server_that_found_no_model()]
     plan = decide(World(serving(status=first.status), children, frozenset(), NOW), CFG)
     assert [(o["kind"], o["spec"]["replicas"]) for o in plan.update] == [("Deployment", 0)]
     assert plan.status["stopped"]["reason"] == "ModelNotFound" and conditions(plan)["Ready"] == ("False",
