@@ -94,4 +94,17 @@ CORPUS: list[tuple[str, Obj, str]] = [
      "spec.podTemplate.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey"),
     ("elastic-with-pipeline", with_spec(strategy="pipeline", nodes=2, elastic={"minNodes": 1, "maxNodes": 2}),
      "spec.elastic"),
+    ("output-not-s3", with_spec(output={"uri": "pvc://models/x", "secretRef": {"name": "s3"}}), "spec.output.uri"),
+    ("output-without-secret", with_spec(output={"uri": "s3://models/x"}), "spec.output.secretRef"),
+    ("output-dot-dot", with_spec(output={"uri": "s3://models/a/../b", "secretRef": {"name": "s3"}}),
+     "spec.output.uri"),
+    ("compression-of-command-without-eval-data",
+     with_spec(compression={"methods": [{"quantize": {}}]}, storage={"persistentVolumeClaim": {"claimName": "c"}}),
+     "spec.compression"),
+    ("eval-data-s3-without-secret", with_spec(storage={"persistentVolumeClaim": {"claimName": "c"}}, compression={
+        "methods": [{"quantize": {}}], "evalData": {"uri": "s3://data/eval.jsonl", "format": "jsonl"}}),
+     "spec.compression.evalData.secretRef"),
+    ("eval-data-unknown-format", with_spec(storage={"persistentVolumeClaim": {"claimName": "c"}}, compression={
+        "methods": [{"quantize": {}}], "evalData": {"uri": "pvc://data/eval.csv", "format": "csv"}}),
+     "spec.compression.evalData.format"),
 ]

@@ -14,6 +14,7 @@ from typing import Final, Literal
 from pydantic import Field, model_validator
 
 from .model import TERMINATION_LIMIT, Finite, Model, NonNegative, RelativePath, Resources, Rule, Sha256Digest
+from .storage import MAX_URI_LENGTH, STORAGE_URI_PATTERN, SecretRef, clean_uri_rule, is_s3
 
 REPORT_FILE: Final = "report.json"
 DEFAULT_INPUT: Final = "artifact"
@@ -168,6 +169,28 @@ class AccuracyBudget(Model):
     relative: bool = Field(default=False, description="maxDrop is a fraction of the baseline metric.")
 
 
+class EvalData(Model):
+    """The user's own evaluation data, for a model no recipe describes (a command job's artifact)."""
+
+    crd_rules = (
+        Rule("has(self.secretRef) == self.uri.startsWith('s3://')",
+             "evalData.secretRef is required with an s3:// uri and allowed only with one", ".secretRef",
+             check=lambda d: (d.secret_ref is not None) == is_s3(d.uri)),
+        clean_uri_rule("uri"),
+    )
+
+    uri: str = Field(max_length=MAX_URI_LENGTH, pattern=STORAGE_URI_PATTERN, description=(
+        "`pvc://CLAIM/PATH` or `s3://BUCKET/KEY` of the file (or, for images, the directory)."))
+    format: Literal["jsonl", "images", "tensors", "text"] = Field(description=(
+        "jsonl: one `{\"text\": ..., \"label\": ...}` per line (text classification, accuracy); images: a "
+        "directory of LABEL/IMAGE files (image classification, accuracy); tensors: a safetensors file with "
+        "`inputs` and `labels` (a torch.export model, accuracy); text: plain text (causal language model, "
+        "perplexity)."))
+    secret_ref: SecretRef | None = Field(default=None, description="With an s3:// uri: the credentials Secret.")
+    max_samples: int = Field(default=2000, ge=1, le=1_000_000, description=(
+        "Examples evaluated at most (the first ones), so a large file bounds the stage's time."))
+
+
 class CompressionSpec(Model):
     """`spec.compression`: methods tried in order after training, gated by an accuracy budget and by
     what compression is for (faster or smaller)."""
@@ -196,6 +219,9 @@ class CompressionSpec(Model):
         "per-round speed-ups must be above 1 (a difference inside the measurement's spread is not faster).")
     resources: Resources = Field(default_factory=Resources,
                                  description="Resources of the compression pod (CPU by default).")
+    eval_data: EvalData | None = Field(default=None, description=(
+        "Evaluate on this data instead of the recipe's: required for a command job's artifact (a Hugging Face "
+        "or torch.export model)."))
 
 
 def check_against_recipe(spec: CompressionSpec, recipe_model: str, recipe_dataset: str) -> list[str]:

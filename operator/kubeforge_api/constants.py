@@ -62,6 +62,7 @@ class Env(StrEnum):
     DIST_BACKEND = "KUBEFORGE_DIST_BACKEND"
     TERMINATION_LOG = "KUBEFORGE_TERMINATION_LOG"  # set only outside a pod (local runs); default below
     CPU_LIMIT_MILLICORES = "KUBEFORGE_CPU_LIMIT_MILLICORES"  # downward API limits.cpu, divisor 1m
+    OUTPUT_DIR = "KUBEFORGE_OUTPUT_DIR"  # command jobs, rank 0: where the user's script saves its model
 
 
 TERMINATION_LOG_PATH: Final = "/dev/termination-log"

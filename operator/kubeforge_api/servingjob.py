@@ -14,14 +14,13 @@ from .constants import API_VERSION, GROUP, SERVINGJOB_PLURAL, VERSION
 from .crd import Column, CrdKind
 from .meta import Condition, ObjectMeta
 from .model import Model, Resources, Rule, list_map
+from .storage import MAX_URI_LENGTH, STORAGE_URI_PATTERN, ModelFormat, SecretRef, clean_uri_rule, is_s3
 from .trainingjob import PodTemplate
 
 SERVINGJOB_KIND: Final = "ServingJob"
 SERVINGJOB_SHORT_NAME: Final = "sj"
 SERVICE_PORT: Final = 80
 
-# `pvc://CLAIM/PATH`, the form TrainingJob status.artifact.uri uses; CLAIM is a DNS-1123 name.
-MODEL_URI_PATTERN: Final = r"^pvc://[a-z0-9]([-a-z0-9]{0,251}[a-z0-9])?(/[^/\x00]+)+/?$"
 DNS1123_NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]{0,251}[a-z0-9])?$"
 DIGEST_PATTERN: Final = r"^sha256:[0-9a-f]{64}$"
 
@@ -52,6 +51,8 @@ class ServingReason(StrEnum):
     SUSPENDED = "Suspended"
     POD_POLICY_VIOLATION = "PodPolicyViolation"  # the same as the TrainingJob reason
     FAILED_CREATE = "FailedCreate"  # the Deployment cannot create its pods (a quota, an admission policy)
+    STORAGE_ACCESS_DENIED = "StorageAccessDenied"  # the object store refused the Secret's credentials
+    STORAGE_UNAVAILABLE = "StorageUnavailable"  # the object store cannot be reached
 
 
 class TrainingJobRef(Model):
@@ -64,17 +65,29 @@ class TrainingJobRef(Model):
 
 
 class ModelSource(Model):
-    """Exactly one of `trainingJobRef` or `uri`."""
+    """Exactly one of `trainingJobRef` or `uri`; `secretRef` with (and only with) an `s3://` uri."""
 
-    crd_rules = (Rule("has(self.trainingJobRef) != has(self.uri)", "model: exactly one of trainingJobRef or uri "
-                      "must be set", check=lambda m: (m.training_job_ref is None) != (m.uri is None)),)
+    crd_rules = (
+        Rule("has(self.trainingJobRef) != has(self.uri)", "model: exactly one of trainingJobRef or uri must be set",
+             check=lambda m: (m.training_job_ref is None) != (m.uri is None)),
+        Rule("has(self.secretRef) == (has(self.uri) && self.uri.startsWith('s3://'))",
+             "model.secretRef is required with an s3:// uri and allowed only with one", ".secretRef",
+             check=lambda m: (m.secret_ref is not None) == (m.uri is not None and is_s3(m.uri))),
+        clean_uri_rule("uri"),
+    )
 
     training_job_ref: TrainingJobRef | None = Field(default=None, description=(
         "Serve the artifact of a TrainingJob; the ServingJob waits (Ready=False, ModelNotReady) until "
         "the job has succeeded."))
-    uri: str | None = Field(default=None, max_length=1024, pattern=MODEL_URI_PATTERN, description=(
-        "Serve the artifact at `pvc://CLAIM/PATH` (the form TrainingJob `status.artifact.uri` uses): "
-        "a directory holding `model.safetensors` and `model-card.json` on a PersistentVolumeClaim."))
+    uri: str | None = Field(default=None, max_length=MAX_URI_LENGTH, pattern=STORAGE_URI_PATTERN, description=(
+        "Serve the model directory at `pvc://CLAIM/PATH` (on a PersistentVolumeClaim, the form TrainingJob "
+        "`status.artifact.uri` uses) or `s3://BUCKET/PREFIX` (copied into the pod by an init container first). "
+        "The directory holds a Kubeforge artifact (`model.safetensors` + `model-card.json`), a Hugging Face "
+        "transformers model (`config.json` + `*.safetensors`, tokenizer or image processor) or a `torch.export` "
+        "program (`model.pt2`)."))
+    secret_ref: SecretRef | None = Field(default=None, description=(
+        "With an s3:// uri: the Secret holding AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and optionally "
+        "AWS_ENDPOINT_URL and AWS_REGION."))
 
 
 class Autoscaling(Model):
@@ -150,9 +163,14 @@ class ServingJobSpec(Model):
 
 
 class ResolvedModel(Model):
-    uri: str = Field(max_length=1024, description="The artifact directory actually served (`pvc://CLAIM/PATH`).")
+    uri: str = Field(max_length=MAX_URI_LENGTH, description=(
+        "The model directory actually served (`pvc://CLAIM/PATH` or `s3://BUCKET/PREFIX`)."))
+    secret_ref: SecretRef | None = Field(default=None, description="The credentials of an s3:// uri.")
     digest: str | None = Field(default=None, max_length=71, pattern=DIGEST_PATTERN, description=(
-        "sha256 digest of the served weights (from the model card)."))
+        "sha256 digest of the served model as published (a Kubeforge artifact's weights, or the manifest of "
+        "every file of a Hugging Face or torch.export directory)."))
+    format: ModelFormat | None = Field(default=None, description=(
+        "The model's format as its TrainingJob recorded it (kubeforge, hf-transformers, torch-export)."))
     training_job: str | None = Field(default=None, max_length=253, description=(
         "The TrainingJob the artifact came from (lineage to its metrics and compression report)."))
     variant: Variant | None = Field(default=None, description="Which artifact of that TrainingJob is served.")

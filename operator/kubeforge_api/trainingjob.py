@@ -33,6 +33,7 @@ from .meta import MAX_NAME_LENGTH, NAME_TOO_LONG, Condition, ObjectMeta
 from .model import IntOrString, Resources, Rule, RuleViolation, list_map, omit_default
 from .model import Model as Model  # re-exported: other kinds import the base from here
 from .podtemplate import PodTemplate as PodTemplate  # re-exported: both kinds share it
+from .storage import MAX_URI_LENGTH, S3_URI_PATTERN, ModelFormat, SecretRef, clean_uri_rule
 
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 LongString = Annotated[str, Field(max_length=4096)]
@@ -136,6 +137,19 @@ class Storage(Model):
         "from its checkpoints)."))
 
 
+class Output(Model):
+    """A copy of the artifact in an object store, besides the job's storage."""
+
+    crd_rules = (clean_uri_rule("uri"),)
+
+    uri: str = Field(max_length=MAX_URI_LENGTH, pattern=S3_URI_PATTERN, description=(
+        "`s3://BUCKET/PREFIX`: the artifact (and a compressed one, under `compressed/`) is uploaded there when "
+        "the job succeeds; ServingJobs and fine-tunes can then start from it."))
+    secret_ref: SecretRef = Field(description=(
+        "The Secret holding AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and optionally AWS_ENDPOINT_URL and "
+        "AWS_REGION."))
+
+
 class RunPolicy(Model):
     """Failure, deadline, suspension and clean-up policy (as for a Kubernetes Job)."""
 
@@ -183,9 +197,10 @@ class TrainingJobSpec(Model):
     crd_rules = (
         Rule("has(self.recipe) != has(self.command)", "exactly one of spec.recipe or spec.command must be set",
              ".recipe", check=lambda s: (s.recipe is None) != (s.command is None)),
-        Rule("!has(self.compression) || has(self.recipe)",
-             "spec.compression needs a recipe (a command job's artifact is not a Kubeforge model)", ".compression",
-             check=lambda s: s.compression is None or s.recipe is not None),
+        Rule("!has(self.compression) || has(self.recipe) || has(self.compression.evalData)",
+             "spec.compression of a command job needs spec.compression.evalData (no recipe says how to evaluate "
+             "its model)", ".compression",
+             check=lambda s: s.compression is None or s.recipe is not None or s.compression.eval_data is not None),
         Rule("!has(self.compression) || (has(self.storage) && has(self.storage.persistentVolumeClaim))",
              "spec.compression needs spec.storage.persistentVolumeClaim (the compression pod reads the trained "
              "model from it)", ".compression",
@@ -221,7 +236,8 @@ class TrainingJobSpec(Model):
              "spec.recipe is immutable", ".recipe"),
         Rule("has(self.command) == has(oldSelf.command) && (!has(self.command) || self.command == oldSelf.command)"
              f" && {_same('args')}", "spec.command and spec.args are immutable", ".command"),
-        Rule(f"{_same('image')} && {_same('storage')}", "spec.image and spec.storage are immutable"),
+        Rule(f"{_same('image')} && {_same('storage')} && {_same('output')}",
+             "spec.image, spec.storage and spec.output are immutable"),
         Rule("(has(self.runPolicy) && has(self.runPolicy.suspend) && self.runPolicy.suspend) || "
              f"({_same('resources')} && {_same('env')} && {_same('podTemplate')})",
              "spec.resources, env and podTemplate can change only while spec.runPolicy.suspend is true"),
@@ -260,8 +276,10 @@ class TrainingJobSpec(Model):
         "Where checkpoints, metrics and the artifact go, mounted at /kubeforge/storage. Without a claim, an emptyDir "
         "(lost when pods restart). Immutable."))
     compression: CompressionSpec | None = Field(default=None, description=(
-        "Optional accuracy-gated compression stage after training (quantization, pruning, distillation); needs a "
-        "recipe and storage on a claim."))
+        "Optional accuracy-gated compression stage after training (quantization, pruning, distillation); needs "
+        "storage on a claim, and evalData for a command job."))
+    output: Output | None = Field(default=None, description=(
+        "Also publish the artifact to an object store (s3://) when the job succeeds. Immutable."))
     run_policy: RunPolicy = Field(default_factory=RunPolicy, description=(
         "Failure, deadline, suspension and clean-up policy."))
     pod_template: PodTemplate = Field(default_factory=PodTemplate, description=(
@@ -331,12 +349,19 @@ class ResumePoint(Model):
 
 
 class Artifact(Model):
-    """The trained model: safetensors weights and a JSON model card."""
+    """The trained model: a directory in one of the model formats, with its digest."""
 
     uri: str | None = Field(default=None, description="pvc://<claim>/<path>/... or emptydir://<ns>/<job>/... (lost "
                                                       "with the pods).")
-    digest: str | None = Field(default=None, description="sha256 digest of the weights.")
-    size_bytes: int | None = Field(default=None, description="Size of the weights in bytes.")
+    digest: str | None = Field(default=None, description=(
+        "sha256 digest: of the weights (kubeforge format) or of the manifest of every file (hf-transformers, "
+        "torch-export)."))
+    size_bytes: int | None = Field(default=None, description="Size of the model directory in bytes.")
+    format: ModelFormat | None = Field(default=None, description=(
+        "kubeforge (a recipe's model), hf-transformers or torch-export (what a command job wrote to "
+        "$KUBEFORGE_OUTPUT_DIR)."))
+    published_uri: str | None = Field(default=None, description=(
+        "The copy under spec.output.uri (s3://BUCKET/PREFIX/...), once uploaded."))
 
 
 class CompressionStatus(Model):

@@ -25,12 +25,20 @@ def test_defaults_and_camel_case() -> None:
     assert s.desired_replicas == 2 and s.dump()["batching"] == {"maxBatchSize": 8, "maxDelayMs": 2}
     assert spec(suspend=True, replicas=3).desired_replicas == 0
     assert ServingJobSpec.model_validate({"model": {"uri": "pvc://data/runs/digits/artifact"}}).model.uri
+    s3 = ServingJobSpec.model_validate({"model": {"uri": "s3://models/bert/v1/", "secretRef": {"name": "s3"}}})
+    assert s3.model.secret_ref is not None and s3.model.secret_ref.name == "s3"
 
 
 @pytest.mark.parametrize("bad", [
     {"model": {}},
     {"model": {"uri": "pvc://data/x", **REF}},
     {"model": {"uri": "s3://bucket/x"}},
+    {"model": {"uri": "pvc://data/x", "secretRef": {"name": "s3"}}},
+    {"model": {"uri": "s3://bucket/a/../b", "secretRef": {"name": "s3"}}},
+    {"model": {"uri": "pvc://data/../other", "secretRef": {"name": "s3"}}},
+    {"model": {"uri": "pvc://data/./x"}},
+    {"model": {"uri": "s3://Bucket/x", "secretRef": {"name": "s3"}}},
+    {"model": {"uri": "s3://bucket/x", "secretRef": {"name": "Bad_Name"}}},
     {"model": {"uri": "pvc://Data/x"}},
     {"model": {"trainingJobRef": {"name": "digits", "variant": "latest"}}},
     {"model": REF, "replicas": 2, "autoscaling": {"maxReplicas": 3}},
