@@ -1,0 +1,4 @@
+"""Model formats: what a model directory is (`identity`: format, digest, size) and how each format
+loads for inference (Kubeforge artifacts, Hugging Face transformers directories, torch.export
+programs), never executing pickled code. Above the Kubeforge artifact layer, below everything
+that serves, compresses or publishes a model."""
