@@ -30,6 +30,7 @@ class CompressEnv(StrEnum):
     INPUT = "KUBEFORGE_COMPRESS_INPUT"  # parent artifact dir, relative to storage (default "artifact")
     OUTPUT = "KUBEFORGE_COMPRESS_OUTPUT"  # where candidates + report.json go, relative (default "compressed")
     THREADS = "KUBEFORGE_COMPRESS_THREADS"  # torch threads for evaluation and timing: the pod's CPU request
+    EVAL_DATA = "KUBEFORGE_COMPRESS_EVAL_DATA"  # local path of spec.compression.evalData (mounted or fetched)
 
 
 class CompressionReason(StrEnum):
