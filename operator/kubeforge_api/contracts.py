@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints
 
 from .model import DIGEST, TERMINATION_LIMIT, Finite, NonNegative, RelativePath, Sha256Digest
+from .storage import ModelFormat
 from .trainingjob import Model
 
 MAX_STEP = 10**12
@@ -63,6 +64,7 @@ class ArtifactInfo(Model):
     path: RelativePath
     digest: Sha256Digest
     size_bytes: int = Field(ge=0, le=10**15)
+    format: ModelFormat = ModelFormat.KUBEFORGE
 
 
 class TrainingResult(Model):

@@ -389,7 +389,8 @@ class CompressionStatus(Model):
     def reported(cls, term: CompressionTermination, storage_uri: str, attempts: int) -> CompressionStatus:
         """The status of a finished stage: the pod's summary, its artifact path made a URI under the job's storage."""
         ref = term.artifact
-        published = (Artifact(uri=f"{storage_uri}/{ref.path}", digest=ref.digest, size_bytes=ref.size_bytes)
+        published = (Artifact(uri=f"{storage_uri}/{ref.path}", digest=ref.digest, size_bytes=ref.size_bytes,
+                              format=ModelFormat.KUBEFORGE)
                      if ref else None)
         return cls(**term.model_dump(exclude={"artifact"}), artifact=published, attempts=attempts)
 

@@ -56,6 +56,19 @@ def cond(plan: Any, ctype: str) -> Obj:
 
 # ---------- render ----------
 
+def test_a_command_runs_under_the_artifact_wrapper_with_the_output_dir_on_node_0_only() -> None:
+    spec = TrainingJobSpec.model_validate({"nodes": 2, "command": ["torchrun", "x.py"], "args": ["--lr", "1"]})
+    ref = ObjectRef("j", "ns", "u", 1)
+    node0, node1 = (render_pod(ref, spec, m, 0, "img", "1Gi")["spec"]["containers"][0] for m in members(spec))
+    assert node0["command"] == ["python", "-m", "kubeforge_trainer.command", "--", "torchrun", "x.py"]
+    assert node0["args"] == ["--lr", "1"]
+    outputs = [{e["name"]: e.get("value") for e in c["env"]}.get("KUBEFORGE_OUTPUT_DIR") for c in (node0, node1)]
+    assert outputs == ["/kubeforge/storage/artifact", None]
+    own_image = TrainingJobSpec.model_validate({"command": ["my-train"], "image": "example.com/mine:1"})
+    assert render_pod(ref, own_image, members(own_image)[0], 0, "img", "1Gi")["spec"]["containers"][0][
+        "command"] == ["my-train"]
+
+
 def test_render_wires_torchrun_and_is_restricted() -> None:
     spec = TrainingJobSpec.model_validate({"nodes": 3, "procsPerNode": 2, "command": ["torchrun", "x.py"],
                                            "resources": {"limits": {"nvidia.com/gpu": 2}},

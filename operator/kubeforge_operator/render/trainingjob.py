@@ -33,6 +33,10 @@ from .common import owner_reference, restricted_container_security, restricted_p
 Obj = dict[str, Any]
 KIND = "TrainingJob"
 TRAINER_COMMAND = ["python", "-m", "kubeforge_trainer", "launch"]  # torchrun in-process; keeps the rank's exit code
+# A command job on the trainer image runs under this wrapper: it records what the script saved to
+# $KUBEFORGE_OUTPUT_DIR as the artifact (a custom image may not have it: its command runs as given).
+COMMAND_WRAPPER = ["python", "-m", "kubeforge_trainer.command", "--"]
+OUTPUT_DIR = f"{STORAGE_MOUNT}/artifact"
 COMPRESS_COMMAND = ["python", "-m", "kubeforge_trainer", "compress"]
 GPU_RESOURCE = "nvidia.com/gpu"
 
@@ -111,6 +115,8 @@ def _env(job: ObjectRef, spec: TrainingJobSpec, member: Member, attempt: int) ->
         env[Env.RDZV_ENDPOINT] = f"{master_addr(job)}:{RENDEZVOUS_PORT}"
         env[Env.RDZV_ID] = job.uid
         env[Env.MAX_RESTARTS] = str(spec.elastic.max_restarts)
+    if spec.command is not None and member.role == ROLE_NODE and member.rank == 0:
+        env[Env.OUTPUT_DIR] = OUTPUT_DIR
     if spec.strategy == Strategy.PARAMETER_SERVER:
         env[Env.PS_ADDRESSES] = ",".join(
             pod_address(job, ROLE_PS, i)
@@ -119,6 +125,12 @@ def _env(job: ObjectRef, spec: TrainingJobSpec, member: Member, attempt: int) ->
     cpu_limit = {"name": Env.CPU_LIMIT_MILLICORES, "valueFrom": {"resourceFieldRef": {  # threads fit the pod
         "containerName": CONTAINER_NAME, "resource": "limits.cpu", "divisor": "1m"}}}
     return [{"name": str(k), "value": v} for k, v in env.items()] + [cpu_limit] + user
+
+
+def _command(spec: TrainingJobSpec) -> list[str]:
+    if spec.command is None:
+        return TRAINER_COMMAND
+    return [*COMMAND_WRAPPER, *spec.command] if spec.image is None else list(spec.command)
 
 
 def render_pod(job: ObjectRef, spec: TrainingJobSpec, member: Member, attempt: int, default_image: str,
@@ -139,7 +151,7 @@ def render_pod(job: ObjectRef, spec: TrainingJobSpec, member: Member, attempt: i
     container: Obj = {
         "name": CONTAINER_NAME,
         "image": spec.image or default_image,
-        "command": spec.command or TRAINER_COMMAND,
+        "command": _command(spec),
         "env": _env(job, spec, member, attempt),
         "ports": [{"name": "rendezvous", "containerPort": RENDEZVOUS_PORT},
                   {"name": "progress", "containerPort": PROGRESS_PORT}],

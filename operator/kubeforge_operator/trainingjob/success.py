@@ -20,7 +20,8 @@ def record_result(p: Pass, result: TrainingResult) -> None:
         base = storage_uri(claim.claim_name if claim else None, p.spec.storage.path if p.spec.storage else "",
                            p.ref.namespace, p.ref.name)
         a = result.artifact
-        p.status["artifact"] = Artifact(uri=f"{base}/{a.path}", digest=a.digest, size_bytes=a.size_bytes).dump()
+        p.status["artifact"] = Artifact(uri=f"{base}/{a.path}", digest=a.digest, size_bytes=a.size_bytes,
+                                           format=a.format).dump()
 
 
 def succeeded(p: Pass) -> bool:
