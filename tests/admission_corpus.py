@@ -11,6 +11,7 @@ Obj = dict[str, Any]
 BASE: Obj = {"apiVersion": "kubeforge.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": "bad"},
              "spec": {"command": ["python", "-c", "print()"]}}
 RECIPE = {"model": "mlp", "dataset": "digits"}
+CLAIM = {"persistentVolumeClaim": {"claimName": "c"}}
 
 
 def with_spec(**changes: Any) -> Obj:
@@ -95,8 +96,9 @@ CORPUS: list[tuple[str, Obj, str]] = [
     ("elastic-with-pipeline", with_spec(strategy="pipeline", nodes=2, elastic={"minNodes": 1, "maxNodes": 2}),
      "spec.elastic"),
     ("output-not-s3", with_spec(output={"uri": "pvc://models/x", "secretRef": {"name": "s3"}}), "spec.output.uri"),
-    ("output-without-secret", with_spec(output={"uri": "s3://models/x"}), "spec.output.secretRef"),
-    ("output-dot-dot", with_spec(output={"uri": "s3://models/a/../b", "secretRef": {"name": "s3"}}),
+    ("output-without-claim", with_spec(output={"uri": "s3://models/x", "secretRef": {"name": "s3"}}), "spec.output"),
+    ("output-without-secret", with_spec(output={"uri": "s3://models/x"}, storage=CLAIM), "spec.output.secretRef"),
+    ("output-dot-dot", with_spec(output={"uri": "s3://models/a/../b", "secretRef": {"name": "s3"}}, storage=CLAIM),
      "spec.output.uri"),
     ("compression-of-command-without-eval-data",
      with_spec(compression={"methods": [{"quantize": {}}]}, storage={"persistentVolumeClaim": {"claimName": "c"}}),

@@ -27,6 +27,8 @@ MANAGED_BY: Final = "kubeforge-operator"
 ROLE_NODE: Final = "node"
 ROLE_PS: Final = "ps"
 ROLE_COMPRESS: Final = "compress"  # the compression stage's pod
+ROLE_PUBLISH: Final = "publish"  # the pod that copies the artifacts to spec.output
+STAGE_ROLES: Final = frozenset({ROLE_COMPRESS, ROLE_PUBLISH})  # pods after training, outside the gang
 RENDEZVOUS_PORT: Final = 29500
 PROGRESS_PORT: Final = 29400
 CONTAINER_NAME: Final = "trainer"
@@ -82,6 +84,7 @@ class ConditionType(StrEnum):
     FAILED = "Failed"
     SUSPENDED = "Suspended"
     COMPRESSED = "Compressed"
+    PUBLISHED = "Published"
 
 
 class State(StrEnum):
@@ -92,6 +95,7 @@ class State(StrEnum):
     RUNNING = "Running"
     RESTARTING = "Restarting"
     COMPRESSING = "Compressing"
+    PUBLISHING = "Publishing"
     SUSPENDED = "Suspended"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
@@ -121,6 +125,9 @@ class Reason(StrEnum):
     RESUMED = "Resumed"
     COMPLETED = "Completed"
     COMPRESSING = "Compressing"
+    PUBLISHING = "Publishing"
+    PUBLISHED = "Published"
+    PUBLISH_FAILED = "PublishFailed"
     POD_DELETED = "PodDeleted"
     CREATE_REJECTED = "CreateRejected"  # the API server refused a child (Pod Security, quota, PriorityClass...)
     NAME_CONFLICT = "NameConflict"  # a child's name is taken by an object this job does not own

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints
 
 from .model import DIGEST, TERMINATION_LIMIT, Finite, NonNegative, RelativePath, Sha256Digest
-from .storage import ModelFormat
+from .storage import MAX_URI_LENGTH, S3_URI_PATTERN, ModelFormat
 from .trainingjob import Model
 
 MAX_STEP = 10**12
@@ -65,6 +65,13 @@ class ArtifactInfo(Model):
     digest: Sha256Digest
     size_bytes: int = Field(ge=0, le=10**15)
     format: ModelFormat = ModelFormat.KUBEFORGE
+
+
+class PublishResult(Model):
+    """The publish pod's termination message: where each artifact was copied."""
+
+    artifact: str | None = Field(default=None, max_length=MAX_URI_LENGTH, pattern=S3_URI_PATTERN)
+    compressed: str | None = Field(default=None, max_length=MAX_URI_LENGTH, pattern=S3_URI_PATTERN)
 
 
 class TrainingResult(Model):

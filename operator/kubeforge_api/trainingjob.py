@@ -214,6 +214,10 @@ class TrainingJobSpec(Model):
              "perplexity for gpt, or evalLoss)", ".compression",
              check=lambda s: s.compression is None or s.recipe is None or s.compression.accuracy_budget.metric
              not in ({"accuracy"} if s.recipe.model == "gpt" else {"perplexity"})),
+        Rule("!has(self.output) || (has(self.storage) && has(self.storage.persistentVolumeClaim))",
+             "spec.output needs spec.storage.persistentVolumeClaim (the publish pod reads the artifact from it)",
+             ".output", check=lambda s: s.output is None or (s.storage is not None and s.storage.persistent_volume_claim
+                                                               is not None)),
         Rule("!has(self.args) || has(self.command)", "spec.args requires spec.command", ".args",
              check=lambda s: s.args is None or s.command is not None),
         Rule("self.strategy == 'parameter-server' ? self.parameterServers >= 1 : self.parameterServers == 0",

@@ -22,6 +22,7 @@ from kubeforge_api.constants import (
     ROLE_COMPRESS,
     ROLE_NODE,
     ROLE_PS,
+    ROLE_PUBLISH,
     STORAGE_MOUNT,
     Env,
 )
@@ -29,6 +30,7 @@ from kubeforge_api.trainingjob import Strategy, TrainingJobSpec
 
 from ..plan import ObjectRef
 from .common import owner_reference, restricted_container_security, restricted_pod_security
+from .storage import credential_env
 
 Obj = dict[str, Any]
 KIND = "TrainingJob"
@@ -36,6 +38,7 @@ TRAINER_COMMAND = ["python", "-m", "kubeforge_trainer", "launch"]  # torchrun in
 # A command job on the trainer image runs under this wrapper: it records what the script saved to
 # $KUBEFORGE_OUTPUT_DIR as the artifact (a custom image may not have it: its command runs as given).
 COMMAND_WRAPPER = ["python", "-m", "kubeforge_trainer.command", "--"]
+PUBLISH_COMMAND = ["python", "-m", "kubeforge_trainer.publish"]
 OUTPUT_DIR = f"{STORAGE_MOUNT}/artifact"
 COMPRESS_COMMAND = ["python", "-m", "kubeforge_trainer", "compress"]
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -181,6 +184,26 @@ def render_pod(job: ObjectRef, spec: TrainingJobSpec, member: Member, attempt: i
                      "annotations": dict(tmpl.annotations), "ownerReferences": [owner_reference(job, KIND)]},
         "spec": pod_spec,
     }
+
+
+def render_publish_pod(job: ObjectRef, spec: TrainingJobSpec, attempt: int, default_image: str, shm_size: str,
+                       compressed: str | None) -> Obj:
+    """The publish stage: the trainer image on the job's storage copies the artifact (and the published
+    compressed one, `compressed` relative to the storage) to `spec.output`; only this container gets
+    the Secret's credentials."""
+    assert spec.output is not None
+    pod = render_pod(job, spec, Member(ROLE_PUBLISH, 0, 0), attempt, default_image, shm_size)
+    container = pod["spec"]["containers"][0]
+    secret = spec.output.secret_ref.name
+    container["command"] = [*PUBLISH_COMMAND, "--storage", STORAGE_MOUNT, "--uri", spec.output.uri,
+                            "--secret-name", secret, *(["--compressed", compressed] if compressed else [])]
+    container.pop("args", None)
+    container.pop("ports", None)
+    container["env"] = credential_env(secret)
+    container["resources"] = {"requests": {"cpu": "100m", "memory": "256Mi"}}
+    for key in ("hostname", "subdomain"):
+        pod["spec"].pop(key, None)
+    return pod
 
 
 def render_compression_pod(job: ObjectRef, spec: TrainingJobSpec, attempt: int, default_image: str,

@@ -14,7 +14,6 @@ from datetime import timedelta
 from kubeforge_api.compression import CompressionReason, CompressionTermination
 from kubeforge_api.conditions import find
 from kubeforge_api.constants import ROLE_NODE, ConditionType, Reason, State
-from kubeforge_api.contracts import storage_uri
 from kubeforge_api.exitcodes import FailureClass, classify
 from kubeforge_api.trainingjob import CompressionStatus, LastFailure
 from pydantic import ValidationError
@@ -33,13 +32,6 @@ def _workers_done(p: Pass) -> bool:
     return len(workers) == p.spec.nodes and all(v.phase == "Succeeded" for v in workers)
 
 
-def _base_uri(p: Pass) -> str:
-    storage = p.spec.storage
-    claim = storage.persistent_volume_claim if storage else None
-    return storage_uri(claim.claim_name if claim else None, storage.path if storage else "", p.ref.namespace,
-                       p.ref.name)
-
-
 def _tries(p: Pass) -> CompressionStatus:
     """The stage's tries as the status counts them: pods started (the first is attempt 1), disruptions
     among their failures, and the last failure retried."""
@@ -51,7 +43,7 @@ def _tries(p: Pass) -> CompressionStatus:
 def record(p: Pass, term: CompressionTermination) -> None:
     """`status.compression` (the summary, the published artifact's uri) and the Compressed condition."""
     tries = _tries(p)
-    status = CompressionStatus.reported(term, _base_uri(p), tries.attempts or 1)
+    status = CompressionStatus.reported(term, p.storage_uri, tries.attempts or 1)
     p.status["compression"] = status.model_copy(update={"disruptions": tries.disruptions}).dump()
     p.set(ConditionType.COMPRESSED, term.compressed, term.reason, term.message)
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from kubeforge_api.conditions import set_condition
-from kubeforge_api.constants import ROLE_COMPRESS, ConditionType, State
-from kubeforge_api.contracts import ProgressDoc
+from kubeforge_api.constants import ROLE_COMPRESS, ROLE_PUBLISH, STAGE_ROLES, ConditionType, State
+from kubeforge_api.contracts import ProgressDoc, storage_uri
 from kubeforge_api.trainingjob import CleanPodPolicy, RunPolicy, TrainingJobSpec
 
 from ..observe import Failure, PodView, view
@@ -86,18 +86,31 @@ class Pass:
         return int(self.status.get("disruptions", 0))
 
     @property
+    def storage_uri(self) -> str:
+        """Where the job's storage lives, as artifact uris name it."""
+        storage = self.spec.storage
+        claim = storage.persistent_volume_claim if storage else None
+        return storage_uri(claim.claim_name if claim else None, storage.path if storage else "", self.ref.namespace,
+                           self.ref.name)
+
+    @property
     def current(self) -> list[PodView]:
         """Pods of the gang's current attempt."""
-        return [v for v in self.pods if v.attempt == self.restarts and v.role != ROLE_COMPRESS]
+        return [v for v in self.pods if v.attempt == self.restarts and v.role not in STAGE_ROLES]
 
     @property
     def stale(self) -> list[PodView]:
-        return [v for v in self.pods if v.attempt != self.restarts and v.role != ROLE_COMPRESS]
+        return [v for v in self.pods if v.attempt != self.restarts and v.role not in STAGE_ROLES]
 
     @property
     def compressor(self) -> PodView | None:
         """The compression stage's pod (its latest try)."""
         return max((v for v in self.pods if v.role == ROLE_COMPRESS), key=lambda v: v.attempt, default=None)
+
+    @property
+    def publisher(self) -> PodView | None:
+        """The publish stage's pod (its latest try)."""
+        return max((v for v in self.pods if v.role == ROLE_PUBLISH), key=lambda v: v.attempt, default=None)
 
     @property
     def conds(self) -> list[Obj]:

@@ -21,6 +21,7 @@ from .failures import failed_or_restarting
 from .finished import finished
 from .pod_policy import pod_policy_violated
 from .progress import record_progress
+from .publish import publishing
 from .refused import create_refused
 from .running import running_or_why_not
 from .success import succeeded
@@ -38,6 +39,7 @@ STEPS: tuple[Step, ...] = (
     failed_or_restarting,  # the earliest failure decides before anything counts as success
     record_progress,  # recorded before success so a finished job keeps its last numbers
     compressing,  # training done: the compression stage runs before the job may succeed
+    publishing,  # then the artifacts are copied to spec.output
     succeeded,  # all workers done; checked before anything is recreated
     old_attempt_gone,  # never two live pods for one rank: the old attempt goes first
     backoff_elapsed,  # wait out the restart back-off

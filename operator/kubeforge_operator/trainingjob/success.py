@@ -5,7 +5,7 @@ peer outranks a finished rank) and before creation (nothing is recreated for a f
 from __future__ import annotations
 
 from kubeforge_api.constants import ROLE_NODE, ConditionType, Reason
-from kubeforge_api.contracts import TrainingResult, storage_uri
+from kubeforge_api.contracts import TrainingResult
 from kubeforge_api.trainingjob import Artifact
 
 from .context import Pass
@@ -16,12 +16,10 @@ def record_result(p: Pass, result: TrainingResult) -> None:
     if result.progress is not None:
         apply_progress(p.status, result.progress)
     if result.artifact is not None:
-        claim = p.spec.storage.persistent_volume_claim if p.spec.storage else None
-        base = storage_uri(claim.claim_name if claim else None, p.spec.storage.path if p.spec.storage else "",
-                           p.ref.namespace, p.ref.name)
         a = result.artifact
-        p.status["artifact"] = Artifact(uri=f"{base}/{a.path}", digest=a.digest, size_bytes=a.size_bytes,
-                                           format=a.format).dump()
+        published = (p.status.get("artifact") or {}).get("publishedUri")  # the publish stage's, kept
+        p.status["artifact"] = Artifact(uri=f"{p.storage_uri}/{a.path}", digest=a.digest, size_bytes=a.size_bytes,
+                                        format=a.format, published_uri=published).dump()
 
 
 def succeeded(p: Pass) -> bool:
