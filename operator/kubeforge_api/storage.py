@@ -31,6 +31,10 @@ REGION: Final = "AWS_REGION"
 CREDENTIAL_KEYS: Final = (ACCESS_KEY_ID, SECRET_ACCESS_KEY, ENDPOINT_URL, REGION)
 REQUIRED_CREDENTIAL_KEYS: Final = (ACCESS_KEY_ID, SECRET_ACCESS_KEY)
 
+# The storage initializer: the init container of a server pod that serves an s3:// model (same image).
+STORAGE_INITIALIZER_NAME: Final = "storage-initializer"
+STORAGE_COMMAND: Final = ("python", "-m", "kubeforge_trainer.storage")
+
 # Exit codes of the storage initializer (sysexits), read back by the operator into a reason.
 EXIT_NOT_FOUND: Final = 66  # EX_NOINPUT: no such bucket or object under the prefix
 EXIT_CORRUPT: Final = 65  # EX_DATAERR: the copy's digest is not the recorded one, or an unsafe key

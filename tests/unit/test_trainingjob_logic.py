@@ -329,3 +329,28 @@ def test_terminal_conditions_never_flip_back() -> None:
     later = run(tj(status=copy.deepcopy(failed.status)), [pod(0, "Succeeded"), pod(1, "Failed", **terminated(1))])
     assert cond(later, "Failed")["status"] == "True" and "Succeeded" not in {c["type"] for c in
                                                                             later.status["conditions"]}
+
+
+def test_the_compression_pod_reads_eval_data_from_a_claim_or_a_copy_of_an_s3_object() -> None:
+    from kubeforge_operator.render.trainingjob import render_compression_pod
+
+    def compression_pod(eval_data: Obj) -> Obj:
+        spec = TrainingJobSpec.model_validate({
+            "command": ["python", "train.py"], "storage": {"persistentVolumeClaim": {"claimName": "runs"}},
+            "compression": {"methods": [{"quantize": {}}], "evalData": eval_data}})
+        return render_compression_pod(ObjectRef("j", "ns", "u", 1), spec, 1, "img", "1Gi")["spec"]
+
+    on_claim = compression_pod({"uri": "pvc://data/eval/reviews.jsonl", "format": "jsonl"})
+    env = {e["name"]: e.get("value") for e in on_claim["containers"][0]["env"]}
+    assert env["KUBEFORGE_COMPRESS_EVAL_DATA"] == "/kubeforge/eval-data/eval/reviews.jsonl"
+    assert {"name": "data", "persistentVolumeClaim": {"claimName": "data", "readOnly": True}} in on_claim["volumes"]
+    assert "initContainers" not in on_claim
+    in_s3 = compression_pod({"uri": "s3://eval/sets/images/", "format": "images", "secretRef": {"name": "k"}})
+    (init,) = in_s3["initContainers"]
+    assert init["args"][:3] == ["fetch", "--uri", "s3://eval/sets/images/"]
+    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in init["env"]} == {"k"}
+    main_env = {e["name"]: e.get("value") for e in in_s3["containers"][0]["env"]}
+    assert main_env["KUBEFORGE_COMPRESS_EVAL_DATA"] == "/kubeforge/eval-data"
+    assert {"name": "data", "mountPath": "/kubeforge/eval-data", "readOnly": True} in \
+        in_s3["containers"][0]["volumeMounts"]
+    assert not [e for e in in_s3["containers"][0]["env"] if "secretKeyRef" in (e.get("valueFrom") or {})]

@@ -6,9 +6,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubeforge_api.storage import CREDENTIAL_KEYS, REQUIRED_CREDENTIAL_KEYS
+from kubeforge_api.storage import (
+    CREDENTIAL_KEYS,
+    REQUIRED_CREDENTIAL_KEYS,
+    STORAGE_COMMAND,
+    STORAGE_INITIALIZER_NAME,
+    is_s3,
+    split_pvc,
+    split_s3,
+)
+
+from .common import restricted_container_security
 
 Obj = dict[str, Any]
+INITIALIZER_REQUESTS = {"cpu": "100m", "memory": "256Mi"}  # a copy is I/O-bound
 
 
 def credential_env(secret: str) -> list[Obj]:
@@ -16,3 +27,30 @@ def credential_env(secret: str) -> list[Obj]:
     return [{"name": key, "valueFrom": {"secretKeyRef": {
         "name": secret, "key": key, **({} if key in REQUIRED_CREDENTIAL_KEYS else {"optional": True})}}}
         for key in CREDENTIAL_KEYS]
+
+
+def fetch_container(uri: str, secret: str, volume: str, mount: str, image: str, *extra: str) -> Obj:
+    """An init container that copies `uri` into the volume `volume` mounted at `mount` (see
+    `python -m kubeforge_trainer.storage fetch`); `extra` are more arguments (a digest, a size bound)."""
+    return {
+        "name": STORAGE_INITIALIZER_NAME, "image": image, "command": list(STORAGE_COMMAND),
+        "args": ["fetch", "--uri", uri, "--dest", mount, "--secret-name", secret, "--clean", *extra],
+        "env": credential_env(secret), "resources": {"requests": dict(INITIALIZER_REQUESTS)},
+        "volumeMounts": [{"name": volume, "mountPath": mount}, {"name": "tmp", "mountPath": "/tmp"}],
+        "terminationMessagePolicy": "FallbackToLogsOnError", "securityContext": restricted_container_security(),
+    }
+
+
+def attach_data(pod_spec: Obj, uri: str, secret: str | None, mount: str, is_directory: bool, image: str) -> str:
+    """Make the file or directory at `uri` readable in the pod under `mount` (a claim mounted read-only,
+    or an s3:// copy made by an init container into an emptyDir); returns its path in the pod."""
+    pod_spec["containers"][0]["volumeMounts"].append({"name": "data", "mountPath": mount, "readOnly": True})
+    if is_s3(uri):
+        assert secret is not None, "an s3:// uri comes with its Secret"
+        pod_spec["volumes"].append({"name": "data", "emptyDir": {}})
+        pod_spec.setdefault("initContainers", []).append(fetch_container(uri, secret, "data", mount, image))
+        key = split_s3(uri)[1]
+        return mount if is_directory else f"{mount}/{key.rsplit('/', 1)[-1]}"
+    claim, path = split_pvc(uri)
+    pod_spec["volumes"].append({"name": "data", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+    return f"{mount}/{path}"

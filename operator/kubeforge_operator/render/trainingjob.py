@@ -30,7 +30,7 @@ from kubeforge_api.trainingjob import Strategy, TrainingJobSpec
 
 from ..plan import ObjectRef
 from .common import owner_reference, restricted_container_security, restricted_pod_security
-from .storage import credential_env
+from .storage import attach_data, credential_env
 
 Obj = dict[str, Any]
 KIND = "TrainingJob"
@@ -39,6 +39,7 @@ TRAINER_COMMAND = ["python", "-m", "kubeforge_trainer", "launch"]  # torchrun in
 # $KUBEFORGE_OUTPUT_DIR as the artifact (a custom image may not have it: its command runs as given).
 COMMAND_WRAPPER = ["python", "-m", "kubeforge_trainer.command", "--"]
 PUBLISH_COMMAND = ["python", "-m", "kubeforge_trainer.publish"]
+EVAL_DATA_MOUNT = "/kubeforge/eval-data"
 OUTPUT_DIR = f"{STORAGE_MOUNT}/artifact"
 COMPRESS_COMMAND = ["python", "-m", "kubeforge_trainer", "compress"]
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -224,6 +225,11 @@ def render_compression_pod(job: ObjectRef, spec: TrainingJobSpec, attempt: int, 
     threads = {"name": CompressEnv.THREADS, "value": str(request_threads(cpu))}
     container["env"] = [e for e in container["env"] if not e["name"].startswith("PET_")] + [threads]
     container["resources"] = {k: v for k, v in {"limits": dict(res.limits), "requests": requests}.items() if v}
+    data = spec.compression.eval_data
+    if data is not None:
+        path = attach_data(pod["spec"], data.uri, data.secret_ref.name if data.secret_ref else None, EVAL_DATA_MOUNT,
+                           data.format == "images", container["image"])
+        container["env"].append({"name": CompressEnv.EVAL_DATA, "value": path})
     for key in ("hostname", "subdomain"):
         pod["spec"].pop(key, None)
     return pod
