@@ -171,6 +171,8 @@ class ResolvedModel(Model):
         "every file of a Hugging Face or torch.export directory)."))
     format: ModelFormat | None = Field(default=None, description=(
         "The model's format as its TrainingJob recorded it (kubeforge, hf-transformers, torch-export)."))
+    size_bytes: int | None = Field(default=None, ge=0, le=2**50, description=(
+        "Size of the model directory as its TrainingJob recorded it; bounds the copy of an s3:// model."))
     training_job: str | None = Field(default=None, max_length=253, description=(
         "The TrainingJob the artifact came from (lineage to its metrics and compression report)."))
     variant: Variant | None = Field(default=None, description="Which artifact of that TrainingJob is served.")
@@ -181,7 +183,7 @@ class StoppedModel(Model):
 
     uri: str = Field(max_length=1024, description="The model's uri, as resolved.")
     generation: int = Field(ge=0, description="The spec generation it was stopped at; a new one tries again.")
-    reason: ServingReason = Field(description="ModelNotFound or ModelLoadFailed.")
+    reason: ServingReason = Field(description="ModelNotFound, ModelLoadFailed or StorageAccessDenied.")
     message: str = Field(max_length=1024, description="The server's reason, naming the uri.")
 
 

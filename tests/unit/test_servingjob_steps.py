@@ -254,3 +254,127 @@ def test_servers_that_cannot_find_the_model_before_any_served_are_stopped_not_cr
     fixed["metadata"]["generation"] = 2
     again = decide(World(fixed, children, frozenset(), NOW), CFG)
     assert "stopped" not in again.status and again.update[0]["spec"]["replicas"] == 1
+
+
+# ---------- models in an object store ----------
+
+S3_SPEC = {"model": {"uri": "s3://models/digits", "secretRef": {"name": "creds"}}}
+PUBLISHED = {"conditions": SUCCEEDED["conditions"], "artifact": {
+    "uri": "emptydir://ml/digits/artifact", "digest": "sha256:" + "cd" * 32, "format": "kubeforge",
+    "sizeBytes": 4 * 1024 * 1024, "publishedUri": "s3://models/runs/digits/artifact"}}
+
+
+def pod_spec(plan: Plan) -> Obj:
+    [dep] = [o for o in plan.create if o["kind"] == "Deployment"]
+    spec: Obj = dep["spec"]["template"]["spec"]
+    return spec
+
+
+def test_an_s3_model_is_copied_by_an_init_container_that_alone_sees_the_secret() -> None:
+    spec = pod_spec(decide(World(serving(S3_SPEC), {}, frozenset(), NOW), CFG))
+    [init], [server] = spec["initContainers"], spec["containers"]
+    assert init["name"] == "storage-initializer" and init["image"] == server["image"] == "img"
+    assert init["command"] == ["python", "-m", "kubeforge_trainer.storage"]
+    assert init["args"][:8] == ["fetch", "--uri", "s3://models/digits", "--dest", "/kubeforge/model",
+                                "--secret-name", "creds", "--clean"] and "--digest" not in init["args"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in init["env"]}
+    assert refs == {"AWS_ACCESS_KEY_ID": {"name": "creds", "key": "AWS_ACCESS_KEY_ID"},
+                    "AWS_SECRET_ACCESS_KEY": {"name": "creds", "key": "AWS_SECRET_ACCESS_KEY"},
+                    "AWS_ENDPOINT_URL": {"name": "creds", "key": "AWS_ENDPOINT_URL", "optional": True},
+                    "AWS_REGION": {"name": "creds", "key": "AWS_REGION", "optional": True}}
+    assert not [e for e in server["env"] if "valueFrom" in e or e["name"].startswith("AWS_")]
+    assert "envFrom" not in server and "envFrom" not in init
+    assert init["securityContext"]["readOnlyRootFilesystem"] and init["securityContext"]["capabilities"] == {
+        "drop": ["ALL"]} and init["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"}}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["model"] == {"name": "model", "emptyDir": {}}  # no size known: no limit guessed
+    assert server["volumeMounts"][0] == {"name": "model", "mountPath": "/kubeforge/model", "readOnly": True}
+    assert {"name": "model", "mountPath": "/kubeforge/model"} in init["volumeMounts"]
+
+
+def test_a_claim_model_has_no_init_container_and_mounts_its_path() -> None:
+    spec = pod_spec(decide(World(serving(), {}, frozenset(), NOW), CFG))
+    assert "initContainers" not in spec and spec["containers"][0]["volumeMounts"][0]["subPath"] == "m"
+    assert {"name": "model", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}} in spec["volumes"]
+
+
+def test_a_training_jobs_published_copy_is_served_with_its_output_secret_and_verified() -> None:
+    job = {"spec": {"output": {"uri": "s3://models/runs", "secretRef": {"name": "out-creds"}}}, "status": PUBLISHED}
+    ref = {"model": {"trainingJobRef": {"name": "digits", "variant": "original"}}}
+    plan = decide(World(serving(ref), {}, frozenset(), NOW, probe={"digits": job}), CFG)
+    target = plan.status["targetModel"]
+    assert target["uri"] == "s3://models/runs/digits/artifact" and target["secretRef"] == {"name": "out-creds"}
+    assert target["format"] == "kubeforge" and target["digest"] == PUBLISHED["artifact"]["digest"]
+    spec = pod_spec(plan)
+    args = spec["initContainers"][0]["args"]
+    assert args[args.index("--digest") + 1] == PUBLISHED["artifact"]["digest"]
+    limit = int(args[args.index("--max-bytes") + 1])
+    assert limit >= 4 * 1024 * 1024 and int(spec["volumes"][0]["emptyDir"]["sizeLimit"]) > limit
+    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in spec["initContainers"][0]["env"]} == {"out-creds"}
+
+
+def test_a_training_jobs_artifact_on_a_claim_is_served_from_the_claim_even_when_published() -> None:
+    status = {**PUBLISHED, "artifact": {**PUBLISHED["artifact"], "uri": "pvc://models/runs/digits/artifact"}}
+    job = {"spec": {"output": {"uri": "s3://models/runs", "secretRef": {"name": "out-creds"}}}, "status": status}
+    ref = {"model": {"trainingJobRef": {"name": "digits"}}}
+    plan = decide(World(serving(ref), {}, frozenset(), NOW, probe={"digits": job}), CFG)
+    assert plan.status["targetModel"]["uri"].startswith("pvc://") and "initContainers" not in pod_spec(plan)
+    assert plan.status["targetModel"]["format"] == "kubeforge"
+
+
+@pytest.mark.parametrize(("artifact", "why"), [
+    ({"uri": "emptydir://ml/digits/artifact"}, "was not published: give the job spec.storage or spec.output"),
+    ({"uri": "emptydir://ml/digits/artifact", "publishedUri": "s3://models/x/../../etc"}, "cannot be served"),
+], ids=["not published", "hostile published uri"])
+def test_an_artifact_that_lived_only_in_the_pods_names_the_fix(artifact: Obj, why: str) -> None:
+    job = {"spec": {"output": {"uri": "s3://models/runs", "secretRef": {"name": "c"}}},
+           "status": {**SUCCEEDED, "artifact": artifact}}
+    plan = decide(World(serving({"model": {"trainingJobRef": {"name": "digits"}}}), {}, frozenset(), NOW,
+                        probe={"digits": job}), CFG)
+    ready = next(c for c in plan.status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "ModelNotFound" and why in ready["message"]
+
+
+def initializer_exited(code: int, message: str) -> Obj:
+    """A main-track server pod whose storage initializer exited (and now waits to be retried)."""
+    return {"kind": "Pod", "metadata": {"name": "demo-abc", "uid": "p", "labels": {"kubeforge.dev/track": "main"}},
+            "status": {"phase": "Pending", "initContainerStatuses": [{
+                "name": "storage-initializer", "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {"terminated": {"exitCode": code, "message": message + "\n"}}}],
+                "containerStatuses": [{"name": "server", "state": {"waiting": {"reason": "PodInitializing"}}}]}}
+
+
+@pytest.mark.parametrize(("code", "line", "reason", "stops"), [
+    (66, "s3://models/digits: no such object", "ModelNotFound", True),
+    (77, "s3://models/digits: the credentials in Secret creds were refused (InvalidAccessKeyId)",
+     "StorageAccessDenied", True),
+    (65, "s3://models/digits: the copy's digest is sha256:00, not the recorded sha256:11", "ModelLoadFailed", True),
+    (69, "s3://models/digits: cannot reach the object store at http://s3:9000 (EndpointConnectionError)",
+     "StorageUnavailable", False),
+], ids=["not found", "access denied", "corrupt", "unavailable"])
+def test_an_initializer_that_cannot_copy_the_model_says_why_in_the_users_terms(code: int, line: str, reason: str,
+                                                                               stops: bool) -> None:
+    first = decide(World(serving(S3_SPEC), {}, frozenset(), NOW), CFG)
+    children = observed(first)
+    children["Pod"] = [initializer_exited(code, line)]
+    plan = decide(World(serving(S3_SPEC, status=first.status), children, frozenset(), NOW), CFG)
+    ready = next(c for c in plan.status["conditions"] if c["type"] == "Ready")
+    assert (ready["reason"], conditions(plan)["Degraded"]) == (reason, ("True", reason))
+    assert ready["message"].startswith(f"pod demo-abc: {line}") and "\n" not in ready["message"]
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", reason)]
+    assert ("stopped" in plan.status) is stops  # an unreachable store may come back: keep retrying
+    assert [o["spec"]["replicas"] for o in plan.update] == ([0] if stops else [])
+
+
+def test_a_missing_credentials_secret_is_said_in_one_line() -> None:
+    first = decide(World(serving(S3_SPEC), {}, frozenset(), NOW), CFG)
+    children = observed(first)
+    children["Pod"] = [{"kind": "Pod", "metadata": {"name": "demo-abc", "uid": "p",
+                                                    "labels": {"kubeforge.dev/track": "main"}},
+                        "status": {"phase": "Pending", "initContainerStatuses": [{
+                            "name": "storage-initializer", "state": {"waiting": {
+                                "reason": "CreateContainerConfigError", "message": 'secret "creds" not found'}}}]}}]
+    plan = decide(World(serving(S3_SPEC, status=first.status), children, frozenset(), NOW), CFG)
+    ready = next(c for c in plan.status["conditions"] if c["type"] == "Ready")
+    assert (ready["reason"], ready["message"]) == ("CreateContainerConfigError", "pod demo-abc: Secret creds not found")
+    assert "stopped" not in plan.status  # creating the Secret lets the pod start: nothing to stop

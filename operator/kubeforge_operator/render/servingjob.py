@@ -1,5 +1,6 @@
 """Pure rendering of a ServingJob's children: a Deployment per track (main, and canary when set)
-running the inference server on a read-only model volume, one ClusterIP Service on port 80 in
+running the inference server on a read-only model volume (a claim, or an emptyDir the storage
+initializer fills from an object store), one ClusterIP Service on port 80 in
 front of both, an optional HorizontalPodAutoscaler and a PodDisruptionBudget. Each child carries
 the hash of its rendered form, so the controller updates it only when that form changes."""
 
@@ -26,31 +27,55 @@ from kubeforge_api.server_settings import (
     TERMINATION_LOG,
     ServerSettings,
 )
-from kubeforge_api.servingjob import SERVICE_PORT, ServingJobSpec
+from kubeforge_api.servingjob import SERVICE_PORT, ResolvedModel, ServingJobSpec
+from kubeforge_api.storage import is_s3, split_pvc
 
 from ..plan import ObjectRef
 from .common import owner_reference, restricted_container_security, restricted_pod_security, with_hash
+from .storage import fetch_container
 
 Obj = dict[str, Any]
 KIND = "ServingJob"
 MAIN, CANARY = "main", "canary"
 DEFAULT_CPU_REQUEST = "100m"  # the HPA measures CPU against the request
 SHUTDOWN_DELAY = 15.0  # seconds: longer than endpoint removal takes to reach every kube-proxy
+MiB = 1024 * 1024
+COPY_SLACK = 16 * MiB  # above the published size (plus a quarter): room for a slightly larger copy
+EMPTYDIR_HEADROOM = 64 * MiB  # the volume's limit above the copy's: file-system overhead, never an eviction
 
 
 @dataclass(frozen=True)
 class ModelVolume:
-    """Where a resolved model lives (a claim and the artifact directory's path inside it), and the
-    digest its weights must have (the server refuses to serve anything else)."""
+    """A model on a claim: the claim and the directory's path inside it, mounted read-only (subPath).
+    `digest` is what the model's weights must have: the server refuses to serve anything else."""
 
     claim: str
     path: str
     digest: str | None = None
 
-    @classmethod
-    def parse(cls, uri: str, digest: str | None = None) -> ModelVolume:
-        claim, _, path = uri.removeprefix("pvc://").partition("/")
-        return cls(claim, path.rstrip("/"), digest)
+
+@dataclass(frozen=True)
+class ObjectStoreVolume:
+    """A model under an `s3://` uri: the storage initializer copies it into an emptyDir (verified against
+    `digest` when known, bounded by `size_bytes` when known) before the server starts; only that init
+    container sees the credentials of Secret `secret`."""
+
+    uri: str
+    secret: str
+    digest: str | None = None
+    size_bytes: int | None = None
+
+
+ServedVolume = ModelVolume | ObjectStoreVolume  # where the servers find their model: claim or object store
+
+
+def served_volume(model: ResolvedModel) -> ServedVolume:
+    """Where a resolved model lives, as the Deployment mounts or fetches it."""
+    if is_s3(model.uri):
+        assert model.secret_ref is not None, "an s3:// model resolves with its Secret"
+        return ObjectStoreVolume(model.uri, model.secret_ref.name, model.digest, model.size_bytes)
+    claim, path = split_pvc(model.uri)
+    return ModelVolume(claim, path, model.digest)
 
 
 def selector(ref: ObjectRef) -> dict[str, str]:
@@ -66,7 +91,33 @@ def deployment_name(ref: ObjectRef, track: str) -> str:
     return ref.name if track == MAIN else f"{ref.name}-canary"
 
 
-def _container(spec: ServingJobSpec, settings: ServerSettings) -> Obj:
+def _model_mount(model: ServedVolume) -> Obj:
+    mount = {"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True}
+    return {**mount, "subPath": model.path} if isinstance(model, ModelVolume) else mount
+
+
+def _model_volume(model: ServedVolume) -> Obj:
+    if isinstance(model, ModelVolume):
+        return {"name": "model", "persistentVolumeClaim": {"claimName": model.claim, "readOnly": True}}
+    if model.size_bytes is None:
+        return {"name": "model", "emptyDir": {}}
+    return {"name": "model", "emptyDir": {"sizeLimit": str(copy_limit(model.size_bytes) + EMPTYDIR_HEADROOM)}}
+
+
+def copy_limit(size_bytes: int) -> int:
+    """The most bytes the initializer copies for a model whose directory was published at `size_bytes`."""
+    return size_bytes + size_bytes // 4 + COPY_SLACK
+
+
+def _initializer(model: ObjectStoreVolume, image: str) -> Obj:
+    """The init container that copies the model into the pod; the only one that sees the credentials."""
+    extra = ["--digest", model.digest] if model.digest else []
+    if model.size_bytes is not None:
+        extra += ["--max-bytes", str(copy_limit(model.size_bytes))]
+    return fetch_container(model.uri, model.secret, "model", MODEL_MOUNT, image, *extra)
+
+
+def _container(spec: ServingJobSpec, settings: ServerSettings, model: ServedVolume) -> Obj:
     probe = {"httpGet": {"path": READINESS_PATH, "port": SERVER_PORT}, "periodSeconds": 2, "failureThreshold": 2}
     resources = spec.resources.dump()
     if "cpu" not in resources.get("requests", {}) and "cpu" not in resources.get("limits", {}):
@@ -79,31 +130,32 @@ def _container(spec: ServingJobSpec, settings: ServerSettings) -> Obj:
         "livenessProbe": {"httpGet": {"path": LIVENESS_PATH, "port": SERVER_PORT}, "periodSeconds": 10,
                           "failureThreshold": 6},
         "resources": {k: v for k, v in resources.items() if v},
-        "volumeMounts": [{"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True},
-                         {"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [_model_mount(model), {"name": "tmp", "mountPath": "/tmp"}],
         "terminationMessagePath": TERMINATION_LOG, "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": restricted_container_security(),
     }
 
 
-def render_deployment(ref: ObjectRef, spec: ServingJobSpec, track: str, model: ModelVolume, image: str,
+def render_deployment(ref: ObjectRef, spec: ServingJobSpec, track: str, model: ServedVolume, image: str,
                       replicas: int | None) -> Obj:
-    """`replicas` None leaves the count to the HorizontalPodAutoscaler."""
+    """`replicas` None leaves the count to the HorizontalPodAutoscaler; a model in an object store is
+    copied into the pod by an init container first."""
     # A stopping server keeps answering (not ready) until every proxy has dropped it from the Service.
     settings = ServerSettings.for_spec(ref.name, spec, model_digest=model.digest).model_copy(
         update={"shutdown_delay_seconds": SHUTDOWN_DELAY})
     tmpl = spec.pod_template
     labels = {**tmpl.labels, **selector(ref), LABEL_TRACK: track, LABEL_OWNER_UID: ref.uid,
               LABEL_MANAGED_BY: MANAGED_BY}
+    image = spec.image or image
     pod_spec: Obj = {
-        "containers": [{**_container(spec, settings), "image": spec.image or image}],
+        "containers": [{**_container(spec, settings, model), "image": image}],
         "enableServiceLinks": False, "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": settings.termination_grace_seconds,
         "securityContext": restricted_pod_security(),
-        "volumes": [{"name": "model", "persistentVolumeClaim": {"claimName": model.claim, "readOnly": True}},
-                    {"name": "tmp", "emptyDir": {}}],
+        "volumes": [_model_volume(model), {"name": "tmp", "emptyDir": {}}],
     }
-    pod_spec["containers"][0]["volumeMounts"][0]["subPath"] = model.path
+    if isinstance(model, ObjectStoreVolume):
+        pod_spec["initContainers"] = [_initializer(model, image)]
     pod_spec.update(tmpl.pod_spec_fields())
     dep_spec: Obj = {
         "selector": {"matchLabels": {**selector(ref), LABEL_TRACK: track}},

@@ -33,6 +33,7 @@ STEPS: tuple[Step, ...] = (
 EVENTS = EventRule(
     warning_reasons=frozenset({ServingReason.INVALID_SPEC, ServingReason.POD_POLICY_VIOLATION,
                                ServingReason.MODEL_NOT_FOUND, ServingReason.MODEL_LOAD_FAILED,
+                               ServingReason.STORAGE_ACCESS_DENIED, ServingReason.STORAGE_UNAVAILABLE,
                                Reason.CREATE_REJECTED, Reason.NAME_CONFLICT}),
     trouble=frozenset({ServingConditionType.DEGRADED}),
 )

@@ -12,11 +12,11 @@ from ..plan import Obj
 from ..render.servingjob import (
     CANARY,
     MAIN,
-    ModelVolume,
     render_deployment,
     render_hpa,
     render_pdb,
     render_service,
+    served_volume,
     split,
 )
 from .context import CHILD_KINDS, ServingPass
@@ -29,10 +29,9 @@ def desired(p: ServingPass, main: ResolvedModel) -> list[Obj]:
     main_n = 0 if p.stopped is not None else main_n  # a model that cannot load is not left to crash-loop
     hpa = spec.autoscaling is not None and not spec.suspend and p.stopped is None
     out = [render_service(ref), render_pdb(ref),
-           render_deployment(ref, spec, MAIN, ModelVolume.parse(main.uri, main.digest), image, None if hpa else main_n)]
+           render_deployment(ref, spec, MAIN, served_volume(main), image, None if hpa else main_n)]
     if isinstance(p.canary, ResolvedModel):
-        canary = ModelVolume.parse(p.canary.uri, p.canary.digest)
-        out.append(render_deployment(ref, spec, CANARY, canary, image, canary_n))
+        out.append(render_deployment(ref, spec, CANARY, served_volume(p.canary), image, canary_n))
     if hpa:
         out.append(render_hpa(ref, spec))
     return out
