@@ -12,6 +12,7 @@ BASE: Obj = {"apiVersion": "kubeforge.dev/v1alpha1", "kind": "TrainingJob", "met
              "spec": {"command": ["python", "-c", "print()"]}}
 RECIPE = {"model": "mlp", "dataset": "digits"}
 CLAIM = {"persistentVolumeClaim": {"claimName": "c"}}
+FINETUNE = {"model": {"uri": "pvc://models/base/tiny-llama"}, "data": {"uri": "pvc://data/chat.jsonl"}}
 
 
 def with_spec(**changes: Any) -> Obj:
@@ -109,4 +110,18 @@ CORPUS: list[tuple[str, Obj, str]] = [
     ("eval-data-unknown-format", with_spec(storage={"persistentVolumeClaim": {"claimName": "c"}}, compression={
         "methods": [{"quantize": {}}], "evalData": {"uri": "pvc://data/eval.csv", "format": "csv"}}),
      "spec.compression.evalData.format"),
+    ("finetune-and-command", with_spec(finetune=FINETUNE), "spec.recipe"),
+    ("finetune-with-pipeline", with_spec(command=None, finetune=FINETUNE, strategy="pipeline", nodes=2),
+     "spec.strategy"),
+    ("finetune-lora-settings-with-full", with_spec(command=None, finetune={**FINETUNE, "method": "full",
+                                                                            "lora": {"rank": 4}}),
+     "spec.finetune.lora"),
+    ("finetune-unknown-data-format", with_spec(command=None, finetune={
+        **FINETUNE, "data": {"uri": "pvc://data/chat.jsonl", "format": "sharegpt"}}), "spec.finetune.data.format"),
+    ("finetune-s3-model-without-secret", with_spec(command=None, finetune={
+        **FINETUNE, "model": {"uri": "s3://models/base"}}), "spec.finetune.model.secretRef"),
+    ("finetune-bad-target-module", with_spec(command=None, finetune={
+        **FINETUNE, "lora": {"targetModules": ["q_proj; rm -rf"]}}), "spec.finetune.lora.targetModules[0]"),
+    ("finetune-compressed-by-accuracy", with_spec(command=None, finetune=FINETUNE, storage=CLAIM, compression={
+        "methods": [{"quantize": {}}], "accuracyBudget": {"metric": "accuracy"}}), "spec.compression"),
 ]

@@ -168,6 +168,9 @@ class AccuracyBudget(Model):
         default=0.01, ge=0.0, le=1000.0, description="Largest allowed degradation, in the metric's units "
         "(accuracy is a fraction: 0.01 is one point) or, with relative, as a fraction of the baseline.")
     relative: bool = Field(default=False, description="maxDrop is a fraction of the baseline metric.")
+    max_perplexity_increase: float | None = Field(default=None, ge=0.0, le=10.0, description=(
+        "For language models: the largest relative increase of perplexity a candidate may have (0.02 is 2 %); "
+        "it sets the metric to perplexity and replaces maxDrop and relative."))
 
 
 class EvalData(Model):

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
+from .finetune import Evaluation
 from .model import DIGEST, TERMINATION_LIMIT, Finite, NonNegative, RelativePath, Sha256Digest
 from .storage import MAX_URI_LENGTH, S3_URI_PATTERN, ModelFormat
 from .trainingjob import Model
@@ -78,6 +79,8 @@ class TrainingResult(Model):
     """Rank 0's termination message after training: the artifact and the final progress."""
 
     artifact: ArtifactInfo | None = None
+    adapter_artifact: ArtifactInfo | None = None  # a LoRA fine-tune's adapter, beside the merged model
+    evaluation: Evaluation | None = None  # a fine-tune's eval loss and perplexity before and after
     progress: ProgressDoc | None = None
     error: str | None = Field(default=None, max_length=MAX_MESSAGE)
 

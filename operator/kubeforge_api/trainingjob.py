@@ -29,6 +29,7 @@ from .constants import (
 )
 from .crd import Column, CrdKind
 from .curves import MAX_CURVE_POINTS, Curve
+from .finetune import Evaluation, Finetune
 from .meta import MAX_NAME_LENGTH, NAME_TOO_LONG, Condition, ObjectMeta
 from .model import IntOrString, Resources, Rule, RuleViolation, list_map, omit_default
 from .model import Model as Model  # re-exported: other kinds import the base from here
@@ -195,12 +196,16 @@ class TrainingJobSpec(Model):
     """What to train and how: the gang of pods, the program (recipe or command) and the policies."""
 
     crd_rules = (
-        Rule("has(self.recipe) != has(self.command)", "exactly one of spec.recipe or spec.command must be set",
-             ".recipe", check=lambda s: (s.recipe is None) != (s.command is None)),
-        Rule("!has(self.compression) || has(self.recipe) || has(self.compression.evalData)",
+        Rule("[has(self.recipe), has(self.command), has(self.finetune)].filter(x, x).size() == 1",
+             "exactly one of spec.recipe, spec.command or spec.finetune must be set", ".recipe",
+             check=lambda s: sum(x is not None for x in (s.recipe, s.command, s.finetune)) == 1),
+        Rule("!has(self.finetune) || self.strategy in ['ddp', 'fsdp']",
+             "spec.finetune runs with strategy ddp or fsdp", ".strategy",
+             check=lambda s: s.finetune is None or s.strategy in (Strategy.DDP, Strategy.FSDP)),
+        Rule("!has(self.compression) || !has(self.command) || has(self.compression.evalData)",
              "spec.compression of a command job needs spec.compression.evalData (no recipe says how to evaluate "
              "its model)", ".compression",
-             check=lambda s: s.compression is None or s.recipe is not None or s.compression.eval_data is not None),
+             check=lambda s: s.compression is None or s.command is None or s.compression.eval_data is not None),
         Rule("!has(self.compression) || (has(self.storage) && has(self.storage.persistentVolumeClaim))",
              "spec.compression needs spec.storage.persistentVolumeClaim (the compression pod reads the trained "
              "model from it)", ".compression",
@@ -218,6 +223,11 @@ class TrainingJobSpec(Model):
              "spec.output needs spec.storage.persistentVolumeClaim (the publish pod reads the artifact from it)",
              ".output", check=lambda s: s.output is None or (s.storage is not None and s.storage.persistent_volume_claim
                                                                is not None)),
+        Rule("!has(self.compression) || !has(self.finetune) || !has(self.compression.accuracyBudget) || "
+             "!has(self.compression.accuracyBudget.metric) || self.compression.accuracyBudget.metric != 'accuracy'",
+             "spec.compression.accuracyBudget.metric of a fine-tune is perplexity or evalLoss", ".compression",
+             check=lambda s: s.compression is None or s.finetune is None
+             or s.compression.accuracy_budget.metric != "accuracy"),
         Rule("!has(self.args) || has(self.command)", "spec.args requires spec.command", ".args",
              check=lambda s: s.args is None or s.command is not None),
         Rule("self.strategy == 'parameter-server' ? self.parameterServers >= 1 : self.parameterServers == 0",
@@ -238,6 +248,7 @@ class TrainingJobSpec(Model):
              "spec.strategy, nodes, procsPerNode and parameterServers are immutable"),
         Rule("has(self.recipe) == has(oldSelf.recipe) && (!has(self.recipe) || self.recipe == oldSelf.recipe)",
              "spec.recipe is immutable", ".recipe"),
+        Rule(_same("finetune"), "spec.finetune is immutable", ".finetune"),
         Rule("has(self.command) == has(oldSelf.command) && (!has(self.command) || self.command == oldSelf.command)"
              f" && {_same('args')}", "spec.command and spec.args are immutable", ".command"),
         Rule(f"{_same('image')} && {_same('storage')} && {_same('output')}",
@@ -275,6 +286,9 @@ class TrainingJobSpec(Model):
     recipe: Recipe | None = Field(default=None, description=(
         "Built-in training: model, dataset and hyper-parameters, no code needed. Exactly one of recipe or command. "
         "Immutable."))
+    finetune: Finetune | None = Field(default=None, description=(
+        "Fine-tune a pretrained causal language model (full or LoRA) on JSONL chat, prompt-completion or text "
+        "data. Exactly one of recipe, command or finetune. Immutable."))
     checkpoint: Checkpoint = Field(default_factory=Checkpoint, description="Checkpoint cadence and retention.")
     storage: Storage | None = Field(default=None, description=(
         "Where checkpoints, metrics and the artifact go, mounted at /kubeforge/storage. Without a claim, an emptyDir "
@@ -427,7 +441,13 @@ class TrainingJobStatus(Model):
     last_checkpoint: CheckpointRef | None = Field(default=None, description="The newest checkpoint written.")
     resumed_from: ResumePoint | None = Field(default=None, description=(
         "The checkpoint the latest attempt resumed from (a `Resumed` Event says so when it happens)."))
-    artifact: Artifact | None = Field(default=None, description="The trained model, once the job succeeded.")
+    artifact: Artifact | None = Field(default=None, description=(
+        "The trained model, once the job succeeded (for a LoRA fine-tune: the merged model)."))
+    adapter_artifact: Artifact | None = Field(default=None, description=(
+        "A LoRA fine-tune's adapter (a peft directory), beside the merged model."))
+    evaluation: Evaluation | None = Field(default=None, description=(
+        "A fine-tune's eval loss and perplexity before (the base model) and after, the share of trainable "
+        "parameters and tokens/s."))
     compression: CompressionStatus | None = Field(default=None, description=(
         "The compression stage: the baseline and each method tried, the verdicts and the published artifact."))
 
