@@ -95,3 +95,24 @@ def test_a_disrupted_publish_pod_is_recreated() -> None:
 def test_a_publish_pod_that_says_nothing_readable_is_a_failure() -> None:
     st = run(worker(), publisher("Succeeded", 0, "uploaded!"))["status"]
     assert conditions(st)["Published"] == ("False", "PublishFailed") and st["state"] == "Succeeded"
+
+
+def test_a_fine_tune_records_the_merged_model_the_adapter_and_the_evaluation() -> None:
+    from kubeforge_api.contracts import TrainingResult
+    from kubeforge_operator.trainingjob.context import Pass
+    from kubeforge_operator.trainingjob.success import record_result
+    from kubeforge_operator.trainingjob.validate import invalid_spec
+
+    job = {"apiVersion": "kubeforge.dev/v1alpha1", "kind": "TrainingJob",
+           "metadata": {"name": "demo", "namespace": "ml", "uid": "u", "generation": 1},
+           "spec": {"finetune": {"model": {"uri": "pvc://models/base"}, "data": {"uri": "pvc://data/chat.jsonl"}},
+                    "storage": SPEC["storage"]}}
+    p = Pass(World(job, {}, frozenset(), NOW), CFG)
+    assert invalid_spec(p) is False
+    artifact = {"path": "artifact", "digest": DIGEST, "sizeBytes": 10, "format": "hf-transformers"}
+    record_result(p, TrainingResult.model_validate({
+        "artifact": artifact, "adapterArtifact": {**artifact, "path": "adapter"},
+        "evaluation": {"before": {"loss": 3.2, "perplexity": 24.5}, "after": {"loss": 2.1, "perplexity": 8.2},
+                       "trainableFraction": 0.011, "tokensPerSecond": 900.0}}))
+    assert p.status["adapterArtifact"]["uri"] == "pvc://data/runs/demo/adapter"
+    assert p.status["evaluation"]["after"] == {"loss": 2.1, "perplexity": 8.2}

@@ -342,15 +342,31 @@ def test_the_compression_pod_reads_eval_data_from_a_claim_or_a_copy_of_an_s3_obj
 
     on_claim = compression_pod({"uri": "pvc://data/eval/reviews.jsonl", "format": "jsonl"})
     env = {e["name"]: e.get("value") for e in on_claim["containers"][0]["env"]}
-    assert env["KUBEFORGE_COMPRESS_EVAL_DATA"] == "/kubeforge/eval-data/eval/reviews.jsonl"
-    assert {"name": "data", "persistentVolumeClaim": {"claimName": "data", "readOnly": True}} in on_claim["volumes"]
+    assert env["KUBEFORGE_COMPRESS_EVAL_DATA"] == "/kubeforge/inputs/eval-data/eval/reviews.jsonl"
+    assert {"name": "eval-data", "persistentVolumeClaim": {"claimName": "data", "readOnly": True}} in \
+        on_claim["volumes"]
     assert "initContainers" not in on_claim
     in_s3 = compression_pod({"uri": "s3://eval/sets/images/", "format": "images", "secretRef": {"name": "k"}})
     (init,) = in_s3["initContainers"]
     assert init["args"][:3] == ["fetch", "--uri", "s3://eval/sets/images/"]
     assert {e["valueFrom"]["secretKeyRef"]["name"] for e in init["env"]} == {"k"}
     main_env = {e["name"]: e.get("value") for e in in_s3["containers"][0]["env"]}
-    assert main_env["KUBEFORGE_COMPRESS_EVAL_DATA"] == "/kubeforge/eval-data"
-    assert {"name": "data", "mountPath": "/kubeforge/eval-data", "readOnly": True} in \
+    assert main_env["KUBEFORGE_COMPRESS_EVAL_DATA"] == "/kubeforge/inputs/eval-data"
+    assert {"name": "eval-data", "mountPath": "/kubeforge/inputs/eval-data", "readOnly": True} in \
         in_s3["containers"][0]["volumeMounts"]
     assert not [e for e in in_s3["containers"][0]["env"] if "secretKeyRef" in (e.get("valueFrom") or {})]
+
+
+def test_every_fine_tune_worker_reads_the_base_model_and_data_from_a_claim_or_a_copy() -> None:
+    spec = TrainingJobSpec.model_validate({"nodes": 2, "strategy": "fsdp", "finetune": {
+        "model": {"uri": "s3://models/base/tiny-llama/", "secretRef": {"name": "s3"}},
+        "data": {"uri": "pvc://data/chat/train.jsonl"}, "evalData": {"uri": "pvc://data/chat/eval.jsonl"}}})
+    for member in members(spec):
+        pod = render_pod(ObjectRef("j", "ns", "u", 1), spec, member, 0, "img", "1Gi")["spec"]
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        assert env["KUBEFORGE_FINETUNE_MODEL_DIR"] == "/kubeforge/inputs/base-model"
+        assert env["KUBEFORGE_FINETUNE_DATA"] == "/kubeforge/inputs/train-data/chat/train.jsonl"
+        assert env["KUBEFORGE_FINETUNE_EVAL_DATA"] == "/kubeforge/inputs/eval-data/chat/eval.jsonl"
+        (init,) = pod["initContainers"]
+        assert init["name"] == "fetch-base-model" and "s3://models/base/tiny-llama/" in init["args"]
+        assert pod["containers"][0]["command"] == ["python", "-m", "kubeforge_trainer", "launch"]

@@ -20,6 +20,7 @@ from .common import restricted_container_security
 
 Obj = dict[str, Any]
 INITIALIZER_REQUESTS = {"cpu": "100m", "memory": "256Mi"}  # a copy is I/O-bound
+INPUTS_ROOT = "/kubeforge/inputs"  # where a pod finds the models and data sets its job names
 
 
 def credential_env(secret: str) -> list[Obj]:
@@ -41,16 +42,20 @@ def fetch_container(uri: str, secret: str, volume: str, mount: str, image: str, 
     }
 
 
-def attach_data(pod_spec: Obj, uri: str, secret: str | None, mount: str, is_directory: bool, image: str) -> str:
-    """Make the file or directory at `uri` readable in the pod under `mount` (a claim mounted read-only,
-    or an s3:// copy made by an init container into an emptyDir); returns its path in the pod."""
-    pod_spec["containers"][0]["volumeMounts"].append({"name": "data", "mountPath": mount, "readOnly": True})
+def attach(pod_spec: Obj, volume: str, uri: str, secret: str | None, is_directory: bool, image: str) -> str:
+    """Make the file or directory at `uri` readable in the pod's first container under
+    `/kubeforge/inputs/VOLUME` (a claim mounted read-only, or an s3:// copy an init container makes
+    into an emptyDir); returns its path in the pod."""
+    mount = f"{INPUTS_ROOT}/{volume}"
+    pod_spec["containers"][0]["volumeMounts"].append({"name": volume, "mountPath": mount, "readOnly": True})
     if is_s3(uri):
         assert secret is not None, "an s3:// uri comes with its Secret"
-        pod_spec["volumes"].append({"name": "data", "emptyDir": {}})
-        pod_spec.setdefault("initContainers", []).append(fetch_container(uri, secret, "data", mount, image))
+        pod_spec["volumes"].append({"name": volume, "emptyDir": {}})
+        init = fetch_container(uri, secret, volume, mount, image)
+        init["name"] = f"fetch-{volume}"
+        pod_spec.setdefault("initContainers", []).append(init)
         key = split_s3(uri)[1]
         return mount if is_directory else f"{mount}/{key.rsplit('/', 1)[-1]}"
     claim, path = split_pvc(uri)
-    pod_spec["volumes"].append({"name": "data", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+    pod_spec["volumes"].append({"name": volume, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
     return f"{mount}/{path}"

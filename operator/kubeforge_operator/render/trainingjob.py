@@ -26,11 +26,12 @@ from kubeforge_api.constants import (
     STORAGE_MOUNT,
     Env,
 )
+from kubeforge_api.finetune import DATA_ENV, EVAL_DATA_ENV, MODEL_DIR_ENV, Finetune
 from kubeforge_api.trainingjob import Strategy, TrainingJobSpec
 
 from ..plan import ObjectRef
 from .common import owner_reference, restricted_container_security, restricted_pod_security
-from .storage import attach_data, credential_env
+from .storage import attach, credential_env
 
 Obj = dict[str, Any]
 KIND = "TrainingJob"
@@ -39,7 +40,6 @@ TRAINER_COMMAND = ["python", "-m", "kubeforge_trainer", "launch"]  # torchrun in
 # $KUBEFORGE_OUTPUT_DIR as the artifact (a custom image may not have it: its command runs as given).
 COMMAND_WRAPPER = ["python", "-m", "kubeforge_trainer.command", "--"]
 PUBLISH_COMMAND = ["python", "-m", "kubeforge_trainer.publish"]
-EVAL_DATA_MOUNT = "/kubeforge/eval-data"
 OUTPUT_DIR = f"{STORAGE_MOUNT}/artifact"
 COMPRESS_COMMAND = ["python", "-m", "kubeforge_trainer", "compress"]
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -137,6 +137,17 @@ def _command(spec: TrainingJobSpec) -> list[str]:
     return [*COMMAND_WRAPPER, *spec.command] if spec.image is None else list(spec.command)
 
 
+def _attach_finetune_inputs(pod_spec: Obj, finetune: Finetune, image: str) -> None:
+    """The base model, the data and the eval data of a fine-tune, each at the path its env names."""
+    inputs = [("base-model", MODEL_DIR_ENV, finetune.model, True), ("train-data", DATA_ENV, finetune.data, False)]
+    if finetune.eval_data is not None:
+        inputs.append(("eval-data", EVAL_DATA_ENV, finetune.eval_data, False))
+    for volume, env, source, is_directory in inputs:
+        secret = source.secret_ref.name if source.secret_ref else None
+        path = attach(pod_spec, volume, source.uri, secret, is_directory, image)
+        pod_spec["containers"][0]["env"].append({"name": env, "value": path})
+
+
 def render_pod(job: ObjectRef, spec: TrainingJobSpec, member: Member, attempt: int, default_image: str,
                shm_size: str) -> Obj:
     name = pod_name(job.name, member.role, member.rank)
@@ -176,6 +187,8 @@ def render_pod(job: ObjectRef, spec: TrainingJobSpec, member: Member, attempt: i
         "volumes": [{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size}},
                     {"name": "tmp", "emptyDir": {}}, storage],
     }
+    if spec.finetune is not None and member.role == ROLE_NODE:
+        _attach_finetune_inputs(pod_spec, spec.finetune, container["image"])
     gpu = ({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},) \
         if spec.resources.gpus and member.role == ROLE_NODE else ()
     pod_spec.update(tmpl.pod_spec_fields(gpu))
@@ -227,8 +240,8 @@ def render_compression_pod(job: ObjectRef, spec: TrainingJobSpec, attempt: int, 
     container["resources"] = {k: v for k, v in {"limits": dict(res.limits), "requests": requests}.items() if v}
     data = spec.compression.eval_data
     if data is not None:
-        path = attach_data(pod["spec"], data.uri, data.secret_ref.name if data.secret_ref else None, EVAL_DATA_MOUNT,
-                           data.format == "images", container["image"])
+        path = attach(pod["spec"], "eval-data", data.uri, data.secret_ref.name if data.secret_ref else None,
+                      data.format == "images", container["image"])
         container["env"].append({"name": CompressEnv.EVAL_DATA, "value": path})
     for key in ("hostname", "subdomain"):
         pod["spec"].pop(key, None)

@@ -15,11 +15,13 @@ from .progress import apply_progress
 def record_result(p: Pass, result: TrainingResult) -> None:
     if result.progress is not None:
         apply_progress(p.status, result.progress)
-    if result.artifact is not None:
-        a = result.artifact
-        published = (p.status.get("artifact") or {}).get("publishedUri")  # the publish stage's, kept
-        p.status["artifact"] = Artifact(uri=f"{p.storage_uri}/{a.path}", digest=a.digest, size_bytes=a.size_bytes,
-                                        format=a.format, published_uri=published).dump()
+    for key, info in (("artifact", result.artifact), ("adapterArtifact", result.adapter_artifact)):
+        if info is not None:
+            published = (p.status.get(key) or {}).get("publishedUri")  # the publish stage's, kept
+            p.status[key] = Artifact(uri=f"{p.storage_uri}/{info.path}", digest=info.digest,
+                                     size_bytes=info.size_bytes, format=info.format, published_uri=published).dump()
+    if result.evaluation is not None:
+        p.status["evaluation"] = result.evaluation.dump()
 
 
 def succeeded(p: Pass) -> bool:
