@@ -119,9 +119,9 @@ def _interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def run(path: Path, runs: Path, storage: Path | None, quiet: bool) -> int:
+def run(path: Path, runs: Path, storage: Path | None, quiet: bool, claims: Path | None = None) -> int:
     doc = load_job(path)
-    job = LocalRun.create(doc, runs, storage)
+    job = LocalRun.create(doc, runs, storage, claims)
     job.job["file"] = str(path.resolve())
     n = len(members(TrainingJobSpec.model_validate(doc.get("spec") or {})))
     print(f"kubeforge: running {job.job['metadata']['name']} ({n} local process{'es' * (n != 1)}); "
@@ -174,8 +174,12 @@ def parser() -> argparse.ArgumentParser:
                    help="where run folders (logs, storage, run.json) go (default: %(default)s)")
     r.add_argument("--storage", type=Path, help="storage directory (default: inside the run's folder)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.add_argument("--claims", type=Path, default=Path(os.environ.get("KUBEFORGE_CLAIMS_DIR", "claims")),
+                   help="pvc://CLAIM/PATH is read from CLAIMS/CLAIM/PATH (default: %(default)s); s3:// uris are "
+                   "copied with this machine's AWS_* environment")
     c = sub.add_parser("compress", add_help=False,
-                       help="compress a trained artifact within an accuracy budget (see `kubeforge compress -h`)")
+                       help="compress a model (a Kubeforge artifact, or a Hugging Face directory with "
+                       "--eval-data) within an accuracy budget (see `kubeforge compress -h`)")
     c.add_argument("rest", nargs=argparse.REMAINDER)
     return ap
 
@@ -188,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         return compress(argv[1:])
     args = parser().parse_args(argv)
     try:
-        return run(args.file, args.runs_dir, args.storage, args.quiet)
+        return run(args.file, args.runs_dir, args.storage, args.quiet, args.claims)
     except UserError as e:
         print("\n".join(f"kubeforge: {line}" for line in str(e).splitlines()), file=sys.stderr)
         return 2

@@ -33,6 +33,7 @@ from kubeforge_api.constants import (
 from kubeforge_api.constants import Env as E
 from kubeforge_api.contracts import ProgressDoc, RunRecord, parse_progress
 
+from .localinputs import container_env, local_mounts, localize, run_init_containers
 from .plan import Obj, Plan, World, ts
 from .trainingjob.context import Config
 from .trainingjob.decide import decide
@@ -48,9 +49,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def local_env(pod: Obj, storage: Path, master_port: int, progress_port: int, termination: Path) -> dict[str, str]:
-    """The rendered pod's env with cluster addresses replaced by loopback ones."""
-    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"] if "value" in e}
+def local_env(pod: Obj, storage: Path, master_port: int, progress_port: int, termination: Path,
+              mounts: dict[str, Path] | None = None) -> dict[str, str]:
+    """The rendered pod's env with cluster addresses replaced by loopback ones and mounted paths by
+    local folders."""
+    env = container_env(pod["spec"]["containers"][0], mounts or {})
     env[E.MASTER_ADDR], env[E.MASTER_PORT] = "127.0.0.1", str(master_port)
     if E.RDZV_ENDPOINT in env:
         env[E.RDZV_ENDPOINT] = f"127.0.0.1:{master_port}"
@@ -116,6 +119,7 @@ class LocalRun:
     job: Obj
     root: Path
     storage: Path
+    claims: Path = Path("claims")
     cfg: Config = field(default_factory=lambda: Config(default_image="local", backoff_seconds=1.0, pod_policy=None))
     pods: dict[str, LocalPod] = field(default_factory=dict)
     service: bool = False
@@ -124,7 +128,7 @@ class LocalRun:
     polled: float = -1e9
 
     @classmethod
-    def create(cls, doc: Obj, runs: Path, storage: Path | None) -> LocalRun:
+    def create(cls, doc: Obj, runs: Path, storage: Path | None, claims: Path | None = None) -> LocalRun:
         uid = str(uuid.uuid4())
         name = doc["metadata"]["name"]
         job = {"apiVersion": API_VERSION, "kind": "TrainingJob", "spec": doc.get("spec") or {}, "status": {},
@@ -134,7 +138,7 @@ class LocalRun:
         (root / "logs").mkdir(parents=True, exist_ok=True)
         storage = storage or root / "storage"
         storage.mkdir(parents=True, exist_ok=True)
-        return cls(job, root, storage)
+        return cls(job, root, storage, claims or Path("claims"))
 
     @property
     def status(self) -> Obj:
@@ -181,11 +185,15 @@ class LocalRun:
         log, termination = self.root / "logs" / f"{name}.log", self.root / "logs" / f"{name}.termination"
         termination.unlink(missing_ok=True)
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # this environment's torchrun
-        env = {**os.environ, "PATH": path, **local_env(pod, self.storage, self.master_port, port, termination)}
+        mounts = local_mounts(pod, self.claims.resolve(), self.root / "volumes" / name)
+        env = {**os.environ, "PATH": path, **local_env(pod, self.storage, self.master_port, port, termination, mounts)}
         c = pod["spec"]["containers"][0]
+        argv = [localize(a, mounts) for a in [*c["command"], *c.get("args", [])]]
+        failed = run_init_containers(pod, mounts, {"PATH": path}, log, termination)
+        if failed:  # the pod ends as its failed init container did (its one line is the termination message)
+            argv = [sys.executable, "-c", f"raise SystemExit({failed})"]
         with log.open("ab") as out:
-            proc = subprocess.Popen([*c["command"], *c.get("args", [])], env=env, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.pods[name] = LocalPod(pod, proc, log, termination, port, ts(datetime.now(UTC)))
 
     def _reap(self) -> None:
