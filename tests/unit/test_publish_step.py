@@ -86,6 +86,15 @@ def test_refused_credentials_are_reported_and_the_job_still_succeeds() -> None:
     assert message.endswith(line) and "publishedUri" not in st["artifact"]
 
 
+def test_a_missing_secret_is_reported_and_the_pod_removed() -> None:
+    waiting = publisher("Pending", 0)
+    waiting["status"] = {"phase": "Pending", "containerStatuses": [{"name": "trainer", "state": {"waiting": {
+        "reason": "CreateContainerConfigError", "message": 'secret "s3-keys" not found'}}}]}
+    out = run(worker(), waiting)
+    assert conditions(out["status"])["Published"] == ("False", "PublishFailed")
+    assert out["status"]["state"] == "Succeeded" and out["delete"] == ["demo-publish-0"]
+
+
 def test_a_disrupted_publish_pod_is_recreated() -> None:
     evicted = publisher("Failed", 137, conditions=[{"type": "DisruptionTarget", "status": "True"}])
     out = run(worker(), evicted)

@@ -58,6 +58,10 @@ def publishing(p: Pass) -> bool:
     if pod is not None and pod.phase == "Succeeded":
         _record(p, pod)
         return False
+    if pod is not None and pod.blocked is not None and pod.blocked[0] == Reason.CONFIG_ERROR and not pod.deleting:
+        p.set(ConditionType.PUBLISHED, False, Reason.PUBLISH_FAILED, f"pod {pod.name}: {pod.blocked[1]}")
+        p.delete([pod])  # a missing Secret would hold it Pending forever
+        return False
     if pod is not None and pod.failure is not None and not pod.deleting:
         cls = classify(pod.failure.exit_code, pod.failure.reason, pod.disrupted)
         if cls != FailureClass.DISRUPTION:
