@@ -177,6 +177,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--claims", type=Path, default=Path(os.environ.get("KUBEFORGE_CLAIMS_DIR", "claims")),
                    help="pvc://CLAIM/PATH is read from CLAIMS/CLAIM/PATH (default: %(default)s); s3:// uris are "
                    "copied with this machine's AWS_* environment")
+    u = sub.add_parser("push", help="upload a model directory to s3://BUCKET/PREFIX (credentials from AWS_*)")
+    u.add_argument("directory", type=Path, help="a Kubeforge artifact, Hugging Face or torch.export directory")
+    u.add_argument("uri", help="s3://BUCKET/PREFIX (the bucket is created if missing)")
     c = sub.add_parser("compress", add_help=False,
                        help="compress a model (a Kubeforge artifact, or a Hugging Face directory with "
                        "--eval-data) within an accuracy budget (see `kubeforge compress -h`)")
@@ -191,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return compress(argv[1:])
     args = parser().parse_args(argv)
+    if args.cmd == "push":
+        from .push import push  # needs torch (the model formats)
+
+        return push(args.directory, args.uri)
     try:
         return run(args.file, args.runs_dir, args.storage, args.quiet, args.claims)
     except UserError as e:

@@ -10,10 +10,12 @@ import argparse
 import contextlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 from kubeforge_api.contracts import PublishResult
 from kubeforge_api.model import RelativePath
+from kubeforge_api.storage import split_s3
 from pydantic import TypeAdapter, ValidationError
 
 from .formats.identity import FormatError
@@ -23,18 +25,39 @@ from .storage.errors import EXIT_IO, EXIT_USAGE, StorageError, classify
 from .storage.transfer import publish
 from .train.common import termination_log
 
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
 ARTIFACT = "artifact"
+
+
+def copy_directory(src: Path, uri: str, secret: str | None, create_bucket: bool = False) -> None:
+    """Upload every file under `src` below `uri` with the environment's credentials (`secret` names
+    their Secret in messages); `create_bucket` makes a missing bucket first. Raises `StorageError`."""
+    creds = Credentials.from_env(uri, secret)
+    try:
+        client = make_client(creds, uri)
+        if create_bucket:
+            _ensure_bucket(client, split_s3(uri)[0])
+        publish(client, src, uri)
+    except (BotoCoreError, ClientError) as e:
+        raise classify(e, uri, secret, creds.endpoint) from None
+    except (OSError, FormatError) as e:
+        raise StorageError(EXIT_IO, f"{src.name}/: {getattr(e, 'strerror', None) or e}") from None
+
+
+def _ensure_bucket(client: S3Client, bucket: str) -> None:
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as e:
+        if str(e.response.get("Error", {}).get("Code")) not in ("404", "NoSuchBucket", "NotFound"):
+            raise
+        client.create_bucket(Bucket=bucket)
 
 
 def _copy(storage: Path, relative: str, base: str, secret: str | None) -> str:
     uri = f"{base.rstrip('/')}/{relative}"
-    creds = Credentials.from_env(uri, secret)
-    try:
-        publish(make_client(creds, uri), storage / relative, uri)
-    except (BotoCoreError, ClientError) as e:
-        raise classify(e, uri, secret, creds.endpoint) from None
-    except (OSError, FormatError) as e:
-        raise StorageError(EXIT_IO, f"{relative}/: {getattr(e, 'strerror', None) or e}") from None
+    copy_directory(storage / relative, uri, secret)
     return uri
 
 
