@@ -25,8 +25,8 @@ from typing import Any
 import torch
 import uvicorn
 from kubeforge_api.server_settings import ServerSettings
-from kubeforge_trainer.artifacts import load_model
-from kubeforge_trainer.variants import served
+from kubeforge_trainer.formats import load
+from kubeforge_trainer.formats.kubeforge import load_kubeforge
 
 from .app import App
 from .metrics import Metrics
@@ -73,12 +73,13 @@ class _Server(uvicorn.Server):
 
 
 def load_served(directory: Path) -> tuple[dict[str, Any], torch.nn.Module]:
-    """The artifact through the one loader, in the form its back end serves it (as its report was timed)."""
-    card, model = load_model(directory)
-    return card, served(card, model)
+    """A Kubeforge artifact through the one loader, in the form its back end serves it (as its report
+    was timed): (model card, model). The server's own loader is `formats.load`, for every format."""
+    loaded = load_kubeforge(directory)
+    return loaded.card, loaded.model
 
 
-def build(settings: ServerSettings, loader: Loader = load_served) -> _Server:
+def build(settings: ServerSettings, loader: Loader = load) -> _Server:
     """The configured server (not started): the seam benchmarks use to serve another loader."""
     holder: list[_Server] = []
     metrics = Metrics()
@@ -95,7 +96,7 @@ def build(settings: ServerSettings, loader: Loader = load_served) -> _Server:
     return holder[0]
 
 
-def main(loader: Loader = load_served) -> int:
+def main(loader: Loader = load) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = ServerSettings.from_env(os.environ)
     if settings.torch_threads:

@@ -1,7 +1,9 @@
 """Request bodies to model inputs and model outputs to response bodies, in both encodings of the Open
 Inference Protocol: plain JSON, and the binary tensor extension (a JSON header of the length the
-`Inference-Header-Content-Length` header gives, then raw little-endian tensor bytes). Pure functions
-of bytes and arrays, so the service can run them off the event loop."""
+`Inference-Header-Content-Length` header gives, then raw little-endian tensor bytes; a BYTES element
+as a 4-byte length and its bytes). A response holds the outputs the request names, else every output
+of the model, each as JSON or as binary data as the request asks. Pure functions of bytes and arrays,
+so the service can run them off the event loop."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from kubeforge_api.inference import (
     PARAM_BINARY_DATA_OUTPUT,
     PARAM_BINARY_DATA_SIZE,
     SERVED_VERSION,
+    Datatype,
     InferenceRequest,
     InferenceResponse,
     ResponseOutput,
@@ -21,7 +24,7 @@ from kubeforge_api.inference import (
 from pydantic import ValidationError
 
 from .errors import InvalidInput
-from .signature import WIRE_DTYPES, Signature, TensorSpec, decode
+from .signature import LENGTH, WIRE_DTYPES, Inputs, Signature, decode
 
 JSON = b"application/json"
 BINARY = b"application/octet-stream"
@@ -31,9 +34,9 @@ Headers = tuple[tuple[bytes, bytes], ...]
 
 @dataclass(frozen=True)
 class Decoded:
-    x: np.ndarray
+    x: Inputs
     request_id: str | None
-    binary_output: bool
+    outputs: tuple[tuple[str, bool], ...]  # (name, as binary data) of each output to answer, in order
 
 
 @dataclass(frozen=True)
@@ -51,30 +54,51 @@ def parse(body: bytes, header_length: bytes | None, sig: Signature, max_batch: i
     except ValidationError as e:
         raise InvalidInput(_one_line(e)) from None
     x = decode(request, sig, max_batch, binary)
-    elements = sig.output_elements(x.shape)
+    outputs = _outputs(request, sig)
+    names = [name for name, _ in outputs]
+    elements = sig.output_elements({k: v.shape for k, v in x.items()}, names)
     if elements > max_output:
-        raise InvalidInput(f"the output {sig.output.name!r} would hold {elements} elements, more than "
+        what = f"output {names[0]!r}" if len(names) == 1 else "outputs"
+        raise InvalidInput(f"the {what} would hold {elements} elements, more than "
                            f"{max_output} (maxOutputElements); send fewer rows or shorter sequences")
-    return Decoded(x, request.id, _binary_output(request))
+    return Decoded(x, request.id, outputs)
 
 
-def encode(model_name: str, request_id: str | None, spec: TensorSpec, y: np.ndarray, binary: bool) -> Encoded:
-    """The response body for the model's output `y`: its values as JSON, or as raw bytes after the JSON."""
-    if not binary:
-        out = ResponseOutput.model_construct(name=spec.name, shape=list(y.shape), datatype=spec.datatype,
-                                             data=y.reshape(-1).tolist())
-        return Encoded(_response(model_name, request_id, out).dump_json(), JSON)
-    raw = np.ascontiguousarray(y, dtype=WIRE_DTYPES[spec.datatype]).tobytes()
-    out = ResponseOutput.model_construct(name=spec.name, shape=list(y.shape), datatype=spec.datatype,
-                                         parameters={PARAM_BINARY_DATA_SIZE: len(raw)})
-    head = _response(model_name, request_id, out).model_dump_json(
-        exclude_none=True, exclude={"outputs": {"__all__": {"data"}}}).encode()
-    return Encoded(head + raw, BINARY, ((HEADER_CONTENT_LENGTH.encode(), str(len(head)).encode()),))
+def encode(model_name: str, request_id: str | None, sig: Signature, y: Inputs,
+           outputs: tuple[tuple[str, bool], ...]) -> Encoded:
+    """The response body for the model's outputs `y`: each as JSON values or as raw bytes after the JSON."""
+    specs = {t.name: t for t in sig.outputs}
+    parts: list[ResponseOutput] = []
+    raws: list[bytes] = []
+    for name, binary in outputs:
+        spec, value = specs[name], y[name]
+        if not binary:
+            data = [v.decode("utf-8", "replace") for v in value.reshape(-1)] if spec.datatype == Datatype.BYTES \
+                else value.reshape(-1).tolist()
+            parts.append(ResponseOutput.model_construct(name=name, shape=list(value.shape), datatype=spec.datatype,
+                                                        data=data))
+            continue
+        raw = _raw(spec.datatype, value)
+        raws.append(raw)
+        parts.append(ResponseOutput.model_construct(name=name, shape=list(value.shape), datatype=spec.datatype,
+                                                    parameters={PARAM_BINARY_DATA_SIZE: len(raw)}))
+    response = _response(model_name, request_id, parts)
+    if not raws:
+        return Encoded(response.dump_json(), JSON)
+    binaries = {i: {"data"} for i, (_, binary) in enumerate(outputs) if binary}
+    head = response.model_dump_json(exclude_none=True, exclude={"outputs": binaries}).encode()
+    return Encoded(head + b"".join(raws), BINARY, ((HEADER_CONTENT_LENGTH.encode(), str(len(head)).encode()),))
 
 
-def _response(model_name: str, request_id: str | None, out: ResponseOutput) -> InferenceResponse:
+def _raw(datatype: Datatype, value: np.ndarray) -> bytes:
+    if datatype == Datatype.BYTES:
+        return b"".join(LENGTH.pack(len(v)) + v for v in value.reshape(-1))
+    return np.ascontiguousarray(value, dtype=WIRE_DTYPES[datatype]).tobytes()
+
+
+def _response(model_name: str, request_id: str | None, outputs: list[ResponseOutput]) -> InferenceResponse:
     return InferenceResponse.model_construct(model_name=model_name, model_version=SERVED_VERSION, id=request_id,
-                                             outputs=[out])
+                                             outputs=outputs)
 
 
 def _split(body: bytes, header_length: bytes | None) -> tuple[bytes, bytes | None]:
@@ -89,18 +113,20 @@ def _split(body: bytes, header_length: bytes | None) -> tuple[bytes, bytes | Non
     return body[:n], body[n:]
 
 
-def _binary_output(request: InferenceRequest) -> bool:
-    """Whether the output goes back as binary data: its own `binary_data` parameter decides, else the
-    request's `binary_data_output`."""
+def _outputs(request: InferenceRequest, sig: Signature) -> tuple[tuple[str, bool], ...]:
+    """(name, as binary data) of each output to answer: those the request names, else all. An output's
+    own `binary_data` parameter decides, else the request's `binary_data_output`."""
     default = (request.parameters or {}).get(PARAM_BINARY_DATA_OUTPUT) is True
-    for out in request.outputs or ():
+    if not request.outputs:
+        return tuple((t.name, default) for t in sig.outputs)
+    chosen: dict[str, bool] = {}
+    for out in request.outputs:
         params = out.parameters or {}
         for name in UNSUPPORTED_OUTPUT_PARAMETERS:
             if name in params:
                 raise InvalidInput(f"output parameter {name!r} is not supported; ask for the logits")
-        if PARAM_BINARY_DATA in params:
-            return params[PARAM_BINARY_DATA] is True
-    return default
+        chosen[out.name] = params[PARAM_BINARY_DATA] is True if PARAM_BINARY_DATA in params else default
+    return tuple(chosen.items())
 
 
 def _one_line(e: ValidationError) -> str:

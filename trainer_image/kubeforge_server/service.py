@@ -1,9 +1,10 @@
-"""The served model and its life cycle: load through the trainer's one artifact loader (off the
-event loop, so liveness answers while a large model loads), check the weights' digest against the
-one the operator resolved, warm-up inferences, then ready; not ready again from the first SIGTERM
+"""The served model and its life cycle: load through the trainer's model formats (`formats.load`: a
+Kubeforge artifact, a Hugging Face transformers directory or a torch.export program; off the event
+loop, so liveness answers while a large model loads), check the directory's identity digest against
+the one the operator resolved, warm-up inferences, then ready; not ready again from the first SIGTERM
 (draining). Loading and warm-up together have a deadline (`load_timeout_seconds`). Inference
 requests are parsed with the shared wire models (JSON or the binary tensor extension), checked
-against the model card's signature, and batched; a large body is parsed, and a large answer
+against the model's signature, and batched; a large body is parsed, and a large answer
 encoded, on a codec thread so the event loop keeps answering probes meanwhile."""
 
 from __future__ import annotations
@@ -18,20 +19,23 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
-from kubeforge_api.inference import SERVED_VERSION, ModelMetadata, ServerMetadata
+from kubeforge_api.inference import SERVED_VERSION, ModelMetadata, Parameters, ServerMetadata
 from kubeforge_api.server_settings import EXIT_MODEL_LOAD_FAILED, EXIT_MODEL_NOT_FOUND, ServerSettings
-from kubeforge_trainer.artifacts import CARD
+from kubeforge_trainer.formats import Loaded
+from kubeforge_trainer.formats.kubeforge import describe
+from kubeforge_trainer.formats.loading import missing
 
 from . import __version__, codec
 from .batcher import Batcher
-from .errors import NotFound, Unavailable
+from .errors import InvalidInput, NotFound, Unavailable
 from .metrics import Metrics
-from .signature import Signature, signature_of
+from .runners import runner
+from .signature import Signature, metadata, signature_for
 
 log = logging.getLogger("kubeforge_server")
-Loader = Callable[[Path], tuple[dict[str, Any], torch.nn.Module]]
+# A loader returns the loaded model, or (model card, model) of a Kubeforge artifact (benchmark loaders).
+Loader = Callable[[Path], Loaded | tuple[dict[str, Any], torch.nn.Module]]
 PLATFORM = "kubeforge-pytorch"
 EXTENSIONS = ["binary_tensor_data"]
 # Bodies and answers below this size are parsed or encoded on the event loop (well under a
@@ -58,7 +62,7 @@ class ModelService:
         self.settings, self.metrics = settings, metrics
         self._loader, self._on_fatal = loader, on_fatal
         self.phase = Phase.LOADING
-        self.card: dict[str, Any] = {}
+        self.loaded: Loaded | None = None
         self.signature: Signature | None = None
         self._batcher: Batcher | None = None
         self._load_task: asyncio.Task[None] | None = None
@@ -93,36 +97,38 @@ class ModelService:
         t0 = time.perf_counter()
         timeout = self.settings.load_timeout_seconds
         try:
-            card, signature, batcher = await asyncio.wait_for(self._prepare(directory), timeout)
+            loaded, signature, batcher = await asyncio.wait_for(self._prepare(directory), timeout)
         except Exception as e:  # any failure to load or run the model is reported, never retried in-process
-            code = EXIT_MODEL_NOT_FOUND if _missing(directory) else EXIT_MODEL_LOAD_FAILED
+            code = EXIT_MODEL_NOT_FOUND if missing(directory) else EXIT_MODEL_LOAD_FAILED
             why = (f"the model was not loaded and warmed up within {timeout:g} s (loadTimeoutSeconds)"
                    if isinstance(e, TimeoutError) else f"{type(e).__name__}: {e}")
             self.phase = Phase.FAILED
             self._on_fatal(code, why)
             return
-        self.card, self.signature, self._batcher = card, signature, batcher
+        self.loaded, self.signature, self._batcher = loaded, signature, batcher
         batcher.start()
         if self.phase == Phase.LOADING:
             self.phase = Phase.READY
-        log.info("model %s loaded from %s in %.2f s", self.name, directory, time.perf_counter() - t0)
+        log.info("model %s (%s) loaded from %s in %.2f s", self.name, loaded.format, directory,
+                 time.perf_counter() - t0)
 
-    async def _prepare(self, directory: Path) -> tuple[dict[str, Any], Signature, Batcher]:
+    async def _prepare(self, directory: Path) -> tuple[Loaded, Signature, Batcher]:
         """Load, check the digest, and warm up (batch 1 and 2: a compiled model then has every batch size)."""
         s = self.settings
-        card, model = await asyncio.to_thread(self._loader, directory)
-        digest = str((card.get("weights") or {}).get("digest", ""))
-        if s.model_digest and digest != s.model_digest:
-            raise DigestMismatch(f"weights digest mismatch: expected {s.model_digest}, found {digest or 'none'}")
-        signature = signature_of(card, s.lm_logits)
-        batcher = Batcher(_runner(model, signature.last_position), self.metrics, s.max_batch_size,
+        loaded = _as_loaded(await asyncio.to_thread(self._loader, directory))
+        if s.model_digest and loaded.digest != s.model_digest:
+            raise DigestMismatch(f"{loaded.format} model digest mismatch: expected {s.model_digest}, "
+                                 f"found {loaded.digest or 'none'}")
+        signature = signature_for(loaded, s.lm_logits)
+        max_batch = min(s.max_batch_size, signature.max_rows or s.max_batch_size)
+        batcher = Batcher(await asyncio.to_thread(runner, loaded, signature), self.metrics, max_batch,
                           s.max_delay_ms / 1000, s.max_queue_depth)
-        for rows in sorted({1, min(2, s.max_batch_size)}):
+        for rows in sorted({1, min(2, max_batch)}):
             await asyncio.to_thread(batcher.run_now, signature.example(rows))
         # Start the codec thread now: started by the first large request, it would take the GIL
         # from the event loop before the loop got back to waiting.
         await asyncio.get_running_loop().run_in_executor(self._codec_pool, int)
-        return card, signature, batcher
+        return loaded, signature, batcher
 
     def check_model(self, name: str, version: str | None = None) -> None:
         if name != self.name:
@@ -134,13 +140,22 @@ class ModelService:
         return ServerMetadata(name="kubeforge", version=__version__, extensions=EXTENSIONS)
 
     def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
+        """The model's inputs and outputs; `parameters` say its digest, format, architecture and task, and
+        for a model with another input form, that form (`alternative_inputs`)."""
         self.check_model(name, version)
-        if self.signature is None:
+        if self.signature is None or self.loaded is None:
             raise Unavailable(f"model {self.name!r} is still loading")
-        digest = str(self.card.get("weights", {}).get("digest", ""))
+        sig, loaded = self.signature, self.loaded
+        params: Parameters = {"digest": loaded.digest, "format": str(loaded.format),
+                              "architecture": loaded.architecture, "task": str(loaded.task)}
+        if sig.alternatives:
+            params["alternative_inputs"] = "; ".join(", ".join(
+                f"{t.name} {t.datatype} {list(t.shape)}" for t in form) for form in sig.alternatives)
+        if loaded.max_length is not None:
+            params["max_tokens"] = loaded.max_length
         return ModelMetadata(name=self.name, platform=PLATFORM, versions=[SERVED_VERSION],
-                             inputs=[self.signature.input.metadata()], outputs=[self.signature.output.metadata()],
-                             parameters={"digest": digest, "architecture": str(self.card["architecture"]["model"])})
+                             inputs=[metadata(t) for t in sig.inputs], outputs=[metadata(t) for t in sig.outputs],
+                             parameters=params)
 
     async def infer(self, name: str, version: str | None, body: bytes, header_length: bytes | None) -> codec.Encoded:
         """The inference response for a request body (`header_length`: its Inference-Header-Content-Length)."""
@@ -152,8 +167,13 @@ class ModelService:
         request = await self._codec(len(body), codec.parse, body, header_length, sig, s.max_batch_size,
                                     s.max_output_elements)
         y = await self._batcher.submit(request.x, s.request_timeout_seconds)
-        answer = await self._codec(y.size * JSON_BYTES_PER_ELEMENT, codec.encode, self.name, request.request_id,
-                                   sig.output, y, request.binary_output)
+        assert isinstance(y, dict)
+        elements = sum(y[name].size for name, _ in request.outputs)
+        if elements > s.max_output_elements:  # sizes only the model could tell
+            raise InvalidInput(f"the outputs hold {elements} elements, more than {s.max_output_elements} "
+                               "(maxOutputElements); send fewer rows or shorter sequences")
+        answer = await self._codec(elements * JSON_BYTES_PER_ELEMENT, codec.encode, self.name, request.request_id,
+                                   sig, y, request.outputs)
         self.metrics.total_seconds.observe(time.perf_counter() - t0)
         return answer
 
@@ -164,23 +184,9 @@ class ModelService:
         return await asyncio.get_running_loop().run_in_executor(self._codec_pool, functools.partial(fn, *args))
 
 
-def _runner(model: torch.nn.Module, last_position: bool = False) -> Callable[[np.ndarray], np.ndarray]:
-    """The model on the GPU when the pod has one (resources: nvidia.com/gpu), else on the CPU; int8
-    (quantized) models run on the CPU, where their kernels are. With `last_position` the output
-    [N, T, ...] keeps position T - 1 only (sliced on the device, before the copy)."""
-    quantized = any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules())
-    device = torch.device("cuda" if torch.cuda.is_available() and not quantized else "cpu")
-    model = model.to(device)
-
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            out = model(torch.from_numpy(x).to(device))
-            y: np.ndarray = (out[:, -1] if last_position else out).float().cpu().numpy()
-        return y
-
-    return run
-
-
-def _missing(directory: Path) -> bool:
-    return not (directory / CARD).is_file()
-
+def _as_loaded(result: Loaded | tuple[dict[str, Any], torch.nn.Module]) -> Loaded:
+    """A loader's result as a Loaded: a (card, model) pair is a Kubeforge artifact's."""
+    if isinstance(result, Loaded):
+        return result
+    card, model = result
+    return describe(card, model)
