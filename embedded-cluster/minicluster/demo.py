@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kubeforge_api.compression import Summary, speed_phrase
 from kubeforge_api.inference import PATH_INFER, Datatype, InferenceRequest, InferenceResponse, RequestInput
 from kubeforge_api.trainingjob import CompressionStatus
@@ -33,6 +34,7 @@ Obj = dict[str, Any]
 TERMINAL = ("Succeeded", "Failed")
 SERVING_STUCK = ("ModelNotFound", "ModelLoadFailed", "InvalidSpec")  # Ready=False that waiting will not fix
 SERVER_PORT = 8080
+STORE_SECRET = "s3-credentials"
 REQUESTS = 8
 
 
@@ -46,11 +48,15 @@ def demo(samples: Path, keep: bool, timeout: float = 900) -> int:
         install(admin)
         op = OperatorProcess(operator_kubeconfig(admin, cluster.root / "operator.kubeconfig"),
                              cluster.root / "operator.log", {"KUBEFORGE_RESTART_BACKOFF_SECONDS": "2"}).start()
+        store_secret(admin, cluster.info.get("objectStore"))
         files = sorted(samples.glob("*.yaml"))
-        for f in files:
-            kubectl(admin, "apply", "-f", str(f))
+        now, later = split_samples(files)
+        kubectl(admin, "apply", "-f", "-", input=yaml.safe_dump_all(now))
         print(f"applied {', '.join(f.name for f in files)}\n", flush=True)
         follow(admin, timeout)
+        if later:  # ServingJobs that read the object store serve what the jobs above published there
+            kubectl(admin, "apply", "-f", "-", input=yaml.safe_dump_all(later))
+            follow(admin, timeout)
         ok = report_training(admin) & report_serving(admin)
         board = open_dashboard(cluster.root, admin)
         if keep and op.proc is not None:
@@ -66,6 +72,26 @@ def demo(samples: Path, keep: bool, timeout: float = 900) -> int:
             if op is not None:
                 op.stop()
             cluster.stop()
+
+
+def store_secret(admin: Path, store: Obj | None) -> None:
+    """The Secret the samples name for the object store (`s3-credentials`), holding this cluster's keys."""
+    if not store:
+        return
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": STORE_SECRET, "namespace": "default"},
+              "stringData": {"AWS_ACCESS_KEY_ID": store["accessKey"], "AWS_SECRET_ACCESS_KEY": store["secretKey"],
+                             "AWS_ENDPOINT_URL": store["inClusterEndpoint"],
+                             "AWS_REGION": store.get("region", "us-east-1")}}
+    kubectl(admin, "apply", "-f", "-", input=json.dumps(secret))
+
+
+def split_samples(files: list[Path]) -> tuple[list[Obj], list[Obj]]:
+    """The samples' documents: those applied at once, and the ServingJobs of s3:// models, applied
+    once the TrainingJobs (which may publish those models) have finished."""
+    docs = [d for f in files for d in yaml.safe_load_all(f.read_text()) if d]
+    later = [d for d in docs if d["kind"] == "ServingJob"
+             and str(((d.get("spec") or {}).get("model") or {}).get("uri", "")).startswith("s3://")]
+    return [d for d in docs if d not in later], later
 
 
 def open_dashboard(root: Path, admin: Path) -> dashboard.Running | None:

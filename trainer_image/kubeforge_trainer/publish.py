@@ -1,6 +1,7 @@
 """`python -m kubeforge_trainer.publish --storage DIR --uri s3://BUCKET/PREFIX [--compressed PATH]`:
 the publish stage of a TrainingJob with `spec.output`. It copies the trained artifact (`DIR/artifact`)
-to `PREFIX/artifact` and the published compressed one (`DIR/PATH`) to `PREFIX/PATH`, then writes
+to `PREFIX/artifact` and the published compressed one (`DIR/PATH`) to `PREFIX/PATH` (making the
+bucket when it does not exist), then writes
 where each went as the pod's termination message (`kubeforge_api.contracts.PublishResult`). A
 failure exits with the storage exit code and one line (never a credential)."""
 
@@ -57,7 +58,7 @@ def _ensure_bucket(client: S3Client, bucket: str) -> None:
 
 def _copy(storage: Path, relative: str, base: str, secret: str | None) -> str:
     uri = f"{base.rstrip('/')}/{relative}"
-    copy_directory(storage / relative, uri, secret)
+    copy_directory(storage / relative, uri, secret, create_bucket=True)
     return uri
 
 
