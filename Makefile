@@ -6,7 +6,7 @@ EXTRAS ?= dev
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)-$(EXTRAS)
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 
-.PHONY: venv minicp helm generate lint test test-unit bench demo cluster-up cluster-down operator-up operator-down \
+.PHONY: venv minicp helm generate lint test test-unit bench demo cluster-up cluster-down operator-up operator-down s3-env s3-secret \
 	dashboard dashboard-down kind-up kind-e2e images
 
 $(STAMP): pyproject.toml
@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-minicp:  ## build (or reuse the cached) control-plane and metrics-server binaries
+minicp:  ## build (or reuse the cached) control-plane, metrics-server and object-store (SeaweedFS) binaries
 	embedded-cluster/build-minicp.sh
 	embedded-cluster/build-metrics-server.sh
+	embedded-cluster/build-seaweedfs.sh
 
 helm:  ## build (or reuse the cached) helm binary from its Go module; prints its path last
 	@embedded-cluster/build-helm.sh
@@ -78,3 +79,12 @@ dashboard: venv  ## the dashboard in the background (current kubeconfig, or loca
 
 dashboard-down:
 	@$(PY) -m kubeforge_dashboard.launch down --dir "$(CLUSTER_DIR)/dashboard"
+
+s3-env:  ## the embedded object store's AWS_* settings as exports: eval "$(make -s s3-env)"
+	@$(PY) -m minicluster.s3env "$(CLUSTER_DIR)/ready.json"
+
+s3-secret:  ## Secret s3-credentials (in the current namespace) from the AWS_* environment, for secretRef
+	@kubectl create secret generic s3-credentials --dry-run=client -o yaml \
+	  --from-literal=AWS_ACCESS_KEY_ID="$$AWS_ACCESS_KEY_ID" --from-literal=AWS_SECRET_ACCESS_KEY="$$AWS_SECRET_ACCESS_KEY" \
+	  $${AWS_ENDPOINT_URL:+--from-literal=AWS_ENDPOINT_URL="$$AWS_ENDPOINT_URL"} \
+	  $${AWS_REGION:+--from-literal=AWS_REGION="$$AWS_REGION"} | kubectl apply -f -
