@@ -117,6 +117,26 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     running.stop()
 
 
+@dataclass(frozen=True)
+class ObjectStore:
+    """The session cluster's S3-compatible object store: ready.json's `objectStore`."""
+    endpoint: str  # from this machine
+    in_cluster_endpoint: str  # from pods
+    access_key: str
+    secret_key: str
+    region: str
+
+
+@pytest.fixture
+def object_store(cluster: Cluster) -> ObjectStore:
+    """The session cluster's object store; skips (saying why) where the cluster has none."""
+    store = cluster.info.get("objectStore")
+    if not store:
+        pytest.skip("this cluster runs without the embedded object store")
+    return ObjectStore(store["endpoint"], store["inClusterEndpoint"], store["accessKey"], store["secretKey"],
+                       store["region"])
+
+
 @pytest.fixture
 def service_routing(cluster: Cluster) -> Cluster:
     """The session cluster, for tests that need ClusterIP routing; skips (saying why) where another

@@ -1,8 +1,9 @@
 """`python -m minicluster up --dir D`: start the control plane, the node agent, kube-proxy (when
-this cluster holds the host's kube-proxy lock) and metrics-server, print one JSON line with the
-admin kubeconfig once the cluster is ready (also written to `D/ready.json`, with the ClusterIP
-routing line `make cluster-up` prints in `D/routing.txt`), and run until SIGTERM/SIGINT; then stop
-everything and undo what it changed on the host."""
+this cluster holds the host's kube-proxy lock), metrics-server and the S3 object store, print one
+JSON line with the admin kubeconfig once the cluster is ready (also written to `D/ready.json`, with
+the ClusterIP routing line `make cluster-up` prints in `D/routing.txt` and its object-store line in
+`D/objectstore.txt`), and run until SIGTERM/SIGINT; then stop everything and undo what it changed
+on the host."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from .kubeapi import KubeClient
 from .localinstall import operator_down, operator_up
 from .metricsserver import MetricsServer
 from .network import PodNetwork
+from .objectstore import ObjectStore
 from .serviceproxy import KUBERNETES_SERVICE_IP, ServiceProxy
 
 HERE = Path(__file__).resolve().parent.parent
@@ -61,10 +63,11 @@ def up(args: argparse.Namespace) -> int:
     root = Path(args.dir).resolve()
     cpu = args.cpus or node_cpus()  # a bad KUBEFORGE_NODE_CPUS fails here, before anything starts
     root.mkdir(parents=True, exist_ok=True)
-    for stale in ("ready.json", "routing.txt"):
+    for stale in ("ready.json", "routing.txt", "objectstore.txt"):
         (root / stale).unlink(missing_ok=True)
     binary = Path(args.binary) if args.binary else build_binary()
     ms_binary = None if args.no_metrics_server else build_binary("build-metrics-server.sh")
+    store_binary = None if args.no_object_store else build_binary("build-seaweedfs.sh")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -77,9 +80,11 @@ def up(args: argparse.Namespace) -> int:
     metrics = None if ms_binary is None else MetricsServer(
         ms_binary, cp.kubeconfig("metrics-server"), cp.identities["metrics-server"].user, cp.ca,
         root / "metrics-server", cp.logs, network.gateway, free_port())
+    store = None if store_binary is None else ObjectStore(store_binary, root, cp.logs, network.gateway)
     admin: KubeClient | None = None
     try:
         network.up()
+        store_started = _Background(lambda: store.start() if store else None)
         cp.start()
         admin = KubeClient.from_kubeconfig(cp.kubeconfig("admin"))
         ms_started = _Background(lambda: metrics.start(admin) if metrics and admin else None)
@@ -96,6 +101,7 @@ def up(args: argparse.Namespace) -> int:
         else:
             agent.set_api_endpoint(network.gateway, cp.api_port)
         ms_started.result()
+        store_started.result()
         procs = {"kube-proxy": proxy.proc, "metrics-server": metrics.proc if metrics else None}
         addons = {name: p.pid for name, p in procs.items() if p is not None}
         info = {"ready": True, "seconds": round(time.monotonic() - t0, 1), **cp.describe(),
@@ -103,16 +109,31 @@ def up(args: argparse.Namespace) -> int:
                 "nodeCpus": cpu, "kubeProxy": proxy.describe(), "metricsServer": metrics is not None,
                 "controlPlaneRssBytes": cp.rss_bytes(),
                 "addonsRssBytes": rss_bytes(addons.values())}
-        (root / "routing.txt").write_text(proxy.summary() + "\n")
-        (root / "ready.json").write_text(json.dumps(info))
-        print(json.dumps(info), flush=True)
+        _publish(root, info, proxy.summary(), store)
         stop.wait()
         return 0
-    finally:
+    finally:  # the object store stops beside the rest: it takes a few seconds, and nothing here needs it
+        store_stopped = _Background(lambda: _timed("object store", store.stop) if store is not None else None)
         _timed("metrics-server", lambda: metrics.stop(admin) if metrics is not None and admin is not None else None)
         _timed("kube-proxy", proxy.stop)
         _timed("node agent", agent.stop if agent is not None else network.down)
         _timed("control plane", cp.stop)
+        store_stopped.result()
+
+
+def _publish(root: Path, info: dict[str, object], routing: str, store: ObjectStore | None) -> None:
+    """Write the lines `make cluster-up` prints and ready.json (only its owner may read it: it holds
+    the object store's secret key), then print ready.json's line."""
+    if store is not None and store.proc is not None:
+        info |= {"objectStore": store.describe(), "objectStorePid": store.proc.pid,
+                 "objectStoreRssBytes": rss_bytes([store.proc.pid])}
+        (root / "objectstore.txt").write_text(
+            f"object store (S3): {store.endpoint} (keys: objectStore in {root / 'ready.json'})\n")
+    (root / "routing.txt").write_text(routing + "\n")
+    ready = root / "ready.json"
+    ready.touch(mode=0o600)
+    ready.write_text(json.dumps(info))
+    print(json.dumps(info), flush=True)
 
 
 def _timed(what: str, stop: Callable[[], object]) -> None:
@@ -143,6 +164,7 @@ def main() -> int:
     p.add_argument("--cidr", default="10.244.0.0/16", help="pod range, with an explicit --bridge")
     p.add_argument("--no-kube-proxy", action="store_true", help="no ClusterIP routing (leave the host alone)")
     p.add_argument("--no-metrics-server", action="store_true", help="no resource metrics (kubectl top, HPA)")
+    p.add_argument("--no-object-store", action="store_true", help="no S3-compatible object store")
     sub.add_parser("build", help="build (or find the cached) control-plane binary and print its path")
     o = sub.add_parser("operator-up", help="install CRDs+RBAC and run the operator in the background as its SA")
     o.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG", str(Path.home() / ".kube" / "config")))
