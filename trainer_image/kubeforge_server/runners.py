@@ -127,16 +127,20 @@ def _classified(loaded: Loaded, logits: torch.Tensor) -> Inputs:
 
 def _program(loaded: Loaded, sig: Signature, device: torch.device) -> RunFn:
     """A torch.export program: its inputs by name, its outputs (a tensor, a tuple or a dict) by name."""
-    module = loaded.model
-    if device.type != "cpu" and loaded.program is not None:
+    module, program = loaded.model, loaded.program
+    assert program is not None and program.call_spec.in_spec is not None
+    if device.type != "cpu":
         from torch.export.passes import move_to_device_pass
 
-        module = move_to_device_pass(loaded.program, device).module()
+        module = move_to_device_pass(program, device).module()
+    positional = [t.name for t in sig.inputs[:program.call_spec.in_spec.child(0).num_children]]
+    keyword = [t.name for t in sig.inputs[len(positional):]]
     names = [t.name for t in sig.outputs]
 
     def run(x: Inputs) -> Inputs:
         with torch.inference_mode():
-            out = module(**{k: torch.from_numpy(v).to(device) for k, v in x.items()})
+            t = {k: torch.from_numpy(v).to(device) for k, v in x.items()}
+            out = module(*[t[k] for k in positional], **{k: t[k] for k in keyword})
         if isinstance(out, dict):
             values = [out[n] for n in names]
         elif isinstance(out, tuple | list):

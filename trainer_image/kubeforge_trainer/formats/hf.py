@@ -36,16 +36,17 @@ def load_hf(directory: Path, digest: str) -> Loaded:
     doc = read_json(directory, HF_CONFIG)
     architecture, task = head(directory, doc)
     check_weights(directory)
+    image = image_settings(directory, doc) if task == Task.IMAGE_CLASSIFICATION else None
     model = _model(directory, task)
     tokenizer = _tokenizer(directory) if task != Task.IMAGE_CLASSIFICATION else None
     config = model.config
     labels = {int(k): str(v) for k, v in (config.id2label or {}).items()}
     common: dict[str, Any] = {"format": ModelFormat.HF_TRANSFORMERS, "digest": digest, "model": model,
                               "task": task, "architecture": architecture, "tokenizer": tokenizer}
-    if task == Task.IMAGE_CLASSIFICATION:
-        (height, width), image = image_settings(directory, doc)
+    if image is not None:
+        (height, width), norm = image
         x = Tensor(PIXELS, Datatype.FP32, (-1, int(getattr(config, "num_channels", 3)), height, width))
-        return Loaded(**common, inputs=(x,), outputs=_classes(PIXELS, labels), id2label=labels, image=image)
+        return Loaded(**common, inputs=(x,), outputs=_classes(PIXELS, labels), id2label=labels, image=norm)
     max_length = _max_length(doc, tokenizer)
     vocab = int(_field(directory, config, "vocab_size"))
     x = (Tensor(TEXT, Datatype.BYTES, (-1,)) if tokenizer is not None else
@@ -127,14 +128,19 @@ def _model(directory: Path, task: Task) -> PreTrainedModel:
                           f"({_first_line(e)})") from None
     try:
         model, info = auto.from_pretrained(directory, config=config, local_files_only=True, trust_remote_code=False,
-                                           use_safetensors=True, output_loading_info=True)
+                                           use_safetensors=True, output_loading_info=True,
+                                           ignore_mismatched_sizes=True)  # reported below, in one line
     except Exception as e:
         raise FormatError(f"{directory}: the weights do not load into {type(config).__name__} "
                           f"({_first_line(e)})") from None
-    missing = sorted(info.get("missing_keys") or []) + sorted(info.get("mismatched_keys") or [])
+    missing = sorted(str(k) for k in info.get("missing_keys") or [])
     if missing:
         raise FormatError(f"{directory}: the weights lack {len(missing)} tensors the architecture needs "
-                          f"(e.g. {str(missing[0])[:120]}); none is initialised at random")
+                          f"(e.g. {missing[0][:120]}); none is initialised at random")
+    mismatched = [str(k[0] if isinstance(k, tuple | list) else k) for k in info.get("mismatched_keys") or []]
+    if mismatched:
+        raise FormatError(f"{directory}: the weights do not fit {len(mismatched)} tensors of the architecture "
+                          f"{HF_CONFIG} describes (e.g. {sorted(mismatched)[0][:120]})")
     model.eval()
     loaded: PreTrainedModel = model
     return loaded

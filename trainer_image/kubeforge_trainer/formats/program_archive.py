@@ -170,10 +170,12 @@ def check_expression(directory: Path, text: Any) -> None:
         tree = ast.parse(text, mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         raise FormatError(f"{directory}: model.pt2 has a shape expression that does not parse") from None
+    names = {id(c.args[0]) for c in ast.walk(tree) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)
+             and c.func.id == "Symbol" and c.args}  # a string may only name a symbol
     for node in ast.walk(tree):
         ok = isinstance(node, EXPR_NODES) and not isinstance(node, ast.Constant | ast.Name | ast.Call)
         if isinstance(node, ast.Constant):
-            ok = type(node.value) in (int, float, bool) or (isinstance(node.value, str)
+            ok = type(node.value) in (int, float, bool) or (isinstance(node.value, str) and id(node) in names
                                                             and bool(SYMBOL_NAME.match(node.value)))
         elif isinstance(node, ast.Name):
             ok = node.id in EXPR_CALLS or node.id in EXPR_NAMES or (
