@@ -1,6 +1,8 @@
-"""`kubeforge compress ARTIFACT_DIR --method ... --budget ...`: the compression stage on an existing
-artifact (trained by `kubeforge run` or elsewhere in our format), printing the report as a table
-(rich) and where it wrote, or, with --json, the typed CompressionReport.
+"""`kubeforge compress MODEL_DIR --method ... --budget ... [--eval-data FILE]`: the compression stage
+on an existing model, printing the report as a table (rich) and where it wrote, or, with --json, the
+typed CompressionReport. MODEL_DIR is a Kubeforge artifact (trained by `kubeforge run` or elsewhere
+in our format, evaluated on its recipe's held-out split) or a Hugging Face transformers directory,
+evaluated on --eval-data.
 
 Exit codes: 0 done (whatever the verdict), 78 invalid method, budget or artifact, 2 bad usage."""
 
@@ -17,6 +19,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from ..evaldata import FORMATS, EvalSource, infer_format
+
 METHOD_SYNTAX = """\
 methods (--method, repeatable, tried in order) are written NAME[:MODE][,key=value...]:
   quantize                                        dynamic int8 (Linear layers; MLPs, transformers)
@@ -28,7 +32,16 @@ methods (--method, repeatable, tried in order) are written NAME[:MODE][,key=valu
 
 A candidate is published when its metric stays within --budget and it is measurably faster at
 batch 1 (--objective latency, by --min-speedup) or smaller (--objective size); the report
-(report.json) and one artifact per candidate go to --output."""
+(report.json) and one artifact per candidate go to --output.
+
+A Hugging Face model (a sequence or image classifier, or a causal LM) is evaluated on your data,
+--eval-data, in one of these formats (--eval-format; by default the one its name implies):
+  jsonl     one {"text": ..., "label": ...} per line, label a name of the model's id2label or an index
+  images    a directory of LABEL/IMAGE files (.npy HxWxC uint8; PNG/JPEG too when Pillow is installed)
+  tensors   a .safetensors file with `inputs` (token ids or pixel values) and `labels`
+  text      plain text: a causal LM's perplexity over windows of up to 128 tokens
+Only quantize (dynamic int8) applies to it; its int8 variant is a Kubeforge artifact that also
+holds its config and tokenizer files."""
 
 MODES: dict[str, tuple[str, dict[str, Any]]] = {"quantize": ("mode", {"dynamic": "dynamic", "static": "static"}),
          "prune": ("structured", {"structured": True, "unstructured": False})}
@@ -66,7 +79,8 @@ def parse_method(text: str) -> dict[str, Any]:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kubeforge compress", description=__doc__.split("\n\n")[0],
                                 epilog=METHOD_SYNTAX, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("artifact", type=Path, help="artifact directory (model.safetensors + model-card.json)")
+    p.add_argument("artifact", type=Path, help="model directory: a Kubeforge artifact (model.safetensors + "
+                   "model-card.json) or a Hugging Face transformers directory (needs --eval-data)")
     p.add_argument("--method", action="append", required=True,
                    help="a method to try, e.g. quantize or prune:structured,amount=0.5 (repeatable; see below)")
     p.add_argument("--budget", type=float, default=0.01, help="largest allowed metric drop (accuracy 0.01 = 1 point)")
@@ -80,8 +94,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, help="where candidates + report.json go (default: ARTIFACT/../compressed)")
     p.add_argument("--storage", type=Path, help="root that dataset paths are relative to (default: ARTIFACT/..)")
     p.add_argument("--threads", type=int, default=0, help="torch threads for timing (default: the usable CPUs)")
+    p.add_argument("--eval-data", type=Path, help="your evaluation data (a file, or a directory of images)")
+    p.add_argument("--eval-format", choices=list(FORMATS), help="its format (default: from the name; see below)")
+    p.add_argument("--max-samples", type=int, default=2000, help="examples evaluated at most (default 2000)")
     p.add_argument("--json", action="store_true", help="print the typed CompressionReport as JSON")
     return p
+
+
+def eval_source(args: argparse.Namespace) -> EvalSource | None:
+    if args.eval_data is None:
+        if args.eval_format:
+            raise ValueError("--eval-format needs --eval-data")
+        return None
+    if args.max_samples < 1:
+        raise ValueError("--max-samples must be at least 1")
+    path = args.eval_data.resolve()
+    return EvalSource(path, args.eval_format or infer_format(path), args.max_samples)
 
 
 def _fmt(v: float | None, spec: str) -> str:
@@ -127,6 +155,7 @@ def main(argv: list[str]) -> int:
                "accuracyBudget": {"maxDrop": args.budget, "relative": args.relative,
                                   **({"metric": args.metric} if args.metric else {})}}
         spec = CompressionSpec.model_validate(doc)
+        source = eval_source(args)
     except ValidationError as e:
         from .entry import describe
 
@@ -145,7 +174,7 @@ def main(argv: list[str]) -> int:
         for what, path in (("ARTIFACT", artifact), ("--output", output)):  # the report names both relative to it
             if not path.is_relative_to(storage):
                 raise CompressInputError(f"{what} {path} must be under the storage root {storage} (see --storage)")
-        outcome = run(artifact, spec, output, storage, args.threads or usable_cpus())
+        outcome = run(artifact, spec, output, storage, args.threads or usable_cpus(), eval_data=source)
     except CompressInputError as e:
         err.print(f"kubeforge compress: {e}", markup=False)
         return EXIT_INVALID_CONFIG

@@ -11,6 +11,12 @@ Contract (env, each overridable by the argument of the same meaning):
 | KUBEFORGE_COMPRESS_OUTPUT    | --output     | output dir, relative to storage (default `compressed`)          |
 | KUBEFORGE_COMPRESS_THREADS   | --threads    | torch threads for evaluation and timing (the operator sets the  |
 |                              |              | whole CPUs the pod requests; capped by the usable CPUs)         |
+| KUBEFORGE_COMPRESS_EVAL_DATA | --eval-data  | local path of spec.compression.evalData (its format and         |
+|                              |              | maxSamples come from the spec; without one, from the file name) |
+
+The parent may be a Kubeforge artifact (evaluated on its recipe's held-out split) or, for a command
+job, a Hugging Face transformers directory, evaluated on the eval data; a torch.export program has
+no applicable method (the stage reports CompressionFailed and exits 0).
 
 Writes `<output>/<i>-<method>/` (one artifact per candidate) and `<output>/report.json`
 (CompressionReport), and a CompressionTermination (<= 4 KiB) to /dev/termination-log when present.
@@ -41,8 +47,9 @@ from kubeforge_api.constants import TERMINATION_LOG_PATH, Env
 from kubeforge_api.exitcodes import EXIT_INVALID_CONFIG
 from pydantic import ValidationError
 
+from ..evaldata import EvalSource, infer_format
 from ..train.cpus import available_cpus
-from .pipeline import CompressInputError, run
+from .pipeline import CompressInputError, NoApplicableMethod, run
 
 
 def termination_log() -> Path:
@@ -108,7 +115,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--artifact", help=f"parent artifact, relative to storage (env {CompressEnv.INPUT})")
     p.add_argument("--output", help=f"output dir, relative to storage (env {CompressEnv.OUTPUT})")
     p.add_argument("--threads", type=int, help=f"torch threads (env {CompressEnv.THREADS})")
+    p.add_argument("--eval-data", help=f"local path of the evaluation data (env {CompressEnv.EVAL_DATA})")
     return p
+
+
+def eval_source(spec: CompressionSpec, arg: str | None, env: Mapping[str, str]) -> EvalSource | None:
+    """The user's evaluation data: where it lies here (--eval-data, else KUBEFORGE_COMPRESS_EVAL_DATA),
+    its format and bound from spec.compression.evalData (else the format its name implies)."""
+    path = arg or env.get(CompressEnv.EVAL_DATA)
+    if not path:
+        if spec.eval_data is not None:
+            raise ValueError(f"spec.compression.evalData is set but {CompressEnv.EVAL_DATA} is not: the data was "
+                             "not mounted or fetched for this pod")
+        return None
+    if spec.eval_data is not None:
+        return EvalSource(Path(path), spec.eval_data.format, spec.eval_data.max_samples)
+    return EvalSource(Path(path), infer_format(Path(path)))
 
 
 def _terminate(message: CompressionTermination) -> None:
@@ -127,7 +149,12 @@ def main(argv: list[str], env: Mapping[str, str] = os.environ) -> int:
         spec = load_spec(args.spec, env)
         threads = threads_for(args.threads, env)
         outcome = run(storage / (args.artifact or env.get(CompressEnv.INPUT, DEFAULT_INPUT)), spec,
-                      storage / output, storage, threads)
+                      storage / output, storage, threads, eval_data=eval_source(spec, args.eval_data, env))
+    except NoApplicableMethod as e:  # the stage's verdict on this model: nothing to try, nothing wrong
+        print(f"kubeforge-compress: {e}", file=sys.stderr)
+        _terminate(CompressionTermination(compressed=False, reason=CompressionReason.COMPRESSION_FAILED,
+                                          message=str(e)[:512], report_path=""))
+        return 0
     except (ValueError, CompressInputError) as e:
         print(f"kubeforge-compress: {e}", file=sys.stderr)
         _terminate(CompressionTermination(compressed=False, reason=CompressionReason.COMPRESSION_FAILED,

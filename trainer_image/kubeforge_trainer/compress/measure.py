@@ -30,6 +30,7 @@ BATCHES = (1, 8)
 RETRIES = 2  # re-measurements of a session whose batch-1 time exceeds its batch-8 time
 
 Samples = dict[int, list[float]]  # batch size -> ms per forward, one value per round
+Inputs = dict[int, torch.Tensor]  # batch size -> the input a model is timed on
 
 
 def metrics(model: nn.Module, data: Data, recipe: Recipe) -> dict[str, float]:
@@ -81,22 +82,29 @@ def _time(model: nn.Module, x: torch.Tensor, iters: int) -> float:
     return (time.perf_counter() - start) / iters * 1000.0
 
 
-def _inputs(data: Data) -> dict[int, torch.Tensor]:
+def batch_inputs(x: torch.Tensor) -> dict[int, torch.Tensor]:
+    """The first 1 and 8 rows of `x` (rows repeated when there are fewer)."""
     out = {}
     for batch in BATCHES:
-        x = data.x_eval[:batch]
-        if len(x) < batch:
-            x = x.repeat((batch + len(x) - 1) // len(x), *([1] * (x.dim() - 1)))[:batch]
-        out[batch] = x
+        rows = x[:batch]
+        if len(rows) < batch:
+            rows = rows.repeat((batch + len(rows) - 1) // len(rows), *([1] * (rows.dim() - 1)))[:batch]
+        out[batch] = rows
     return out
 
 
+def _inputs(source: Data | Inputs) -> Inputs:
+    """Timing inputs per batch size: given, or the first rows of a data set's held-out split."""
+    return source if isinstance(source, dict) else batch_inputs(source.x_eval)
+
+
 @torch.inference_mode()
-def latencies(models: Sequence[nn.Module], data: Data, rounds: int = 7, target_ms: float = 30.0) -> list[Samples]:
+def latencies(models: Sequence[nn.Module], source: Data | Inputs, rounds: int = 7,
+              target_ms: float = 30.0) -> list[Samples]:
     """ms per forward for each model at each batch size, one value per round. After warm-up, each
     round times every model at every batch size once; iterations per timing are sized so one takes
-    about target_ms."""
-    inputs = _inputs(data)
+    about target_ms. `source`: the inputs per batch size, or a data set whose held-out rows they are."""
+    inputs = _inputs(source)
     iters: dict[tuple[int, int], int] = {}
     for i, m in enumerate(models):
         m.eval()
@@ -125,11 +133,11 @@ class Session:
         return [i for i, s in enumerate(self.samples) if implausible(s)]
 
 
-def session(models: Sequence[nn.Module], data: Data, rounds: int, retries: int = RETRIES) -> Session:
+def session(models: Sequence[nn.Module], source: Data | Inputs, rounds: int, retries: int = RETRIES) -> Session:
     """`latencies`, measured again (up to `retries` times) while any model's batch-1 time exceeds its batch-8."""
     attempts = 1
-    samples = latencies(models, data, rounds)
+    samples = latencies(models, source, rounds)
     while attempts <= retries and any(implausible(s) for s in samples):
         attempts += 1
-        samples = latencies(models, data, rounds)
+        samples = latencies(models, source, rounds)
     return Session(samples, attempts)

@@ -1,8 +1,10 @@
-"""The compression stage: load the parent artifact, evaluate it, make one candidate per method,
+"""The compression stage: load the parent (a Kubeforge artifact, or a model users bring with their
+own evaluation data: `sources`), evaluate it, make one candidate per method that applies to it,
 evaluate it, time it against the baseline (interleaved rounds, in the form the server runs it) and
 judge it (`gate`: the accuracy budget, then faster or smaller as the objective asks; select first:
 stop at the first accepted; best: try all), write every candidate as an artifact and the report
-next to them, and name the published one."""
+next to them, and name the published one. A Hugging Face parent's candidates are Kubeforge
+artifacts that also carry its config and tokenizer files (`variants.hf`)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import copy
 import json
 import math
 import os
+import shutil
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,23 +31,19 @@ from kubeforge_api.compression import (
     Verdict,
     speed_phrase,
 )
-from kubeforge_api.trainingjob import Recipe
-from pydantic import ValidationError
+from kubeforge_api.storage import ModelFormat
 from torch import nn
 
 from .. import artifacts
-from ..context import ConfigError
-from ..data import Data
-from ..data import load as load_data
+from ..evaldata import EvalSource
 from ..variants import encoded, serving_form, weights_bytes
 from ..variants.codec import stored_parameters
 from ..variants.quantize import QuantizeError, backend, slow_int8_cause
-from . import gate, measure, prune
+from . import gate, measure, prune, sources
 from .distill import distill
-
-
-class CompressInputError(Exception):
-    """The parent artifact, its data or the spec cannot be used (exit 78, never retried)."""
+from .parent import CompressInputError as CompressInputError
+from .parent import NoApplicableMethod as NoApplicableMethod
+from .parent import Parent, relative
 
 
 @dataclass
@@ -65,15 +64,18 @@ class Outcome:
     models: list[nn.Module | None]  # in-memory candidates, index-aligned with report.candidates
 
 
-def make(method: Method, teacher: nn.Module, arch: dict[str, Any], data: Data, recipe: Recipe) -> Made:
-    """Apply one method to a copy of the teacher."""
-    model = copy.deepcopy(teacher).eval()
+def make(method: Method, parent: Parent) -> Made:
+    """Apply one method to a copy of the parent's model."""
+    model, arch = copy.deepcopy(parent.model).eval(), parent.arch
     if method.quantize:
         q = method.quantize
         b = backend(q.backend, q.mode)
-        n = min(q.calibration_samples, len(data.x_train))
-        out = b.dynamic(model) if q.mode == "dynamic" else b.static(model, data.x_train[:n])
-        return Made(out, arch, f"int8-{q.mode}", b.name)
+        if q.mode == "dynamic":
+            return Made(b.dynamic(model), arch, "int8-dynamic", b.name)
+        assert parent.data is not None
+        return Made(b.static(model, parent.data.x_train[: q.calibration_samples]), arch, "int8-static", b.name)
+    data, recipe = parent.data, parent.recipe
+    assert data is not None and recipe is not None  # `Parent.inapplicable` keeps other formats out
     if method.prune:
         p = method.prune
         if p.structured:
@@ -85,7 +87,7 @@ def make(method: Method, teacher: nn.Module, arch: dict[str, Any], data: Data, r
         prune.fold(params)
         return Made(model, arch, extra={"sparsity": prune.sparsity(model)})
     assert method.distill is not None
-    s_arch, student = distill(teacher, arch, method.distill, data, recipe)
+    s_arch, student = distill(parent.model, arch, method.distill, data, recipe)
     return Made(student, s_arch)
 
 
@@ -94,47 +96,15 @@ def drop_of(base: float, value: float, higher_is_better: bool, relative: bool) -
     return d / abs(base) if relative and base else d
 
 
-def _load_parent(parent: Path, storage: Path) -> tuple[dict[str, Any], nn.Module, Recipe, Data]:
-    try:
-        card, model = artifacts.load_model(parent)
-        recipe = Recipe.model_validate(card["recipe"])
-        data = load_data(recipe, storage)
-    except (artifacts.ArtifactError, ConfigError, ValidationError, KeyError) as e:
-        raise CompressInputError(f"cannot compress {parent.name}: {e}") from None
-    encoding = (card.get("compression") or {}).get("encoding", "fp32")
-    if encoding != "fp32":
-        origin = ((card.get("lineage") or {}).get("parent") or {}).get("path")
-        raise CompressInputError(
-            f"cannot compress {parent.name}: it is already compressed ({encoding}, by "
-            f"{card['compression'].get('method', '?')}); compress the fp32 model it was made from"
-            + (f" ({origin})" if origin else ""))
-    if card.get("dataset", {}).get("digest") not in (None, data.digest):
-        raise CompressInputError(f"the dataset the recipe names differs from the one {parent.name} was trained on")
-    return card, model, recipe, data
-
-
-def _ref(directory: Path, storage: Path, info: dict[str, Any]) -> ArtifactRef:
-    try:
-        path = str(directory.resolve().relative_to(storage.resolve()))
-    except ValueError:
-        raise CompressInputError(f"{directory} is not under the storage root {storage}") from None
-    return ArtifactRef(path=path, digest=info["digest"], size_bytes=info["sizeBytes"])
-
-
 @dataclass
 class Stage:
     """What the steps of one run share: the parent, the spec, the baseline's numbers and warnings."""
 
-    parent: Path
-    card: dict[str, Any]
-    teacher: nn.Module
-    recipe: Recipe
-    data: Data
+    parent: Parent
     spec: CompressionSpec
     rounds: int
     metric: str = ""
     base_metrics: dict[str, float] = field(default_factory=dict)
-    base_bytes: int = 0
     base_samples: list[measure.Samples] = field(default_factory=list)  # the baseline's rounds, every session
     warnings: list[str] = field(default_factory=list)
 
@@ -143,23 +113,36 @@ class Stage:
         return self.metric == "accuracy"
 
 
+def budget_metric(spec: CompressionSpec, parent: Parent) -> str:
+    """The metric the gate compares: the budget's, else the task's (accuracy, or perplexity for an LM)."""
+    ev = parent.evaluation
+    metric = spec.accuracy_budget.metric or ("perplexity" if ev.task == "lm" else "accuracy")
+    if metric not in ev.produced:
+        raise CompressInputError(f"accuracyBudget.metric {metric} is not measured for {parent.directory.name} "
+                                 f"(use one of {', '.join(ev.produced)})")
+    return metric
+
+
 def run(parent: Path, spec: CompressionSpec, out_dir: Path, storage: Path, threads: int,
-        rounds: int = 7) -> Outcome:
-    """Make, evaluate, time and judge one candidate per method in order; write them and the report."""
+        rounds: int = 7, eval_data: EvalSource | None = None) -> Outcome:
+    """Make, evaluate, time and judge one candidate per method in order; write them and the report.
+    `eval_data`: the user's evaluation data, for a model no recipe describes."""
     torch.set_num_threads(threads)
-    st = Stage(parent, *_load_parent(parent, storage), spec=spec, rounds=rounds)
-    st.metric = spec.accuracy_budget.metric or ("perplexity" if st.data.task == "lm" else "accuracy")
-    st.base_metrics = measure.metrics(st.teacher, st.data, st.recipe)
-    st.base_bytes = (parent / st.card["weights"]["file"]).stat().st_size
+    loaded = sources.load(parent, storage, eval_data)
+    st = Stage(loaded, spec, rounds, warnings=list(loaded.notes))
+    st.metric = budget_metric(spec, loaded)
+    st.base_metrics = loaded.evaluation.metrics(loaded.model)
     made: list[Made | None] = []
     cands: list[Candidate] = []
     for method in spec.methods:
-        if spec.select == "first" and any(c.verdict == Verdict.ACCEPTED for c in cands):
+        why = loaded.inapplicable(method)
+        if why or (spec.select == "first" and any(c.verdict == Verdict.ACCEPTED for c in cands)):
             made.append(None)
-            cands.append(Candidate(method=method.label(), parameters=method.parameters(), verdict=Verdict.SKIPPED))
+            cands.append(Candidate(method=method.label(), parameters=method.parameters(),
+                                   verdict=Verdict.FAILED if why else Verdict.SKIPPED, error=why or None))
             continue
         try:
-            m = make(method, st.teacher, st.card["architecture"], st.data, st.recipe)
+            m = make(method, loaded)
         except (QuantizeError, ValueError, RuntimeError, NotImplementedError) as e:
             made.append(None)
             cands.append(Candidate(method=method.label(), parameters=method.parameters(), verdict=Verdict.FAILED,
@@ -173,11 +156,13 @@ def run(parent: Path, spec: CompressionSpec, out_dir: Path, storage: Path, threa
 def _judged(st: Stage, method: Method, m: Made) -> Candidate:
     """Evaluate, encode and time one candidate (interleaved with the baseline, in the form the server
     runs it), then judge it."""
-    got = measure.metrics(m.model, st.data, st.recipe)
+    ev = st.parent.evaluation
+    got = ev.metrics(m.model)
     drop = drop_of(st.base_metrics[st.metric], got[st.metric], st.higher, st.spec.accuracy_budget.relative)
     m.state = encoded(m.model, m.encoding, m.backend)
     blob = weights_bytes(m.state)
-    timed = measure.session([st.teacher, serving_form(m.backend, m.encoding, m.model)], st.data, st.rounds)
+    timed = measure.session([ev.timed(st.parent.model), serving_form(m.backend, m.encoding, ev.timed(m.model))],
+                            ev.inputs, st.rounds)
     base, own = timed.samples
     st.base_samples.append(base)
     if timed.attempts > 1:
@@ -188,7 +173,7 @@ def _judged(st: Stage, method: Method, m: Made) -> Candidate:
         extra = {"sparsity": m.extra["sparsity"], "compressed_size_bytes": len(zlib.compress(blob, 6))}
     cand = Candidate(method=method.label(), parameters=method.parameters(), verdict=Verdict.ACCEPTED,
                      drop=drop if math.isnan(drop) else round(drop, 6), speedup=measure.speedup(base, own),
-                     size_ratio=measure.sig(st.base_bytes / len(blob), 3), **extra,
+                     size_ratio=measure.sig(st.parent.weights_bytes / len(blob), 3), **extra,
                      measured=Measured(metric=got[st.metric], metrics=got, size_bytes=len(blob),
                                        parameters=stored_parameters(m.state), latency_ms=measure.latency(own)))
     warning = _slow_backend(m, cand)
@@ -211,29 +196,28 @@ def _slow_backend(m: Made, cand: Candidate) -> str:
 def _baseline(st: Stage) -> Measured:
     pooled = {b: [x for s in st.base_samples for x in s[b]] for b in measure.BATCHES}
     lat = measure.latency(pooled) if st.base_samples else Latency(batch1=0, batch8=0)
-    return Measured(metric=st.base_metrics[st.metric], metrics=st.base_metrics, size_bytes=st.base_bytes,
-                    parameters=sum(p.numel() for p in st.teacher.state_dict().values()), latency_ms=lat)
+    unique = {t.data_ptr(): t.numel() for t in st.parent.model.state_dict().values()}  # tied weights once
+    return Measured(metric=st.base_metrics[st.metric], metrics=st.base_metrics, size_bytes=st.parent.weights_bytes,
+                    parameters=sum(unique.values()), latency_ms=lat)
 
 
 def _finish(st: Stage, made: list[Made | None], cands: list[Candidate], out_dir: Path, storage: Path,
             threads: int) -> Outcome:
     """Write every measured candidate as an artifact, choose, and write the report."""
-    parent_ref = ArtifactRef(path=_ref(st.parent, storage, {"digest": st.card["weights"]["digest"], "sizeBytes": 0}
-                                       ).path, digest=st.card["weights"]["digest"],
-                             size_bytes=sum(f.stat().st_size for f in st.parent.iterdir() if f.is_file()))
     out_dir.mkdir(parents=True, exist_ok=True)
     for i, m in enumerate(made):
         if m is None:
             continue
         directory = out_dir / f"{i}-{cands[i].method}"
-        info = artifacts.write(directory, m.state, _card(st.card, m, cands[i], parent_ref, st.metric))
-        cands[i] = cands[i].model_copy(update={"artifact": _ref(directory, storage, info)})
+        info = _write(directory, m.state, _card(st, m, cands[i]), st.parent)
+        ref = ArtifactRef(path=relative(directory, storage), digest=info["digest"], size_bytes=info["sizeBytes"])
+        cands[i] = cands[i].model_copy(update={"artifact": ref})
     chosen = gate.choose(st.spec, cands)
     reason, message = gate.outcome(cands, chosen, st.metric)
     spec = st.spec
     report = CompressionReport(
         metric=st.metric, higher_is_better=st.higher, budget=spec.accuracy_budget, select=spec.select,
-        threads=threads, parent=parent_ref, baseline=_baseline(st), candidates=cands, chosen=chosen,
+        threads=threads, parent=st.parent.ref, baseline=_baseline(st), candidates=cands, chosen=chosen,
         artifact=cands[chosen].artifact if chosen is not None else None, reason=reason, message=message,
         objective=spec.objective, min_speedup=spec.min_speedup, rounds=st.rounds, warnings=st.warnings[:16])
     tmp = out_dir / (REPORT_FILE + ".tmp")
@@ -242,12 +226,30 @@ def _finish(st: Stage, made: list[Made | None], cands: list[Candidate], out_dir:
     return Outcome(report, [m.model if m else None for m in made])
 
 
-def _card(parent: dict[str, Any], m: Made, cand: Candidate, parent_ref: ArtifactRef, metric: str) -> dict[str, Any]:
-    keep: dict[str, Any] = {k: parent[k] for k in ("dataset", "recipe", "strategy") if k in parent}
+def _write(directory: Path, state: dict[str, torch.Tensor], card: dict[str, Any], parent: Parent) -> dict[str, Any]:
+    """The candidate's artifact (atomically); a Hugging Face parent's also carries its config and
+    tokenizer or image-processor files, as its card's `architecture.files` names them."""
+    if parent.format != ModelFormat.HF_TRANSFORMERS:
+        return artifacts.write(directory, state, card)
+    staging = directory.with_name(directory.name + ".staging")
+    info = artifacts.write(staging, state, card)
+    for name in parent.arch.get("files") or {}:
+        shutil.copyfile(parent.directory / name, staging / name)
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.replace(staging, directory)
+    return {**info, "path": directory.name, "sizeBytes": sum(f.stat().st_size for f in directory.iterdir())}
+
+
+def _card(st: Stage, m: Made, cand: Candidate) -> dict[str, Any]:
+    parent = st.parent
+    keep: dict[str, Any] = {k: parent.card[k] for k in ("dataset", "recipe", "strategy") if k in parent.card}
+    if parent.evaluation.dataset:
+        keep["dataset"] = parent.evaluation.dataset
     assert cand.measured is not None
     return {**keep, "architecture": m.arch, "metrics": cand.measured.metrics,
-            "lineage": {**parent.get("lineage", {}), "parent": parent_ref.dump(), "method": cand.method,
-                        "parameters": cand.parameters},
+            "lineage": {**parent.card.get("lineage", {}), "parent": parent.ref.dump(),
+                        "parentFormat": parent.format.value, "method": cand.method, "parameters": cand.parameters},
             "compression": {"method": cand.method, "parameters": cand.parameters, "encoding": m.encoding,
                             "backend": m.backend, "engine": torch.backends.quantized.engine if m.backend else "",
-                            "metric": metric, "report": cand.model_copy(update={"artifact": None}).dump()}}
+                            "metric": st.metric, "report": cand.model_copy(update={"artifact": None}).dump()}}

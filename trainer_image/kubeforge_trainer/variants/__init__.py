@@ -1,9 +1,11 @@
 """Compressed variants as artifacts. The card's `compression` block says how the weights are encoded
 (`fp32`, `int8-dynamic`, `int8-static`), which back end made them and the lineage (parent digest,
 method, parameters, the candidate's report); `architecture.shapes` holds the layer shapes of a
-pruned model. `rebuild` is what `artifacts.load_model` calls for any variant. This package is the
-model format under `artifacts`: it imports the models and nothing of training, data or the
-compression pipeline, so whatever loads a model (the inference server) loads none of those."""
+pruned model; an architecture whose `model` is `hf-transformers` is a Hugging Face model rebuilt
+from the config the card carries (`variants.hf`). `rebuild` is what `artifacts.load_model` calls for
+any variant. This package is the model format under `artifacts`: it imports the models and nothing
+of training, data or the compression pipeline, so whatever loads a model (the inference server)
+loads none of those."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from safetensors.torch import save
 from torch import nn
 
 from ..models import build
+from . import hf
 from .codec import CodecError, encode
 from .quantize import QuantizeError, backend, loader
 from .shapes import apply_shapes
@@ -26,6 +29,9 @@ class VariantError(ValueError):
 
 
 def fp32_structure(arch: dict[str, Any]) -> nn.Module:
+    """The fp32 model an architecture describes (fresh or uninitialised numbers the weights replace)."""
+    if hf.is_hf(arch):
+        return hf.structure(arch)
     model = build(arch)
     shapes = arch.get("shapes")
     if shapes:
@@ -45,8 +51,12 @@ def rebuild(card: dict[str, Any], state: dict[str, torch.Tensor]) -> nn.Module:
             model.load_state_dict(state, strict=True)
             return model.eval()
         mode = encoding.removeprefix("int8-")
+        if hf.is_hf(card["architecture"]):
+            with torch.no_grad():  # uninitialised memory: quantizing it as it is could meet NaNs
+                for p in model.parameters():
+                    p.zero_()
         return loader(str(info.get("backend", "auto")), mode).rebuild(model, mode, state)
-    except (CodecError, QuantizeError, RuntimeError, KeyError, TypeError, IndexError) as e:
+    except (CodecError, QuantizeError, ValueError, RuntimeError, KeyError, TypeError, IndexError) as e:
         raise VariantError(f"weights do not fit the card ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
                            ) from None
 
