@@ -1,4 +1,5 @@
-"""`python -m kubeforge_trainer train`: the entry point torchrun starts in every training pod;
+"""`python -m kubeforge_trainer train`: the entry point torchrun starts in every training pod (a recipe
+or a fine-tune);
 `python -m kubeforge_trainer compress`: the compression pod (see compress/entry.py).
 Exit codes follow the operator's table: 0 done, 78 invalid config or data (never retried), 1 an
 unexpected error. The process always leaves through `teardown.exit_now`, so a finished rank can
@@ -65,7 +66,9 @@ def train() -> int:
     print(f"kubeforge-trainer: rank {world.rank}/{world.size}, {threads} intra-op threads", file=sys.stderr, flush=True)
     reporter = ProgressReporter(ctx.storage / "metrics.jsonl", ctx.progress_port) if world.is_main else None
     try:
-        if ctx.spec.strategy == Strategy.PIPELINE:
+        if ctx.spec.finetune is not None:
+            from .finetune import train as run
+        elif ctx.spec.strategy == Strategy.PIPELINE:
             from .train.pipeline import train as run
         elif ctx.spec.strategy == Strategy.PARAMETER_SERVER:
             from .train.parameter_server import train as run

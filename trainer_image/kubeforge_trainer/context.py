@@ -40,8 +40,9 @@ class JobContext:
             raise ConfigError(f"{Env.SPEC} is not set: run under a TrainingJob or `kubeforge run`") from None
         except (ValueError, ValidationError) as e:
             raise ConfigError(f"invalid TrainingJob spec: {e}") from None
-        if spec.recipe is None:
-            raise ConfigError("this entry point runs recipes; the job has no spec.recipe")
+        if spec.recipe is None and spec.finetune is None:
+            raise ConfigError("this entry point runs recipes and fine-tunes; the job has neither spec.recipe nor "
+                              "spec.finetune")
         return cls(
             spec=spec, name=env.get(Env.JOB_NAME, "local"), namespace=env.get(Env.JOB_NAMESPACE, "default"),
             uid=env.get(Env.JOB_UID, ""), generation=int(env.get(Env.JOB_GENERATION, "1")),
