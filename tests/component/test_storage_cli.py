@@ -58,7 +58,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     objectstore = pytest.importorskip("minicluster.objectstore", reason="the embedded cluster has no object store")
     root = tmp_path_factory.mktemp("s3")
     (root / "logs").mkdir()
-    server = objectstore.ObjectStore(_weed_binary(), root / "data", root / "run", root / "logs", "127.0.0.1")
+    server = objectstore.ObjectStore(_weed_binary(), root, root / "logs", "127.0.0.1")
     try:
         server.start()
         yield Store(server.endpoint, server.creds.access_key, server.creds.secret_key, server.client())
