@@ -20,6 +20,7 @@ from transformers import (
     ViTConfig,
     ViTForImageClassification,
 )
+from transformers.utils import logging as hf_logging
 
 CORPUS = [
     "the model serves text and images",
@@ -38,6 +39,7 @@ IMAGE_MEAN = [0.5, 0.4, 0.3]
 IMAGE_STD = [0.2, 0.25, 0.3]
 MLP_FEATURES = 8
 MLP_CLASSES = 3
+hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def _wordpiece(bos_eos: bool) -> Tokenizer:
@@ -47,7 +49,8 @@ def _wordpiece(bos_eos: bool) -> Tokenizer:
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    tok.train_from_iterator(CORPUS, trainers.WordPieceTrainer(vocab_size=200, special_tokens=specials))
+    tok.train_from_iterator(CORPUS, trainers.WordPieceTrainer(vocab_size=200, special_tokens=specials,
+                                                              show_progress=False))
     first = specials[2]
     if bos_eos:
         tok.post_processor = processors.TemplateProcessing(single=f"{first} $A", special_tokens=[

@@ -12,7 +12,10 @@ raw little-endian tensor bytes after it, one run per input whose `parameters.bin
 its length (such an input has no `data`). An output asked for with `parameters.binary_data: true`
 (or every output, with the request parameter `binary_data_output: true`) comes back the same way:
 the response's header says how long its JSON part is, each binary output names its
-`binary_data_size` and has no `data`."""
+`binary_data_size` and has no `data`.
+
+BYTES tensors hold strings (text for a model that tokenizes, label names it answers): JSON strings
+in `data`, or in binary data each element as a 4-byte little-endian length followed by its bytes."""
 
 from __future__ import annotations
 
@@ -39,6 +42,15 @@ HEADER_CONTENT_LENGTH: Final = "inference-header-content-length"  # HTTP header 
 PARAM_BINARY_DATA_SIZE: Final = "binary_data_size"  # input/output parameter: bytes of this tensor's run
 PARAM_BINARY_DATA: Final = "binary_data"  # requested-output parameter: return this output as bytes
 PARAM_BINARY_DATA_OUTPUT: Final = "binary_data_output"  # request parameter: return every output as bytes
+BYTES_LENGTH_PREFIX: Final = 4  # bytes of the little-endian length before each binary BYTES element
+
+# Model metadata parameters (`GET /v2/models/{name}`).
+PARAM_DIGEST: Final = "digest"  # the model directory's identity digest (a Kubeforge artifact's: its weights')
+PARAM_FORMAT: Final = "format"  # kubeforge | hf-transformers | torch-export
+PARAM_ARCHITECTURE: Final = "architecture"  # built-in architecture, transformers class, or torch.export
+PARAM_TASK: Final = "task"  # tensors | text-classification | image-classification | causal-lm
+PARAM_ALTERNATIVE_INPUTS: Final = "alternative_inputs"  # another input form, e.g. "image UINT8 [-1, 224, 224, 3]"
+PARAM_MAX_TOKENS: Final = "max_tokens"  # a text model's tokens per input; longer text is truncated
 
 Parameters = dict[str, str | int | float | bool]
 
@@ -74,7 +86,8 @@ class RequestInput(Wire):
     shape: list[int] = Field(max_length=MAX_RANK, description="Tensor shape; the first dimension is the batch.")
     datatype: Datatype = Field(description="Element type.")
     data: list[Any] | None = Field(default=None, description=(
-        "Elements, flat in row-major order or nested; absent when the tensor travels as binary data."))
+        "Elements (numbers, booleans, or strings for BYTES), flat in row-major order or nested; absent when "
+        "the tensor travels as binary data."))
     parameters: Parameters | None = Field(default=None, description=(
         "Per-input parameters: `binary_data_size` (binary tensor extension); others are ignored."))
 
@@ -133,4 +146,5 @@ class ModelMetadata(Wire):
     platform: str = Field(description="Framework that runs the model.")
     inputs: list[TensorMetadata] = Field(description="Expected inputs.")
     outputs: list[TensorMetadata] = Field(description="Produced outputs.")
-    parameters: Parameters | None = Field(default=None, description="Model card facts (digest, architecture).")
+    parameters: Parameters | None = Field(default=None, description=(
+        "Model facts: digest, format, architecture, task; alternative_inputs and max_tokens where they apply."))

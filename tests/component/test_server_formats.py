@@ -29,6 +29,8 @@ from hf_models import (
     tiny_llama,
     tiny_vit_classifier,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from kubeforge_api.server_settings import EXIT_MODEL_LOAD_FAILED, ServerEnv
 from kubeforge_trainer.formats.identity import identify
 from servehelp import Server, request
@@ -235,3 +237,28 @@ def test_the_resolved_digest_is_enforced_for_every_format(dirs: dict[str, Path],
         assert s.proc is not None and s.proc.wait(timeout=120) == EXIT_MODEL_LOAD_FAILED
         why = log.read_text()
         assert f"expected {other}, found {identify(dirs[name]).digest}" in why and "\n" not in why.strip()
+
+
+_element = st.one_of(st.text(max_size=40), st.integers(-5, 5), st.floats(allow_nan=True), st.none(), st.booleans(),
+                     st.lists(st.text(max_size=5), max_size=2))
+_tensor = st.fixed_dictionaries(
+    {"name": st.sampled_from(["text", "pixel_values", "x"]), "shape": st.lists(st.integers(-1, 4), max_size=3),
+     "datatype": st.sampled_from(["BYTES", "FP32", "UINT8", "bytes"]), "data": st.lists(_element, max_size=5)},
+    optional={"parameters": st.fixed_dictionaries({"binary_data_size": st.integers(-1, 40)})})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture], database=None)
+@given(inputs=st.lists(_tensor, min_size=1, max_size=2), tail=st.binary(max_size=40), binary=st.booleans(),
+       outputs=st.sampled_from([None, ["label"], ["logits", "label"], ["nope"]]))
+def test_fuzz_text_requests_never_5xx(servers: dict[str, Server], inputs: list[dict[str, Any]], tail: bytes,
+                                      binary: bool, outputs: list[str] | None) -> None:
+    doc: dict[str, Any] = {"inputs": inputs}
+    if outputs is not None:
+        doc["outputs"] = [{"name": o, "parameters": {"binary_data": binary}} for o in outputs]
+    head = json.dumps(doc).encode()
+    headers = {"inference-header-content-length": str(len(head))} if tail else {}
+    r = request(servers["bert"].port, "POST", "/v2/models/bert/infer", head + tail, headers)
+    assert r.status in (200, 422), (doc, tail, r.status, r.body[:300])
+    if r.status == 422:
+        assert "\n" not in r.json()["error"]

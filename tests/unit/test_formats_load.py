@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from hf_models import (
     IMAGE_MEAN,
     IMAGE_SIZE,
@@ -144,3 +145,37 @@ def test_an_image_model_without_a_size_is_refused(tmp_path: Path) -> None:
 def test_a_missing_directory_names_what_a_model_directory_holds(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match=r"no such model directory \(a model directory holds model-card\.json"):
         load(tmp_path / "absent")
+
+
+class Pair(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x * 2, x.sum(-1)
+
+
+class Nested(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return x, [x + 1]
+
+
+def _export(module: torch.nn.Module, d: Path, dynamic: bool = True) -> Path:
+    d.mkdir()
+    shapes = {"x": {0: torch.export.Dim("batch"), 1: torch.export.Dim("seq", max=64)}} if dynamic else None
+    torch.export.save(torch.export.export(module, (torch.ones(2, 5),), dynamic_shapes=shapes), d / "model.pt2")
+    return d
+
+
+def test_a_program_returning_a_tuple_names_its_outputs_by_position(tmp_path: Path) -> None:
+    loaded = load(_export(Pair(), tmp_path / "pair"))
+    assert shapes(loaded.inputs) == [("x", Datatype.FP32, (-1, -1))] and loaded.inputs[0].max_variable == 64
+    assert shapes(loaded.outputs) == [("output_0", Datatype.FP32, (-1, -1)), ("output_1", Datatype.FP32, (-1,))]
+    assert loaded.outputs[0].sizes_from == (("x", 0), ("x", 1))
+
+
+def test_a_program_of_fixed_shape_takes_that_batch(tmp_path: Path) -> None:
+    loaded = load(_export(Pair(), tmp_path / "fixed", dynamic=False))
+    assert shapes(loaded.inputs) == [("x", Datatype.FP32, (2, 5))]
+
+
+def test_a_program_with_nested_outputs_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(FormatError, match="nested outputs"):
+        load(_export(Nested(), tmp_path / "nested"))

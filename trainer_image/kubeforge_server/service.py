@@ -20,7 +20,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from kubeforge_api.inference import SERVED_VERSION, ModelMetadata, Parameters, ServerMetadata
+from kubeforge_api.inference import (
+    PARAM_ALTERNATIVE_INPUTS,
+    PARAM_ARCHITECTURE,
+    PARAM_DIGEST,
+    PARAM_FORMAT,
+    PARAM_MAX_TOKENS,
+    PARAM_TASK,
+    SERVED_VERSION,
+    ModelMetadata,
+    Parameters,
+    ServerMetadata,
+)
 from kubeforge_api.server_settings import EXIT_MODEL_LOAD_FAILED, EXIT_MODEL_NOT_FOUND, ServerSettings
 from kubeforge_trainer.formats import Loaded
 from kubeforge_trainer.formats.kubeforge import describe
@@ -146,13 +157,13 @@ class ModelService:
         if self.signature is None or self.loaded is None:
             raise Unavailable(f"model {self.name!r} is still loading")
         sig, loaded = self.signature, self.loaded
-        params: Parameters = {"digest": loaded.digest, "format": str(loaded.format),
-                              "architecture": loaded.architecture, "task": str(loaded.task)}
+        params: Parameters = {PARAM_DIGEST: loaded.digest, PARAM_FORMAT: str(loaded.format),
+                              PARAM_ARCHITECTURE: loaded.architecture, PARAM_TASK: str(loaded.task)}
         if sig.alternatives:
-            params["alternative_inputs"] = "; ".join(", ".join(
+            params[PARAM_ALTERNATIVE_INPUTS] = "; ".join(", ".join(
                 f"{t.name} {t.datatype} {list(t.shape)}" for t in form) for form in sig.alternatives)
         if loaded.max_length is not None:
-            params["max_tokens"] = loaded.max_length
+            params[PARAM_MAX_TOKENS] = loaded.max_length
         return ModelMetadata(name=self.name, platform=PLATFORM, versions=[SERVED_VERSION],
                              inputs=[metadata(t) for t in sig.inputs], outputs=[metadata(t) for t in sig.outputs],
                              parameters=params)

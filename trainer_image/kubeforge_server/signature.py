@@ -40,7 +40,7 @@ _NUMPY: dict[Datatype, type[Any]] = {
 WIRE_DTYPES = {datatype: np.dtype(t).newbyteorder("<") for datatype, t in _NUMPY.items() if t is not np.object_}
 LM_LOGITS_LAST = "last"
 Inputs = dict[str, np.ndarray]
-LENGTH = struct.Struct("<I")  # the length prefix of a BYTES element in binary data
+LENGTH = struct.Struct("<I")  # the length prefix of a BYTES element in binary data (BYTES_LENGTH_PREFIX bytes)
 
 
 def metadata(t: Tensor) -> TensorMetadata:

@@ -123,12 +123,17 @@ def _forward_names(program: ExportedProgram, count: int) -> list[str]:
 
 def _bounds(program: ExportedProgram) -> dict[str, tuple[int, int]]:
     """Each symbol's range, as the program's range constraints give it."""
-    out = {}
-    for symbol, vr in program.range_constraints.items():
-        low = int(vr.lower) if vr.lower.is_finite else 0
-        high = int(vr.upper) if vr.upper.is_finite and int(vr.upper) < UNBOUNDED else UNBOUNDED
-        out[str(symbol)] = (low, high)
-    return out
+    return {str(symbol): (_bound(vr.lower, 0), _bound(vr.upper, UNBOUNDED))
+            for symbol, vr in program.range_constraints.items()}
+
+
+def _bound(value: Any, infinite: int) -> int:
+    """A range end as an int (sympy's infinities, torch's int_oo: `infinite`)."""
+    try:
+        n = int(value)
+    except (TypeError, ValueError, OverflowError, AttributeError):
+        return infinite
+    return n if abs(n) < UNBOUNDED else infinite
 
 
 def _symbol_origins(program: ExportedProgram, inputs: tuple[Tensor, ...]) -> dict[str, tuple[str, int]]:
