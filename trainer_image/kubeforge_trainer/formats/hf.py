@@ -49,13 +49,16 @@ def load_hf(directory: Path, digest: str) -> Loaded:
         return Loaded(**common, inputs=(x,), outputs=_classes(PIXELS, labels), id2label=labels, image=norm)
     max_length = _max_length(doc, tokenizer)
     vocab = int(_field(directory, config, "vocab_size"))
+    embeddings = int(getattr(model.get_input_embeddings(), "num_embeddings", vocab))  # token ids below this
     x = (Tensor(TEXT, Datatype.BYTES, (-1,)) if tokenizer is not None else
-         Tensor(TOKEN_IDS, Datatype.INT64, (-1, -1), upper=vocab, max_variable=max_length,
+         Tensor(TOKEN_IDS, Datatype.INT64, (-1, -1), upper=embeddings, max_variable=max_length,
                 example=(1, min(8, max_length))))
     if task == Task.TEXT_CLASSIFICATION:
         return Loaded(**common, inputs=(x,), outputs=_classes(x.name, labels), id2label=labels, max_length=max_length)
     seq = None if tokenizer is not None else (x.name, 1)
-    y = Tensor("logits", Datatype.FP32, (-1, -1, vocab), sizes_from=((x.name, 0), seq, None))
+    head_layer = model.get_output_embeddings()  # type: ignore[no-untyped-call]
+    width = int(getattr(head_layer, "out_features", vocab))  # a padded vocabulary's logits
+    y = Tensor("logits", Datatype.FP32, (-1, -1, width), sizes_from=((x.name, 0), seq, None))
     return Loaded(**common, inputs=(x,), outputs=(y,), max_length=max_length)
 
 
