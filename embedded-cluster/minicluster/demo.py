@@ -225,24 +225,52 @@ def argmax(values: list[Any]) -> int:
     return max(range(len(values)), key=values.__getitem__)
 
 
-def send_requests(admin: Path, sj: Obj) -> bool:
-    """REQUESTS single-image requests from the held-out digits through the first endpoint that answers."""
+# Sentences for the text-classifier sample, and the label each should get (its script's words).
+TEXTS = [("the movie was lovely and the day so warm", "positive"), ("this food felt awful and quite cold", "negative"),
+         ("a superb song and a happy room", "positive"), ("the service was rude and the room so grim", "negative")]
+
+
+def metadata(host: str, model: str, timeout: float = 2) -> Obj:
+    with urllib.request.urlopen(f"http://{host}:{SERVER_PORT}/v2/models/{model}", timeout=timeout) as r:
+        return dict(json.loads(r.read()))
+
+
+def classify(host: str, model: str, text: str) -> str:
+    """One text through a Hugging Face classifier: its label."""
+    body = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [text]}],
+            "outputs": [{"name": "label"}]}
+    req = urllib.request.Request(f"http://{host}:{SERVER_PORT}{PATH_INFER.format(name=model)}",
+                                 json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return str(json.loads(r.read())["outputs"][0]["data"][0])
+
+
+def requests_for(host: str, name: str) -> tuple[str, list[tuple[Any, Any]], Any]:
+    """(what the requests are, (input, expected answer) pairs, the function that answers one) for the model's kind."""
+    if any(i["datatype"] == "BYTES" for i in metadata(host, name)["inputs"]):
+        return "sentences", list(TEXTS), lambda text: classify(host, name, text)
     from kubeforge_trainer.data import digits
 
-    data, name = digits(), sj["metadata"]["name"]
-    rows, labels = data.x_eval[:REQUESTS].tolist(), data.y_eval[:REQUESTS].tolist()
+    data = digits()
+    pairs = list(zip(data.x_eval[:REQUESTS].tolist(), data.y_eval[:REQUESTS].tolist(), strict=True))
+    return "digits", pairs, lambda row: infer(host, name, [row])[0]
+
+
+def send_requests(admin: Path, sj: Obj) -> bool:
+    """A few requests of the kind the model takes through the first endpoint that answers."""
+    name = sj["metadata"]["name"]
     for what, host in endpoints(admin, sj):
         try:
-            infer(host, name, rows[:1], timeout=2)
+            kind, pairs, answer = requests_for(host, name)
         except (OSError, urllib.error.URLError):
             print(f"  {what} {host} does not answer here (no Service routing?); trying the next endpoint")
             continue
         times, right = [], 0
-        for row, label in zip(rows, labels, strict=True):
+        for x, expected in pairs:
             t0 = time.perf_counter()
-            right += infer(host, name, [row]) == [label]
+            right += answer(x) == expected
             times.append((time.perf_counter() - t0) * 1000)
-        print(f"  {REQUESTS} requests to {what} ({host}:{SERVER_PORT}): {right}/{REQUESTS} digits right, "
+        print(f"  {len(pairs)} requests to {what} ({host}:{SERVER_PORT}): {right}/{len(pairs)} {kind} right, "
               f"median latency {statistics.median(times):.1f} ms")
         return right > 0
     print("  no endpoint answered")
