@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -70,6 +71,13 @@ def identities(creds: Credentials) -> dict[str, Any]:
                             "credentials": [{"accessKey": creds.access_key, "secretKey": creds.secret_key}]}]}
 
 
+log = logging.getLogger("minicluster")
+
+
+class StoreExited(RuntimeError):
+    pass
+
+
 class ObjectStore:
     """`weed server` as a child process in its own session, serving S3 on `address:port`; its data in
     ROOT/objectstore (`cluster-down.sh` keeps that with KEEP_VOLUMES=1), its configuration and
@@ -82,6 +90,7 @@ class ObjectStore:
         self.log_dir = log_dir
         self.address = address
         self.port = port or free_port()
+        self._fixed_port = port is not None
         self.creds = Credentials.generate()
         self.proc: subprocess.Popen[bytes] | None = None
         self._master_port = 0
@@ -100,9 +109,20 @@ class ObjectStore:
         return {"endpoint": self.endpoint, "inClusterEndpoint": self.endpoint, "accessKey": self.creds.access_key,
                 "secretKey": self.creds.secret_key, "region": REGION}
 
-    def start(self, timeout: float = 90.0) -> None:
-        self._spawn()
-        self._wait_ready(timeout)
+    def start(self, timeout: float = 90.0, tries: int = 3) -> None:
+        """Spawn and wait until ready; a store that exits at once (a port taken between picking it
+        and binding it, by a process beside this one) is started again on fresh ports."""
+        for attempt in range(1, tries + 1):
+            self._spawn()
+            try:
+                self._wait_ready(timeout)
+                return
+            except StoreExited:
+                if attempt == tries:
+                    raise
+                log.warning("the object store exited while starting; trying again on other ports")
+                if not self._fixed_port:
+                    self.port = free_port()
 
     def args(self) -> list[str]:
         master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3_grpc = (free_port() for _ in range(7))
@@ -193,7 +213,7 @@ class ObjectStore:
             if self._stopped:
                 raise RuntimeError("the object store was stopped while it started")
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the object store exited with {self.proc.returncode}; see objectstore.log")
+                raise StoreExited(f"the object store exited with {self.proc.returncode}; see objectstore.log")
             try:
                 s3.list_buckets()
                 if not self._volume_server_joined():
