@@ -70,7 +70,7 @@ def tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
                                    cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
 
 
-def trained_bert(directory: Path, steps: int = 60) -> Path:
+def trained_bert(directory: Path, steps: int = 50) -> Path:
     """A BERT classifier of width 256 and 4 layers (wide enough that int8 pays at batch 1), trained
     briefly on the keyword task, saved with its tokenizer."""
     rng = random.Random(0)
@@ -85,7 +85,7 @@ def trained_bert(directory: Path, steps: int = 60) -> Path:
     model.train()
     for _ in range(steps):
         batch = [train[rng.randrange(len(train))] for _ in range(32)]
-        enc = tok([t for t, _ in batch], padding="max_length", max_length=24, truncation=True, return_tensors="pt")
+        enc = tok([t for t, _ in batch], padding="max_length", max_length=16, truncation=True, return_tensors="pt")
         loss = model(**enc, labels=torch.tensor([y for _, y in batch])).loss
         opt.zero_grad()
         loss.backward()
@@ -212,6 +212,24 @@ def test_the_published_variant_loads_through_the_one_loader_and_agrees_with_fp32
     (directory / "tokenizer.json").write_text("{}")
     with pytest.raises(hf_format.HFError, match=r"tokenizer\.json is missing or not the file the model card names"):
         hf_format.check_side_files(directory, arch)
+
+
+def test_a_torchao_variant_of_a_hf_model_is_rebuilt_by_the_one_loader(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torchao")
+    from kubeforge_trainer.compress import pipeline
+
+    monkeypatch.setattr(pipeline, "serving_form", lambda backend, encoding, model: model)  # timed eagerly: no compile
+    tiny_bert_classifier(tmp_path / "artifact")
+    write_jsonl(tmp_path / "eval.jsonl", [{"text": "the food was cold", "label": 0}, {"text": "great", "label": 2}])
+    outcome = compress(tmp_path, [{"quantize": {"backend": "torchao"}}], EvalSource(tmp_path / "eval.jsonl", "jsonl"),
+                       accuracyBudget={"maxDrop": 1})
+    assert outcome.report.artifact is not None, outcome.report.candidates[0]
+    card, model = artifacts.load_model(tmp_path / outcome.report.artifact.path)
+    assert card["compression"]["backend"] == "torchao"
+    ids = torch.tensor([[2, 7, 9, 11, 3]])
+    with torch.inference_mode():
+        assert torch.equal(TextLogits(model, 0)(ids), TextLogits(outcome.models[0], 0)(ids))  # type: ignore[arg-type]
 
 
 def test_the_structure_is_built_from_the_card_alone_on_the_meta_device(storage: Path) -> None:
