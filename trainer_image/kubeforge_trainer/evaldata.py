@@ -38,7 +38,8 @@ class EvalDataError(ValueError):
 
 @dataclass(frozen=True)
 class EvalSource:
-    """Where the evaluation data lies on this machine, its format and how many examples to use."""
+    """Where the evaluation data lies on this machine, its format and how many examples (for `text`,
+    token windows) to use."""
 
     path: Path
     format: str
