@@ -32,7 +32,9 @@ from kubeforge_trainer import artifacts
 from kubeforge_trainer.compress.evaluate import TextLogits
 from kubeforge_trainer.compress.pipeline import CompressInputError, Outcome, run
 from kubeforge_trainer.evaldata import EvalSource
-from kubeforge_trainer.formats.identity import identify
+from kubeforge_trainer.formats import load
+from kubeforge_trainer.formats.identity import FormatError, identify
+from kubeforge_trainer.formats.loaded import Task
 from kubeforge_trainer.variants import hf as hf_format
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
@@ -209,7 +211,13 @@ def test_the_published_variant_loads_through_the_one_loader_and_agrees_with_fp32
     assert torch.equal(loaded, in_memory)  # the artifact is exactly the model that was measured
     fp32, _ = fp32_logits(storage / "artifact", rows)
     assert (loaded.argmax(-1) == fp32.argmax(-1)).float().mean() >= 0.95
+    served = load(directory)  # what the inference server loads: text in, logits and labels out
+    assert served.task == Task.TEXT_CLASSIFICATION and served.tokenizer is not None
+    assert [(t.name, t.datatype.value) for t in served.inputs] == [("text", "BYTES")]
+    assert [t.name for t in served.outputs] == ["logits", "label"] and served.id2label[2] == "positive"
     (directory / "tokenizer.json").write_text("{}")
+    with pytest.raises(FormatError, match=r"tokenizer\.json is missing or not the file"):
+        load(directory)
     with pytest.raises(hf_format.HFError, match=r"tokenizer\.json is missing or not the file the model card names"):
         hf_format.check_side_files(directory, arch)
 

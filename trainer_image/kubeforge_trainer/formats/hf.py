@@ -36,12 +36,19 @@ def load_hf(directory: Path, digest: str) -> Loaded:
     doc = read_json(directory, HF_CONFIG)
     architecture, task = head(directory, doc)
     check_weights(directory)
-    image = image_settings(directory, doc) if task == Task.IMAGE_CLASSIFICATION else None
     model = _model(directory, task)
+    return describe_hf(directory, doc, model, task, architecture, ModelFormat.HF_TRANSFORMERS, digest)
+
+
+def describe_hf(directory: Path, doc: dict[str, Any], model: PreTrainedModel, task: Task, architecture: str,
+                fmt: ModelFormat, digest: str) -> Loaded:
+    """A transformers model (fp32, or a compressed variant of one) with its tokenizer or image settings
+    from `directory` and the tensors its task takes and answers."""
+    image = image_settings(directory, doc) if task == Task.IMAGE_CLASSIFICATION else None
     tokenizer = _tokenizer(directory) if task != Task.IMAGE_CLASSIFICATION else None
     config = model.config
     labels = {int(k): str(v) for k, v in (config.id2label or {}).items()}
-    common: dict[str, Any] = {"format": ModelFormat.HF_TRANSFORMERS, "digest": digest, "model": model,
+    common: dict[str, Any] = {"format": fmt, "digest": digest, "model": model,
                               "task": task, "architecture": architecture, "tokenizer": tokenizer}
     if image is not None:
         (height, width), norm = image

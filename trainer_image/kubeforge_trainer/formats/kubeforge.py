@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from kubeforge_api.inference import Datatype
@@ -13,8 +13,13 @@ from kubeforge_api.storage import ModelFormat
 
 from ..artifacts import ArtifactError, load_model
 from ..variants import served
+from ..variants.hf import HFError, check_side_files, is_hf
+from .hf import describe_hf
 from .identity import FormatError
 from .loaded import Loaded, Task, Tensor
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -26,7 +31,24 @@ def load_kubeforge(directory: Path) -> Loaded:
         card, model = load_model(directory)
     except ArtifactError as e:
         raise FormatError(str(e)) from None
+    if is_hf(card.get("architecture", {})):
+        return _hf_variant(directory, card, model)
     return describe(card, served(card, model))
+
+
+def _hf_variant(directory: Path, card: dict[str, Any], model: torch.nn.Module) -> Loaded:
+    """A compressed variant of a Hugging Face model: the int8 transformers model the card rebuilt, with
+    the tokenizer or image settings of the files beside it (checked against the card's digests). It
+    runs as it was rebuilt: a compiled form would take one positional input, not the attention mask."""
+    arch = card["architecture"]
+    try:
+        check_side_files(directory, arch)
+        task = Task(arch.get("task"))
+    except (HFError, ValueError) as e:
+        raise FormatError(f"{directory}: {e}") from None
+    digest = str((card.get("weights") or {}).get("digest", ""))
+    return describe_hf(directory, dict(arch.get("config") or {}), cast("PreTrainedModel", model), task,
+                       str(arch.get("class", "")), ModelFormat.KUBEFORGE, digest)
 
 
 def describe(card: dict[str, Any], model: torch.nn.Module) -> Loaded:
