@@ -95,6 +95,8 @@ def test_two_clusters_side_by_side_and_stopping_leaves_nothing_behind() -> None:
         assert (Path("/proc/sys") / SYSCTLS[0]).read_text().strip() == "1"
         pids = [int(p) for p in [*info["pids"].values(), *info["addonPids"].values()]]
         assert len(pids) == 5  # etcd, apiserver, controller-manager, scheduler, kube-proxy
+        if info.get("objectStorePid"):
+            pids.append(int(info["objectStorePid"]))  # the object store goes with the cluster too
         with running() as second:
             bridge_b = second.info["bridge"]
             assert bridge_b != info["bridge"] and second.info["podCIDR"] != info["podCIDR"]
