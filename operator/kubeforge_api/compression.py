@@ -199,10 +199,12 @@ class CompressionSpec(Model):
     """`spec.compression`: methods tried in order after training, gated by an accuracy budget and by
     what compression is for (faster or smaller)."""
 
-    crd_rules = (Rule("!has(self.minSpeedup) || !has(self.objective) || self.objective == 'latency'",
+    # A minSpeedup of 1 (the default) is what every spec dumped with its defaults holds: always allowed.
+    crd_rules = (Rule("!has(self.minSpeedup) || self.minSpeedup == 1.0 || !has(self.objective) || "
+                      "self.objective == 'latency'",
                       "minSpeedup applies to objective latency only (objective size publishes the smaller model "
                       "whatever its speed)", ".minSpeedup",
-                      check=lambda s: "min_speedup" not in s.model_fields_set or s.objective == "latency"),)
+                      check=lambda s: s.min_speedup == 1.0 or s.objective == "latency"),)
 
     methods: list[Method] = Field(min_length=1, max_length=8,
                                   description="Methods tried in this order, each on the trained model.")

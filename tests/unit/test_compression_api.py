@@ -127,3 +127,9 @@ def test_the_status_holds_every_field_of_the_termination_message() -> None:
     term = CompressionTermination.from_report(report(2, "ok"), "compressed/report.json")
     status = CompressionStatus.reported(term, "pvc://models/runs/x", attempts=1)
     assert status.artifact is not None and status.artifact.uri == f"pvc://models/runs/x/{term.artifact.path}"
+
+
+def test_a_size_objective_survives_its_own_dump_with_defaults() -> None:
+    """The compression pod re-reads the spec the operator dumped, defaults included (minSpeedup 1)."""
+    spec = CompressionSpec.model_validate({"methods": [{"quantize": {}}], "objective": "size"})
+    assert CompressionSpec.model_validate(spec.model_dump(by_alias=True)).objective == "size"
