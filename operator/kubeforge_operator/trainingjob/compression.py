@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from kubeforge_api.compression import CompressionReason, CompressionTermination
 from kubeforge_api.conditions import find
-from kubeforge_api.constants import ROLE_NODE, ConditionType, Reason, State
+from kubeforge_api.constants import ConditionType, Reason, State
 from kubeforge_api.exitcodes import FailureClass, classify
 from kubeforge_api.trainingjob import CompressionStatus, LastFailure
 from pydantic import ValidationError
@@ -24,12 +24,7 @@ from ..render.trainingjob import pod_name, render_compression_pod
 from .context import Pass
 from .creation import backoff
 from .failures import describe
-from .success import record_result
-
-
-def _workers_done(p: Pass) -> bool:
-    workers = [v for v in p.current if v.role == ROLE_NODE]
-    return len(workers) == p.spec.nodes and all(v.phase == "Succeeded" for v in workers)
+from .success import record_rank0, workers_done
 
 
 def _tries(p: Pass) -> CompressionStatus:
@@ -101,11 +96,9 @@ def _finished(p: Pass, pod: PodView) -> bool:
 
 
 def compressing(p: Pass) -> bool:
-    if p.spec.compression is None or find(p.conds, ConditionType.COMPRESSED) or not _workers_done(p):
+    if p.spec.compression is None or find(p.conds, ConditionType.COMPRESSED) or not workers_done(p):
         return False
-    rank0 = next((v for v in p.current if v.role == ROLE_NODE and v.rank == 0), None)
-    if rank0 is not None and rank0.result is not None:
-        record_result(p, rank0.result)
+    record_rank0(p)
     pod = p.compressor
     if pod is not None and pod.phase == "Succeeded":
         return _finished(p, pod)

@@ -7,7 +7,7 @@ on the claim. A disrupted publish pod is recreated; any other failure is reporte
 from __future__ import annotations
 
 from kubeforge_api.conditions import find
-from kubeforge_api.constants import ROLE_NODE, ROLE_PUBLISH, ConditionType, Reason, State
+from kubeforge_api.constants import ROLE_PUBLISH, ConditionType, Reason, State
 from kubeforge_api.contracts import PublishResult
 from kubeforge_api.exitcodes import FailureClass, classify
 from pydantic import ValidationError
@@ -16,14 +16,12 @@ from ..observe import PodView
 from ..render.trainingjob import pod_name, render_publish_pod
 from .context import Pass
 from .failures import describe
-from .success import record_result
+from .success import record_rank0, workers_done
 
 
 def _ready_to_publish(p: Pass) -> bool:
     """Training succeeded and compression, if any, has reported."""
-    workers = [v for v in p.current if v.role == ROLE_NODE]
-    return (len(workers) == p.spec.nodes and all(v.phase == "Succeeded" for v in workers)
-            and (p.spec.compression is None or find(p.conds, ConditionType.COMPRESSED) is not None))
+    return workers_done(p) and (p.spec.compression is None or find(p.conds, ConditionType.COMPRESSED) is not None)
 
 
 def _compressed_path(p: Pass) -> str | None:
@@ -51,9 +49,7 @@ def _record(p: Pass, pod: PodView) -> None:
 def publishing(p: Pass) -> bool:
     if p.spec.output is None or find(p.conds, ConditionType.PUBLISHED) or not _ready_to_publish(p):
         return False
-    rank0 = next((v for v in p.current if v.role == ROLE_NODE and v.rank == 0), None)
-    if rank0 is not None and rank0.result is not None:
-        record_result(p, rank0.result)
+    record_rank0(p)
     pod = p.publisher
     if pod is not None and pod.phase == "Succeeded":
         _record(p, pod)

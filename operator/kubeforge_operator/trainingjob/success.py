@@ -24,13 +24,23 @@ def record_result(p: Pass, result: TrainingResult) -> None:
         p.status["evaluation"] = result.evaluation.dump()
 
 
-def succeeded(p: Pass) -> bool:
+def workers_done(p: Pass) -> bool:
+    """Every worker pod of the current attempt succeeded."""
     workers = [v for v in p.current if v.role == ROLE_NODE]
-    if len(workers) != p.spec.nodes or not all(v.phase == "Succeeded" for v in workers):
-        return False
-    rank0 = next((v for v in workers if v.rank == 0), None)
+    return len(workers) == p.spec.nodes and all(v.phase == "Succeeded" for v in workers)
+
+
+def record_rank0(p: Pass) -> None:
+    """What rank 0's termination message says (the artifact, the final progress), into the status."""
+    rank0 = next((v for v in p.current if v.role == ROLE_NODE and v.rank == 0), None)
     if rank0 is not None and rank0.result is not None:
         record_result(p, rank0.result)
+
+
+def succeeded(p: Pass) -> bool:
+    if not workers_done(p):
+        return False
+    record_rank0(p)
     p.terminal(ConditionType.SUCCEEDED, Reason.COMPLETED, f"all {p.spec.nodes} worker pods succeeded")
     p.cleanup(p.policy.clean_pod_policy)
     return True
