@@ -47,6 +47,8 @@ bench: venv minicp  ## side-by-side benchmarks -> bench/results/*.json -> docs/b
 	$(PY) bench/dashboard/bench_dashboard.py || status=1; \
 	{ command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk); } && \
 	  bench/serve/setup_kserve.sh $(PY) && $(PY) bench/serve/bench_serve.py || status=1; \
+	bench/serve/setup_kserve.sh $(PY) && $(PY) bench/serve/bench_serve_hf.py || status=1; \
+	$(PY) bench/serve/bench_storage.py || status=1; \
 	$(PY) bench/report.py || status=1; \
 	exit $$status
 

@@ -2,7 +2,7 @@
 
 Every section has one shape: a header line (machine, what else the benchmark records about its run,
 when it was measured), one table of `Row`s (bench/rows.py) whose goals and readings are declared beside
-each benchmark (bench/<area>/goals.py), and the benchmark's prose, bench/<area>/NOTES.md, included
+each benchmark (bench/<area>/goals*.py), and the benchmark's prose (bench/<area>/NOTES*.md), included
 verbatim. The page opens with bench/NOTES.md and a count of the goals each benchmark meets. Numbers come
 from the results files (and, quoted in prose, from the NOTES), never from this file."""
 
@@ -20,14 +20,17 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run as a script: the bench.* modules resolve from the repository root
 
 from bench.compress.goals import SECTION as COMPRESS  # noqa: E402
+from bench.compress.goals_hf_int8 import SECTION as HF_INT8  # noqa: E402
 from bench.dashboard.goals import SECTION as DASHBOARD  # noqa: E402
 from bench.gpu.goals import SECTION as GPU  # noqa: E402
 from bench.operator.goals import SECTION as OPERATOR  # noqa: E402
 from bench.rows import Obj, Row, Section  # noqa: E402
 from bench.serve.goals import SECTION as SERVE  # noqa: E402
+from bench.serve.goals_serve_hf import SECTION as SERVE_HF  # noqa: E402
+from bench.serve.goals_storage import SECTION as STORAGE  # noqa: E402
 from bench.train.goals import SECTION as TRAIN  # noqa: E402
 
-SECTIONS = (OPERATOR, TRAIN, SERVE, COMPRESS, DASHBOARD, GPU)
+SECTIONS = (OPERATOR, TRAIN, SERVE, SERVE_HF, STORAGE, COMPRESS, HF_INT8, DASHBOARD, GPU)
 BENCH = REPO / "bench"
 RESULTS = BENCH / "results"
 COLUMNS = ("what", "baseline", "ours", "ratio (median, min-max, n)", "goal", "verdict")
@@ -81,9 +84,9 @@ def table(rows: tuple[Row, ...]) -> list[str]:
     return lines + [f"| {' | '.join(row.cells())} |" for row in rows]
 
 
-def notes(key: str, bench: Path = BENCH) -> list[str]:
-    """bench/<key>/NOTES.md verbatim, when the benchmark has one."""
-    path = bench / key / "NOTES.md"
+def notes(name: str, bench: Path = BENCH) -> list[str]:
+    """A prose file under bench/ verbatim (a section's `notes_file`), when it exists."""
+    path = bench / name
     return [path.read_text().strip(), ""] if path.exists() else []
 
 
@@ -96,7 +99,7 @@ def section_lines(m: Measured, bench: Path = BENCH) -> list[str]:
         lines += [f"Results incomplete ({m.error}); rerun `{s.run}`.", ""]
     else:
         lines += [header(m), "", *table(m.rows), ""]
-    return lines + notes(s.key, bench)
+    return lines + notes(s.notes_file, bench)
 
 
 def summary(measured: list[Measured]) -> list[str]:
@@ -113,7 +116,7 @@ def summary(measured: list[Measured]) -> list[str]:
 
 def render(results: Path = RESULTS, bench: Path = BENCH) -> str:
     measured = [measure(s, results) for s in SECTIONS]
-    lines = ["# Benchmarks", "", *notes("", bench), *summary(measured)]  # bench/NOTES.md opens the page
+    lines = ["# Benchmarks", "", *notes("NOTES.md", bench), *summary(measured)]  # it opens the page
     for m in measured:
         lines += section_lines(m, bench)
     return "\n".join(lines).rstrip() + "\n"

@@ -153,7 +153,8 @@ def _no_facts(results: Obj) -> list[str]:
 class Section:
     """One benchmark as docs/benchmarks.md shows it: its results file (bench/results/<key>.json), its
     goals, how its results read as rows, what the header line says besides machine and date, and how
-    to measure it. Its prose is bench/<key>/NOTES.md, included verbatim."""
+    to measure it. Its prose, included verbatim, is `notes` (a path under bench/), by default
+    bench/<key>/NOTES.md."""
 
     key: str
     title: str
@@ -162,3 +163,9 @@ class Section:
     facts: Callable[[Obj], list[str]] = _no_facts
     run: str = "make bench"
     missing: str = ""
+    notes: str = ""
+
+    @property
+    def notes_file(self) -> str:
+        """Its prose file, relative to bench/."""
+        return self.notes or f"{self.key}/NOTES.md"

@@ -6,6 +6,7 @@ loses only its own section, and a trainer part that failed shows as not measured
 from __future__ import annotations
 
 import ast
+import copy
 import json
 import sys
 from pathlib import Path
@@ -19,6 +20,8 @@ if str(REPO) not in sys.path:
 from bench import report  # noqa: E402
 from bench.operator.goals import SECTION as OPERATOR  # noqa: E402
 from bench.rows import Bound, Goal, Row, Value  # noqa: E402
+from bench.serve.goals_serve_hf import SECTION as SERVE_HF  # noqa: E402
+from bench.serve.goals_storage import SECTION as STORAGE  # noqa: E402
 from bench.train.goals import SECTION as TRAIN  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -77,6 +80,29 @@ def test_verdicts_follow_the_results_not_the_code() -> None:
     assert OPERATOR.rows(results)[0].met is False
 
 
+def test_hf_serving_goals_bound_throughput_and_p99_at_32_clients_the_rest_is_context() -> None:
+    results = json.loads((RESULTS / "serve_hf.json").read_text())
+    throughput, p99 = results["throughput_c32_vs_kserve"], results["p99_c32_vs_kserve"]
+    throughput["median"], p99["median"] = 3.0, 1.0  # both bounds inclusive
+    rows = SERVE_HF.rows(results)
+    assert [row.met for row in rows[:2]] == [True, True]
+    assert all(row.goal is None for row in rows[2:])
+    throughput["median"], p99["median"] = 2.99, 1.01
+    assert [row.met for row in SERVE_HF.rows(results)[:2]] == [False, False]
+
+
+def test_the_storage_goal_judges_the_100_mib_copy_and_the_1_gib_copy_is_context() -> None:
+    results = json.loads((RESULTS / "storage.json").read_text())
+    results["large"] = copy.deepcopy({k: v for k, v in results.items() if k != "large"})
+    results["large"]["init_vs_host"]["median"] = 0.5  # context: no verdict
+    results["init_vs_host"]["median"] = 0.8
+    rows = STORAGE.rows(results)
+    assert [row.met for row in rows if row.goal is not None] == [True]
+    assert len(rows) == 2 * len(STORAGE.rows({k: v for k, v in results.items() if k != "large"}))
+    results["init_vs_host"]["median"] = 0.79
+    assert STORAGE.rows(results)[0].verdict == "**not met**"
+
+
 def test_every_row_judges_against_a_goal_declared_beside_its_benchmark() -> None:
     for section in report.SECTIONS:
         measured = report.measure(section)
@@ -92,8 +118,11 @@ def test_every_row_judges_against_a_goal_declared_beside_its_benchmark() -> None
 
 def test_the_page_includes_each_notes_file_verbatim() -> None:
     page = report.render()
-    notes = [REPO / "bench" / "NOTES.md", *(REPO / "bench" / s.key / "NOTES.md" for s in report.SECTIONS)]
-    for path in notes:
+    assert TRAIN.notes_file == "train/NOTES.md"  # bench/<key>/NOTES.md unless a section names its own
+    named = [REPO / "bench" / s.notes_file for s in report.SECTIONS if s.notes]
+    assert all(path.exists() for path in named), named  # a section that names its prose has it
+    notes = [REPO / "bench" / "NOTES.md", *(REPO / "bench" / s.notes_file for s in report.SECTIONS)]
+    for path in (path for path in notes if path.exists()):
         assert path.read_text().strip() in page, path
 
 
