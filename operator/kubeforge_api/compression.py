@@ -14,7 +14,8 @@ from typing import Final, Literal
 from pydantic import Field, model_validator
 
 from .model import TERMINATION_LIMIT, Finite, Model, NonNegative, RelativePath, Resources, Rule, Sha256Digest
-from .storage import MAX_URI_LENGTH, STORAGE_URI_PATTERN, SecretRef, clean_uri_rule, is_s3
+from .sources import SecretRef, clean_uri_rule
+from .storage import MAX_URI_LENGTH, STORAGE_URI_PATTERN, is_s3
 
 REPORT_FILE: Final = "report.json"
 DEFAULT_INPUT: Final = "artifact"

@@ -10,7 +10,8 @@ from typing import Annotated, Final, Literal
 from pydantic import Field
 
 from .model import Finite, Model, NonNegative, Rule
-from .storage import MAX_URI_LENGTH, STORAGE_URI_PATTERN, SecretRef, clean_uri_rule, is_s3
+from .sources import SecretRef, clean_uri_rule
+from .storage import MAX_URI_LENGTH, STORAGE_URI_PATTERN, is_s3
 
 ModuleName = Annotated[str, Field(max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")]
 # Where a fine-tune pod finds its inputs (mounted from a claim or copied from an object store).
@@ -54,7 +55,8 @@ class Lora(Model):
     alpha: float = Field(default=16.0, gt=0, le=4096, description="Scaling alpha (the update is scaled by alpha/r).")
     dropout: float = Field(default=0.05, ge=0, lt=1, description="Dropout on the adapter's input.")
     target_modules: list[ModuleName] = Field(
-        default_factory=lambda: ["q_proj", "v_proj"], min_length=1, max_length=32, description="Names (suffixes) of the Linear modules that get adapters, e.g. q_proj, v_proj.")
+        default_factory=lambda: ["q_proj", "v_proj"], min_length=1, max_length=32,
+        description="Names (suffixes) of the Linear modules that get adapters, e.g. q_proj, v_proj.")
 
 
 class Finetune(Model):

@@ -55,6 +55,12 @@ class ServerEnv(StrEnum):
     MAX_BUFFERED_BYTES = "KUBEFORGE_MAX_BUFFERED_BYTES"
     MAX_OUTPUT_ELEMENTS = "KUBEFORGE_MAX_OUTPUT_ELEMENTS"
     LM_LOGITS = "KUBEFORGE_LM_LOGITS"
+    KV_CACHE_BYTES = "KUBEFORGE_KV_CACHE_BYTES"
+    KV_BLOCK_TOKENS = "KUBEFORGE_KV_BLOCK_TOKENS"
+    LLM_MAX_RUNNING = "KUBEFORGE_LLM_MAX_RUNNING"
+    LLM_STEP_TOKENS = "KUBEFORGE_LLM_STEP_TOKENS"
+    LLM_MAX_WAITING = "KUBEFORGE_LLM_MAX_WAITING"
+    PREFIX_CACHING = "KUBEFORGE_PREFIX_CACHING"
 
 
 class ServerSettings(BaseModel):
@@ -100,6 +106,20 @@ class ServerSettings(BaseModel):
     lm_logits: Literal["last", "all"] = Field(default="last", description=(
         "Causal language models: logits of the last position only ([N, vocab]) or of every position "
         "([N, T, vocab])."))
+    kv_cache_bytes: int = Field(default=0, ge=0, le=1024**4, description=(
+        "Causal language models: bytes of the paged KV cache (keys and values of every layer), allocated "
+        "in blocks; 0 = a quarter of the memory (no more than the longest context for every running sequence)."))
+    kv_block_tokens: int = Field(default=16, ge=1, le=1024, description=(
+        "Causal language models: tokens per KV-cache block (the unit of allocation and of prefix caching)."))
+    llm_max_running: int = Field(default=64, ge=1, le=4096, description=(
+        "Causal language models: most sequences in the running batch of one decode step."))
+    llm_step_tokens: int = Field(default=256, ge=16, le=65_536, description=(
+        "Causal language models: most tokens one model step computes (decodes first, then prompt chunks): "
+        "long prompts are prefilled in chunks so running streams keep flowing."))
+    llm_max_waiting: int = Field(default=256, ge=0, le=1_000_000, description=(
+        "Causal language models: requests waiting for KV-cache blocks or a batch place; 429 beyond."))
+    prefix_caching: bool = Field(default=True, description=(
+        "Causal language models: reuse the KV-cache blocks of a shared prompt prefix (block hashing)."))
 
     @model_validator(mode="after")
     def _budget_holds_a_request(self) -> ServerSettings:

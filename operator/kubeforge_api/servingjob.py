@@ -14,7 +14,8 @@ from .constants import API_VERSION, GROUP, SERVINGJOB_PLURAL, VERSION
 from .crd import Column, CrdKind
 from .meta import Condition, ObjectMeta
 from .model import Model, Resources, Rule, list_map
-from .storage import MAX_URI_LENGTH, STORAGE_URI_PATTERN, ModelFormat, SecretRef, clean_uri_rule, is_s3
+from .sources import SecretRef, clean_uri_rule
+from .storage import MAX_URI_LENGTH, STORAGE_URI_PATTERN, ModelFormat, is_s3
 from .trainingjob import PodTemplate
 
 SERVINGJOB_KIND: Final = "ServingJob"

@@ -2,18 +2,14 @@
 an `s3://BUCKET/PREFIX` in an S3-compatible object store (credentials from a Secret named beside the
 uri, with the standard AWS keys), the formats a model directory may have, and the exit codes of the
 storage initializer (the init container that copies an `s3://` model or data set into the pod,
-verified against the digest recorded when it was published)."""
+verified against the digest recorded when it was published). Plain names only, no pydantic: the
+storage initializer starts fast; the models that use these live in `sources`."""
 
 from __future__ import annotations
 
 import re
 from enum import StrEnum
 from typing import Final
-
-from pydantic import Field
-from pydantic.alias_generators import to_camel
-
-from .model import Model, Rule
 
 DNS1123_NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]{0,251}[a-z0-9])?$"
 PVC_URI_PATTERN: Final = r"^pvc://[a-z0-9]([-a-z0-9]{0,251}[a-z0-9])?(/[^/\x00]+)+/?$"
@@ -50,23 +46,7 @@ class ModelFormat(StrEnum):
     TORCH_EXPORT = "torch-export"  # model.pt2 written by torch.export.save
 
 
-class SecretRef(Model):
-    """A Secret in the same namespace holding AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and
-    optionally AWS_ENDPOINT_URL and AWS_REGION. Only the storage initializer sees its values."""
-
-    name: str = Field(max_length=253, pattern=DNS1123_NAME_PATTERN, description="Name of the Secret.")
-
-
 DOT_SEGMENT: Final = r"(^|/)[.][.]?(/|$)"
-
-
-def clean_uri_rule(field: str) -> Rule:
-    """The rule that a uri field (camelCase `field` of the model) has no `.` or `..` segment: both
-    kinds of uri become local paths (a volume's subPath, the initializer's destination)."""
-    camel = to_camel(field)
-    return Rule(f"!has(self.{camel}) || !self.{camel}.matches('{DOT_SEGMENT}')",
-                f"{camel} must not contain '.' or '..' path segments", f".{camel}",
-                check=lambda m: getattr(m, field) is None or re.search(DOT_SEGMENT, getattr(m, field)) is None)
 
 
 def is_s3(uri: str) -> bool:

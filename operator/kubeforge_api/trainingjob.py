@@ -34,7 +34,8 @@ from .meta import MAX_NAME_LENGTH, NAME_TOO_LONG, Condition, ObjectMeta
 from .model import IntOrString, Resources, Rule, RuleViolation, list_map, omit_default
 from .model import Model as Model  # re-exported: other kinds import the base from here
 from .podtemplate import PodTemplate as PodTemplate  # re-exported: both kinds share it
-from .storage import MAX_URI_LENGTH, S3_URI_PATTERN, ModelFormat, SecretRef, clean_uri_rule
+from .sources import SecretRef, clean_uri_rule
+from .storage import MAX_URI_LENGTH, S3_URI_PATTERN, ModelFormat
 
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 LongString = Annotated[str, Field(max_length=4096)]

@@ -36,6 +36,8 @@ def load_hf(directory: Path, digest: str) -> Loaded:
     doc = read_json(directory, HF_CONFIG)
     architecture, task = head(directory, doc)
     check_weights(directory)
+    if task == Task.IMAGE_CLASSIFICATION:
+        image_settings(directory, doc)  # a model without an image size is refused before its weights load
     model = _model(directory, task)
     return describe_hf(directory, doc, model, task, architecture, ModelFormat.HF_TRANSFORMERS, digest)
 

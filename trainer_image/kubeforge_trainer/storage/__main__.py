@@ -22,6 +22,7 @@ from kubeforge_api.constants import TERMINATION_LOG_PATH, Env
 from kubeforge_api.storage import EXIT_CORRUPT, EXIT_NOT_FOUND, S3_URI_PATTERN
 from s3transfer.exceptions import RetriesExceededError
 
+from ..formats.identity import FormatError, detect, digest
 from .client import Credentials, make_client
 from .errors import EXIT_IO, StorageError, classify
 from .transfer import entries, fetch, prepare, publish
@@ -63,8 +64,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def _verify(dest: Path, want: str, uri: str) -> None:
     """The copy's digest, as formats.identity computes it, must be `want`."""
-    from ..formats.identity import FormatError, detect, digest  # it imports torch: only a verified fetch needs it
-
     try:
         got = digest(dest, detect(dest))
     except FormatError as e:

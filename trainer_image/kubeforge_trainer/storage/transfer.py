@@ -14,6 +14,7 @@ from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.exceptions import ClientError
 from kubeforge_api.storage import split_s3
 
+from ..formats.identity import files
 from .errors import EXIT_USAGE, StorageError
 from .keys import Entry, directory_prefix, plan, single
 
@@ -88,8 +89,6 @@ def fetch(client: S3Client, uri: str, dest: Path, found: list[Entry]) -> Copied:
 
 def publish(client: S3Client, src: Path, uri: str) -> Copied:
     """Uploads every regular file under `src` (links and special files are refused) below `uri`."""
-    from ..formats.identity import files  # it imports torch: a fetch never needs it
-
     bucket, prefix = split_s3(uri)
     listed = files(src)
     with create_transfer_manager(client, TRANSFER) as manager:
