@@ -20,6 +20,8 @@ from prometheus_client import Gauge
 
 from .codec import JSON, Encoded
 from .errors import MethodNotAllowed, NotFound, ServerError, TooLarge, Unavailable
+from .llm.routes import PREFIX as OPENAI_PREFIX
+from .llm.routes import ClientLeft, OpenAIRoutes
 from .metrics import CONTENT_TYPE
 from .service import ModelService
 
@@ -79,6 +81,7 @@ class App:
         self.service = service
         self._max_body = service.settings.max_request_bytes
         self.budget = BodyBudget(service.settings.max_buffered_bytes, service.metrics.body_bytes)
+        self.openai = OpenAIRoutes(service.language_model, self._read_body, service.metrics.count)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -99,6 +102,9 @@ class App:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]
+        if path.startswith(OPENAI_PREFIX):
+            await self.openai(scope, receive, send)
+            return
         endpoint, name, version = _endpoint(path)
         try:
             status, answer = await self._handle(endpoint, name, version, method, scope, receive)
@@ -143,6 +149,16 @@ class App:
         try:
             body = await self._body(scope, receive, reservation)
             return await self.service.infer(name, version, body, _header(scope, _HEADER_LENGTH))
+        finally:
+            reservation.release()
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        """A whole request body within the bounds (for the OpenAI-compatible routes)."""
+        reservation = Reservation(self.budget)
+        try:
+            return await self._body(scope, receive, reservation)
+        except ClientGone:
+            raise ClientLeft from None
         finally:
             reservation.release()
 

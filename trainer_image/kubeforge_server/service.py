@@ -40,6 +40,8 @@ from kubeforge_trainer.formats.loading import missing
 from . import __version__, codec
 from .batcher import Batcher
 from .errors import InvalidInput, NotFound, Unavailable
+from .llm import serving as llm_serving
+from .llm.errors import NotReady, RouteNotFound
 from .metrics import Metrics
 from .runners import runner
 from .signature import Signature, metadata, signature_for
@@ -76,6 +78,8 @@ class ModelService:
         self.loaded: Loaded | None = None
         self.signature: Signature | None = None
         self._batcher: Batcher | None = None
+        self.llm: llm_serving.LanguageModel | None = None  # a causal LM's engine (the OpenAI-compatible routes)
+        self._no_llm = "the model is still loading"
         self._load_task: asyncio.Task[None] | None = None
         self._codec_pool = ThreadPoolExecutor(1, thread_name_prefix="codec")
 
@@ -101,6 +105,8 @@ class ModelService:
             self._load_task.cancel()
         if self._batcher is not None:
             await self._batcher.stop()
+        if self.llm is not None:
+            await asyncio.to_thread(self.llm.engine.stop)
         self._codec_pool.shutdown(wait=False, cancel_futures=True)
 
     async def _load(self) -> None:
@@ -108,7 +114,8 @@ class ModelService:
         t0 = time.perf_counter()
         timeout = self.settings.load_timeout_seconds
         try:
-            loaded, signature, batcher = await asyncio.wait_for(self._prepare(directory), timeout)
+            loaded, signature, batcher, (self.llm, self._no_llm) = await asyncio.wait_for(
+                self._prepare(directory), timeout)
         except Exception as e:  # any failure to load or run the model is reported, never retried in-process
             code = EXIT_MODEL_NOT_FOUND if missing(directory) else EXIT_MODEL_LOAD_FAILED
             why = (f"the model was not loaded and warmed up within {timeout:g} s (loadTimeoutSeconds)"
@@ -123,8 +130,10 @@ class ModelService:
         log.info("model %s (%s) loaded from %s in %.2f s", self.name, loaded.format, directory,
                  time.perf_counter() - t0)
 
-    async def _prepare(self, directory: Path) -> tuple[Loaded, Signature, Batcher]:
-        """Load, check the digest, and warm up (batch 1 and 2: a compiled model then has every batch size)."""
+    async def _prepare(self, directory: Path) -> tuple[Loaded, Signature, Batcher,
+                                                       tuple[llm_serving.LanguageModel | None, str]]:
+        """Load, check the digest, and warm up (batch 1 and 2: a compiled model then has every batch size;
+        a causal LM's generation engine too)."""
         s = self.settings
         loaded = _as_loaded(await asyncio.to_thread(self._loader, directory))
         if s.model_digest and loaded.digest != s.model_digest:
@@ -139,7 +148,15 @@ class ModelService:
         # Start the codec thread now: started by the first large request, it would take the GIL
         # from the event loop before the loop got back to waiting.
         await asyncio.get_running_loop().run_in_executor(self._codec_pool, int)
-        return loaded, signature, batcher
+        return loaded, signature, batcher, await llm_serving.prepare(loaded, s, self.metrics.registry)
+
+    def language_model(self) -> llm_serving.LanguageModel:
+        """The served causal LM's engine, or the OpenAI-compatible error why there is none."""
+        if self.llm is not None:
+            return self.llm
+        if self.phase == Phase.LOADING:
+            raise NotReady(self._no_llm)
+        raise RouteNotFound(f"the OpenAI-compatible routes serve causal language models: {self._no_llm}")
 
     def check_model(self, name: str, version: str | None = None) -> None:
         if name != self.name:
