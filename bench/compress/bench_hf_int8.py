@@ -71,7 +71,7 @@ def tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
     tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=1000, special_tokens=SPECIALS))
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[(s, tok.token_to_id(s)) for s in SPECIALS[2:4]])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=MAX_LENGTH, unk_token="[UNK]",
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=MAX_LENGTH, unk_token="[UNK]",  # type: ignore[no-untyped-call]
                                    pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
 
 
@@ -99,7 +99,7 @@ def train(directory: Path, steps: int, hidden: int, layers: int) -> Obj:
         opt.step()
         sched.step()
     seconds = time.perf_counter() - start
-    model.eval().save_pretrained(directory)
+    model.eval().save_pretrained(directory)  # type: ignore[no-untyped-call]
     tok.save_pretrained(directory)
     return {"parameters": sum(p.numel() for p in model.parameters()), "hidden": hidden, "layers": layers,
             "heads": hidden // 64, "train_steps": steps, "train_s": seconds, "final_loss": float(loss)}
@@ -134,15 +134,15 @@ def batches(tok: Any, rows: list[tuple[str, int]]) -> dict[int, torch.Tensor]:
 
 def timings(directory: Path, rows: list[tuple[str, int]], rounds: int, with_torchao: bool) -> Obj:
     """fp32, eager int8 (and torchao compiled) in the served form, interleaved, per batch size."""
-    model = BertForSequenceClassification.from_pretrained(directory, local_files_only=True).eval()
+    model = BertForSequenceClassification.from_pretrained(directory, local_files_only=True).eval()  # type: ignore[no-untyped-call]
     tok = PreTrainedTokenizerFast.from_pretrained(directory, local_files_only=True)
     pad = int(tok.pad_token_id)
     forms: dict[str, Any] = {"fp32": TextLogits(model, pad), "int8": TextLogits(EagerBackend().dynamic(
-        BertForSequenceClassification.from_pretrained(directory, local_files_only=True).eval()), pad)}
+        BertForSequenceClassification.from_pretrained(directory, local_files_only=True).eval()), pad)}  # type: ignore[no-untyped-call]
     out: Obj = {}
     x = batches(tok, rows)
     if with_torchao:
-        ao = TorchaoBackend().dynamic(BertForSequenceClassification.from_pretrained(directory,
+        ao = TorchaoBackend().dynamic(BertForSequenceClassification.from_pretrained(directory,  # type: ignore[no-untyped-call]
                                                                                     local_files_only=True).eval())
         start = time.perf_counter()
         forms["torchao"] = TorchaoBackend().serving(TextLogits(ao, pad))
@@ -167,7 +167,7 @@ def timings(directory: Path, rows: list[tuple[str, int]], rounds: int, with_torc
 def agreement(storage: Path, artifact: str, rows: list[tuple[str, int]]) -> float:
     """Share of eval rows where the published artifact, loaded by the one loader, and fp32 agree."""
     _, int8 = artifacts.load_model(storage / artifact)
-    fp32 = BertForSequenceClassification.from_pretrained(storage / "model", local_files_only=True).eval()
+    fp32 = BertForSequenceClassification.from_pretrained(storage / "model", local_files_only=True).eval()  # type: ignore[no-untyped-call]
     tok = PreTrainedTokenizerFast.from_pretrained(storage / artifact, local_files_only=True)
     enc = tok([t for t, _ in rows], padding=True, return_tensors="pt")
     a = TextLogits(int8, int(tok.pad_token_id))(enc["input_ids"]).argmax(-1)
