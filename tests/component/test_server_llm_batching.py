@@ -1,7 +1,7 @@
 """Continuous batching changes no answer: 200 greedy requests, 32 at a time (prompts of 5 to 150
 tokens, half after one shared prefix, so prompts are prefilled in chunks and blocks are shared
 through the prefix cache), each answer token for token what single-stream `generate()` gives in this
-process; once with a KV cache roomy enough for all 32, once with one of 2048 tokens, where sequences
+process; once with a KV cache roomy enough for all 32, once with one of 1024 tokens, where sequences
 wait for blocks and get preempted (and recomputed)."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 NAME = "tiny-llm"
 REQUESTS, CONCURRENCY, NEW_TOKENS = 200, 32, 16
-TIGHT_KV_TOKENS = 2048
+TIGHT_KV_TOKENS = 1024
 KV_BYTES_PER_TOKEN = 2 * 2 * 2 * 16 * 4  # keys and values, 2 layers, 2 KV heads of 16, fp32 (tiny_llama)
 
 

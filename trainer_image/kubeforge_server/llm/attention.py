@@ -27,7 +27,8 @@ STEP_ARG = "kubeforge_step"
 
 @dataclass
 class KVCache:
-    """Keys and values of every layer: [blocks, block tokens, KV heads, head dim] each."""
+    """Keys and values of every layer: [KV heads, blocks, block tokens, head dim] each (heads outermost:
+    a gather of blocks is one `index_select` that SDPA reads without another copy)."""
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
@@ -37,7 +38,7 @@ class KVCache:
     def allocate(cls, layers: int, blocks: int, block_tokens: int, kv_heads: int, head_dim: int,
                  dtype: torch.dtype, device: torch.device) -> KVCache:
         # torch.empty: pages of a large budget are touched (resident) only once used
-        shape = (blocks, block_tokens, kv_heads, head_dim)
+        shape = (kv_heads, blocks, block_tokens, head_dim)
         return cls([torch.empty(shape, dtype=dtype, device=device) for _ in range(layers)],
                    [torch.empty(shape, dtype=dtype, device=device) for _ in range(layers)], block_tokens)
 
@@ -76,9 +77,9 @@ def paged_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
         raise NotImplementedError("paged attention has no sliding window or soft-capping")
     layer: int = module.layer_idx  # type: ignore[assignment]
     keys, values = step.cache.keys[layer], step.cache.values[layer]
-    kv_heads, head_dim = keys.shape[2], keys.shape[3]
-    keys.view(-1, kv_heads, head_dim)[step.slots] = key[0].transpose(0, 1)
-    values.view(-1, kv_heads, head_dim)[step.slots] = value[0].transpose(0, 1)
+    kv_heads, head_dim = keys.shape[0], keys.shape[3]
+    keys.view(kv_heads, -1, head_dim).index_copy_(1, step.slots, key[0])
+    values.view(kv_heads, -1, head_dim).index_copy_(1, step.slots, value[0])
     out_rows = query.new_empty(query.shape[2], query.shape[1], query.shape[3])  # [T, heads, d]
     if step.decode_rows is not None and step.decode_blocks is not None:
         q = query[0][:, step.decode_rows].transpose(0, 1).unsqueeze(2)  # [B, heads, 1, d]
@@ -98,8 +99,8 @@ def paged_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
 def _gather(cache: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
     """[B, n] block tables -> [B, kv heads, n * block tokens, d]."""
     b, n = tables.shape
-    blocks = cache[tables]  # [B, n, block tokens, kv heads, d]
-    return blocks.reshape(b, n * cache.shape[1], cache.shape[2], cache.shape[3]).transpose(1, 2)
+    blocks = cache.index_select(1, tables.reshape(-1))  # [kv heads, B * n, block tokens, d]
+    return blocks.view(cache.shape[0], b, n * cache.shape[2], cache.shape[3]).transpose(0, 1)
 
 
 def register() -> None:

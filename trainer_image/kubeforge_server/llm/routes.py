@@ -215,12 +215,13 @@ async def _stream(send: Send, gen: Generation, request: CompletionRequest | Chat
     if chat:
         await _event(send, chunk("", role=True))
     while not gen.done:
+        before = gen.completion_tokens
         text = await gen.next_text()
         if left.is_set():
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
-        if text:
-            await _event(send, chunk(text))
+        if text or (gen.completion_tokens > before and not gen.done):  # a chunk per step with new tokens,
+            await _event(send, chunk(text))  # even when their text is not complete yet (bytes of a character)
     if gen.error is not None:
         error = ModelFailed(f"the model failed: {gen.error}")
         await _event(send, b"data: " + error.body() + b"\n\n")
