@@ -162,6 +162,20 @@ class Method(Model):
 class AccuracyBudget(Model):
     """How much worse than the original a candidate may be."""
 
+    crd_rules = (Rule("!has(self.maxPerplexityIncrease) || !has(self.metric) || self.metric == 'perplexity'",
+                      "maxPerplexityIncrease judges perplexity: metric must be perplexity or unset", ".metric",
+                      check=lambda b: b.max_perplexity_increase is None or b.metric == "perplexity"),)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _perplexity_budget(cls, data: object) -> object:
+        """maxPerplexityIncrease is a relative budget on perplexity: the gate reads it as such."""
+        if isinstance(data, dict):
+            value = data.get("maxPerplexityIncrease", data.get("max_perplexity_increase"))
+            if value is not None:
+                return {**data, "metric": data.get("metric") or "perplexity", "maxDrop": value, "relative": True}
+        return data
+
     metric: Literal["accuracy", "perplexity", "evalLoss"] | None = Field(
         default=None, description="Metric the gate compares; default: the recipe's (accuracy for classification, "
         "perplexity for text).")

@@ -133,3 +133,14 @@ def test_a_size_objective_survives_its_own_dump_with_defaults() -> None:
     """The compression pod re-reads the spec the operator dumped, defaults included (minSpeedup 1)."""
     spec = CompressionSpec.model_validate({"methods": [{"quantize": {}}], "objective": "size"})
     assert CompressionSpec.model_validate(spec.model_dump(by_alias=True)).objective == "size"
+
+
+def test_a_perplexity_increase_budget_is_a_relative_budget_on_perplexity() -> None:
+    spec = CompressionSpec.model_validate({"methods": [{"quantize": {}}],
+                                           "accuracyBudget": {"maxPerplexityIncrease": 0.02}})
+    b = spec.accuracy_budget
+    assert (b.metric, b.max_drop, b.relative) == ("perplexity", 0.02, True)
+    assert CompressionSpec.model_validate(spec.model_dump(by_alias=True)).accuracy_budget == b
+    with pytest.raises(ValidationError, match="maxPerplexityIncrease judges perplexity"):
+        CompressionSpec.model_validate({"methods": [{"quantize": {}}],
+                                        "accuracyBudget": {"maxPerplexityIncrease": 0.02, "metric": "accuracy"}})
