@@ -54,7 +54,7 @@ def train_tokenizer(directory: Path, vocab_size: int = 512, tagged: bool = False
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(corpus(), trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS,
-                                   additional_special_tokens=[START, END], model_max_length=4096)
+                                   additional_special_tokens=[START, END], model_max_length=4096)  # type: ignore[no-untyped-call]
     fast.chat_template = TAGGED_CHAT_TEMPLATE if tagged else CHAT_TEMPLATE
     fast.save_pretrained(directory)
     return fast
@@ -73,23 +73,27 @@ def tiny_llama(directory: Path, layers: int = 2, hidden: int = 64, vocab_size: i
     return directory
 
 
-def _answer(rng: random.Random) -> tuple[str, str]:
-    """A question about a sentence and its answer: learnable from the question alone."""
+def _answer(rng: random.Random, lead: str = "the answer is: ") -> tuple[str, str]:
+    """A question about a sentence and its answer (`lead` then the word): learnable from the question."""
     text = sentence(rng)
     words = text.rstrip(".").split()
     if rng.random() < 0.5:
-        return f"what colour is it? {text}", f"the answer is: {words[3]}"
-    return f"which thing? {text}", f"the answer is: {words[4]}"
+        return f"what colour is it? {text}", f"{lead}{words[3]}"
+    return f"which thing? {text}", f"{lead}{words[4]}"
 
 
-def chat_jsonl(path: Path, n: int, seed: int = 0, turns: int = 1, system: bool = True) -> Path:
-    """`n` conversations (optionally a system turn, then `turns` user/assistant pairs), one per line."""
+def chat_jsonl(path: Path, n: int, seed: int = 0, turns: int | tuple[int, int] = 1, system: bool = True,
+               single: float = 0.0, lead: str = "the answer is: ") -> Path:
+    """`n` conversations (optionally a system turn, then `turns` user/assistant pairs, or a number of
+    them drawn from (min, max) where a share `single` has one pair: long-tailed lengths), one per line;
+    each answer is `lead` and the word asked for."""
     rng = random.Random(seed)
     with path.open("w") as f:
         for _ in range(n):
             messages = [{"role": "system", "content": "answer briefly."}] if system else []
-            for _ in range(turns):
-                question, answer = _answer(rng)
+            count = turns if isinstance(turns, int) else 1 if rng.random() < single else rng.randint(*turns)
+            for _ in range(count):
+                question, answer = _answer(rng, lead)
                 messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
             f.write(json.dumps({"messages": messages}) + "\n")
     return path

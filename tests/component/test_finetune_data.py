@@ -164,3 +164,26 @@ def test_merged_model_computes_what_base_plus_adapter_computes(model_dir: Path, 
     assert lineage["adapter"]["digest"] == adapter.digest and lineage["kind"] == "merged-model"
     assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == \
         "pvc://models/base"
+
+
+def test_a_full_fine_tune_with_tied_embeddings_exports_what_it_trained(model_dir: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+    config = load_base(model_dir, "model").config
+    config.tie_word_embeddings = True
+    tied_dir = tmp_path / "tied"
+    torch.manual_seed(2)
+    LlamaForCausalLM(config).save_pretrained(tied_dir)
+    tokenizer = load_tokenizer(model_dir, "model")
+    tokenizer.save_pretrained(tied_dir)
+    ft = Finetune.model_validate({"model": {"uri": "pvc://models/tied"}, "data": {"uri": "pvc://data/d.jsonl"},
+                                  "method": "full"})
+    trained = with_method(load_base(tied_dir, "model"), ft)
+    with torch.no_grad():
+        trained.get_input_embeddings().weight.add_(0.5)  # the head moves with it: they are one tensor
+    artifact, adapter = export(tmp_path / "out", tied_dir, ft, gather(trained, lora=False), tokenizer, {})
+    assert adapter is None and artifact.path == "artifact"
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "out" / "artifact", local_files_only=True).eval()
+    ids = torch.randint(0, 400, (1, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert float((exported(input_ids=ids).logits - trained.eval()(input_ids=ids).logits).abs().max()) < 1e-5

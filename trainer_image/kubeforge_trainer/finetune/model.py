@@ -1,7 +1,8 @@
 """The model a fine-tune trains: the base causal LM loaded offline from its directory (safetensors only,
 no remote code, fp32), LoRA adapters from peft on the named modules when the method is lora, and the
 strategy's wrapping: DDP, or FSDP2 `fully_shard` on each decoder layer (the classes the model names
-as never to be split) and then on the root. Before training, packing is checked on the loaded model:
+as never to be split) and then on the root, gathering and reducing over rings on gloo (see
+train/ring.py). Before training, packing is checked on the loaded model:
 an example's logits inside a packed row must equal its logits alone, or the model's attention
 ignores per-example positions and the job is refused."""
 
@@ -93,11 +94,13 @@ def wrap(model: nn.Module, strategy: Strategy, world: World) -> nn.Module:
     if strategy == Strategy.FSDP:
         from torch.distributed.fsdp import fully_shard
 
+        from ..train.ring import use_rings
+
         classes = layer_classes(model)
         for module in list(model.modules()):
             if type(module).__name__ in classes:
-                fully_shard(module)
-        fully_shard(model)
+                use_rings(fully_shard(module))
+        use_rings(fully_shard(model))
         return model
     from torch.nn.parallel import DistributedDataParallel
 

@@ -6,6 +6,7 @@ trained, evaluated after, and exported by rank 0 with the termination message.""
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import time
 from collections.abc import Mapping
@@ -154,10 +155,18 @@ def loop(ctx: JobContext, trainer: Trainer, data: Data, log: Log, start: int, pr
             log.checkpointed(done)
 
 
-def lineage(ctx: JobContext, ft: Finetune, inputs: Inputs, data: Data, fraction: float) -> dict[str, Any]:
-    from ..formats.identity import identify
+def base_digest(directory: Path) -> str | None:
+    """The base model directory's digest, or None where it cannot be taken (e.g. a cache of links)."""
+    from ..formats.identity import FormatError, identify
 
-    return {"baseModel": {"uri": ft.model.uri, "digest": identify(inputs.model_dir).digest},
+    try:
+        return identify(directory).digest
+    except (FormatError, OSError):
+        return None
+
+
+def lineage(ctx: JobContext, ft: Finetune, inputs: Inputs, data: Data, fraction: float) -> dict[str, Any]:
+    return {"baseModel": {"uri": ft.model.uri, "digest": base_digest(inputs.model_dir)},
             "data": {"uri": ft.data.uri, "format": ft.data.format, "digest": data.digests["data"]},
             "evalData": ({"uri": ft.eval_data.uri, "digest": data.digests["evalData"]} if ft.eval_data else
                          {"heldOutFraction": ft.eval_fraction}),
@@ -206,9 +215,11 @@ def train(ctx: JobContext, world: World, reporter: ProgressReporter | None) -> d
     log.evaluated(trainer.plan.total_steps, max(0, trainer.plan.total_steps - 1) // trainer.plan.steps_per_epoch,
                   after, "after training")
     trained = gather(trainer.model, lora)
+    steps = trainer.plan.total_steps
+    del trainer  # the export loads a copy of the base of its own: the training copy and its optimizer go first
+    gc.collect()
     facts = {"before": progress.before, "after": after, "fraction": fraction,
              "tokensPerSecond": progress.tokens_per_second}
     result = finish(ctx, world, reporter, inputs, data, trained, facts)
     barrier(world)
-    return {"steps": trainer.plan.total_steps, "resumedFrom": start if meta else None, **facts,
-            **(result or {})}
+    return {"steps": steps, "resumedFrom": start if meta else None, **facts, **(result or {})}
