@@ -53,10 +53,10 @@ def demo(samples: Path, keep: bool, timeout: float = 900) -> int:
         now, later = split_samples(files)
         kubectl(admin, "apply", "-f", "-", input=yaml.safe_dump_all(now))
         print(f"applied {', '.join(f.name for f in files)}\n", flush=True)
-        follow(admin, timeout)
-        if later:  # ServingJobs that read the object store serve what the jobs above published there
+        seen = follow(admin, timeout)
+        if later:  # fine-tunes and ServingJobs of s3:// models read what the jobs above made
             kubectl(admin, "apply", "-f", "-", input=yaml.safe_dump_all(later))
-            follow(admin, timeout)
+            follow(admin, timeout, seen)
         ok = report_training(admin) & report_serving(admin)
         board = open_dashboard(cluster.root, admin)
         if keep and op.proc is not None:
@@ -86,12 +86,19 @@ def store_secret(admin: Path, store: Obj | None) -> None:
 
 
 def split_samples(files: list[Path]) -> tuple[list[Obj], list[Obj]]:
-    """The samples' documents: those applied at once, and the ServingJobs of s3:// models, applied
-    once the TrainingJobs (which may publish those models) have finished."""
+    """The samples' documents: those applied at once, and those that read what the first ones make,
+    applied once those TrainingJobs have finished: fine-tunes (their base model and data come from a
+    job) and ServingJobs of s3:// models (a job publishes them)."""
     docs = [d for f in files for d in yaml.safe_load_all(f.read_text()) if d]
-    later = [d for d in docs if d["kind"] == "ServingJob"
-             and str(((d.get("spec") or {}).get("model") or {}).get("uri", "")).startswith("s3://")]
+    later = [d for d in docs if _reads_what_jobs_make(d)]
     return [d for d in docs if d not in later], later
+
+
+def _reads_what_jobs_make(doc: Obj) -> bool:
+    spec = doc.get("spec") or {}
+    if doc["kind"] == "TrainingJob":
+        return "finetune" in spec
+    return doc["kind"] == "ServingJob" and str((spec.get("model") or {}).get("uri", "")).startswith("s3://")
 
 
 def open_dashboard(root: Path, admin: Path) -> dashboard.Running | None:
@@ -138,18 +145,20 @@ def settled(admin: Path) -> bool:
     return trained and served
 
 
-def follow(admin: Path, timeout: float) -> None:
-    """Print one line per state change until everything settles or `timeout` passes."""
-    start, seen = time.monotonic(), dict[str, str]()
+def follow(admin: Path, timeout: float, seen: dict[str, str] | None = None) -> dict[str, str]:
+    """Print one line per state change (since `seen`) until everything settles or `timeout` passes;
+    returns the states seen."""
+    start, seen = time.monotonic(), dict(seen or {})
     while time.monotonic() - start < timeout:
         for name, state in snapshot(admin).items():
             if seen.get(name) != state:
                 print(f"{time.monotonic() - start:5.0f}s  {name:<34} {state}", flush=True)
                 seen[name] = state
         if settled(admin):
-            return
+            return seen
         time.sleep(1)
     print(f"timed out after {timeout:.0f} s", flush=True)
+    return seen
 
 
 # ------------------------------------------------------------------------------------------ the story
@@ -162,10 +171,20 @@ def report_training(admin: Path) -> bool:
         st = j.get("status", {})
         acc = (st.get("progress") or {}).get("eval", {}).get("accuracy")
         print(f"tj/{j['metadata']['name']}: {st.get('state')} ({st.get('reason', '')})"
-              f"{f'; accuracy {acc:.3f}' if acc is not None else ''}")
+              f"{f'; accuracy {acc:.3f}' if acc is not None else ''}{evaluation_text(st)}")
         if st.get("compression"):
             print(f"  {compression_line(j)}")
     return bool(jobs) and all(j.get("status", {}).get("state") == "Succeeded" for j in jobs)
+
+
+def evaluation_text(status: Obj) -> str:
+    """A fine-tune's eval perplexity before and after, and what share of the model trained."""
+    ev = status.get("evaluation") or {}
+    before, after = (ev.get(k) or {} for k in ("before", "after"))
+    if "perplexity" not in before or "perplexity" not in after:
+        return ""
+    share = f", {ev['trainableFraction']:.1%} of the weights trained" if "trainableFraction" in ev else ""
+    return f"; eval perplexity {before['perplexity']:.2f} -> {after['perplexity']:.2f}{share}"
 
 
 def compression_line(job: Obj) -> str:

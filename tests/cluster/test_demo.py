@@ -1,6 +1,7 @@
 """`make demo` tells the whole story on a cluster of its own: every sample trained, the digits model
 compressed within its budget, served, and answering real inference requests; the text classifier a
-command job's script saved served from its claim and from the object store it was published to."""
+command job's script saved served from its claim and from the object store it was published to; a
+LoRA fine-tune of a base model another job made, with its perplexity before and after."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def test_demo_runs_every_stage_to_done() -> None:
                          capture_output=True, text=True, timeout=1200, cwd=REPO)
     story = out.stdout
     assert out.returncode == 0, story + out.stderr
-    for job in ("digits", "digits-small", "env-check", "allreduce", "text-classifier"):
+    for job in ("digits", "digits-small", "env-check", "allreduce", "text-classifier", "llm-base", "chat-lora"):
         assert f"tj/{job}: Succeeded (Completed)" in story, story
     published = r"compressed \(quantize-dynamic\): accuracy 0\.\d+ -> 0\.\d+, [\d.]+x faster at batch 1"
     assert re.search(published, story), story  # a faster model or none: never a slower one
@@ -30,5 +31,7 @@ def test_demo_runs_every_stage_to_done() -> None:
     for name in ("text-classifier-serving", "text-classifier-s3"):
         assert f"sj/{name}: Ready=True (ModelLoaded)" in story, story
     assert len(re.findall(r"4/4 sentences right", story)) == 2, story
+    assert re.search(r"tj/chat-lora: Succeeded \(Completed\); eval perplexity [\d.]+ -> [\d.]+, [\d.]+% of the "
+                     r"weights trained", story), story
     assert re.search(r"^dashboard: http://127\.0\.0\.1:\d+$", story, re.MULTILINE), story
-    assert len(story.splitlines()) < 60, story  # short: state changes, not every poll
+    assert len(story.splitlines()) < 70, story  # short: state changes, not every poll
