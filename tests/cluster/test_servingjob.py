@@ -70,7 +70,7 @@ def test_serving_waits_for_training_then_serves_its_artifact(cluster: Cluster, o
     [cand] = tj["status"]["compression"]["candidates"]  # typed in the CRD: pruning would drop an unknown field
     assert cand["speedup"]["batch1"] > 0 and cand["parameters"]["mode"] == "dynamic", tj["status"]["compression"]
     assert st["model"] == {"uri": published["uri"], "digest": published["digest"], "trainingJob": tj_name,
-                           "variant": "compressed"}
+                           "variant": "compressed", "format": "kubeforge", "sizeBytes": published["sizeBytes"]}
     assert st["url"] == f"http://{sj_name}.{namespace}.svc.cluster.local" and st["readyReplicas"] == 1
     assert condition(sj, "Degraded")["status"] == "False"
 
