@@ -1,6 +1,6 @@
 """Examples to sequences and sequences to batches, the same on every rank and in every attempt.
 
-Packing puts consecutive examples side by side in a row of at most maxSeqLength tokens (an example is
+Packing puts examples side by side in rows of at most maxSeqLength tokens (best fit, an example is
 never split); each example's position ids restart at 0, which transformers turns into a block-diagonal
 causal mask (and flash attention into separate sequences), so attention never crosses examples.
 Without packing a row is one example, right-padded to the longest row of its micro-batch.
@@ -13,6 +13,7 @@ seen."""
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 from dataclasses import dataclass
@@ -27,19 +28,24 @@ FILLER: Row = ()  # a row that only completes the last global batch of an epoch
 
 
 def pack(examples: list[Example], max_len: int) -> list[Row]:
-    """Greedy packing in order: a row takes examples while they fit."""
-    rows: list[Row] = []
-    current: list[Example] = []
-    used = 0
-    for example in examples:
-        if current and used + len(example.input_ids) > max_len:
-            rows.append(tuple(current))
-            current, used = [], 0
-        current.append(example)
-        used += len(example.input_ids)
-    if current:
-        rows.append(tuple(current))
-    return rows
+    """Best-fit decreasing: the longest example first, each into the row it fills best (the one with
+    the least room that still holds it), else a new row. Rows come out nearly full (a greedy pass in
+    file order leaves about a fifth of each row empty on long-tailed data); the result depends only
+    on the examples, and the epoch order shuffles the rows anyway."""
+    rows: list[list[Example]] = []
+    room: list[tuple[int, int]] = []  # (free tokens, row), sorted
+    for example in sorted(examples, key=lambda e: len(e.input_ids), reverse=True):
+        need = len(example.input_ids)
+        at = bisect.bisect_left(room, (need, -1))
+        if at < len(room):
+            free, row = room.pop(at)
+        else:
+            free, row = max_len, len(rows)
+            rows.append([])
+        rows[row].append(example)
+        if free - need > 0:
+            bisect.insort(room, (free - need, row))
+    return [tuple(row) for row in rows]
 
 
 def make_rows(examples: list[Example], max_len: int, packing: bool) -> list[Row]:
