@@ -52,7 +52,7 @@ MODEL = {"layers": 9, "hidden": 512, "intermediate": 1376, "heads": 8}
 MAX_LEN = 256
 WARMUP = 2  # steps left out of every rate (see steady_rate)
 RANKS = 2  # the timed sides train under torchrun, DDP over gloo, one thread a rank
-PAIR_STEPS = 14  # the trainer and the loop side by side: enough steps to overlap past their warm-up
+PAIR_STEPS = 20  # the trainer and the loop side by side: enough steps to overlap past their warm-up
 TORCHRUN = str(Path(sys.executable).parent / "torchrun")
 # Adapters on every linear layer (rank 4: 1.2 % of the weights train), at 10x the full fine-tune's rate.
 LORA = {"rank": 4, "alpha": 8, "dropout": 0.0,
@@ -392,9 +392,9 @@ def quality_runs(root: Path, base: Path, sides: dict[str, Obj]) -> dict[str, Obj
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--handwritten", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--rounds", type=int, default=3, help="3 keeps the whole run near 10 min on 2 cores")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=6, help="optimizer steps of each timed fine-tune")
-    parser.add_argument("--quality-steps", type=int, default=30, help="optimizer steps of the eval-loss runs")
+    parser.add_argument("--quality-steps", type=int, default=80, help="optimizer steps of the eval-loss runs")
     parser.add_argument("--batch", type=int, default=2, help="packed rows per step and rank")
     parser.add_argument("--pretrain-steps", type=int, default=60)
     args = parser.parse_args()
