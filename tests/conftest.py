@@ -126,6 +126,30 @@ class ObjectStore:
     secret_key: str
     region: str
 
+    def client(self, secret_key: str | None = None, access_key: str | None = None, unsigned: bool = False) -> Any:
+        """boto3's S3 client from this machine (path-style), with the store's keys unless others are given."""
+        import boto3
+        from botocore import UNSIGNED
+        from botocore.config import Config
+
+        config = Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"},
+                        signature_version=UNSIGNED if unsigned else None)
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name=self.region,
+                            aws_access_key_id=access_key or self.access_key,
+                            aws_secret_access_key=secret_key or self.secret_key, config=config)
+
+
+@pytest.fixture
+def bucket(object_store: ObjectStore) -> Iterator[str]:
+    """A fresh bucket in the object store, emptied and deleted afterwards."""
+    client, name = object_store.client(), f"kf-test-{uuid.uuid4().hex[:10]}"
+    client.create_bucket(Bucket=name)
+    yield name
+    with contextlib.suppress(Exception):
+        for obj in client.list_objects_v2(Bucket=name).get("Contents", []):
+            client.delete_object(Bucket=name, Key=obj["Key"])
+        client.delete_bucket(Bucket=name)
+
 
 @pytest.fixture
 def object_store(cluster: Cluster) -> ObjectStore:

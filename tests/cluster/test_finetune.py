@@ -20,7 +20,7 @@ from conftest import REPO, Cluster, ObjectStore, wait_for
 from minicluster.operator_process import OperatorProcess
 from test_models_you_bring import claim, create
 from test_servingjob import get
-from test_servingjob_s3 import s3, secret, upload
+from test_servingjob_s3 import secret, upload
 
 sys.path.insert(0, str(REPO / "tests"))
 from llm_models import chat_jsonl, tiny_llama
@@ -63,7 +63,7 @@ def test_lora_fine_tunes_from_a_claim_and_from_s3_and_the_same_yaml_runs_locally
     tiny_llama(root / "base")
     chat_jsonl(root / "chat.jsonl", 40)
     bucket = f"kf-ft-{uuid.uuid4().hex[:8]}"
-    store = s3(object_store)
+    store = object_store.client()
     store.create_bucket(Bucket=bucket)
     upload(store, root / "base", bucket, "base")
     store.upload_file(str(root / "chat.jsonl"), bucket, "data/chat.jsonl")

@@ -5,22 +5,15 @@ endpoint with the keys from a Secret."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import uuid
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import boto3
 import pytest
-from botocore import UNSIGNED
-from botocore.config import Config
 from botocore.exceptions import ClientError
 from conftest import Cluster, ObjectStore, pod_logs, pod_phase, wait_for
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
 pytestmark = [pytest.mark.cluster, pytest.mark.embedded("the embedded cluster's own object store")]
@@ -29,29 +22,8 @@ MIB = 1024 * 1024
 PART = 5 * MIB  # S3's smallest part but the last
 
 
-def s3(store: ObjectStore, secret_key: str | None = None, access_key: str | None = None,
-       unsigned: bool = False) -> S3Client:
-    config = Config(s3={"addressing_style": "path"}, connect_timeout=5, read_timeout=30,
-                    retries={"max_attempts": 5, "mode": "standard"}, signature_version=UNSIGNED if unsigned else None)
-    return boto3.client("s3", endpoint_url=store.endpoint, region_name=store.region,
-                        aws_access_key_id=access_key or store.access_key,
-                        aws_secret_access_key=secret_key or store.secret_key, config=config)
-
-
-@pytest.fixture
-def bucket(object_store: ObjectStore) -> Iterator[str]:
-    """A fresh bucket, emptied and deleted afterwards."""
-    client, name = s3(object_store), f"kf-test-{uuid.uuid4().hex[:10]}"
-    client.create_bucket(Bucket=name)
-    yield name
-    with contextlib.suppress(ClientError):
-        for obj in client.list_objects_v2(Bucket=name).get("Contents", []):
-            client.delete_object(Bucket=name, Key=obj["Key"])
-        client.delete_bucket(Bucket=name)
-
-
 def test_put_get_list_and_a_multipart_upload_from_this_machine(object_store: ObjectStore, bucket: str) -> None:
-    client = s3(object_store)
+    client = object_store.client()
     assert bucket in [b["Name"] for b in client.list_buckets()["Buckets"]]
     client.put_object(Bucket=bucket, Key="models/small.txt", Body=b"hello object store\n")
     assert client.get_object(Bucket=bucket, Key="models/small.txt")["Body"].read() == b"hello object store\n"
@@ -85,16 +57,16 @@ def _refusal(call: Any) -> tuple[int, str]:
 
 
 def test_requests_without_the_clusters_keys_are_refused(object_store: ObjectStore, bucket: str) -> None:
-    s3(object_store).put_object(Bucket=bucket, Key="secret.txt", Body=b"not for everyone")
-    wrong_secret = s3(object_store, secret_key="not-the-secret-key")
+    object_store.client().put_object(Bucket=bucket, Key="secret.txt", Body=b"not for everyone")
+    wrong_secret = object_store.client(secret_key="not-the-secret-key")
     assert _refusal(wrong_secret.list_buckets) == (403, "SignatureDoesNotMatch")
     assert _refusal(lambda: wrong_secret.get_object(Bucket=bucket, Key="secret.txt"))[0] == 403
     assert _refusal(lambda: wrong_secret.put_object(Bucket=bucket, Key="x", Body=b"x"))[0] == 403
-    unknown_key = s3(object_store, access_key="KFUNKNOWNACCESSKEY")
+    unknown_key = object_store.client(access_key="KFUNKNOWNACCESSKEY")
     assert _refusal(unknown_key.list_buckets) == (403, "InvalidAccessKeyId")
-    anonymous = s3(object_store, unsigned=True)
+    anonymous = object_store.client(unsigned=True)
     assert _refusal(lambda: anonymous.get_object(Bucket=bucket, Key="secret.txt"))[0] == 403
-    assert [o["Key"] for o in s3(object_store).list_objects_v2(Bucket=bucket)["Contents"]] == ["secret.txt"]
+    assert [o["Key"] for o in object_store.client().list_objects_v2(Bucket=bucket)["Contents"]] == ["secret.txt"]
 
 
 # Runs in a pod: reads argv[1]/argv[2] from the store, prints its size and digest, writes a reply.
@@ -113,7 +85,7 @@ s3.put_object(Bucket=sys.argv[1], Key="from-pod.txt", Body=os.environ["HOSTNAME"
 def test_a_pod_reads_and_writes_objects_at_the_in_cluster_endpoint(
         cluster: Cluster, namespace: str, object_store: ObjectStore, bucket: str) -> None:
     data = os.urandom(3 * MIB + 17)
-    s3(object_store).put_object(Bucket=bucket, Key="datasets/train.bin", Body=data)
+    object_store.client().put_object(Bucket=bucket, Key="datasets/train.bin", Body=data)
     cluster.client.create(f"/api/v1/namespaces/{namespace}/secrets", {
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3"},
         "stringData": {"AWS_ACCESS_KEY_ID": object_store.access_key,
@@ -131,5 +103,5 @@ def test_a_pod_reads_and_writes_objects_at_the_in_cluster_endpoint(
     logs = pod_logs(cluster, namespace, "reader")
     assert phase == "Succeeded", logs
     assert logs.split() == [str(len(data)), hashlib.sha256(data).hexdigest()], logs
-    reply = s3(object_store).get_object(Bucket=bucket, Key="from-pod.txt")["Body"].read()
+    reply = object_store.client().get_object(Bucket=bucket, Key="from-pod.txt")["Body"].read()
     assert reply == b"reader"

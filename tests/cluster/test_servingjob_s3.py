@@ -10,14 +10,11 @@ import base64
 import contextlib
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import boto3
 import pytest
 import torch
-from botocore.config import Config
 from conftest import Cluster, ObjectStore, condition, pod_logs, wait_for
 from kubeforge_trainer.data import digits
 from minicluster.kubeapi import ApiError
@@ -30,23 +27,6 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.cluster, pytest.mark.embedded("serves from the embedded cluster's own object store")]
 Obj = dict[str, Any]
 PREFIX = "models/digits"
-
-
-def s3(store: ObjectStore) -> S3Client:
-    return boto3.client("s3", endpoint_url=store.endpoint, region_name=store.region,
-                        aws_access_key_id=store.access_key, aws_secret_access_key=store.secret_key,
-                        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5}))
-
-
-@pytest.fixture
-def bucket(object_store: ObjectStore) -> Iterator[str]:
-    client, name = s3(object_store), f"kf-sj-{uuid.uuid4().hex[:10]}"
-    client.create_bucket(Bucket=name)
-    yield name
-    with contextlib.suppress(Exception):
-        for obj in client.list_objects_v2(Bucket=name).get("Contents", []):
-            client.delete_object(Bucket=name, Key=obj["Key"])
-        client.delete_bucket(Bucket=name)
 
 
 def secret(cluster: Cluster, ns: str, name: str, store: ObjectStore, secret_key: str | None = None) -> None:
@@ -100,7 +80,7 @@ def test_a_kubeforge_artifact_in_an_object_store_is_fetched_and_served(
         cluster: Cluster, operator: OperatorProcess, namespace: str, object_store: ObjectStore, bucket: str,
         tmp_path: Path) -> None:
     model = write_model(tmp_path / "artifact", seed=3)
-    upload(s3(object_store), tmp_path / "artifact", bucket, PREFIX)
+    upload(object_store.client(), tmp_path / "artifact", bucket, PREFIX)
     secret(cluster, namespace, "store-creds", object_store)
     uri = f"s3://{bucket}/{PREFIX}"
     serving_job(cluster, namespace, "froms3", uri, "store-creds")
@@ -127,7 +107,7 @@ def test_a_missing_object_a_refused_key_and_a_missing_secret_say_why_without_a_c
     secret(cluster, namespace, "store-creds", object_store)
     secret(cluster, namespace, "bad-creds", object_store, secret_key=wrong_key)
     write_model(tmp_path / "artifact", seed=4)
-    upload(s3(object_store), tmp_path / "artifact", bucket, PREFIX)
+    upload(object_store.client(), tmp_path / "artifact", bucket, PREFIX)
     missing, present = f"s3://{bucket}/models/nothing", f"s3://{bucket}/{PREFIX}"
     serving_job(cluster, namespace, "missing", missing, "store-creds")
     serving_job(cluster, namespace, "denied", present, "bad-creds")
