@@ -258,7 +258,7 @@ def helm(binary: Path, *args: str, kubeconfig: Path | None = None,
 
 
 @pytest.fixture(scope="session")
-def operator(cluster: Cluster) -> Iterator[OperatorProcess | None]:
+def operator_process(cluster: Cluster) -> Iterator[OperatorProcess | None]:
     """The operator, running under its shipped RBAC with a token of its own ServiceAccount: a local
     process here, held to its Deployment's 512 MiB memory limit for the whole session (minicluster.memcap
     says how); the installed Deployment (None) in a cluster given with `--kubeconfig`."""
@@ -277,6 +277,15 @@ def operator(cluster: Cluster) -> Iterator[OperatorProcess | None]:
     op.stop()
     peak = op.check_memory()
     (cluster.root / "operator-peak-rss-bytes").write_text(f"{peak}\n")
+
+
+@pytest.fixture
+def operator(operator_process: OperatorProcess | None) -> OperatorProcess | None:
+    """The session's operator, started again first if an earlier test left it dead (a test that kills it
+    and fails half-way must not fail every test after it)."""
+    if operator_process is not None:
+        operator_process.ensure_running()
+    return operator_process
 
 
 def job(cluster: Cluster, ns: str, name: str) -> Obj:

@@ -86,6 +86,12 @@ class OperatorProcess:
         self.kill()  # never leave a half-started operator acting on the cluster
         raise TimeoutError(f"operator not live after {timeout:.0f} s:\n{self.tail()}")
 
+    def ensure_running(self, timeout: float = 120) -> None:
+        """Start the process again when it is not running (never started, killed, or crashed)."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.kill()  # releases the dead run's cgroup
+            self.start(timeout)
+
     def tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 

@@ -77,7 +77,7 @@ def test_killing_the_operator_at_random_points_creates_no_duplicates(cluster: Cl
         for _ in range(10):
             time.sleep(rng.uniform(0.2, 1.5))
             operator.kill(signal.SIGKILL)
-            operator.start()
+            operator.start(timeout=180)  # a busy machine may take long to start Python
         for name in names:
             wait_condition(cluster, namespace, name, "Succeeded", 180)
     finally:
