@@ -6,6 +6,7 @@ with `for_spec` and passes `to_env()`; the server reads it back with `from_env`.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Final, Literal
@@ -28,6 +29,9 @@ EXIT_MODEL_LOAD_FAILED: Final = 65  # sysexits EX_DATAERR: digest mismatch, not 
 DIGEST_PATTERN: Final = r"^(sha256:[0-9a-f]{64})?$"  # the weights digest the operator resolved ("" = unchecked)
 DEFAULT_MAX_BUFFERED_BYTES: Final = 64 * 1024 * 1024
 BUFFERED_REQUESTS: Final = 4  # for_spec: the body budget holds at least this many largest requests
+KV_CACHE_SHARE: Final = 4  # for_spec: without spec.llm.kvCacheBytes the KV cache gets 1/4 of the memory limit
+QUANTITY_SCALE: Final = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20,
+                         "Gi": 2**30, "Ti": 2**40}
 
 
 class ServerEnv(StrEnum):
@@ -141,19 +145,44 @@ class ServerSettings(BaseModel):
                  model_digest: str | None = None) -> ServerSettings:
         """The settings a ServingJob's Deployment passes to its servers; `model_digest` is the digest
         the operator resolved for the model it mounts (status.model.digest)."""
-        b, lim = spec.batching, spec.limits
+        b, lim, llm = spec.batching, spec.limits, spec.llm
         cpu = spec.resources.limits.get("cpu", spec.resources.requests.get("cpu"))
         return cls(model_dir=model_dir, model_name=name, max_batch_size=b.max_batch_size,
                    max_delay_ms=b.max_delay_ms, max_request_bytes=lim.max_request_bytes,
                    max_queue_depth=lim.max_queue_depth, request_timeout_seconds=lim.request_timeout_seconds,
                    torch_threads=cpu_threads(cpu), model_digest=model_digest or "",
-                   max_buffered_bytes=max(DEFAULT_MAX_BUFFERED_BYTES, BUFFERED_REQUESTS * lim.max_request_bytes))
+                   max_buffered_bytes=max(DEFAULT_MAX_BUFFERED_BYTES, BUFFERED_REQUESTS * lim.max_request_bytes),
+                   kv_cache_bytes=kv_cache_budget(spec), kv_block_tokens=llm.kv_block_tokens,
+                   llm_max_running=llm.max_running_requests, llm_step_tokens=llm.step_tokens,
+                   llm_max_waiting=llm.max_waiting_requests, prefix_caching=llm.prefix_caching)
 
     @property
     def termination_grace_seconds(self) -> int:
         """terminationGracePeriodSeconds that lets a SIGTERM'd server finish: the shutdown delay, the
         longest request, and a margin for closing."""
         return math.ceil(self.shutdown_delay_seconds + self.request_timeout_seconds + 5)
+
+
+def kv_cache_budget(spec: ServingJobSpec) -> int:
+    """`spec.llm.kvCacheBytes`, or a `KV_CACHE_SHARE` of the memory limit when that is 0 and a limit is set;
+    0 (the server decides) without a memory limit and on GPU pods, whose cache lives in GPU memory."""
+    if spec.llm.kv_cache_bytes or spec.resources.gpus:
+        return spec.llm.kv_cache_bytes
+    limit = memory_bytes(spec.resources.limits.get("memory"))
+    return limit // KV_CACHE_SHARE if limit else 0
+
+
+def memory_bytes(quantity: int | str | None) -> int:
+    """Bytes of a Kubernetes memory quantity ("1Gi", "500M", "1e9", 4096); 0 when unset or unreadable."""
+    if quantity is None:
+        return 0
+    text = str(quantity).strip()
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)(m|k|Ki|M|Mi|G|Gi|T|Ti|e[0-9]+)?", text)
+    if match is None:
+        return 0
+    number, suffix = float(match.group(1)), match.group(2) or ""
+    scale = 10 ** int(suffix[1:]) if suffix.startswith("e") else QUANTITY_SCALE[suffix]
+    return int(number * scale)
 
 
 def cpu_threads(quantity: int | str | None) -> int:

@@ -1,7 +1,8 @@
 """Typed ServingJob spec and status (kind `ServingJob`, short name `sj`). The CRD schema is generated
 from these models, so every field is bounded and described here; the same models turn an admitted
 spec dict into typed objects once, and re-check the cross-field rules the schema states with CEL
-(exactly one model source; replicas or autoscaling, not both)."""
+(exactly one model source; replicas or autoscaling, not both). `spec.llm` configures a language
+model's engine; `status.autoscaling` keeps what scaling on a server metric measured and decided."""
 
 from __future__ import annotations
 
@@ -54,6 +55,8 @@ class ServingReason(StrEnum):
     FAILED_CREATE = "FailedCreate"  # the Deployment cannot create its pods (a quota, an admission policy)
     STORAGE_ACCESS_DENIED = "StorageAccessDenied"  # the object store refused the Secret's credentials
     STORAGE_UNAVAILABLE = "StorageUnavailable"  # the object store cannot be reached
+    SUCCESSFUL_RESCALE = "SuccessfulRescale"  # Event only: the operator changed the replica count (the HPA's word)
+    METRICS_ENDPOINT_MISBEHAVING = "MetricsEndpointMisbehaving"  # Warning Event only: a server's /metrics
 
 
 class TrainingJobRef(Model):
@@ -91,17 +94,78 @@ class ModelSource(Model):
         "AWS_ENDPOINT_URL and AWS_REGION."))
 
 
+class AutoscalingMetric(StrEnum):
+    """What the replica count follows."""
+
+    CPU = "cpu"
+    WAITING_REQUESTS = "waitingRequests"
+    KV_CACHE_USAGE = "kvCacheUsage"
+
+
+SERVER_METRICS: Final = frozenset({AutoscalingMetric.WAITING_REQUESTS, AutoscalingMetric.KV_CACHE_USAGE})
+
+
 class Autoscaling(Model):
     crd_rules = (Rule("self.minReplicas <= self.maxReplicas", "autoscaling.minReplicas must not exceed "
                       "autoscaling.maxReplicas", ".minReplicas", check=lambda a: a.min_replicas <= a.max_replicas),)
 
     min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest replicas the autoscaler keeps.")
     max_replicas: int = Field(ge=1, le=1000, description="Most replicas the autoscaler may create.")
+    metric: AutoscalingMetric = Field(default=AutoscalingMetric.CPU, description=(
+        "What the replica count follows: `cpu` (the default: CPU utilization, through a HorizontalPodAutoscaler), "
+        "`waitingRequests` (a language model's requests waiting for a batch place or KV-cache blocks, average per "
+        "replica) or `kvCacheUsage` (the share of KV-cache blocks in use, average per replica). For the two "
+        "language-model metrics the operator reads each ready server's /metrics itself and sets the replica "
+        "count the HPA way (ratio to the target, 10% tolerance, stabilization windows); `status.autoscaling` "
+        "shows what it measured and decided."))
     target_cpu_utilization_percentage: int = Field(default=80, ge=1, le=100, alias="targetCPUUtilizationPercentage",
                                                    description=(
-        "Average CPU utilization (percent of the CPU request) the HorizontalPodAutoscaler aims for."))
+        "With metric `cpu`: average CPU utilization (percent of the CPU request) the HorizontalPodAutoscaler aims "
+        "for."))
+    target_waiting_requests: float = Field(default=4.0, gt=0, le=100_000, description=(
+        "With metric `waitingRequests`: the average number of waiting requests per replica to aim for."))
+    target_kv_cache_usage_percent: int = Field(default=80, ge=1, le=100, alias="targetKVCacheUsagePercent",
+                                               description=(
+        "With metric `kvCacheUsage`: the average KV-cache usage per replica (percent of its blocks) to aim for."))
+    scale_up_stabilization_seconds: int = Field(default=0, ge=0, le=3600, description=(
+        "How long load must stay high before replicas are added: the lowest recommendation of this window wins "
+        "(the HPA's scale-up stabilization window; 0 = at once)."))
     scale_down_stabilization_seconds: int = Field(default=300, ge=0, le=3600, description=(
-        "How long load must stay low before replicas are removed (the HPA's scale-down stabilization window)."))
+        "How long load must stay low before replicas are removed: the highest recommendation of this window "
+        "wins (the HPA's scale-down stabilization window)."))
+
+    @property
+    def on_server_metrics(self) -> bool:
+        """Whether the operator scales on the servers' own metrics (no HorizontalPodAutoscaler)."""
+        return self.metric in SERVER_METRICS
+
+    @property
+    def target(self) -> float:
+        """The per-replica target of a server metric, in the unit the server reports (a share for KV usage)."""
+        if self.metric == AutoscalingMetric.KV_CACHE_USAGE:
+            return self.target_kv_cache_usage_percent / 100
+        return self.target_waiting_requests
+
+
+class Llm(Model):
+    """How each server runs a causal language model (ignored for other models)."""
+
+    kv_cache_bytes: int = Field(default=0, ge=0, le=1024**4, description=(
+        "Bytes of the paged KV cache (keys and values of every layer), allocated once in blocks. 0 (the default): "
+        "a quarter of `resources.limits.memory` when set, else the server's own default (a quarter of the "
+        "container's or the GPU's free memory, no more than every running sequence's full context)."))
+    kv_block_tokens: int = Field(default=16, ge=1, le=1024, description=(
+        "Tokens per KV-cache block: the unit of allocation and of prefix caching."))
+    max_running_requests: int = Field(default=64, ge=1, le=4096, description=(
+        "Most sequences in the running batch of one step; further requests wait."))
+    max_waiting_requests: int = Field(default=256, ge=0, le=1_000_000, description=(
+        "Most requests waiting for a batch place or KV-cache blocks per replica; beyond it requests get 429 with "
+        "Retry-After."))
+    step_tokens: int = Field(default=256, ge=16, le=65_536, description=(
+        "Most tokens one model step computes (one per decoding sequence first, then chunks of prompts): long "
+        "prompts are prefilled in chunks so running streams keep flowing."))
+    prefix_caching: bool = Field(default=True, description=(
+        "Share the KV-cache blocks of a common prompt prefix (a system prompt) between requests."))
 
 
 class Batching(Model):
@@ -139,9 +203,12 @@ class ServingJobSpec(Model):
     replicas: int | None = Field(default=None, ge=0, le=1000, description=(
         "Fixed number of server replicas (default 1); not allowed together with autoscaling."))
     autoscaling: Autoscaling | None = Field(default=None, description=(
-        "Scale between minReplicas and maxReplicas on CPU utilization (a HorizontalPodAutoscaler)."))
+        "Scale between minReplicas and maxReplicas on CPU utilization (a HorizontalPodAutoscaler) or, for a "
+        "language model, on waiting requests or KV-cache usage (the operator reads the servers' metrics)."))
     batching: Batching = Field(default_factory=Batching, description="Dynamic batching in each server.")
     limits: Limits = Field(default_factory=Limits, description="Per-request and queue limits in each server.")
+    llm: Llm = Field(default_factory=Llm, description=(
+        "A causal language model's engine in each server: KV cache, batch and queue sizes, prefix caching."))
     resources: Resources = Field(default_factory=Resources, description=(
         "Container resources (CPU, memory, `nvidia.com/gpu`) of each server replica."))
     image: str | None = Field(default=None, max_length=512, description=(
@@ -195,6 +262,34 @@ class CanaryStatus(Model):
     ready_replicas: int = Field(default=0, ge=0, le=1000, description="Canary replicas with the model loaded.")
 
 
+MAX_RECOMMENDATIONS: Final = 32
+
+
+class Recommendation(Model):
+    """A replica count the autoscaler recommended, from this time until the next one."""
+
+    time: str = Field(max_length=32, description="When it was first recommended (RFC 3339).")
+    replicas: int = Field(ge=0, le=1000, description="The replicas the metric called for, within min and max.")
+
+
+class AutoscalingStatus(Model):
+    """What the operator measured and decided when scaling on a server metric."""
+
+    metric: AutoscalingMetric = Field(description="The metric scaled on.")
+    current: float | None = Field(default=None, ge=0, le=1_000_000, description=(
+        "Its average over the ready servers that answered at the last reading (KV-cache usage as a share, 0-1); "
+        "absent when none did."))
+    replicas_measured: int = Field(default=0, ge=0, le=1000, description="Servers whose metrics were read.")
+    desired_replicas: int = Field(ge=0, le=1000, description=(
+        "The replica count the operator set (main and canary together)."))
+    last_scale_time: str | None = Field(default=None, max_length=32, description=(
+        "When the replica count last changed."))
+    recommendations: list[Recommendation] = Field(default_factory=list, max_length=MAX_RECOMMENDATIONS,
+                                                  description=(
+        "Recent recommendations, oldest first, each kept while a stabilization window may need it: the "
+        "stabilization reads them, so an operator restart loses nothing."))
+
+
 class ServingJobStatus(Model):
     observed_generation: int | None = Field(default=None, ge=0, description="Spec generation last reconciled.")
     conditions: list[Condition] = Field(default_factory=list, max_length=16, json_schema_extra=list_map("type"),
@@ -212,6 +307,9 @@ class ServingJobStatus(Model):
     stopped: StoppedModel | None = Field(default=None, description=(
         "Set when the servers could not find or load the model before any served: they are scaled to 0 "
         "(no crash loop) until the spec changes."))
+    autoscaling: AutoscalingStatus | None = Field(default=None, description=(
+        "With autoscaling on waitingRequests or kvCacheUsage: the metric as read, the replicas decided and the "
+        "recommendations the stabilization windows look at."))
 
 
 def service_url(name: str, namespace: str) -> str:

@@ -2,8 +2,9 @@
 a count of writes, and the progress client for pods. Credentials come from kopf's own login (the
 same `ConnectionInfo` kopf uses), so there is one credential source; a 401 logs in again.
 
-The progress client trusts nothing a pod says: no redirects, no decompression, a capped body,
-every error contained, and the reply validated by the typed contract."""
+The pod client (training progress, servers' metrics) trusts nothing a pod says: no redirects, no
+decompression, a capped body, a deadline, every error contained; progress is validated by the typed
+contract, and metrics are parsed by the ServingJob kind, only the gauge it needs."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from . import fastjson, metrics
 
 Obj = dict[str, Any]
 MAX_PROGRESS_BYTES = 64 * 1024
+MAX_METRICS_BYTES = 512 * 1024  # a language-model server's /metrics is about 60 KiB
+POD_TIMEOUT_S = 2.0  # a whole request to a pod (progress, metrics)
 KEEPALIVE_S = 90.0  # idle connections kept (client-go's idle timeout): a burst after a lull needs no new TLS handshakes
 # kind -> (API prefix, plural) for every child kind the operator creates.
 RESOURCES: dict[str, tuple[str, str]] = {
@@ -260,11 +263,27 @@ class Kube:
                             path: str = "/progress") -> ProgressDoc | Misbehaved | None:
         """Rank 0's progress; `Misbehaved` when it answered what no honest endpoint does (a redirect,
         a compressed or oversized body, not a progress document); None when it did not answer (yet)."""
+        body = await self.read_pod(ip, port, path, MAX_PROGRESS_BYTES, {"since": str(since)})
+        return body if body is None or isinstance(body, Misbehaved) else judge_progress(body)
+
+    async def read_metrics(self, ip: str, port: int, path: str = "/metrics") -> bytes | Misbehaved | None:
+        """A server's Prometheus text, at most MAX_METRICS_BYTES (more is `Misbehaved`); None when it did
+        not answer (yet). The caller parses only what it needs."""
+        body = await self.read_pod(ip, port, path, MAX_METRICS_BYTES)
+        if isinstance(body, bytes) and len(body) > MAX_METRICS_BYTES:
+            return Misbehaved(f"answered more than {MAX_METRICS_BYTES} bytes of metrics")
+        return body
+
+    async def read_pod(self, ip: str, port: int, path: str, limit: int,
+                       params: dict[str, str] | None = None) -> bytes | Misbehaved | None:
+        """GET from a pod, trusting nothing: no redirects, no decompression, at most `limit` + 1 bytes
+        read, a 2 s deadline, every error contained (None: no useful answer)."""
         if self._pods is None:
-            self._pods = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2), auto_decompress=False)
+            self._pods = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=POD_TIMEOUT_S),
+                                               auto_decompress=False)
         try:
-            async with self._pods.get(f"http://{ip}:{port}{path}", params={"since": str(since)},
-                                      allow_redirects=False, headers={"Accept-Encoding": "identity"}) as r:
+            async with self._pods.get(f"http://{ip}:{port}{path}", params=params, allow_redirects=False,
+                                      headers={"Accept-Encoding": "identity"}) as r:
                 if 300 <= r.status < 400:
                     return Misbehaved(f"answered a redirect (HTTP {r.status}); redirects are never followed")
                 encoding = r.headers.get("Content-Encoding", "identity")
@@ -272,7 +291,6 @@ class Kube:
                     return Misbehaved(f"answered a {encoding[:32]!r}-encoded body; only identity is read")
                 if r.status != 200:
                     return None
-                body = await read_at_most(r.content, MAX_PROGRESS_BYTES + 1)
+                return await read_at_most(r.content, limit + 1)
         except (aiohttp.ClientError, TimeoutError, ValueError, OSError):
             return None
-        return judge_progress(body)

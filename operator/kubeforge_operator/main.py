@@ -28,7 +28,6 @@ from .controller import Controller, PostEvent
 from .kube import Kube, kopf_session
 from .leader import LeaderElector
 from .plan import Obj
-from .servingjob.context import Config as ServingConfig
 from .servingjob.kind import ServingJobKind, referenced_jobs
 from .settings import Settings
 from .trainingjob.kind import TrainingJobKind
@@ -116,7 +115,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo["kopf_context"] = {}
     training = Controller(TrainingJobKind(cfg.policy()), kube, event_poster(memo), cfg.workers,
                           denied_namespaces=frozenset(cfg.denied_namespaces))
-    serving = Controller(ServingJobKind(ServingConfig(cfg.trainer_image, cfg.pod_policy()), training.objs.get), kube,
+    serving = Controller(ServingJobKind(cfg.serving_policy(), training.objs.get), kube,
                          event_poster(memo), cfg.workers, denied_namespaces=frozenset(cfg.denied_namespaces))
     memo["controllers"] = {"TrainingJob": training, "ServingJob": serving}
     memo["kube"] = kube

@@ -9,6 +9,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .podpolicy import DEFAULT_NODE_SELECTOR_KEYS, DEFAULT_TOLERATION_KEYS, PodPolicy
+from .servingjob.context import Config as ServingConfig
 from .trainingjob.context import Config
 
 
@@ -35,7 +36,11 @@ class Settings(BaseSettings):
     progress_interval_seconds: float = Field(default=5.0, gt=0, description="at most one progress poll per job per "
                                              "interval")
     progress_warning_interval_seconds: float = Field(default=300.0, gt=0, description=(
-        "at most one Warning Event per job per interval for a misbehaving progress endpoint"))
+        "at most one Warning Event per job per interval for a misbehaving progress endpoint (TrainingJob) or "
+        "metrics endpoint (ServingJob autoscaling on a server metric)"))
+    autoscaling_sync_seconds: float = Field(default=5.0, gt=0, le=600, description=(
+        "how often the servers' load is read and the replica count decided while a ServingJob autoscales on a "
+        "server metric (waitingRequests, kvCacheUsage)"))
     # What job authors may put into pods (kubeforge_operator.podpolicy); a violation fails the job.
     allowed_priority_classes: list[str] = Field(default_factory=list, description="PriorityClasses pods may name")
     allowed_toleration_keys: list[str] = Field(default_factory=lambda: list(DEFAULT_TOLERATION_KEYS))
@@ -50,6 +55,11 @@ class Settings(BaseSettings):
                       self.restart_backoff_max_seconds, self.progress_interval_seconds,
                       progress_warning_interval_seconds=self.progress_warning_interval_seconds,
                       pod_policy=self.pod_policy())
+
+    def serving_policy(self) -> ServingConfig:
+        """The part of the settings a ServingJob decision (and its probe) depends on."""
+        return ServingConfig(self.trainer_image, self.pod_policy(), self.autoscaling_sync_seconds,
+                             self.progress_warning_interval_seconds)
 
     def pod_policy(self) -> PodPolicy:
         return PodPolicy(frozenset(self.allowed_priority_classes), frozenset(self.allowed_toleration_keys),

@@ -185,8 +185,9 @@ def render_hpa(ref: ObjectRef, spec: ServingJobSpec) -> Obj:
                                "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
                                    "type": "Utilization",
                                    "averageUtilization": a.target_cpu_utilization_percentage}}}],
-                               "behavior": {"scaleDown": {
-                                   "stabilizationWindowSeconds": a.scale_down_stabilization_seconds}}}})
+                               "behavior": {
+                                   "scaleUp": {"stabilizationWindowSeconds": a.scale_up_stabilization_seconds},
+                                   "scaleDown": {"stabilizationWindowSeconds": a.scale_down_stabilization_seconds}}}})
 
 
 def render_pdb(ref: ObjectRef) -> Obj:

@@ -22,6 +22,18 @@ class Config:
 
     default_image: str
     pod_policy: PodPolicy = field(default_factory=PodPolicy)
+    autoscaling_sync_seconds: float = 5.0  # how often the servers' load is read while scaling on it
+    metrics_warning_interval_seconds: float = 300.0  # at most one Warning per job for a misbehaving /metrics
+
+
+@dataclass(frozen=True)
+class ServingProbe:
+    """What the probe learned this pass: the referenced TrainingJobs by name (None: absent), the load
+    of each ready server that answered (None: not read this pass) and a Warning to post (rate-limited)."""
+
+    jobs: dict[str, Obj | None]
+    load: tuple[float, ...] | None = None
+    warning: str | None = None
 
 
 class ServingPass:
@@ -39,6 +51,11 @@ class ServingPass:
         self.canary: ResolvedModel | Unresolved | None = None
         self.wanted: dict[tuple[str, str], Obj] = {}  # the children this pass renders, by (kind, name)
         self.stopped: StoppedModel | None = None  # set by the stop step: the main servers go to 0 replicas
+        self.scaled_replicas: int | None = None  # set by the scaling step when it owns the replica count
+        probe = world.probe
+        self._jobs = probe.jobs if isinstance(probe, ServingProbe) else probe if isinstance(probe, dict) else {}
+        self.load = probe.load if isinstance(probe, ServingProbe) else None
+        self.load_warning = probe.warning if isinstance(probe, ServingProbe) else None
 
     @property
     def spec(self) -> ServingJobSpec:
@@ -48,7 +65,7 @@ class ServingPass:
     @property
     def jobs(self) -> dict[str, Obj | None]:
         """The TrainingJobs the models refer to, by name, as the probe read them (None: absent)."""
-        return self.world.probe if isinstance(self.world.probe, dict) else {}
+        return self._jobs
 
     def condition(self, ctype: str, value: bool, reason: str, message: str) -> None:
         self.status["conditions"] = set_condition(list(self.status.get("conditions") or []), ctype, value, reason,

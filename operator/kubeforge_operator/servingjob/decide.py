@@ -17,6 +17,7 @@ from .readiness import ready_or_why_not
 from .replicas import replicas_observed
 from .resolution import model_unresolved
 from .rollout import children_rolled_out
+from .scaling import scaled_on_load
 from .stopped import unloadable_model_stopped
 from .validate import invalid_spec
 
@@ -26,6 +27,7 @@ STEPS: tuple[Step, ...] = (
     pod_policy_violated,  # pods the operator's settings forbid are never rolled out
     model_unresolved,  # nothing to serve yet: wait, keeping what serves
     unloadable_model_stopped,  # a model no server could load before any served: stop, do not crash-loop
+    scaled_on_load,  # on a server metric: the replica count the load and the stabilization windows call for
     children_rolled_out,  # create, update and delete the children to match the spec
     replicas_observed,  # what is served and by how many
     ready_or_why_not,  # Ready and Degraded from what the servers report
