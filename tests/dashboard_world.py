@@ -91,6 +91,33 @@ def succeeded(name: str, accepted: bool) -> TrainingJob:
         storage={"persistentVolumeClaim": {"claimName": "models"}, "path": f"runs/{name}"})
 
 
+FINETUNE: dict[str, Any] = {
+    "model": {"uri": "pvc://models/base/tiny-llama"}, "data": {"uri": "pvc://data/chat.jsonl", "format": "messages"},
+    "method": "lora", "lora": {"rank": 8, "alpha": 16, "targetModules": ["q_proj", "v_proj"]},
+    "maxSeqLength": 512, "epochs": 1, "batchSize": 8, "learningRate": 2e-4}
+
+
+def finetune_job(status: dict[str, Any] | None = None, **finetune: Any) -> TrainingJob:
+    """A LoRA fine-tune (spec.finetune as the sample writes it) with `status`; None values are left out."""
+    body: dict[str, Any] = {"metadata": {"name": "chat-lora", "namespace": NS},
+                            "spec": {"nodes": 2, "strategy": "fsdp", "finetune": {
+                                k: v for k, v in {**FINETUNE, **finetune}.items() if v is not None}}}
+    if status is not None:
+        body["status"] = {k: v for k, v in status.items() if v is not None}
+    return TrainingJob.model_validate(body)
+
+
+def finished_finetune() -> dict[str, Any]:
+    """A succeeded LoRA fine-tune's status: merged model, adapter, evaluation before and after."""
+    return {"state": "Succeeded",
+            "artifact": {"uri": "pvc://models/runs/chat-lora/artifact", "digest": "sha256:" + "cd" * 32,
+                         "sizeBytes": 3 << 20, "format": "hf-transformers"},
+            "adapterArtifact": {"uri": "pvc://models/runs/chat-lora/adapter", "digest": "sha256:" + "ef" * 32,
+                                "sizeBytes": 40 << 10},
+            "evaluation": {"before": {"loss": 2.0, "perplexity": 7.389}, "after": {"loss": 1.5, "perplexity": 4.482},
+                           "trainableFraction": 0.0123, "tokensPerSecond": 1234.5}}
+
+
 def training_jobs() -> list[TrainingJob]:
     running = tj("digits-running", {
         "state": "Running", "reason": "AllPodsRunning", "restartCount": 0, "startTime": "2026-11-28T10:01:00Z",

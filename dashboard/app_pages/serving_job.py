@@ -1,6 +1,8 @@
 """Serving job: readiness, replicas per track, model lineage, canary split, throughput and latency
-from the servers' /metrics (now and over time), and a form that sends an Open Inference Protocol
-request. Everything but the form refreshes on a timer: a ServingJob is live until it is deleted."""
+from the servers' /metrics (now and over time; for a language model its token rates, time to first
+token, inter-token latency, KV-cache usage, queue and prefix-cache hits), and a form that sends an
+Open Inference Protocol request. Everything but the form refreshes on a timer: a ServingJob is live
+until it is deleted."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from kubeforge_dashboard.history import Point
 from kubeforge_dashboard.source import PodInfo, Source
 from kubeforge_dashboard.ui import plain
 from kubeforge_dashboard.views import serving
+from streamlit.delta_generator import DeltaGenerator
 
 TRAINING_PAGE, OVERVIEW_PAGE = "app_pages/training_job.py", "app_pages/overview.py"
 
@@ -68,9 +71,36 @@ def over_time(points: list[Point]) -> None:
         if not rows:
             col.caption(f"{title}: no requests in the last {len(points)} intervals.")
             continue
-        chart = alt.Chart(pd.DataFrame(rows), title=title).mark_line(point=len(points) < 30).encode(
-            x=alt.X("time:T", title=None), y=alt.Y("value:Q", title=unit), color=alt.Color("series:N", title=None))
-        col.altair_chart(chart, width="stretch")
+        chart(col, rows, title, unit, len(points))
+
+
+def chart(col: DeltaGenerator, rows: list[dict[str, object]], title: str, unit: str, points: int) -> None:
+    frame = pd.DataFrame(rows)
+    line = alt.Chart(frame, title=title).mark_line(point=points < 30).encode(
+        x=alt.X("time:T", title=None), y=alt.Y("value:Q", title=unit), color=alt.Color("series:N", title=None))
+    col.altair_chart(line, width="stretch")
+
+
+def tokens(view: metrics.TokenView, points: list[Point]) -> None:
+    """A language model's panel: its load now in tiles, then over time."""
+    st.subheader("Language model")
+    tiles = serving.token_tiles(view)
+    for row in (tiles[:4], tiles[4:]):
+        for col, tile in zip(st.columns(4), row, strict=True):
+            col.metric(tile.label, tile.value, help=tile.help)
+    st.caption(f"Latency percentiles {view.window}, rates over the last interval, across {view.replicas} "
+               f"server{'s' if view.replicas != 1 else ''}.")
+    if sum(p.tokens is not None for p in points) < 2:
+        st.caption(f"Token rates, latency and cache use over time fill in as the page refreshes "
+                   f"(every {ui.settings().refresh_seconds:g} s).")
+        return
+    rows = serving.token_history_rows(points)
+    for pair in (serving.TOKEN_CHARTS[:2], serving.TOKEN_CHARTS[2:]):
+        for col, (title, unit) in zip(st.columns(2), pair, strict=True):
+            if rows[title]:
+                chart(col, rows[title], title, unit, len(points))
+            else:
+                col.caption(f"{title}: nothing measured in the last {len(points)} intervals.")
 
 
 def latency(key: str, pods: list[PodInfo]) -> None:
@@ -82,6 +112,11 @@ def latency(key: str, pods: list[PodInfo]) -> None:
     if not scrapes:
         return
     view, points = ui.serving_history().add(key, metrics.combine(scrapes))
+    if view.tokens is not None:
+        tokens(view.tokens, points)
+        if not view.requests:  # a language model answered no Open Inference Protocol request: no empty tiles
+            return
+        st.subheader("Open Inference Protocol")
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Requests", view.requests, help=f"{view.errors} answered with 5xx")
     c2.metric("Rate", "measuring..." if view.rate_per_second is None else f"{view.rate_per_second:.2f}/s")

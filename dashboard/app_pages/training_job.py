@@ -1,4 +1,5 @@
-"""Training job: state, curves, timeline, pods with logs, events, artifact and compression report,
+"""Training job: state, curves, timeline, pods with logs, events, artifact (and a LoRA fine-tune's
+adapter), a fine-tune's evaluation before and after, and the compression report,
 refreshed on a timer until the job has finished (then read once: nothing changes any more).
 
 Reads per view: the job, its pods, the namespace's events, the ServingJobs (lineage) and the logs
@@ -129,6 +130,11 @@ def details(src: Source, job: TrainingJob) -> None:
         st.dataframe(pd.DataFrame(art, columns=["field", "value"]), hide_index=True, width="stretch")
     else:
         st.caption("No artifact yet: it appears when the job has succeeded.")
+    evaluation = training.evaluation_rows(job.status)
+    if evaluation:
+        st.subheader("Evaluation")
+        st.dataframe(pd.DataFrame(evaluation, columns=["metric", "before (base model)", "after", "change"]),
+                     hide_index=True)
     compression(job)
 
 

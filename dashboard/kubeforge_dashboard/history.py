@@ -1,6 +1,8 @@
 """Throughput and latency of each ServingJob over time, from the successive scrapes the serving page
 makes while someone watches it: one point per interval between two scrapes (its request rate, error
-rate and p50/p99 latency, what `rate()` and `histogram_quantile()` give in Prometheus).
+rate and p50/p99 latency, what `rate()` and `histogram_quantile()` give in Prometheus; for a language
+model also its token rates, time to first token, inter-token latency, prefix-cache hit rate, and the
+KV-cache usage and queue as scraped at the interval's end).
 
 Bounded and in memory: at most `points` per job (the oldest go first) and `jobs` jobs (the one
 updated longest ago goes first), shared by every session of the process, so a page opened later
@@ -14,11 +16,28 @@ import threading
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
-from .metrics import LatencyView, Scrape, latency_view
+from .metrics import LatencyView, Scrape, TokenView, latency_view
 
 POINTS = 360  # 30 minutes at the default 5 s refresh
 JOBS = 64
 MIN_INTERVAL_SECONDS = 1.0  # two sessions refreshing together make no sub-second points
+
+
+@dataclass(frozen=True)
+class TokenPoint:
+    """A language model's interval: rates and percentiles over it (None: nothing observed in it, or a
+    replica restarted), gauges at its end."""
+
+    generation_per_second: float | None
+    prompt_per_second: float | None
+    ttft_p50_ms: float | None
+    ttft_p99_ms: float | None
+    itl_p50_ms: float | None
+    prefix_hit_rate: float | None
+    kv_usage_mean: float | None
+    kv_usage_max: float | None
+    running: int
+    waiting: int
 
 
 @dataclass(frozen=True)
@@ -28,6 +47,7 @@ class Point:
     errors_per_second: float
     p50_ms: float | None  # None: no request in the interval
     p99_ms: float | None
+    tokens: TokenPoint | None = None  # the servers export no token metrics
 
 
 class ServingHistory:
@@ -69,4 +89,16 @@ def _point(cur: Scrape, prev: Scrape | None, view: LatencyView) -> Point | None:
     errors = max(cur.errors - prev.errors, 0.0) / seconds
     measured = view.window != "since start"  # percentiles of this interval, not of the servers' lifetime
     return Point(cur.time, view.rate_per_second, errors, view.p50_ms if measured else None,
-                 view.p99_ms if measured else None)
+                 view.p99_ms if measured else None, _token_point(view.tokens))
+
+
+def _token_point(t: TokenView | None) -> TokenPoint | None:
+    """The interval's token metrics; rates and percentiles only when they are of this interval."""
+    if t is None:
+        return None
+    rates = t.generation_per_second is not None  # None: no usable interval (a replica restarted)
+    measured = rates and t.window != "since start"
+    hits = t.prefix_hit_rate if (t.prefix_queries_per_second or 0) > 0 else None  # of this interval only
+    return TokenPoint(t.generation_per_second, t.prompt_per_second, t.ttft_p50_ms if measured else None,
+                      t.ttft_p99_ms if measured else None, t.itl_p50_ms if measured else None,
+                      hits, t.kv_usage_mean, t.kv_usage_max, t.running, t.waiting)

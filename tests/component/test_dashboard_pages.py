@@ -398,3 +398,61 @@ def test_termination_text_is_shown_as_code() -> None:
     assert [shown(e.value) for e in at.error] == ["Last failure: Error: exit code 1 in pod www.evil.example-node-0, "
                                                   "container trainer"]
     assert at.code[0].value == w.BANNER and at.code[0].language in (None, "plaintext")
+
+
+def test_serving_page_shows_a_language_models_tokens(tmp_path: Path) -> None:
+    """A real language-model server (a tiny Llama made here): the page reads its `kubeforge:` token metrics,
+    shows the load now in tiles and, after a few refreshes, token rates, latency, cache use and the queue over
+    time; the Open Inference Protocol tiles stay away while no such request came."""
+    import json
+
+    from llm_models import tiny_llama
+    from servehelp import Server, request
+
+    server = Server(tiny_llama(tmp_path / "model"), name="digits-serving").start()
+    text = request(server.port, "GET", "/metrics").body.decode()
+    generated = int(float(re.search(r"^kubeforge:generation_tokens_total\S* (\S+)$", text, re.M).group(1)))  # warm-up
+
+    def complete(tokens: int = 8) -> None:
+        nonlocal generated
+        body = {"model": "digits-serving", "prompt": "ada trains the red kettle near the river. " * 4,
+                "max_tokens": tokens, "temperature": 0, "ignore_eos": True}
+        reply = request(server.port, "POST", "/v1/completions", json.dumps(body).encode())
+        assert reply.status == 200, reply.body
+        generated += reply.json()["usage"]["completion_tokens"]
+
+    try:
+        complete()
+        at = render(w.world("127.0.0.1", server.port), "serving", ns="ml", name="digits-serving")
+        tiles = {m.label: m.value for m in at.metric}
+        assert "Language model" in seen(at) and "Requests" not in tiles  # no OIP request: no empty OIP tiles
+        assert tiles["Generated tokens/s"] == "measuring..." and tiles["TTFT p50"].endswith(" ms")
+        assert tiles["Running / waiting"] == "0 / 0" and tiles["KV cache"].startswith("0.0 %")
+        assert "fill in as the page refreshes" in seen(at) and charts(at) == 0
+        for _ in range(2):  # each refresh scrapes again: a point per interval
+            complete(12)
+            at.run()
+            assert not at.exception, [e.value for e in at.exception]
+        tiles = {m.label: m.value for m in at.metric}
+        assert float(tiles["Generated tokens/s"].rstrip("/s").replace(",", "")) > 0
+        assert float(tiles["Prompt tokens/s"].rstrip("/s").replace(",", "")) > 0
+        assert tiles["Prefix-cache hits"].endswith(" %") and tiles["Prefix-cache hits"] != "0.0 %"  # same prompt
+        both = next(m for m in at.metric if m.label == "Generated tokens/s").proto.help
+        assert both == f"{2 * generated:,} generated since start"  # two ready pods, one server here: counted twice
+        titles = [json.loads(c.proto.spec)["title"] for c in at.get("vega_lite_chart")]
+        assert titles == ["Tokens per second", "Token latency", "Cache", "Requests"]
+    finally:
+        assert server.stop() == 0
+
+
+def test_fine_tune_job_page_shows_method_evaluation_and_adapter() -> None:
+    at = render(MemorySource(training=[w.finetune_job(w.finished_finetune())]), "training", ns="ml", name="chat-lora")
+    text = seen(at)
+    assert "LoRA rank 8, alpha 16, dropout 0.05 on q_proj, v_proj" in text and "pvc://models/base/tiny-llama" in text
+    evaluation = next(d.value for d in at.dataframe if "before (base model)" in d.value.columns).set_index("metric")
+    assert (evaluation.loc["perplexity", "before (base model)"], evaluation.loc["perplexity", "after"]) == (
+        "7.389", "4.482")
+    artifact = dict(next(d.value for d in at.dataframe if "field" in d.value.columns and "URI" in set(
+        d.value["field"])).values.tolist())
+    assert artifact["URI"] == "pvc://models/runs/chat-lora/artifact"
+    assert artifact["Adapter URI"] == "pvc://models/runs/chat-lora/adapter"

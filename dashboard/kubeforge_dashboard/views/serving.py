@@ -1,6 +1,6 @@
 """The serving job page's view model: readiness (conditions), replicas per track, the served model's
-lineage (with a link to its TrainingJob) and the canary split. Pure: typed API models in, rows out.
-Latency and rates come from `metrics`."""
+lineage (with a link to its TrainingJob) and the canary split; a language model's token metrics as
+tiles and chart rows. Pure: typed API models in, rows out. Latency and rates come from `metrics`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from kubeforge_api.constants import LABEL_TRACK
 from kubeforge_api.servingjob import ModelSource, ResolvedModel, ServingJob
 
 from ..history import Point
+from ..metrics import TokenView
 from ..source import PodInfo
 from .overview import serving_state
 
@@ -103,3 +104,68 @@ def history_rows(points: list[Point]) -> tuple[list[dict[str, object]], list[dic
         latency += [{"time": t, "series": name, "value": v} for name, v in (("p50", p.p50_ms), ("p99", p.p99_ms))
                     if v is not None]
     return rates, latency
+
+
+@dataclass(frozen=True)
+class Tile:
+    label: str
+    value: str
+    help: str
+
+
+def _rate(v: float | None) -> str:
+    return "measuring..." if v is None else f"{v:,.1f}/s" if v < 1e6 else f"{v:.3g}/s"
+
+
+def _ms(v: float | None, none: str) -> str:
+    return none if v is None else f"{v:,.1f} ms" if v < 1e6 else f"{v:.3g} ms"
+
+
+def _percent(v: float | None, none: str) -> str:
+    return none if v is None else f"{100 * v:.1f} %"
+
+
+def token_tiles(t: TokenView) -> list[Tile]:
+    """A language model's load now, in eight tiles (two rows of four)."""
+    quiet = "no tokens yet"
+    kv = _percent(t.kv_usage_mean, "not reported")
+    if t.kv_usage_max is not None and t.replicas > 1:
+        kv += f" (max {_percent(t.kv_usage_max, '')})"
+    return [
+        Tile("Generated tokens/s", _rate(t.generation_per_second), f"{t.generation_tokens:,} generated since start"),
+        Tile("Prompt tokens/s", _rate(t.prompt_per_second), "prompt tokens admitted per second"),
+        Tile("TTFT p50", _ms(t.ttft_p50_ms, quiet), f"time to first token, {t.window}"),
+        Tile("TTFT p99", _ms(t.ttft_p99_ms, quiet), f"time to first token, {t.window}"),
+        Tile("ITL p50", _ms(t.itl_p50_ms, quiet), f"inter-token latency, {t.window}"),
+        Tile("KV cache", kv, "share of KV-cache blocks in use, mean over the replicas"),
+        Tile("Running / waiting", f"{t.running:,} / {t.waiting:,}", "requests in the running batch / in the queue"),
+        Tile("Prefix-cache hits", _percent(t.prefix_hit_rate, "no lookups yet"),
+             "share of looked-up prompt tokens found in the prefix cache"),
+    ]
+
+
+TOKEN_CHARTS = (("Tokens per second", "per second"), ("Token latency", "ms"), ("Cache", "%"),
+                ("Requests", "requests"))
+
+
+def token_history_rows(points: list[Point]) -> dict[str, list[dict[str, object]]]:
+    """Long-form rows (time, series, value) per chart of TOKEN_CHARTS: generated and prompt tokens/s; TTFT
+    p50 and p99 and inter-token p50 in ms; KV-cache usage (mean and max over replicas) and prefix-cache hits
+    in %; requests running and waiting. A series has no row where its interval measured nothing."""
+    charts: dict[str, list[dict[str, object]]] = {title: [] for title, _ in TOKEN_CHARTS}
+    for p in points:
+        k = p.tokens
+        if k is None:
+            continue
+        t = datetime.fromtimestamp(p.time, UTC)
+        values: dict[str, tuple[tuple[str, float | None], ...]] = {
+            "Tokens per second": (("generated", k.generation_per_second), ("prompt", k.prompt_per_second)),
+            "Token latency": (("TTFT p50", k.ttft_p50_ms), ("TTFT p99", k.ttft_p99_ms), ("ITL p50", k.itl_p50_ms)),
+            "Cache": (("KV usage (mean)", None if k.kv_usage_mean is None else 100 * k.kv_usage_mean),
+                      ("KV usage (max)", None if k.kv_usage_max is None else 100 * k.kv_usage_max),
+                      ("prefix hits", None if k.prefix_hit_rate is None else 100 * k.prefix_hit_rate)),
+            "Requests": (("running", float(k.running)), ("waiting", float(k.waiting))),
+        }
+        for title, series in values.items():
+            charts[title] += [{"time": t, "series": name, "value": v} for name, v in series if v is not None]
+    return charts

@@ -1,15 +1,18 @@
 """The training job page's view model: spec summary, a timeline of condition transitions, pods
-(phase, node, restarts, last exit code), metric curves from `status.history`, the last checkpoint
-and the artifact with its lineage. Pure: typed API models in, rows out. The compression report has
+(phase, node, restarts, last exit code), metric curves from `status.history`, the last checkpoint,
+the artifact with its lineage (and a LoRA fine-tune's adapter beside it), and a fine-tune's
+evaluation before and after. Pure: typed API models in, rows out. The compression report has
 its own module (`compression`)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from kubeforge_api.constants import LABEL_RANK, LABEL_ROLE, State
 from kubeforge_api.curves import decode
+from kubeforge_api.finetune import Finetune
 from kubeforge_api.servingjob import ServingJob
 from kubeforge_api.trainingjob import TrainingJob, TrainingJobStatus
 
@@ -64,6 +67,8 @@ def spec_summary(job: TrainingJob) -> list[tuple[str, str]]:
         out += [("Recipe", f"{r.model} on {r.dataset}"),
                 ("Training", f"{r.epochs} epochs, batch {r.batch_size}, lr {r.learning_rate:g}, {r.optimizer}"
                              + (f", at most {r.max_steps} steps" if r.max_steps else ""))]
+    elif s.finetune is not None:
+        out += finetune_summary(s.finetune)
     else:
         out.append(("Command", " ".join([*(s.command or []), *(s.args or [])])))
     limits = {**s.resources.requests, **s.resources.limits}
@@ -81,6 +86,43 @@ def spec_summary(job: TrainingJob) -> list[tuple[str, str]]:
                 + (", suspended" if rp.suspend else "")))
     out.append(("Compression", "configured" if s.compression else "none"))
     return out
+
+
+def finetune_summary(f: Finetune) -> list[tuple[str, str]]:
+    """A fine-tune's method, base model, data and settings."""
+    method = "full fine-tune"
+    if f.method == "lora":
+        method = (f"LoRA rank {f.lora.rank}, alpha {f.lora.alpha:g}, dropout {f.lora.dropout:g} on "
+                  f"{', '.join(f.lora.target_modules)}")
+    return [("Fine-tune", method), ("Base model", f.model.uri),
+            ("Data", f"{f.data.uri} ({f.data.format})"
+                     + (f", eval {f.eval_data.uri}" if f.eval_data else f", {f.eval_fraction:.0%} held back for eval")),
+            ("Training", f"{f.epochs} epoch{'s' if f.epochs != 1 else ''}, batch {f.batch_size}, "
+                         f"lr {f.learning_rate:g}, sequences of {f.max_seq_length} tokens"
+                         + (", packed" if f.packing else "")
+                         + (f", at most {f.max_steps} steps" if f.max_steps else ""))]
+
+
+def evaluation_rows(status: TrainingJobStatus | None) -> list[tuple[str, str, str, str]]:
+    """A fine-tune's eval loss and perplexity (metric, before, after, change), then the share of trainable
+    parameters and training tokens/s; empty before the job reported any."""
+    e = status.evaluation if status else None
+    if e is None:
+        return []
+    rows = []
+    for name in ("loss", "perplexity"):
+        before = getattr(e.before, name) if e.before else None
+        after = getattr(e.after, name) if e.after else None
+        if before is None and after is None:
+            continue
+        ratio = after / before - 1 if before and after is not None else math.nan
+        change = f"{ratio:+.1%}" if math.isfinite(ratio) else ""
+        rows.append((name, number(before), number(after), change))
+    if e.trainable_fraction is not None:
+        rows.append(("trainable parameters", "", f"{e.trainable_fraction:.2%}", ""))
+    if e.tokens_per_second is not None:
+        rows.append(("training tokens/s", "", f"{e.tokens_per_second:,.0f}", ""))
+    return rows
 
 
 def finished(status: TrainingJobStatus | None) -> bool:
@@ -164,7 +206,15 @@ def artifact_rows(job: TrainingJob, serving: list[ServingJob]) -> list[tuple[str
     return [("URI", art.uri), ("Digest", art.digest or ""), ("Size", size(art.size_bytes)),
             ("Trained by", f"TrainingJob {job.metadata.namespace}/{job.metadata.name} ({job.spec.strategy}, "
                            f"{job.spec.world_size} ranks)"),
-            ("Served by", ", ".join(served_by) or "no ServingJob")]
+            ("Served by", ", ".join(served_by) or "no ServingJob"), *adapter_rows(job.status)]
+
+
+def adapter_rows(status: TrainingJobStatus | None) -> list[tuple[str, str]]:
+    """A LoRA fine-tune's adapter, shown beside the merged model it was merged into."""
+    a = status.adapter_artifact if status else None
+    if a is None or not a.uri:
+        return []
+    return [("Adapter URI", a.uri), ("Adapter digest", a.digest or ""), ("Adapter size", size(a.size_bytes))]
 
 
 def event_rows(events: list[EventInfo]) -> list[dict[str, Any]]:
