@@ -46,15 +46,16 @@ def tracks(job: ServingJob) -> None:
         st.page_link(TRAINING_PAGE, label=plain(f"Lineage: {label}"), query_params={"ns": ns, "name": name})
 
 
-def scrape(ready: list[PodInfo]) -> list[metrics.Scrape]:
-    """Each ready server's metrics, saying (in our words) which could not be read."""
-    scrapes, now = [], time.time()
+def scrape(ready: list[PodInfo]) -> dict[str, metrics.Scrape]:
+    """Each ready server's metrics by pod, saying (in our words) which could not be read."""
+    scrapes: dict[str, metrics.Scrape] = {}
+    now = time.time()
     for pod, result in servers.scrape_all(ready):
         if isinstance(result, servers.ServerError):
             st.warning(plain(f"Metrics of {pod.name} unreadable: {result.message}"))
             continue
         try:
-            scrapes.append(metrics.parse(result, now))
+            scrapes[pod.name] = metrics.parse(result, now)
         except metrics.MetricsError as e:  # our words, never the text's
             st.warning(plain(f"Metrics of {pod.name} unreadable: {e}"))
     return scrapes
@@ -111,7 +112,7 @@ def latency(key: str, pods: list[PodInfo]) -> None:
     scrapes = scrape(ready)
     if not scrapes:
         return
-    view, points = ui.serving_history().add(key, metrics.combine(scrapes))
+    view, points = ui.serving_history().add(key, scrapes)
     if view.tokens is not None:
         tokens(view.tokens, points)
         if not view.requests:  # a language model answered no Open Inference Protocol request: no empty tiles

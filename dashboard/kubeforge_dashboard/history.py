@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .metrics import LatencyView, Scrape, TokenView, latency_view
+from .metrics import LatencyView, Scrape, TokenView, combine, interval, latency_view
 
 POINTS = 360  # 30 minutes at the default 5 s refresh
 JOBS = 64
@@ -54,22 +55,26 @@ class ServingHistory:
     def __init__(self, points: int = POINTS, jobs: int = JOBS, min_interval: float = MIN_INTERVAL_SECONDS) -> None:
         self.points, self.jobs, self.min_interval = points, jobs, min_interval
         self._lock = threading.Lock()
-        self._last: OrderedDict[str, Scrape] = OrderedDict()
+        self._last: OrderedDict[str, tuple[float, dict[str, Scrape]]] = OrderedDict()
         self._series: dict[str, deque[Point]] = {}
 
-    def add(self, key: str, scrape: Scrape) -> tuple[LatencyView, list[Point]]:
-        """Record `scrape` of job `key`; the view since the previous scrape and the job's points so far."""
+    def add(self, key: str, scrapes: Scrape | Mapping[str, Scrape]) -> tuple[LatencyView, list[Point]]:
+        """Record the scrapes of job `key` (one per replica, by pod name; or one for all); the view since the
+        previous scrape and the job's points so far. An interval counts the replicas scraped at both ends
+        whose counters did not go back (`metrics.interval`)."""
+        per = {"": scrapes} if isinstance(scrapes, Scrape) else dict(scrapes)
+        now = combine(list(per.values()))
         with self._lock:
-            prev = self._last.get(key)
-            view = latency_view(scrape, prev)
-            if prev is None or scrape.time - prev.time >= self.min_interval:
-                point = _point(scrape, prev, view)
+            last = self._last.get(key)
+            pair = interval(per, last[1]) if last is not None else None
+            cur, prev = pair if pair is not None else (now, None)
+            view = latency_view(cur, prev, now)
+            if last is None or now.time - last[0] >= self.min_interval:
+                point = _point(cur, prev, view)
                 series = self._series.setdefault(key, deque(maxlen=self.points))
                 if point is not None:
                     series.append(point)
-                elif prev is not None and scrape.requests < prev.requests:
-                    series.clear()  # a restarted replica reset its counters: the old points no longer add up
-                self._last[key] = scrape
+                self._last[key] = (now.time, per)
                 self._last.move_to_end(key)
                 while len(self._last) > self.jobs:
                     gone, _ = self._last.popitem(last=False)

@@ -21,6 +21,7 @@ server's /metrics with them."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from time import monotonic
 
@@ -177,31 +178,31 @@ def parse(text: str, time: float, budget: float = PARSE_SECONDS) -> Scrape:
         for family in text_string_to_metric_families(_ours(text)):
             if monotonic() > deadline:
                 raise MetricsError(f"reading the metrics took longer than {budget:g} s: abandoned")
-            name = family.name
-            for s in family.samples:
-                if name == REQUESTS and s.name.endswith("_total") and s.labels.get("endpoint") == INFER_ENDPOINT:
-                    v = _count(s.value, name)
+            for s in family.samples:  # by sample name: a family without its TYPE line reads the same
+                n = s.name
+                if n == REQUESTS + "_total" and s.labels.get("endpoint") == INFER_ENDPOINT:
+                    v = _count(s.value, REQUESTS)
                     requests += v
                     errors += v if s.labels.get("code", "").startswith("5") else 0.0
-                elif name == LATENCY and s.labels.get("stage") == LATENCY_STAGE:
-                    if s.name.endswith("_bucket"):
-                        le = _bound(s.labels, name)
-                        buckets[le] = buckets.get(le, 0.0) + _count(s.value, name)
-                    elif s.name.endswith("_count"):
-                        count += _count(s.value, name)
-                    elif s.name.endswith("_sum"):
-                        total += _count(s.value, name)
-                elif name in TOKEN_HISTOGRAMS and s.name == name + "_bucket":
-                    le = _bound(s.labels, name)
-                    per = hists.setdefault(name, {})
-                    per[le] = per.get(le, 0.0) + _count(s.value, name)
-                elif (name in TOKEN_COUNTERS and s.name == name + "_total") or (
-                        name in (RUNNING, WAITING) and s.name == name):
+                elif n.startswith(LATENCY + "_") and s.labels.get("stage") == LATENCY_STAGE:
+                    if n == LATENCY + "_bucket":
+                        le = _bound(s.labels, LATENCY)
+                        buckets[le] = buckets.get(le, 0.0) + _count(s.value, LATENCY)
+                    elif n == LATENCY + "_count":
+                        count += _count(s.value, LATENCY)
+                    elif n == LATENCY + "_sum":
+                        total += _count(s.value, LATENCY)
+                elif n.endswith("_bucket") and n[:-7] in TOKEN_HISTOGRAMS:
+                    le = _bound(s.labels, n[:-7])
+                    per = hists.setdefault(n[:-7], {})
+                    per[le] = per.get(le, 0.0) + _count(s.value, n[:-7])
+                elif (n.endswith("_total") and n[:-6] in TOKEN_COUNTERS) or n in (RUNNING, WAITING):
+                    name = n.removesuffix("_total")
                     sums[name] = sums.get(name, 0.0) + _count(s.value, name)
-                elif name == KV_USAGE and s.name == name:
-                    v = _count(s.value, name)
+                elif n == KV_USAGE:
+                    v = _count(s.value, n)
                     if v > 1.0 + 1e-9:
-                        raise MetricsError(f"{name} is a share above 1: not read")
+                        raise MetricsError(f"{n} is a share above 1: not read")
                     kv.append(min(v, 1.0))
     except MetricsError:
         raise
@@ -281,10 +282,31 @@ def _seconds(cur: Scrape, prev: Scrape | None) -> float | None:
     return cur.time - prev.time if prev is not None and cur.time > prev.time else None
 
 
-def latency_view(cur: Scrape, prev: Scrape | None) -> LatencyView:
+def went_back(cur: Scrape, prev: Scrape) -> bool:
+    """Whether a counter of one replica went back between two of its scrapes (it restarted)."""
+    if cur.requests < prev.requests or cur.errors < prev.errors or _delta(cur.buckets, prev.buckets) is None:
+        return True
+    return cur.tokens is not None and prev.tokens is not None and _token_delta(cur.tokens, prev.tokens) is None
+
+
+def interval(cur: Mapping[str, Scrape], prev: Mapping[str, Scrape]) -> tuple[Scrape, Scrape] | None:
+    """The replicas (by pod) scraped both times whose counters did not go back, added up at each time: what
+    the rates and the percentiles of an interval come from. A replica that restarted, left, came only now or
+    could not be read once is left out of the interval, so it neither stops the chart nor adds its whole
+    lifetime to one point; None when no replica is left."""
+    same = [k for k in cur if k in prev and not went_back(cur[k], prev[k])]
+    if not same:
+        return None
+    return combine([cur[k] for k in same]), combine([prev[k] for k in same])
+
+
+def latency_view(cur: Scrape, prev: Scrape | None, now: Scrape | None = None) -> LatencyView:
     """Rate and percentiles over the time since `prev` when it is usable, else since start; with the
-    token metrics of a language model (`token_view`) when the servers export them."""
-    buckets, window, rate = cur.buckets, "since start", None
+    token metrics of a language model (`token_view`) when the servers export them. `cur` and `prev` are
+    the same replicas at two times (`interval`); `now`, every replica as scraped now, gives the totals and
+    the percentiles since start (`cur` when not given)."""
+    now = now or cur
+    buckets, window, rate = now.buckets, "since start", None
     seconds = _seconds(cur, prev)
     if prev is not None and seconds is not None and cur.requests >= prev.requests:
         delta = _delta(cur.buckets, prev.buckets)
@@ -292,8 +314,8 @@ def latency_view(cur: Scrape, prev: Scrape | None) -> LatencyView:
             rate = (cur.requests - prev.requests) / seconds
             if delta and delta[-1][1] > 0:
                 buckets, window = delta, f"last {seconds:.0f} s"
-    return LatencyView(int(cur.requests), rate, _ms(0.5, buckets), _ms(0.99, buckets), window, int(cur.errors),
-                       token_view(cur, prev))
+    return LatencyView(int(now.requests), rate, _ms(0.5, buckets), _ms(0.99, buckets), window, int(now.errors),
+                       token_view(cur, prev, now))
 
 
 def _token_delta(cur: TokenScrape, prev: TokenScrape) -> tuple[TokenScrape, bool] | None:
@@ -315,17 +337,17 @@ def _share(part: float, whole: float) -> float | None:
     return part / whole if whole > 0 and part <= whole else None
 
 
-def token_view(cur: Scrape, prev: Scrape | None) -> TokenView | None:
+def token_view(cur: Scrape, prev: Scrape | None, everyone: Scrape | None = None) -> TokenView | None:
     """A language model's token rates, latency percentiles, prefix-cache hit rate and gauges; None when the
-    servers export no token metrics."""
-    now = cur.tokens
+    servers export no token metrics. `cur`, `prev` and `everyone` as in `latency_view`."""
+    now = (everyone or cur).tokens
     if now is None:
         return None
     seconds = _seconds(cur, prev)
     since, window, gen_rate, prompt_rate, query_rate = now, "since start", None, None, None
     hit_rate = _share(now.prefix_hits, now.prefix_queries)
-    if seconds is not None and prev is not None and prev.tokens is not None:
-        delta = _token_delta(now, prev.tokens)
+    if seconds is not None and prev is not None and prev.tokens is not None and cur.tokens is not None:
+        delta = _token_delta(cur.tokens, prev.tokens)
         if delta is not None:
             d, observed = delta
             gen_rate, prompt_rate = d.generation_tokens / seconds, d.prompt_tokens / seconds

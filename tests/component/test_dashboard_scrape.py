@@ -157,3 +157,16 @@ def test_the_serving_page_shows_our_words_only(hostile: Hostile) -> None:
         assert SECRET not in text and target.hits == {}
     finally:
         target.server.shutdown()
+
+
+def test_the_serving_page_refuses_token_metrics_no_count_can_have(hostile: Hostile) -> None:
+    """A pod that claims NaN, infinite or absurd token counts, or a KV cache more than full: its metrics are
+    unreadable, said in our words, and no language-model panel draws them."""
+    for lines, why in ((b'kubeforge:generation_tokens_total{model_name="m"} NaN\n', "not a number"),
+                       (b'kubeforge:prompt_tokens_total{model_name="m"} 1e300\n', "absurdly large"),
+                       (b'kubeforge:kv_cache_usage_perc{model_name="m"} 3.5\n', "share above 1")):
+        hostile.behaviour = answer(200, exposition() + lines)
+        at = render(w.world("127.0.0.1", hostile.port), "serving", ns="ml", name="digits-serving")
+        text = seen(at)
+        assert "Metrics of digits-serving-7d9f-abcde unreadable: kubeforge:" in text and why in text
+        assert "Language model" not in text and "1e300" not in text and "3.5" not in text

@@ -45,6 +45,8 @@ def test_a_server_without_token_metrics_has_no_language_model_panel() -> None:
     assert scrape.tokens is None and metrics.latency_view(scrape, None).tokens is None
     only_tokens = metrics.parse(llm_text(10, 5, [0.02], [0.01]), 1.0)  # no OIP series at all: still ours
     assert only_tokens.tokens is not None and only_tokens.requests == 0
+    untyped = "\n".join(line for line in llm_text(10, 5, [0.02], [0.01]).splitlines() if not line.startswith("#"))
+    assert metrics.parse(untyped + "\n", 1.0).tokens == only_tokens.tokens  # no TYPE lines: read the same
 
 
 def test_rates_and_percentiles_over_the_interval_across_replicas() -> None:
@@ -107,9 +109,11 @@ def test_a_restarted_replica_gives_no_rates_until_the_next_interval() -> None:
     assert serving.token_tiles(view)[0].value == "measuring..."
     h = ServingHistory(min_interval=0)
     h.add("k", before)
-    _, points = h.add("k", after)
-    assert points[-1].tokens is not None and points[-1].tokens.generation_per_second is None
-    assert [r["series"] for r in serving.token_history_rows(points)["Tokens per second"]] == []
+    view, points = h.add("k", after)
+    assert view.tokens is not None and view.tokens.generation_per_second is None and points == []
+    view, points = h.add("k", metrics.parse(llm_text(20, 24, [0.02] * 2, [0.01] * 22), 120.0))
+    assert view.tokens is not None and view.tokens.generation_per_second == pytest.approx(2.0)
+    assert [r["value"] for r in serving.token_history_rows(points)["Tokens per second"]] == pytest.approx([2.0, 1.0])
 
 
 HOSTILE_VALUES = ["NaN", "-1", "+Inf", "-Inf", "1e300", "1e16", "2"]
@@ -175,3 +179,26 @@ def test_random_expositions_end_as_our_error_or_finite_charts() -> None:
         for rows in serving.token_history_rows(points).values():
             assert all(math.isfinite(float(str(r["value"]))) and float(str(r["value"])) >= 0 for r in rows)
         assert 0 <= (view.tokens.prefix_hit_rate or 0) <= 1 and 0 <= (view.tokens.kv_usage_max or 0) <= 1
+
+
+def test_an_interval_counts_only_the_replicas_seen_at_both_ends() -> None:
+    """Rates per replica, then added up (Prometheus' sum of rate()): a replica that could not be read once, that
+    restarted, or that just came neither stops the chart nor adds its whole lifetime to one point."""
+    def pod(t: float, generated: int, requests_: int = 0) -> metrics.Scrape:
+        return metrics.parse(llm_text(2 * generated, generated, [0.02] * requests_, [0.01] * generated), t)
+
+    h = ServingHistory(min_interval=0)
+    h.add("k", {"a": pod(0, 100), "b": pod(0, 10_000)})
+    view, _ = h.add("k", {"a": pod(10, 200)})  # b unreadable this time
+    assert view.tokens is not None and view.tokens.generation_per_second == pytest.approx(10.0)
+    assert view.tokens.generation_tokens == 200 and view.tokens.replicas == 1
+    view, _ = h.add("k", {"a": pod(20, 300), "b": pod(20, 10_100)})  # b is back: not its lifetime in one point
+    assert view.tokens is not None and view.tokens.generation_per_second == pytest.approx(10.0)
+    view, _ = h.add("k", {"a": pod(30, 400), "b": pod(30, 50), "c": pod(30, 7_000)})  # b restarted, c is new
+    assert view.tokens is not None and view.tokens.generation_per_second == pytest.approx(10.0)
+    assert view.tokens.generation_tokens == 7_450 and view.tokens.replicas == 3  # totals: every replica now
+    view, points = h.add("k", {"a": pod(40, 500), "b": pod(40, 150), "c": pod(40, 7_100)})
+    assert view.tokens is not None and view.tokens.generation_per_second == pytest.approx(30.0)
+    assert [p.tokens.generation_per_second for p in points if p.tokens] == pytest.approx([10.0, 10.0, 10.0, 30.0])
+    view, points = h.add("k", {"a": pod(50, 1)})  # every replica restarted or left: no interval, the past stays
+    assert view.tokens is not None and view.tokens.generation_per_second is None and len(points) == 4

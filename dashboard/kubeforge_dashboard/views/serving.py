@@ -127,7 +127,7 @@ def _percent(v: float | None, none: str) -> str:
 
 def token_tiles(t: TokenView) -> list[Tile]:
     """A language model's load now, in eight tiles (two rows of four)."""
-    quiet = "no tokens yet"
+    quiet = "no tokens yet" if t.window == "since start" else f"none in the {t.window}"
     kv = _percent(t.kv_usage_mean, "not reported")
     if t.kv_usage_max is not None and t.replicas > 1:
         kv += f" (max {_percent(t.kv_usage_max, '')})"
