@@ -1,7 +1,8 @@
 """`make demo`: the whole pipeline on the embedded cluster, told in a few lines.
 
 The embedded cluster and the operator (under its own ServiceAccount) start; every sample in the
-samples folder is applied (TrainingJobs, and a ServingJob that serves a job's compressed model);
+samples folder is applied (TrainingJobs, and ServingJobs of a job's compressed model and of a fine-tuned
+language model);
 the demo prints each object's state changes, then what a user came for: accuracy before and after
 compression and its speedup (the job's compression report), the ServingJob's URL, and real inference
 requests answered by a server, and the dashboard's URL (the dashboard runs against the cluster).
@@ -88,17 +89,21 @@ def store_secret(admin: Path, store: Obj | None) -> None:
 def split_samples(files: list[Path]) -> tuple[list[Obj], list[Obj]]:
     """The samples' documents: those applied at once, and those that read what the first ones make,
     applied once those TrainingJobs have finished: fine-tunes (their base model and data come from a
-    job) and ServingJobs of s3:// models (a job publishes them)."""
+    job), ServingJobs of what a fine-tune makes and ServingJobs of s3:// models (a job publishes them)."""
     docs = [d for f in files for d in yaml.safe_load_all(f.read_text()) if d]
-    later = [d for d in docs if _reads_what_jobs_make(d)]
+    fine_tunes = {d["metadata"]["name"] for d in docs
+                  if d["kind"] == "TrainingJob" and "finetune" in (d.get("spec") or {})}
+    later = [d for d in docs if _reads_what_jobs_make(d, fine_tunes)]
     return [d for d in docs if d not in later], later
 
 
-def _reads_what_jobs_make(doc: Obj) -> bool:
+def _reads_what_jobs_make(doc: Obj, fine_tunes: set[str]) -> bool:
     spec = doc.get("spec") or {}
     if doc["kind"] == "TrainingJob":
         return "finetune" in spec
-    return doc["kind"] == "ServingJob" and str((spec.get("model") or {}).get("uri", "")).startswith("s3://")
+    model = spec.get("model") or {}
+    return doc["kind"] == "ServingJob" and (str(model.get("uri", "")).startswith("s3://")
+                                            or (model.get("trainingJobRef") or {}).get("name") in fine_tunes)
 
 
 def open_dashboard(root: Path, admin: Path) -> dashboard.Running | None:
@@ -264,8 +269,40 @@ def classify(host: str, model: str, text: str) -> str:
         return str(json.loads(r.read())["outputs"][0]["data"][0])
 
 
+# Questions for a language model (the fine-tune sample's kind of conversation).
+QUESTIONS = ["what colour is it? ada trains the red kettle near the river.",
+             "which thing? bo paints the green lantern near the garden.",
+             "what colour is it? cy fixes the blue engine near the model."]
+
+
+def is_language_model(host: str, model: str) -> bool:
+    """Whether the server answers the OpenAI routes for `model` (a causal language model)."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{SERVER_PORT}/v1/models/{model}", timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return False
+
+
+def chat(host: str, model: str, question: str, stream: bool) -> str:
+    """One greedy chat completion's text, whole or concatenated from its server-sent events."""
+    body = {"model": model, "messages": [{"role": "user", "content": question}], "max_tokens": 16,
+            "temperature": 0, "stream": stream}
+    req = urllib.request.Request(f"http://{host}:{SERVER_PORT}/v1/chat/completions", json.dumps(body).encode(),
+                                 {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        if not stream:
+            return str(json.loads(r.read())["choices"][0]["message"]["content"])
+        events = [line[6:] for line in r.read().decode().splitlines() if line.startswith("data: ")]
+    chunks = [json.loads(e) for e in events if e != "[DONE]"]
+    return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
+
+
 def requests_for(host: str, name: str) -> tuple[str, list[tuple[Any, Any]], Any]:
     """(what the requests are, (input, expected answer) pairs, the function that answers one) for the model's kind."""
+    if is_language_model(host, name):  # right: an answer, streamed the same as whole
+        return "chat answers (streamed = whole)", [(q, True) for q in QUESTIONS], \
+            lambda q: bool(whole := chat(host, name, q, False)) and chat(host, name, q, True) == whole
     if any(i["datatype"] == "BYTES" for i in metadata(host, name)["inputs"]):
         return "sentences", list(TEXTS), lambda text: classify(host, name, text)
     from kubeforge_trainer.data import digits
