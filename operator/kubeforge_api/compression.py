@@ -286,8 +286,9 @@ class Spread(Model):
 
 
 class Latency(Model):
-    """Per batch size: the median over interleaved rounds (milliseconds per forward pass, or for a
-    speed-up the trained model's time over the candidate's, round by round) and its spread."""
+    """Per batch size: the median over interleaved rounds (milliseconds per forward pass, or per decode
+    step for a causal LM: see `CompressionReport.timing`; for a speed-up the trained model's time over
+    the candidate's, round by round) and its spread."""
 
     batch1: NonNegative = Field(description="Median at batch 1.")
     batch8: NonNegative = Field(description="Median at batch 8.")
@@ -303,6 +304,9 @@ class Measured(Model):
     size_bytes: int = Field(ge=0, description="Bytes of the weights file.")
     parameters: int = Field(ge=0, description="Stored parameter count (int8 weights count as parameters).")
     latency_ms: Latency
+    decode_tokens_per_s: float | None = Field(default=None, ge=0.0, description=(
+        "Causal language models: single-stream decode tokens/s (1000 over the median ms of a decode step at "
+        "batch 1)."))
 
 
 class Verdict(StrEnum):
@@ -348,6 +352,10 @@ class CompressionReport(Model):
     objective: Literal["latency", "size"] = Field(default="latency", description="spec.compression.objective.")
     min_speedup: float = Field(default=1.0, description="spec.compression.minSpeedup.")
     rounds: int = Field(default=0, ge=0, description="Interleaved timing rounds behind every median and spread.")
+    timing: Literal["forward", "decode"] = Field(default="forward", description=(
+        "What a latency times. forward: one forward pass of a batch, as the inference server calls the model; "
+        "decode (causal language models): one generation step of every sequence of the batch over a KV cache of "
+        "its context, in the form the server generates with, so a speed-up is a ratio of decode tokens/s."))
     warnings: list[str] = Field(default_factory=list, max_length=16, description=(
         "What makes the numbers or a back end suspect (a re-measurement, an int8 back end slower than fp32)."))
 

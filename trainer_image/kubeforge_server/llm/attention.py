@@ -28,11 +28,24 @@ STEP_ARG = "kubeforge_step"
 @dataclass
 class KVCache:
     """Keys and values of every layer: [KV heads, blocks, block tokens, head dim] each (heads outermost:
-    a gather of blocks is one `index_select` that SDPA reads without another copy)."""
+    a gather of blocks is one `index_select` that SDPA reads without another copy).
+
+    The memory is allocated uninitialised and blocks are zeroed when first used (`zero_below`): a
+    block's slots past a sequence's last token are masked out of attention, but a masked NaN still
+    turns the output into NaN (its weight 0 times NaN), and reused memory may hold any bits."""
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
     block_tokens: int
+    clean: int = 0  # blocks [0, clean) hold numbers (zeroed, or written since)
+
+    def zero_below(self, blocks: int) -> None:
+        """Zero the blocks from `clean` up to `blocks` (the pool hands out never-used blocks in order)."""
+        if blocks <= self.clean:
+            return
+        for tensor in (*self.keys, *self.values):
+            tensor[:, self.clean:blocks].zero_()
+        self.clean = blocks
 
     @classmethod
     def allocate(cls, layers: int, blocks: int, block_tokens: int, kv_heads: int, head_dim: int,

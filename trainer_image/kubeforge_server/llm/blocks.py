@@ -43,6 +43,7 @@ class BlockPool:
         self._free: deque[int] = deque(range(num_blocks))
         self._cached: OrderedDict[int, None] = OrderedDict()  # held by nobody, hash kept; oldest first
         self._by_hash: dict[bytes, int] = {}
+        self.touched = 0  # blocks [0, touched) have been handed out at least once (the free list starts in order)
 
     @property
     def available(self) -> int:
@@ -88,6 +89,7 @@ class BlockPool:
                 del self._by_hash[old]
             self._hash[block] = None
         self._refs[block] = 1
+        self.touched = max(self.touched, block + 1)
         return block
 
     def release(self, blocks: Sequence[int]) -> None:

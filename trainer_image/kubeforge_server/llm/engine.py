@@ -144,6 +144,7 @@ class Engine:
         self._publish(self._advance([w for w in work if w.samples], tokens))
 
     def _forward(self, work: list[Work]) -> list[int]:
+        self.cache.zero_below(self.pool.touched)  # blocks used for the first time hold no stray NaN
         ids, positions, layout, rows = build_layout(work, self.cache, self.device)
         keep = torch.tensor(rows or [len(ids) - 1], device=self.device)
         out = self.model(input_ids=torch.tensor([ids], device=self.device),

@@ -1,15 +1,17 @@
 """What a compression run evaluates and times a model on: a recipe's held-out split, or the user's
 own data for a model no recipe describes. An `Evaluation` gives the metrics of a model, the inputs
 it is timed on at batch 1 and 8, and the form that is timed: a tensor in, the logits out, as a
-server calls it (a transformers text classifier gets the attention mask of its padded ids, a causal
-LM answers the last position's logits)."""
+server calls it (a transformers text classifier gets the attention mask of its padded ids). A causal
+LM is timed as it generates: one decode step of every sequence over a KV cache of its context, so
+its latency is ms per generated token and a speed-up is a ratio of decode tokens/s."""
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +34,7 @@ class Evaluation:
     inputs: dict[int, torch.Tensor]
     timed: Callable[[nn.Module], nn.Module] = lambda m: m
     dataset: dict[str, Any] = field(default_factory=dict)  # what a card records of the data
+    timing: Literal["forward", "decode"] = "forward"  # what one timed call is (see `DecodeStep`)
 
     @property
     def produced(self) -> tuple[str, ...]:
@@ -80,16 +83,45 @@ class ImageLogits(nn.Module):
 
 
 class LMLogits(nn.Module):
-    """A transformers causal LM on token ids: every position's logits, or (served) the last one's."""
+    """A transformers causal LM on token ids: every position's logits."""
 
-    def __init__(self, model: nn.Module, last_only: bool) -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model, self.last_only = model, last_only
+        self.model = model
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        if self.last_only:
-            return _logits(self.model(input_ids=ids, logits_to_keep=1))
         return _logits(self.model(input_ids=ids))
+
+
+class DecodeStep(nn.Module):
+    """One decode step of a transformers causal LM, as generation runs it: the ids' last column is the
+    token each sequence decodes, the columns before it the context, prefilled into a KV cache once per
+    batch size (a new context is prefilled again). After each step the cache is cut back to the context,
+    so every call does the same work: one token per sequence attending to the context."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        # transformers renamed `past_key_values` to `cache` (5.2x); the name this model's forward takes
+        self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self._caches: dict[tuple[int, ...], tuple[torch.Tensor, Any]] = {}  # context shape -> (context, cache)
+
+    def _cache(self, context: torch.Tensor) -> Any:
+        from transformers import DynamicCache
+
+        known = self._caches.get(tuple(context.shape))
+        if known is not None and torch.equal(known[0], context):
+            return known[1]
+        cache = DynamicCache(config=getattr(self.model, "config"))  # noqa: B009 (a transformers model's config)
+        self.model(input_ids=context, use_cache=True, logits_to_keep=1, **{self._cache_arg: cache})
+        self._caches[tuple(context.shape)] = (context.clone(), cache)
+        return cache
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        cache = self._cache(ids[:, :-1])
+        out = _logits(self.model(input_ids=ids[:, -1:], use_cache=True, **{self._cache_arg: cache}))
+        cache.crop(-1)
+        return out
 
 
 class Plain(nn.Module):
@@ -159,6 +191,7 @@ def tensor_classification(model_call: Callable[[nn.Module], nn.Module], x: torch
 
 
 def causal_lm(windows: torch.Tensor) -> Evaluation:
-    """A causal LM's perplexity over token windows; timed answering the last position of a window."""
-    return Evaluation("lm", lambda m: lm_metrics(LMLogits(m, last_only=False), windows),
-                      measure.batch_inputs(windows), lambda m: LMLogits(m, last_only=True))
+    """A causal LM's perplexity over token windows; timed decoding the last token of a window after
+    the rest of it (`DecodeStep`)."""
+    return Evaluation("lm", lambda m: lm_metrics(LMLogits(m), windows),
+                      measure.batch_inputs(windows), DecodeStep, timing="decode")

@@ -35,9 +35,10 @@ def range_phrase(low: float, high: float) -> str:
     return f"{times(1 / low) if low > 0 else 'inf'}x slower to {times(high)}x faster"
 
 
-def speed_text(speedup: Latency) -> str:
-    """'3.12x slower at batch 1 (quartiles 2.8-3.2x slower over the rounds)'."""
-    text = f"{speed_phrase(speedup.batch1)} at batch 1"
+def speed_text(speedup: Latency, what: str = "") -> str:
+    """'3.12x slower at batch 1 (quartiles 2.8-3.2x slower over the rounds)'; `what` leads when given
+    ('decode 1.62x faster at batch 1 ...')."""
+    text = f"{what + ' ' if what else ''}{speed_phrase(speedup.batch1)} at batch 1"
     s = speedup.batch1_spread
     return text + (f" (quartiles {range_phrase(s.low, s.high)})" if s else "")
 
@@ -63,13 +64,15 @@ def _rejection(c: Candidate, spec: CompressionSpec, timing_invalid: bool) -> tup
     return None, ""
 
 
-def judge(c: Candidate, spec: CompressionSpec, timing_invalid: bool = False, warning: str = "") -> Candidate:
-    """`c` (measured) accepted or rejected, with a note that gives the numbers in words."""
+def judge(c: Candidate, spec: CompressionSpec, timing_invalid: bool = False, warning: str = "",
+          what: str = "") -> Candidate:
+    """`c` (measured) accepted or rejected, with a note that gives the numbers in words (`what` was
+    timed: '' for a forward pass, 'decode' for a causal LM's generation step)."""
     if c.speedup is None or c.drop is None or c.size_ratio is None:
         return c
     rejection, why = _rejection(c, spec, timing_invalid)
     size = f"{times(c.size_ratio)}x smaller" if c.size_ratio > 1.0 else f"size {times(c.size_ratio)}x of the original"
-    parts = [speed_text(c.speedup), size] if spec.objective == "latency" else [size, speed_text(c.speedup)]
+    parts = [speed_text(c.speedup, what), size] if spec.objective == "latency" else [size, speed_text(c.speedup, what)]
     note = ", ".join(parts) + (f": {why}" if why else "") + (f"; {warning}" if warning else "")
     return c.model_copy(update={"verdict": Verdict.REJECTED if rejection else Verdict.ACCEPTED,
                                 "rejection": rejection, "note": note[:512]})

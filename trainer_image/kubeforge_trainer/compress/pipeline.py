@@ -1,10 +1,11 @@
 """The compression stage: load the parent (a Kubeforge artifact, or a model users bring with their
 own evaluation data: `sources`), evaluate it, make one candidate per method that applies to it,
-evaluate it, time it against the baseline (interleaved rounds, in the form the server runs it) and
-judge it (`gate`: the accuracy budget, then faster or smaller as the objective asks; select first:
-stop at the first accepted; best: try all), write every candidate as an artifact and the report
-next to them, and name the published one. A Hugging Face parent's candidates are Kubeforge
-artifacts that also carry its config and tokenizer files (`variants.hf`)."""
+evaluate it, time it against the baseline (interleaved rounds, in the form the server runs it; a
+causal LM by its decode steps, in the form the generation engine runs) and judge it (`gate`: the
+accuracy budget, then faster or smaller as the objective asks; select first: stop at the first
+accepted; best: try all), write every candidate as an artifact and the report next to them, and
+name the published one. A Hugging Face parent's candidates are Kubeforge artifacts that also carry
+its config and tokenizer files (`variants.hf`)"""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ from ..variants.codec import stored_parameters
 from ..variants.quantize import QuantizeError, backend, slow_int8_cause
 from . import gate, measure, prune, sources
 from .distill import distill
+from .evaluate import Evaluation
 from .parent import CompressInputError as CompressInputError
 from .parent import NoApplicableMethod as NoApplicableMethod
 from .parent import Parent, relative
@@ -161,8 +163,7 @@ def _judged(st: Stage, method: Method, m: Made) -> Candidate:
     drop = drop_of(st.base_metrics[st.metric], got[st.metric], st.higher, st.spec.accuracy_budget.relative)
     m.state = encoded(m.model, m.encoding, m.backend)
     blob = weights_bytes(m.state)
-    timed = measure.session([ev.timed(st.parent.model), serving_form(m.backend, m.encoding, ev.timed(m.model))],
-                            ev.inputs, st.rounds)
+    timed = measure.session([ev.timed(st.parent.model), timed_form(st.parent, m)], ev.inputs, st.rounds)
     base, own = timed.samples
     st.base_samples.append(base)
     if timed.attempts > 1:
@@ -175,11 +176,29 @@ def _judged(st: Stage, method: Method, m: Made) -> Candidate:
                      drop=drop if math.isnan(drop) else round(drop, 6), speedup=measure.speedup(base, own),
                      size_ratio=measure.sig(st.parent.weights_bytes / len(blob), 3), **extra,
                      measured=Measured(metric=got[st.metric], metrics=got, size_bytes=len(blob),
-                                       parameters=stored_parameters(m.state), latency_ms=measure.latency(own)))
+                                       parameters=stored_parameters(m.state), latency_ms=measure.latency(own),
+                                       decode_tokens_per_s=decode_rate(ev, measure.latency(own))))
     warning = _slow_backend(m, cand)
     if warning:
         st.warnings.append(f"{cand.method}: {warning}")
-    return gate.judge(cand, st.spec, bool(timed.invalid), warning)
+    return gate.judge(cand, st.spec, bool(timed.invalid), warning, "decode" if ev.timing == "decode" else "")
+
+
+def timed_form(parent: Parent, m: Made) -> nn.Module:
+    """The candidate in the form the server runs it: a Hugging Face variant as the one loader rebuilds
+    it (the server runs it so: eagerly with its attention mask, or a causal LM in the generation
+    engine), anything else in its back end's serving form (torchao's compiled)."""
+    model = parent.evaluation.timed(m.model)
+    if parent.format == ModelFormat.HF_TRANSFORMERS:
+        return model
+    return serving_form(m.backend, m.encoding, model)
+
+
+def decode_rate(ev: Evaluation, lat: Latency) -> float | None:
+    """Single-stream decode tokens/s of a causal LM timed by its decode steps (None for other models)."""
+    if ev.timing != "decode" or lat.batch1 <= 0:
+        return None
+    return measure.sig(1000.0 / lat.batch1, 4)
 
 
 def _slow_backend(m: Made, cand: Candidate) -> str:
@@ -198,7 +217,8 @@ def _baseline(st: Stage) -> Measured:
     lat = measure.latency(pooled) if st.base_samples else Latency(batch1=0, batch8=0)
     unique = {t.data_ptr(): t.numel() for t in st.parent.model.state_dict().values()}  # tied weights once
     return Measured(metric=st.base_metrics[st.metric], metrics=st.base_metrics, size_bytes=st.parent.weights_bytes,
-                    parameters=sum(unique.values()), latency_ms=lat)
+                    parameters=sum(unique.values()), latency_ms=lat,
+                    decode_tokens_per_s=decode_rate(st.parent.evaluation, lat) if st.base_samples else None)
 
 
 def _finish(st: Stage, made: list[Made | None], cands: list[Candidate], out_dir: Path, storage: Path,
@@ -219,7 +239,8 @@ def _finish(st: Stage, made: list[Made | None], cands: list[Candidate], out_dir:
         metric=st.metric, higher_is_better=st.higher, budget=spec.accuracy_budget, select=spec.select,
         threads=threads, parent=st.parent.ref, baseline=_baseline(st), candidates=cands, chosen=chosen,
         artifact=cands[chosen].artifact if chosen is not None else None, reason=reason, message=message,
-        objective=spec.objective, min_speedup=spec.min_speedup, rounds=st.rounds, warnings=st.warnings[:16])
+        objective=spec.objective, min_speedup=spec.min_speedup, rounds=st.rounds, timing=st.parent.evaluation.timing,
+        warnings=st.warnings[:16])
     tmp = out_dir / (REPORT_FILE + ".tmp")
     tmp.write_text(json.dumps(report.dump(), indent=2))
     os.replace(tmp, out_dir / REPORT_FILE)
