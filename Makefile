@@ -6,7 +6,7 @@ EXTRAS ?= dev
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)-$(EXTRAS)
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 
-.PHONY: venv minicp helm generate lint test test-unit bench demo cluster-up cluster-down operator-up operator-down s3-env s3-secret \
+.PHONY: venv minicp helm generate lint test test-unit bench demo cluster-up cluster-down node-kill node-partition node-heal nodes operator-up operator-down s3-env s3-secret \
 	dashboard dashboard-down kind-up kind-e2e images
 
 $(STAMP): pyproject.toml
@@ -52,11 +52,23 @@ bench: venv minicp  ## side-by-side benchmarks -> bench/results/*.json -> docs/b
 	$(PY) bench/report.py || status=1; \
 	exit $$status
 
-cluster-up: venv minicp  ## start the embedded cluster in the background; prints the ClusterIP routing line first, the admin kubeconfig path last
-	@embedded-cluster/cluster-up.sh "$(CLUSTER_DIR)" "$(PY)"
+cluster-up: venv minicp  ## start the embedded cluster in the background (NODES=3: three node agents); prints the ClusterIP routing line first, the admin kubeconfig path last
+	@NODES="$(NODES)" embedded-cluster/cluster-up.sh "$(CLUSTER_DIR)" "$(PY)"
 
 cluster-down:  ## stop the embedded cluster; deletes its volumes (trained models) unless KEEP_VOLUMES=1
 	@embedded-cluster/cluster-down.sh "$(CLUSTER_DIR)"
+
+node-kill: venv  ## a node death: NODE's agent stops for good and its pods' processes are SIGKILLed
+	@$(PY) -m minicluster node kill "$(NODE)" --dir "$(CLUSTER_DIR)"
+
+node-partition: venv  ## a network partition: NODE stops renewing its Lease and status; its pods keep running
+	@$(PY) -m minicluster node partition "$(NODE)" --dir "$(CLUSTER_DIR)"
+
+node-heal: venv  ## end NODE's partition: it reconnects and posts Ready again
+	@$(PY) -m minicluster node heal "$(NODE)" --dir "$(CLUSTER_DIR)"
+
+nodes: venv  ## each node agent of the embedded cluster and its state (Running, Partitioned, Dead)
+	@$(PY) -m minicluster node status --dir "$(CLUSTER_DIR)"
 
 operator-up: venv  ## install CRDs+RBAC into the current kubeconfig's cluster; run the operator as its SA
 	$(PY) -m minicluster operator-up --dir "$(CLUSTER_DIR)/operator"

@@ -1,9 +1,10 @@
-"""`python -m minicluster up --dir D`: start the control plane, the node agent, kube-proxy (when
-this cluster holds the host's kube-proxy lock), metrics-server and the S3 object store, print one
-JSON line with the admin kubeconfig once the cluster is ready (also written to `D/ready.json`, with
-the ClusterIP routing line `make cluster-up` prints in `D/routing.txt` and its object-store line in
-`D/objectstore.txt`), and run until SIGTERM/SIGINT; then stop everything and undo what it changed
-on the host."""
+"""`python -m minicluster up --dir D`: start the control plane, the node agents (one, or `--nodes
+N`), kube-proxy (when this cluster holds the host's kube-proxy lock), metrics-server and the S3
+object store, print one JSON line with the admin kubeconfig once the cluster is ready (also written
+to `D/ready.json`, with the ClusterIP routing line `make cluster-up` prints in `D/routing.txt` and
+its object-store line in `D/objectstore.txt`), and run until SIGTERM/SIGINT, answering node
+commands (`python -m minicluster node kill|partition|heal|status NAME --dir D`, see `nodes.py`);
+then stop everything and undo what it changed on the host."""
 
 from __future__ import annotations
 
@@ -19,8 +20,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from . import nodes
 from .agent import NODE_CPUS_ENV, AgentSettings, NodeAgent, node_cpus
-from .controlplane import NODE_NAME, ControlPlane, free_port, rss_bytes
+from .clusterwide import ClusterWide
+from .containers import CgroupParents, cgroup_parents, remove_cgroup_parents
+from .controlplane import ControlPlane, free_port, rss_bytes
 from .demo import demo
 from .kubeapi import KubeClient
 from .localinstall import operator_down, operator_up
@@ -62,6 +66,8 @@ class _Background(threading.Thread):
 def up(args: argparse.Namespace) -> int:
     root = Path(args.dir).resolve()
     cpu = args.cpus or node_cpus()  # a bad KUBEFORGE_NODE_CPUS fails here, before anything starts
+    network = PodNetwork.claim() if args.bridge == "auto" else PodNetwork(args.bridge, args.cidr)
+    specs, beat = _plan(args, cpu, network)
     root.mkdir(parents=True, exist_ok=True)
     for stale in ("ready.json", "routing.txt", "objectstore.txt"):
         (root / stale).unlink(missing_ok=True)
@@ -72,10 +78,11 @@ def up(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     t0 = time.monotonic()
-    network = PodNetwork.claim() if args.bridge == "auto" else PodNetwork(args.bridge, args.cidr)
-    cp = ControlPlane(binary, root, network.gateway)
-    agent: NodeAgent | None = None
-    proxy = ServiceProxy(binary, cp.kubeconfig("kube-proxy"), cp.logs, NODE_NAME, network.bridge, network.gateway,
+    cp = ControlPlane(binary, root, network.gateway, [s.name for s in specs], beat.controller_manager_flags())
+    agents: dict[str, NodeAgent] = {}
+    wide: ClusterWide | None = None
+    cgroups = None
+    proxy = ServiceProxy(binary, cp.kubeconfig("kube-proxy"), cp.logs, specs[0].name, network.bridge, network.gateway,
                          str(network.net))
     metrics = None if ms_binary is None else MetricsServer(
         ms_binary, cp.kubeconfig("metrics-server"), cp.identities["metrics-server"].user, cp.ca,
@@ -88,18 +95,13 @@ def up(args: argparse.Namespace) -> int:
         cp.start()
         admin = KubeClient.from_kubeconfig(cp.kubeconfig("admin"))
         ms_started = _Background(lambda: metrics.start(admin) if metrics and admin else None)
-        settings = AgentSettings(NODE_NAME, root / "node", cpu=cpu, gpus=args.gpus,
-                                 tls_cert=cp.pki / "apiserver.crt", tls_key=cp.pki / "apiserver.key")
-        agent = NodeAgent(KubeClient.from_kubeconfig(cp.kubeconfig("node")), admin, settings, network)
-        agent.start()
-        if args.no_kube_proxy:
-            proxy.reason = "started with --no-kube-proxy"
-        else:
-            proxy.start(free_port(), free_port())
-        if proxy.enabled:
-            agent.set_api_endpoint(KUBERNETES_SERVICE_IP, 443)
-        else:
-            agent.set_api_endpoint(network.gateway, cp.api_port)
+        cgroups = cgroup_parents(f"kubeforge-{network.bridge}")
+        wide = ClusterWide(admin, network.gateway, root / "node" / "volumes")
+        wide.start()
+        _start_agents(agents, specs, beat, cp, admin, network, cgroups)
+        _start_proxy(proxy, args.no_kube_proxy)
+        for agent in agents.values():
+            agent.set_api_endpoint(*((KUBERNETES_SERVICE_IP, 443) if proxy.enabled else (network.gateway, cp.api_port)))
         ms_started.result()
         store_started.result()
         procs = {"kube-proxy": proxy.proc, "metrics-server": metrics.proc if metrics else None}
@@ -107,18 +109,92 @@ def up(args: argparse.Namespace) -> int:
         info = {"ready": True, "seconds": round(time.monotonic() - t0, 1), **cp.describe(),
                 "addonPids": addons, "bridge": network.bridge, "podCIDR": str(network.net), "gateway": network.gateway,
                 "nodeCpus": cpu, "kubeProxy": proxy.describe(), "metricsServer": metrics is not None,
+                "nodes": [{"name": s.name, "podCIDR": s.pod_cidr} for s in specs],
+                "nodeGracePeriodSeconds": beat.grace_seconds, "pid": os.getpid(),
                 "controlPlaneRssBytes": cp.rss_bytes(),
                 "addonsRssBytes": rss_bytes(addons.values())}
         _publish(root, info, proxy.summary(), store)
-        stop.wait()
+        handle = _node_commands(agents)
+        while not stop.wait(0.2):
+            nodes.serve(root, handle)
         return 0
-    finally:  # the object store stops beside the rest: it takes a few seconds, and nothing here needs it
-        store_stopped = _Background(lambda: _timed("object store", store.stop) if store is not None else None)
-        _timed("metrics-server", lambda: metrics.stop(admin) if metrics is not None and admin is not None else None)
-        _timed("kube-proxy", proxy.stop)
-        _timed("node agent", agent.stop if agent is not None else network.down)
-        _timed("control plane", cp.stop)
-        store_stopped.result()
+    finally:
+        _stop(store, lambda: metrics.stop(admin) if metrics is not None and admin is not None else None, proxy,
+              list(agents.values()), wide, network, cgroups, cp)
+
+
+def _stop(store: ObjectStore | None, stop_metrics: Callable[[], object], proxy: ServiceProxy, agents: list[NodeAgent],
+          wide: ClusterWide | None, network: PodNetwork, cgroups: CgroupParents | None, cp: ControlPlane) -> None:
+    """Stop what `up` started, last started first; the object store stops beside the rest: it takes a
+    few seconds, and nothing here needs it."""
+    store_stopped = _Background(lambda: _timed("object store", store.stop) if store is not None else None)
+    _timed("metrics-server", stop_metrics)
+    _timed("kube-proxy", proxy.stop)
+    _timed("node agents", lambda: _stop_agents(agents))
+    _timed("cluster DNS and storage", wide.stop if wide is not None else lambda: None)
+    network.down()
+    if cgroups is not None:
+        remove_cgroup_parents(cgroups)
+    _timed("control plane", cp.stop)
+    store_stopped.result()
+
+
+def _start_proxy(proxy: ServiceProxy, disabled: bool) -> None:
+    if disabled:
+        proxy.reason = "started with --no-kube-proxy"
+    else:
+        proxy.start(free_port(), free_port())
+
+
+def _plan(args: argparse.Namespace, cpu: str, network: PodNetwork) -> tuple[list[nodes.NodeSpec], nodes.Heartbeat]:
+    """The nodes and their heartbeat from the flags; bad flags fail here, before anything starts."""
+    try:
+        specs = nodes.node_specs(args.nodes, cpu, args.gpus, str(network.net), labels=args.node_label,
+                                 taints=args.node_taint, cpus_per_node=args.node_cpus,
+                                 gpus_per_node=args.node_gpus, check_cpus=node_cpus)
+        return specs, nodes.heartbeat(args.nodes, args.node_grace_period)
+    except ValueError as e:
+        network.down()
+        raise SystemExit(f"minicluster up: {e}") from None
+
+
+def _start_agents(agents: dict[str, NodeAgent], specs: list[nodes.NodeSpec], beat: nodes.Heartbeat,
+                  cp: ControlPlane, admin: KubeClient, network: PodNetwork, cgroups: CgroupParents) -> None:
+    """Start a node agent per spec, each with its own identity and pod range (into `agents` as they start,
+    so the caller stops those that did even when a later one fails)."""
+    for spec in specs:
+        state = cp.root / "node" if len(specs) == 1 else cp.root / "node" / "nodes" / spec.name
+        settings = AgentSettings(spec.name, state, cpu=spec.cpus, gpus=spec.gpus,
+                                 tls_cert=cp.pki / "apiserver.crt", tls_key=cp.pki / "apiserver.key",
+                                 labels=spec.labels, taints=spec.taints, pod_cidr=spec.pod_cidr,
+                                 renew_seconds=beat.renew_seconds, lease_seconds=beat.lease_seconds)
+        client = KubeClient.from_kubeconfig(cp.kubeconfig(cp.node_identity(spec.name)))
+        agents[spec.name] = NodeAgent(client, admin, settings, network.range(spec.pod_cidr), cgroups)
+        agents[spec.name].start()
+
+
+def _stop_agents(agents: list[NodeAgent]) -> None:
+    stopping = [_Background(a.stop) for a in agents]
+    for b in stopping:
+        b.result()
+
+
+def _node_commands(agents: dict[str, NodeAgent]) -> Callable[[str, str], str]:
+    """What `python -m minicluster node ACTION NAME` does in the running cluster."""
+    def handle(name: str, action: str) -> str:
+        if action == "status" and name == "all":
+            return "\n".join(f"{n}\t{a.state}" for n, a in agents.items())
+        agent = agents.get(name)
+        if agent is None:
+            raise LookupError(f"no node {name!r} in this cluster (nodes: {', '.join(agents)})")
+        actions: dict[str, Callable[[], str]] = {
+            "kill": agent.kill, "partition": agent.partition, "heal": agent.heal,
+            "status": lambda: f"{name}\t{agent.state}"}
+        if action not in actions:
+            raise ValueError(f"unknown node action {action!r}: want one of {', '.join(actions)}")
+        logging.getLogger("minicluster").info("node %s: %s", name, action)
+        return actions[action]()
+    return handle
 
 
 def _publish(root: Path, info: dict[str, object], routing: str, store: ObjectStore | None) -> None:
@@ -134,6 +210,19 @@ def _publish(root: Path, info: dict[str, object], routing: str, store: ObjectSto
     ready.touch(mode=0o600)
     ready.write_text(json.dumps(info))
     print(json.dumps(info), flush=True)
+
+
+def _node(root: Path, action: str, name: str) -> int:
+    if name == "all" and action != "status":
+        print("minicluster node: name the node (NODE=...)", file=sys.stderr)
+        return 2
+    try:
+        answer = nodes.send(root.resolve(), name, action)
+    except RuntimeError as e:
+        print(f"minicluster node: {e}", file=sys.stderr)
+        return 1
+    print(answer["message"], file=sys.stdout if answer["ok"] else sys.stderr)
+    return 0 if answer["ok"] else 1
 
 
 def _timed(what: str, stop: Callable[[], object]) -> None:
@@ -165,6 +254,22 @@ def main() -> int:
     p.add_argument("--no-kube-proxy", action="store_true", help="no ClusterIP routing (leave the host alone)")
     p.add_argument("--no-metrics-server", action="store_true", help="no resource metrics (kubectl top, HPA)")
     p.add_argument("--no-object-store", action="store_true", help="no S3-compatible object store")
+    p.add_argument("--nodes", type=int, default=1, help=(
+        "node agents (default 1: node kf-node; several: kf-node-1...kf-node-N, a /24 pod range each)"))
+    p.add_argument("--node-cpus", action="append", default=[], metavar="NODE=CPUS",
+                   help="CPU capacity of one node (NODE `all` for every node), instead of --cpus")
+    p.add_argument("--node-gpus", action="append", default=[], metavar="NODE=N",
+                   help="nvidia.com/gpu capacity of one node, instead of --gpus")
+    p.add_argument("--node-label", action="append", default=[], metavar="NODE=KEY=VALUE", help="a node label")
+    p.add_argument("--node-taint", action="append", default=[], metavar="NODE=KEY[=VALUE]:EFFECT",
+                   help="a node taint, registered with the node")
+    p.add_argument("--node-grace-period", type=float, default=None, metavar="SECONDS", help=(
+        "how long a node may miss its Lease before the node lifecycle controller marks it unreachable "
+        f"(default: {nodes.FAST_GRACE_SECONDS:g} with several nodes, the stock 50 with one)"))
+    n = sub.add_parser("node", help="kill, partition or heal a node of a running cluster (rehearse failures)")
+    n.add_argument("action", choices=nodes.ACTIONS)
+    n.add_argument("name", nargs="?", default="all", help="the node (status: default all)")
+    n.add_argument("--dir", required=True, help="the running cluster's state directory")
     sub.add_parser("build", help="build (or find the cached) control-plane binary and print its path")
     o = sub.add_parser("operator-up", help="install CRDs+RBAC and run the operator in the background as its SA")
     o.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG", str(Path.home() / ".kube" / "config")))
@@ -184,6 +289,8 @@ def main() -> int:
         return demo(args.samples, args.keep)
     if args.cmd == "operator-down":
         return operator_down(Path(args.dir))
+    if args.cmd == "node":
+        return _node(Path(args.dir), args.action, args.name)
     return up(args)
 
 

@@ -1,9 +1,14 @@
-"""The node agent: registers a Node, keeps its Lease fresh, runs the pods bound to it (see
-`pods.PodWorker`), answers cluster DNS, serves container logs, port-forward, exec and resource
-metrics on the kubelet endpoint (`kubectl logs`, `port-forward`, `exec`; metrics-server's
-`/metrics/resource`), and provisions PersistentVolumes for the default StorageClass from host
-directories (adopting those a previous cluster kept: `make cluster-down KEEP_VOLUMES=1`). It acts
-as `system:node:<name>`; only the provisioner uses admin rights."""
+"""The node agent: registers a Node (capacity, labels, taints, pod range as given), keeps its Lease
+fresh and its Ready condition true, runs the pods bound to it (see `pods.PodWorker`), and serves
+container logs, port-forward, exec and resource metrics on the kubelet endpoint (`kubectl logs`,
+`port-forward`, `exec`; metrics-server's `/metrics/resource`). It acts as `system:node:<name>`.
+Cluster DNS and storage are the cluster's, not a node's (`clusterwide.py`).
+
+A cluster may run several agents in one process; each can fail as a machine does: `kill` (the
+node dies: its pods' processes are SIGKILLed, nothing more reaches the API server, its kubelet
+endpoint closes) or `partition` (the node is cut off from the API server: no Lease, node or pod
+status goes out and no pod change comes in, while its pods' processes keep running) until
+`heal`, after which it re-posts its status as a kubelet reconnecting does."""
 
 from __future__ import annotations
 
@@ -12,13 +17,12 @@ import logging
 import os
 import platform
 import re
-import shutil
 import ssl
 import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,10 +32,9 @@ from typing import Any, ClassVar
 from kubeforge_trainer.train.cpus import cgroup_cpu_quota
 
 from . import portforward, remotecommand, spdy
-from .containers import cgroup_parents, now, remove_cgroup_parents
-from .dns import DnsServer, resolve
+from .containers import CgroupParents, now
 from .kubeapi import ApiError, Informer, KubeClient, NotFound
-from .network import PodNetwork
+from .network import PodRange
 from .pods import PodWorker
 from .portforward import PortForwardSession
 from .remotecommand import ExecRequest, ExecSession
@@ -39,8 +42,6 @@ from .resourcemetrics import CONTENT_TYPE, render
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
-STORAGE_CLASS = "standard"
-PROVISIONER = "kubeforge.dev/host-directory"
 NODE_CPUS_ENV = "KUBEFORGE_NODE_CPUS"  # the CPUs the node advertises, when not the machine's own
 
 
@@ -74,6 +75,12 @@ class AgentSettings:
     backoff: tuple[float, float] = (1.0, 20.0)
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    taints: tuple[dict[str, str], ...] = ()
+    pod_cidr: str | None = None
+    renew_seconds: float = 10.0  # Lease renewal (the kubelet: every 10 s, lasting 40 s)
+    lease_seconds: int = 40
+    status_seconds: float = 10.0  # how often the Node's Ready condition is checked (nodeStatusUpdateFrequency)
 
 
 class NodeClient:
@@ -83,10 +90,14 @@ class NodeClient:
         self.client = client
 
     def patch_pod_status(self, ns: str, name: str, status: Obj) -> None:
+        if self.client.link_down.is_set():  # dropped: the agent sends every pod's status again on reconnecting
+            return
         with contextlib.suppress(NotFound):
             self.client.patch(f"/api/v1/namespaces/{ns}/pods/{name}/status", {"status": status}, "strategic-merge")
 
     def finish_delete(self, ns: str, name: str, uid: str) -> None:
+        if self.client.link_down.is_set():  # the pod stays Terminating, as behind a dead kubelet
+            return
         try:
             self.client.delete(f"/api/v1/namespaces/{ns}/pods/{name}",
                                {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}})
@@ -110,8 +121,11 @@ class NodeClient:
 
 
 class NodeAgent:
-    def __init__(self, node: KubeClient, admin: KubeClient, settings: AgentSettings, network: PodNetwork) -> None:
-        """`network` is up already (the API server listens on its gateway); `stop` takes it down."""
+    def __init__(self, node: KubeClient, admin: KubeClient, settings: AgentSettings, network: PodRange,
+                 cgroups: CgroupParents) -> None:
+        """`node` acts as the node (and is what a partition cuts); `admin` only sets the labels a node
+        may not set on itself. `network` is the node's range on the cluster's bridge, which is up
+        already (the API server listens on its gateway); the cluster takes it and `cgroups` down."""
         self.node = node
         self.admin = admin
         self.s = settings
@@ -120,20 +134,17 @@ class NodeAgent:
         self.workers: dict[str, PodWorker] = {}
         self.lock = threading.Lock()
         self.stopped = threading.Event()
+        self.state = "Running"  # or Partitioned, Dead
+        self.wake = threading.Event()  # the heartbeat's: post status now (after a partition)
+        self.resync = False  # post every pod's status on the next heartbeat
         self.pods_root = settings.state_dir / "pods"
-        self.volumes_root = settings.state_dir / "volumes"
-        self.cgroups = cgroup_parents(f"kubeforge-{network.bridge}")
+        self.cgroups = cgroups
         self.base_env = {
             "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             "HOME": "/root", "LANG": "C.UTF-8",
         }
         self.pod_informer = Informer(node, f"/api/v1/pods?fieldSelector=spec.nodeName%3D{settings.node_name}",
                                      self._on_pod)
-        self.svc_informer = Informer(node, "/api/v1/services", lambda _t, _o: None)
-        self.pvc_informer = Informer(admin, "/api/v1/persistentvolumeclaims", self._on_pvc)
-        self.pv_informer = Informer(admin, "/api/v1/persistentvolumes", self._on_pv)
-        self.kept: dict[tuple[str, str], str] = {}  # (namespace, claim) -> a kept volume reserved for it
-        self.dns: DnsServer | None = None
         self.log_server: ThreadingHTTPServer | None = None
 
     def set_api_endpoint(self, host: str, port: int) -> None:
@@ -146,23 +157,15 @@ class NodeAgent:
     # ----- start / stop -----
     def start(self) -> None:
         self.pods_root.mkdir(parents=True, exist_ok=True)
-        self.volumes_root.mkdir(parents=True, exist_ok=True)
-        self.dns = DnsServer(self.network.gateway, self.lookup)
-        self.dns.start()
         log_port = self._start_log_server()
-        self._ensure_storage_class()
-        self._adopt_kept_volumes()
         self._register(log_port)
-        threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
-        for inf in (self.svc_informer, self.pvc_informer, self.pv_informer, self.pod_informer):
-            inf.start()
-        for inf in (self.svc_informer, self.pod_informer):
-            inf.synced.wait(30)
+        threading.Thread(target=self._heartbeat, name=f"heartbeat-{self.s.node_name}", daemon=True).start()
+        self.pod_informer.start()
+        self.pod_informer.synced.wait(30)
 
     def stop(self) -> None:
         self.stopped.set()
-        for inf in (self.pod_informer, self.svc_informer, self.pvc_informer, self.pv_informer):
-            inf.stop()
+        self.pod_informer.stop()
         with self.lock:
             workers = list(self.workers.values())
         for w in workers:
@@ -170,12 +173,59 @@ class NodeAgent:
             w.wake.set()
         for w in workers:
             w.thread.join(60)
-        if self.dns:
-            self.dns.close()
         if self.log_server:
             self.log_server.shutdown()
-        self.network.down()
-        remove_cgroup_parents(self.cgroups)
+            self.log_server = None
+
+    # ----- failures -----
+    def kill(self) -> str:
+        """The node dies: every process of its pods is SIGKILLed now, and the agent says nothing more
+        to the API server (its Lease, node and pod statuses stay as they were; its pods stay bound to
+        it until something deletes them). There is no coming back: a new node would be a new agent."""
+        with self.lock:
+            if self.state == "Dead":
+                return f"{self.s.node_name} is dead already"
+            self.state = "Dead"
+            self.node.link_down.set()
+            workers = list(self.workers.values())
+        self.stopped.set()
+        self.wake.set()
+        self.pod_informer.stop()
+        for w in workers:
+            w.kill()
+        for w in workers:
+            w.thread.join(30)
+        if self.log_server:
+            self.log_server.shutdown()
+            self.log_server = None
+        return f"{self.s.node_name} killed: {len(workers)} pod(s)' processes SIGKILLed, Lease no longer renewed"
+
+    def partition(self) -> str:
+        """Cut the node off the API server: no Lease renewal, node or pod status, and no pod changes
+        seen (its watch is dropped and cannot reconnect); its pods' processes keep running."""
+        if self.state == "Dead":
+            raise ValueError(f"{self.s.node_name} is dead: a killed node cannot be partitioned")
+        with self.lock:
+            if self.state == "Partitioned":
+                return f"{self.s.node_name} is partitioned already"
+            self.state = "Partitioned"
+            self.node.link_down.set()
+            count = len(self.workers)
+        self.pod_informer.reconnect()
+        return f"{self.s.node_name} partitioned: Lease and status no longer renewed, {count} pod(s) keep running"
+
+    def heal(self) -> str:
+        """End a partition: the agent reconnects, lists its pods again (acting on what changed meanwhile,
+        deletions included), renews its Lease and posts its node and pod statuses."""
+        if self.state == "Dead":
+            raise ValueError(f"{self.s.node_name} is dead: a killed node does not come back (restart the cluster)")
+        if self.state == "Running":
+            return f"{self.s.node_name} is not partitioned"
+        self.state = "Running"
+        self.node.link_down.clear()
+        self.resync = True
+        self.wake.set()
+        return f"{self.s.node_name} healed: renewing its Lease and posting its status again"
 
     # ----- the Node and its Lease -----
     def _register(self, log_port: int) -> None:
@@ -184,21 +234,28 @@ class NodeAgent:
                     "ephemeral-storage": "100Gi"}
         if self.s.gpus:
             capacity["nvidia.com/gpu"] = str(self.s.gpus)
-        body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {
+        body: Obj = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {
             "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}}}
+        spec: Obj = {}
+        if self.s.pod_cidr:
+            spec |= {"podCIDR": self.s.pod_cidr, "podCIDRs": [self.s.pod_cidr]}
+        if self.s.taints:  # as the kubelet's --register-with-taints
+            spec["taints"] = list(self.s.taints)
+        if spec:
+            body["spec"] = spec
         try:
             self.node.create("/api/v1/nodes", body)
         except ApiError as e:
             if e.status != 409:
                 raise
+        if self.s.labels:  # NodeRestriction keeps a node from setting most kubernetes.io labels on itself
+            self.admin.patch(f"/api/v1/nodes/{name}", {"metadata": {"labels": dict(self.s.labels)}})
         t = now()
         conds = [{"type": ctype, "status": "False", "reason": f"KubeletHas{reason}", "message": "ok",
                   "lastHeartbeatTime": t, "lastTransitionTime": t}
                  for ctype, reason in (("MemoryPressure", "SufficientMemory"), ("DiskPressure", "NoDiskPressure"),
                                        ("PIDPressure", "SufficientPID"))]
-        conds.append({"type": "Ready", "status": "True", "reason": "KubeletReady",
-                      "message": "node agent is posting ready status", "lastHeartbeatTime": t,
-                      "lastTransitionTime": t})
+        conds.append(self._ready_condition(t))
         status = {
             "capacity": capacity, "allocatable": capacity, "conditions": conds,
             "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": name}],
@@ -210,26 +267,68 @@ class NodeAgent:
         }
         self.node.patch(f"/api/v1/nodes/{name}/status", {"status": status}, "strategic-merge")
 
+    @staticmethod
+    def _ready_condition(t: str) -> Obj:
+        return {"type": "Ready", "status": "True", "reason": "KubeletReady",
+                "message": "node agent is posting ready status", "lastHeartbeatTime": t, "lastTransitionTime": t}
+
     def _heartbeat(self) -> None:
+        """Renew the Lease every `renew_seconds`; every `status_seconds`, and at once after a partition,
+        check the Node's Ready condition: where the node lifecycle controller marked it Unknown (the
+        Lease lapsed), post Ready again and every pod's status (it marked them not ready too)."""
         name = self.s.node_name
         path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}"
+        next_status = time.monotonic() + self.s.status_seconds
         while not self.stopped.is_set():
-            renew = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            spec = {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": renew}
-            try:
+            if self.state == "Running":
+                renew = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                spec = {"holderIdentity": name, "leaseDurationSeconds": self.s.lease_seconds, "renewTime": renew}
                 try:
-                    self.node.patch(path, {"spec": spec})
-                except NotFound:
-                    self.node.create("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
-                                     {"metadata": {"name": name}, "spec": spec})
-            except (ApiError, OSError) as e:
-                log.warning("lease renewal failed: %s", e)
-            self.stopped.wait(10)
+                    try:
+                        self.node.patch(path, {"spec": spec})
+                    except NotFound:
+                        self.node.create("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+                                         {"metadata": {"name": name}, "spec": spec})
+                    if self.resync or time.monotonic() >= next_status:
+                        next_status = time.monotonic() + self.s.status_seconds
+                        self._sync_status(self.resync)
+                        self.resync = False
+                except (ApiError, OSError) as e:
+                    if self.state == "Running":
+                        log.warning("%s: lease renewal failed: %s", name, e)
+            self.wake.wait(self.s.renew_seconds)
+            self.wake.clear()
+
+    def _sync_status(self, reconnected: bool) -> None:
+        """Post Ready where the Node is not; after a partition, and whenever Ready had to be posted,
+        also every pod's status, and end the pods deleted while the node could not see it."""
+        node = self.node.get(f"/api/v1/nodes/{self.s.node_name}")
+        conditions: list[Obj] = node.get("status", {}).get("conditions") or []
+        ready: Obj = next((c for c in conditions if c.get("type") == "Ready"), {})
+        if ready.get("status") == "True" and not reconnected:
+            return
+        if ready.get("status") != "True":
+            log.info("%s: Ready was %s (%s); posting ready status", self.s.node_name, ready.get("status"),
+                     ready.get("reason"))
+            self.node.patch(f"/api/v1/nodes/{self.s.node_name}/status",
+                            {"status": {"conditions": [self._ready_condition(now())]}}, "strategic-merge")
+        pods = self.node.get(f"/api/v1/pods?fieldSelector=spec.nodeName%3D{self.s.node_name}")
+        live = {p["metadata"]["uid"] for p in pods.get("items") or []}
+        with self.lock:
+            workers = list(self.workers.values())
+        for w in workers:
+            if w.uid in live:
+                w.resend()
+            else:
+                w.deleting.set()
+                w.wake.set()
 
     # ----- pods -----
     def _on_pod(self, etype: str, pod: Obj) -> None:
         uid = pod["metadata"]["uid"]
         with self.lock:
+            if self.state != "Running":  # a partitioned node sees nothing; it lists its pods again on healing
+                return
             worker = self.workers.get(uid)
             if worker is None:
                 if etype == "DELETED" or pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
@@ -257,87 +356,10 @@ class NodeAgent:
                     return w
         return None
 
-    def lookup(self, name: str) -> list[str] | None:
-        return resolve(name, list(self.pod_informer.items.values()), list(self.svc_informer.items.values()))
-
     def resource_metrics(self) -> bytes:
         with self.lock:
             workers = list(self.workers.values())
         return render(s for w in workers for s in w.resource_samples())
-
-    # ----- storage -----
-    def _ensure_storage_class(self) -> None:
-        body = {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-                "metadata": {"name": STORAGE_CLASS,
-                             "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
-                "provisioner": PROVISIONER, "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate"}
-        try:
-            self.admin.create("/apis/storage.k8s.io/v1/storageclasses", body)
-        except ApiError as e:
-            if e.status != 409:
-                raise
-
-    def _adopt_kept_volumes(self) -> None:
-        """Volumes a previous cluster left here (`make cluster-down KEEP_VOLUMES=1`) come back as
-        PersistentVolumes reserved for their claim's namespace and name: applying the same claim
-        again binds it to the old data instead of a new, empty volume."""
-        for marker in sorted(self.volumes_root.glob("pvc-*.claim")):
-            ns, _, name = marker.read_text().strip().partition("/")
-            pv_name = marker.name.removesuffix(".claim")
-            if not (self.volumes_root / pv_name).is_dir() or not name:
-                continue
-            self.kept[(ns, name)] = pv_name
-            body = {"apiVersion": "v1", "kind": "PersistentVolume",
-                    "metadata": {"name": pv_name, "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
-                    "spec": {"capacity": {"storage": "1Ti"},  # hostPath: any request fits
-                             "accessModes": ["ReadWriteOnce", "ReadWriteMany"],
-                             "persistentVolumeReclaimPolicy": "Delete", "storageClassName": STORAGE_CLASS,
-                             "hostPath": {"path": str(self.volumes_root / pv_name), "type": "Directory"},
-                             "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                                          "namespace": ns, "name": name}}}
-            try:
-                self.admin.create("/api/v1/persistentvolumes", body)
-                log.info("kept volume %s is waiting for claim %s/%s", pv_name, ns, name)
-            except ApiError as e:
-                if e.status != 409:
-                    log.warning("could not restore kept volume %s: %s", pv_name, e)
-
-    def _on_pvc(self, etype: str, pvc: Obj) -> None:
-        spec, meta = pvc.get("spec", {}), pvc["metadata"]
-        if etype == "DELETED" or spec.get("volumeName") or spec.get("storageClassName") != STORAGE_CLASS:
-            return
-        if (meta["namespace"], meta["name"]) in self.kept:  # the kept volume binds to it
-            return
-        pv_name = f"pvc-{meta['uid']}"
-        path = self.volumes_root / pv_name
-        path.mkdir(parents=True, exist_ok=True)
-        path.chmod(0o777)
-        # Beside the volume, whose claim it is: `make cluster-down` names what it deletes or keeps.
-        (self.volumes_root / f"{pv_name}.claim").write_text(f"{meta['namespace']}/{meta['name']}\n")
-        body = {"apiVersion": "v1", "kind": "PersistentVolume",
-                "metadata": {"name": pv_name, "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
-                "spec": {"capacity": {"storage": spec.get("resources", {}).get("requests", {}).get("storage", "1Gi")},
-                         "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
-                         "persistentVolumeReclaimPolicy": "Delete", "storageClassName": STORAGE_CLASS,
-                         "hostPath": {"path": str(path), "type": "DirectoryOrCreate"},
-                         "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                                      "namespace": meta["namespace"], "name": meta["name"], "uid": meta["uid"]}}}
-        try:
-            self.admin.create("/api/v1/persistentvolumes", body)
-        except ApiError as e:
-            if e.status != 409:
-                log.warning("provisioning %s failed: %s", pv_name, e)
-
-    def _on_pv(self, etype: str, pv: Obj) -> None:
-        annotations = pv["metadata"].get("annotations") or {}
-        if etype == "DELETED" or annotations.get("pv.kubernetes.io/provisioned-by") != PROVISIONER:
-            return
-        if pv.get("status", {}).get("phase") == "Released":
-            shutil.rmtree(self.volumes_root / pv["metadata"]["name"], ignore_errors=True)
-            (self.volumes_root / f"{pv['metadata']['name']}.claim").unlink(missing_ok=True)
-            self.kept = {k: v for k, v in self.kept.items() if v != pv["metadata"]["name"]}
-            with contextlib.suppress(NotFound):
-                self.admin.delete(f"/api/v1/persistentvolumes/{pv['metadata']['name']}")
 
     # ----- kubelet log endpoint -----
     def _start_log_server(self) -> int:

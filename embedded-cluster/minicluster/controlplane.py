@@ -15,13 +15,13 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-NODE_NAME = "kf-node"
+from .nodes import NODE_NAME
 
 
 def free_port() -> int:
@@ -56,8 +56,11 @@ def write_kubeconfig(path: Path, server: str, ca: Path, token: str, user: str) -
 class ControlPlane:
     """The four control-plane processes under one state directory."""
 
-    def __init__(self, binary: Path, root: Path, address: str = "127.0.0.1") -> None:
-        """`address`: where the API server listens and what it advertises (the pod bridge's gateway)."""
+    def __init__(self, binary: Path, root: Path, address: str = "127.0.0.1", nodes: Sequence[str] = (NODE_NAME,),
+                 controller_manager_flags: Sequence[str] = ()) -> None:
+        """`address`: where the API server listens and what it advertises (the pod bridge's gateway);
+        `nodes`: the node agents it gets an identity for (`node_kubeconfig`); the controller-manager
+        runs with `controller_manager_flags` too (the node-monitor timings of a cluster of several nodes)."""
         self.binary = binary
         self.root = root
         self.pki = root / "pki"
@@ -69,11 +72,17 @@ class ControlPlane:
             "admin": Identity("kubernetes-admin", ("system:masters",)),
             "kcm": Identity("system:kube-controller-manager"),
             "scheduler": Identity("system:kube-scheduler"),
-            "node": Identity(f"system:node:{NODE_NAME}", ("system:nodes",)),
+            **{self.node_identity(n): Identity(f"system:node:{n}", ("system:nodes",)) for n in nodes},
             "kube-proxy": Identity("system:kube-proxy"),  # bootstrap RBAC binds system:node-proxier to it
             "metrics-server": Identity("kubeforge:metrics-server"),
         }
+        self.kcm_flags = list(controller_manager_flags)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    @staticmethod
+    def node_identity(node: str) -> str:
+        """The identity (and kubeconfig) name of a node agent: `node` for the one node of a one-node cluster."""
+        return "node" if node == NODE_NAME else f"node-{node}"
 
     def kubeconfig(self, name: str) -> Path:
         return self.root / f"{name}.kubeconfig"
@@ -129,7 +138,7 @@ class ControlPlane:
             f"--secure-port={free_port()}", "--controllers=*", "--use-service-account-credentials=true",
             f"--service-account-private-key-file={sa_key}", f"--root-ca-file={self.ca}",
             "--cluster-name=minicp", "--kube-api-qps=200", "--kube-api-burst=400",
-            "--concurrent-gc-syncs=5", "--horizontal-pod-autoscaler-sync-period=5s", *common,
+            "--concurrent-gc-syncs=5", "--horizontal-pod-autoscaler-sync-period=5s", *self.kcm_flags, *common,
         ])
         sched = self.kubeconfig("scheduler")
         self._spawn("kube-scheduler", [

@@ -55,6 +55,8 @@ class KubeClient:
         """`ca` is a file path; `client_cert` the PEM texts of a client certificate and its key."""
         self.server = server.rstrip("/")
         self.token = token
+        # Set: every request fails as an unreachable server would (a node agent's partition or death).
+        self.link_down = threading.Event()
         self.ctx = ssl.create_default_context(cafile=ca)
         if client_cert is not None:  # ssl loads a certificate only from files: they live for this call only
             with tempfile.TemporaryDirectory() as tmp:
@@ -80,6 +82,8 @@ class KubeClient:
 
     def _open(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
               query: dict[str, Any] | None = None, timeout: float = 30) -> Any:
+        if self.link_down.is_set():
+            raise ConnectionRefusedError(f"{self.server} is unreachable from here (link down)")
         url = self.server + path
         if query:
             url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
@@ -167,6 +171,12 @@ class Informer:
 
     def stop(self) -> None:
         self.stopped.set()
+        if self._watch is not None:
+            close_watch(self._watch)
+
+    def reconnect(self) -> None:
+        """Drop the current watch: the informer lists and watches again (once its client can reach the
+        server)."""
         if self._watch is not None:
             close_watch(self._watch)
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .nodes import send
+
 
 @dataclass
 class RunningCluster:
@@ -25,6 +27,18 @@ class RunningCluster:
     def kubeconfig(self) -> Path:
         return Path(self.info["kubeconfig"])
 
+    @property
+    def nodes(self) -> list[str]:
+        return [n["name"] for n in self.info.get("nodes") or []]
+
+    def node(self, action: str, name: str) -> str:
+        """`python -m minicluster node ACTION NAME`: kill, partition, heal or the status of a node;
+        returns the cluster's message, raises RuntimeError when it refuses."""
+        answer = send(self.root, name, action)
+        if not answer["ok"]:
+            raise RuntimeError(answer["message"])
+        return str(answer["message"])
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -34,13 +48,15 @@ class RunningCluster:
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def start_cluster(gpus: int = 0, timeout: float = 3600, extra: tuple[str, ...] = ()) -> RunningCluster:
+def start_cluster(gpus: int = 0, timeout: float = 3600, extra: tuple[str, ...] = (), nodes: int = 1) -> RunningCluster:
     """`timeout` covers a cold build of the control plane. The cluster claims a free bridge and pod
-    range itself; `extra` passes more `minicluster up` flags (e.g. `--no-kube-proxy`)."""
+    range itself; `nodes` node agents run in it (`RunningCluster.node` kills, partitions and heals
+    one); `extra` passes more `minicluster up` flags (e.g. `--no-kube-proxy`, `--node-label ...`)."""
     root = Path(tempfile.mkdtemp(prefix="kubeforge-cluster-"))
     with (root / "minicluster.log").open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "minicluster", "up", "--dir", str(root), "--gpus", str(gpus), *extra],
+            [sys.executable, "-m", "minicluster", "up", "--dir", str(root), "--gpus", str(gpus),
+             *(["--nodes", str(nodes)] if nodes != 1 else []), *extra],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     ready = root / "ready.json"
     deadline = time.monotonic() + timeout

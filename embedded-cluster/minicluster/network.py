@@ -2,7 +2,8 @@
 bridge by a veth pair, so every pod has its own IP and pods can listen on the same port.
 Traffic never leaves the machine: the bridge has no uplink. Hairpin is on for every pod port (a
 pod reaches itself through its own Service). Clusters side by side each claim a bridge of their
-own (`claim`) and remove only the bridge and namespaces they created."""
+own (`claim`) and remove only the bridge and namespaces they created. Nodes of one cluster share
+its bridge, each allocating its pods' addresses from a range of its own (`PodRange`)."""
 
 from __future__ import annotations
 
@@ -74,17 +75,22 @@ class PodNetwork:
             _ip_ok("link", "del", self.bridge)
             self._owns_bridge = False
 
-    def _allocate(self) -> tuple[str, int]:
+    def range(self, cidr: str) -> PodRange:
+        """The pods of one node: addresses from `cidr` (within the bridge's range) on this bridge."""
+        return PodRange(self, cidr)
+
+    def _allocate(self, pool: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None) -> tuple[str, int]:
         with self._lock:
             self._seq += 1
-            for host in self.net.hosts():
+            for host in (pool or self.net).hosts():
                 if str(host) not in self._used:
                     self._used.add(str(host))
                     return str(host), self._seq
         raise RuntimeError("pod network exhausted")
 
-    def create(self) -> Sandbox:
-        ip, seq = self._allocate()
+    def create(self, pool: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None) -> Sandbox:
+        """A pod's namespace on the bridge, its address from `pool` (default: the bridge's range)."""
+        ip, seq = self._allocate(pool)
         netns = f"{self.bridge}-{seq}"
         veth = f"{self.bridge}v{seq}"
         _ip("netns", "add", netns)
@@ -104,3 +110,22 @@ class PodNetwork:
         with self._lock:
             self._used.discard(sandbox.ip)
             self._netns.discard(sandbox.netns)
+
+
+class PodRange:
+    """One node's share of a `PodNetwork`: its pods get addresses from `cidr` and the bridge's prefix
+    on their interface (so pods of every node reach each other directly on the bridge)."""
+
+    def __init__(self, network: PodNetwork, cidr: str) -> None:
+        self.network = network
+        self.cidr = ipaddress.ip_network(cidr)
+        if not self.cidr.subnet_of(network.net):  # type: ignore[arg-type]
+            raise ValueError(f"pod range {cidr} is not within the bridge's {network.net}")
+        self.gateway = network.gateway
+        self.bridge = network.bridge
+
+    def create(self) -> Sandbox:
+        return self.network.create(self.cidr)
+
+    def destroy(self, sandbox: Sandbox) -> None:
+        self.network.destroy(sandbox)

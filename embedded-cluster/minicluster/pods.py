@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -170,6 +171,8 @@ class PodWorker:
         self.on_exit = on_exit
         self.wake = threading.Event()
         self.deleting = threading.Event()
+        self.killed = False  # the node died: processes SIGKILLed, nothing more said to the API server
+        self.write_lock = threading.Lock()  # a status write and `resend` never cross
         self.thread = threading.Thread(target=self._run, name=f"pod-{self.meta['name']}", daemon=True)
         self.sandbox: Any = None
         self.files: PodFiles | None = None
@@ -185,6 +188,22 @@ class PodWorker:
         if pod["metadata"].get("deletionTimestamp"):
             self.deleting.set()
         self.wake.set()
+
+    def kill(self) -> None:
+        """The node died: SIGKILL every process of the pod now; the worker then ends (the sandbox
+        goes, so the pod's address stops answering) without telling the API server anything."""
+        self.killed = True
+        self.deleting.set()
+        for c in self.init + self.main:
+            if c.proc is not None:
+                c.proc.signal_all(signal.SIGKILL)
+        self.wake.set()
+
+    def resend(self) -> None:
+        """Post the pod's last status again (after the node was cut off, or marked not ready)."""
+        with self.write_lock:
+            if self.last_status and not self.killed:
+                self.api.patch_pod_status(self.meta["namespace"], self.meta["name"], self.last_status)
 
     @property
     def pod_ip(self) -> str | None:
@@ -235,7 +254,7 @@ class PodWorker:
                     self.deleting.wait(min(self.backoff[0] * 2 ** (attempt - 1), self.backoff[1]))
         finally:
             self._teardown()
-            if self.deleting.is_set():
+            if self.deleting.is_set() and not self.killed:
                 self.api.finish_delete(self.meta["namespace"], self.meta["name"], self.uid)
             self.on_exit(self.uid)
 
@@ -473,13 +492,14 @@ class PodWorker:
         if reason_msg:
             status["reason"], status["message"] = reason_msg
             status["phase"] = "Failed"
-        if status != self.last_status:
-            self.api.patch_pod_status(self.meta["namespace"], self.meta["name"], status)
-            self.last_status = status
+        with self.write_lock:
+            if status != self.last_status:
+                self.api.patch_pod_status(self.meta["namespace"], self.meta["name"], status)
+                self.last_status = status
 
     # ----- teardown -----
     def _terminate(self) -> None:
-        grace = self.pod["metadata"].get("deletionGracePeriodSeconds")
+        grace = 0 if self.killed else self.pod["metadata"].get("deletionGracePeriodSeconds")
         if grace is None:
             grace = self.pod["spec"].get("terminationGracePeriodSeconds", 30)
         procs = [c.proc for c in self.init + self.main if c.proc is not None and c.proc.poll() is None]
