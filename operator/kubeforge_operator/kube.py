@@ -26,7 +26,7 @@ from . import fastjson, metrics
 
 Obj = dict[str, Any]
 MAX_PROGRESS_BYTES = 64 * 1024
-MAX_METRICS_BYTES = 512 * 1024  # a language-model server's /metrics is about 60 KiB
+MAX_METRICS_BYTES = 512 * 1024  # a language-model server's /metrics is about 27 KiB
 POD_TIMEOUT_S = 2.0  # a whole request to a pod (progress, metrics)
 KEEPALIVE_S = 90.0  # idle connections kept (client-go's idle timeout): a burst after a lull needs no new TLS handshakes
 # kind -> (API prefix, plural) for every child kind the operator creates.
