@@ -94,6 +94,6 @@ def test_the_engine_serves_the_published_int8_variant_as_timed(compressed: tuple
     assert timed is not None
     kinds = {name: type(m) for name, m in loaded.model.named_modules() if name.endswith(("proj", "lm_head"))}
     assert kinds == {name: type(m) for name, m in timed.named_modules() if name in kinds}  # the form the report timed
-    assert set(kinds.values()) == {DynamicInt8Linear}
+    assert all(issubclass(k, DynamicInt8Linear) for k in kinds.values())
     prompts = [list(loaded.tokenizer(p)["input_ids"]) for p in PROMPTS]
     assert asyncio.run(served(loaded, prompts)) == [greedy(loaded, p) for p in prompts]

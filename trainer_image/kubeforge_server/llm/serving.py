@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import inspect
 import logging
 import os
 import time
@@ -239,14 +240,25 @@ async def warm_up(lm: LanguageModel) -> None:
 
 
 def _greedy_gap(model: torch.nn.Module, prompt: list[int], generated: list[int]) -> float:
-    """How far below the best logit the plain forward pass scores the tokens the engine chose greedily
-    (0: the same choices; ties allowed)."""
+    """How far below the best logit the model's own decoding scores the tokens the engine chose greedily
+    (0: the same choices; ties allowed). The model decodes as the engine runs one stream: the prompt in
+    one call, then one token a call over its own KV cache; not one pass over everything, since an int8
+    model quantizes each call's activations together, so its logits depend on which tokens share a call."""
     device = next(model.parameters()).device
+    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    rows = []
     with torch.inference_mode():
-        logits = model(input_ids=torch.tensor([prompt + generated], device=device)).logits[0].float()
-    rows = logits[len(prompt) - 1:len(prompt) - 1 + len(generated)]
-    chosen = rows[torch.arange(len(generated)), torch.tensor(generated, device=device)]
-    return float((rows.max(dim=-1).values - chosen).max()) if generated else float("inf")
+        out = model(input_ids=torch.tensor([prompt], device=device), use_cache=True)
+        for token in [None, *generated[:-1]]:
+            if token is not None:
+                out = model(input_ids=torch.tensor([[token]], device=device), use_cache=True,
+                            **{cache_arg: out.past_key_values})
+            rows.append(out.logits[0, -1].float())
+    if not generated:
+        return float("inf")
+    scores = torch.stack(rows)
+    chosen = scores[torch.arange(len(generated)), torch.tensor(generated, device=device)]
+    return float((scores.max(dim=-1).values - chosen).max())
 
 
 async def prepare(loaded: Loaded, settings: ServerSettings, registry: CollectorRegistry) -> tuple[

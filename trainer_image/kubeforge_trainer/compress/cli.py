@@ -127,8 +127,9 @@ def table(report: CompressionReport) -> Table:
     t = Table(title=f"compression of {report.parent.path} ({report.metric}, budget {report.budget.max_drop:g}"
                     f"{' relative' if report.budget.relative else ''}, objective {report.objective}, select "
                     f"{report.select}, {report.threads} threads, {report.rounds} rounds)")
-    for col in ("", "method", "verdict", report.metric, "drop", "size KiB", "smaller", "ms b1", "ms b8", "speed b1",
-                "speed b8", "artifact"):
+    ms = "ms/decode step" if report.timing == "decode" else "ms"  # a causal LM is timed by its decode steps
+    for col in ("", "method", "verdict", report.metric, "drop", "size KiB", "smaller", f"{ms} b1", f"{ms} b8",
+                "speed b1", "speed b8", "artifact"):
         t.add_column(col, justify="left" if col in ("method", "verdict", "artifact") else "right")
     b = report.baseline
     t.add_row("", "baseline (fp32)", "-", _fmt(b.metric, ".4f"), "-", _fmt(b.size_bytes / 1024, ".1f"), "1.00x",
