@@ -25,9 +25,7 @@ from .agent import NODE_CPUS_ENV, AgentSettings, NodeAgent, node_cpus
 from .clusterwide import ClusterWide
 from .containers import CgroupParents, cgroup_parents, remove_cgroup_parents
 from .controlplane import ControlPlane, free_port, rss_bytes
-from .demo import demo
 from .kubeapi import KubeClient
-from .localinstall import operator_down, operator_up
 from .metricsserver import MetricsServer
 from .network import PodNetwork
 from .objectstore import ObjectStore
@@ -167,7 +165,8 @@ def _start_agents(agents: dict[str, NodeAgent], specs: list[nodes.NodeSpec], bea
         settings = AgentSettings(spec.name, state, cpu=spec.cpus, gpus=spec.gpus,
                                  tls_cert=cp.pki / "apiserver.crt", tls_key=cp.pki / "apiserver.key",
                                  labels=spec.labels, taints=spec.taints, pod_cidr=spec.pod_cidr,
-                                 renew_seconds=beat.renew_seconds, lease_seconds=beat.lease_seconds)
+                                 renew_seconds=beat.renew_seconds, lease_seconds=beat.lease_seconds,
+                                 status_seconds=min(10.0, float(beat.lease_seconds)))
         client = KubeClient.from_kubeconfig(cp.kubeconfig(cp.node_identity(spec.name)))
         agents[spec.name] = NodeAgent(client, admin, settings, network.range(spec.pod_cidr), cgroups)
         agents[spec.name].start()
@@ -213,7 +212,7 @@ def _publish(root: Path, info: dict[str, object], routing: str, store: ObjectSto
 
 
 def _node(root: Path, action: str, name: str) -> int:
-    if name == "all" and action != "status":
+    if not name or (name == "all" and action != "status"):
         print("minicluster node: name the node (NODE=...)", file=sys.stderr)
         return 2
     try:
@@ -280,17 +279,20 @@ def main() -> int:
     d = sub.add_parser("operator-down", help="stop the operator started by operator-up")
     d.add_argument("--dir", required=True)
     args = parser.parse_args()
+    if args.cmd == "node":  # imports nothing more: a node kill should not wait for the operator's modules
+        return _node(Path(args.dir), args.action, args.name)
     if args.cmd == "build":
         print(build_binary())
         return 0
+    from .demo import demo
+    from .localinstall import operator_down, operator_up
+
     if args.cmd == "operator-up":
         return operator_up(Path(args.kubeconfig), Path(args.dir))
     if args.cmd == "demo":
         return demo(args.samples, args.keep)
     if args.cmd == "operator-down":
         return operator_down(Path(args.dir))
-    if args.cmd == "node":
-        return _node(Path(args.dir), args.action, args.name)
     return up(args)
 
 

@@ -12,7 +12,6 @@ status goes out and no pod change comes in, while its pods' processes keep runni
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import platform
@@ -28,8 +27,6 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
-
-from kubeforge_trainer.train.cpus import cgroup_cpu_quota
 
 from . import portforward, remotecommand, spdy
 from .containers import CgroupParents, now
@@ -49,6 +46,8 @@ def machine_cpus() -> str:
     """The machine's CPUs as a Kubernetes quantity ("2", "1500m"): the CPUs this process may run on,
     capped by the CFS quota of its cgroup and every ancestor (a container's limit). Rounded down to
     the millicore, so the scheduler never places more than the machine can run."""
+    from kubeforge_trainer.train.cpus import cgroup_cpu_quota  # here: it imports the trainer package
+
     cpus = float(len(os.sched_getaffinity(0)))
     quota = cgroup_cpu_quota()
     milli = max(1, int(min(cpus, quota or cpus) * 1000))
@@ -90,10 +89,17 @@ class NodeClient:
         self.client = client
 
     def patch_pod_status(self, ns: str, name: str, status: Obj) -> None:
-        if self.client.link_down.is_set():  # dropped: the agent sends every pod's status again on reconnecting
+        """Dropped while the node is cut off (the agent sends every pod's status again on reconnecting):
+        a pod's worker must not take a partition for a failure of its own and tear the pod down."""
+        if self.client.link_down.is_set():
             return
-        with contextlib.suppress(NotFound):
+        try:
             self.client.patch(f"/api/v1/namespaces/{ns}/pods/{name}/status", {"status": status}, "strategic-merge")
+        except NotFound:
+            pass
+        except OSError:
+            if not self.client.link_down.is_set():  # cut off while sending
+                raise
 
     def finish_delete(self, ns: str, name: str, uid: str) -> None:
         if self.client.link_down.is_set():  # the pod stays Terminating, as behind a dead kubelet
@@ -103,6 +109,9 @@ class NodeClient:
                                {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}})
         except ApiError as e:
             if e.status not in (404, 409):
+                raise
+        except OSError:
+            if not self.client.link_down.is_set():
                 raise
 
     def create(self, path: str, body: Obj) -> Obj:
