@@ -44,6 +44,7 @@ bench: venv minicp  ## side-by-side benchmarks -> bench/results/*.json -> docs/b
 	$(PY) bench/operator/bench_operator.py || status=1; \
 	$(PY) bench/train/bench_train.py || status=1; \
 	$(PY) bench/compress/bench_compress.py || status=1; \
+	$(PY) bench/compress/bench_llm_int8.py || status=1; \
 	$(PY) bench/dashboard/bench_dashboard.py || status=1; \
 	{ command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk); } && \
 	  bench/serve/setup_kserve.sh $(PY) && $(PY) bench/serve/bench_serve.py || status=1; \

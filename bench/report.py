@@ -21,16 +21,20 @@ if str(REPO) not in sys.path:
 
 from bench.compress.goals import SECTION as COMPRESS  # noqa: E402
 from bench.compress.goals_hf_int8 import SECTION as HF_INT8  # noqa: E402
+from bench.compress.goals_llm_int8 import SECTION as LLM_INT8  # noqa: E402
 from bench.dashboard.goals import SECTION as DASHBOARD  # noqa: E402
 from bench.gpu.goals import SECTION as GPU  # noqa: E402
 from bench.operator.goals import SECTION as OPERATOR  # noqa: E402
 from bench.rows import Obj, Row, Section  # noqa: E402
 from bench.serve.goals import SECTION as SERVE  # noqa: E402
+from bench.serve.goals_llm import SECTION as LLM  # noqa: E402
 from bench.serve.goals_serve_hf import SECTION as SERVE_HF  # noqa: E402
 from bench.serve.goals_storage import SECTION as STORAGE  # noqa: E402
 from bench.train.goals import SECTION as TRAIN  # noqa: E402
+from bench.train.goals_finetune import SECTION as FINETUNE  # noqa: E402
 
-SECTIONS = (OPERATOR, TRAIN, SERVE, SERVE_HF, STORAGE, COMPRESS, HF_INT8, DASHBOARD, GPU)
+SECTIONS = (OPERATOR, TRAIN, FINETUNE, SERVE, SERVE_HF, LLM, STORAGE, COMPRESS, HF_INT8, LLM_INT8, DASHBOARD,
+            GPU)
 BENCH = REPO / "bench"
 RESULTS = BENCH / "results"
 COLUMNS = ("what", "baseline", "ours", "ratio (median, min-max, n)", "goal", "verdict")
