@@ -18,6 +18,7 @@ from .sources import SecretRef, clean_uri_rule
 from .storage import MAX_URI_LENGTH, STORAGE_URI_PATTERN, is_s3
 
 REPORT_FILE: Final = "report.json"
+Timing = Literal["forward", "decode"]  # what a latency times: a forward pass, or a causal LM's decode step
 DEFAULT_INPUT: Final = "artifact"
 DEFAULT_OUTPUT: Final = "compressed"
 
@@ -352,7 +353,7 @@ class CompressionReport(Model):
     objective: Literal["latency", "size"] = Field(default="latency", description="spec.compression.objective.")
     min_speedup: float = Field(default=1.0, description="spec.compression.minSpeedup.")
     rounds: int = Field(default=0, ge=0, description="Interleaved timing rounds behind every median and spread.")
-    timing: Literal["forward", "decode"] = Field(default="forward", description=(
+    timing: Timing = Field(default="forward", description=(
         "What a latency times. forward: one forward pass of a batch, as the inference server calls the model; "
         "decode (causal language models): one generation step of every sequence of the batch over a KV cache of "
         "its context, in the form the server generates with, so a speed-up is a ratio of decode tokens/s."))
@@ -370,7 +371,10 @@ class Summary(Model):
         "The gate's metric on the held-out split (absent when it was not finite, e.g. a diverged model)."))
     size_bytes: int | None = Field(default=None, description="Bytes of the weights file.")
     latency_ms: Latency | None = Field(default=None, description=(
-        "Median ms per forward pass at batch 1 and 8, with quartiles over the rounds."))
+        "Median ms per forward pass (per decode step when timing is decode) at batch 1 and 8, with quartiles "
+        "over the rounds."))
+    decode_tokens_per_s: Finite | None = Field(default=None, description=(
+        "Causal language models: single-stream decode tokens/s."))
 
 
 class CandidateSummary(Summary):
@@ -402,7 +406,8 @@ def _summary(c: Candidate) -> CandidateSummary:
     return CandidateSummary(method=c.method, verdict=c.verdict, drop=_finite(c.drop), speedup=_latency(c.speedup),
                             parameters={k[:40]: str(v)[:64] for k, v in list(c.parameters.items())[:8]},
                             metric=_finite(m.metric) if m else None, size_bytes=m.size_bytes if m else None,
-                            latency_ms=_latency(m.latency_ms) if m else None, rejection=c.rejection,
+                            latency_ms=_latency(m.latency_ms) if m else None,
+                            decode_tokens_per_s=_finite(m.decode_tokens_per_s) if m else None, rejection=c.rejection,
                             note=c.note[:200] if c.note else None)
 
 
@@ -415,6 +420,7 @@ class CompressionTermination(Model):
     message: str = Field(max_length=512)
     report_path: str = Field(max_length=512)
     metric: str | None = Field(default=None, max_length=40, description="The metric the gate compared.")
+    timing: Timing | None = Field(default=None, description="What a latency times (the report's timing).")
     budget: AccuracyBudget | None = None
     chosen: str | None = Field(default=None, max_length=40)
     artifact: ArtifactRef | None = None
@@ -434,10 +440,11 @@ class CompressionTermination(Model):
         chosen = report.candidates[report.chosen].method if report.chosen is not None else None
         base = report.baseline
         return cls(compressed=report.chosen is not None, reason=report.reason, message=report.message[:512],
-                   report_path=report_path, metric=report.metric[:40], budget=report.budget, chosen=chosen,
-                   artifact=report.artifact,
+                   report_path=report_path, metric=report.metric[:40], timing=report.timing, budget=report.budget,
+                   chosen=chosen, artifact=report.artifact,
                    baseline=Summary(metric=_finite(base.metric), size_bytes=base.size_bytes,
-                                    latency_ms=_latency(base.latency_ms)),
+                                    latency_ms=_latency(base.latency_ms),
+                                    decode_tokens_per_s=_finite(base.decode_tokens_per_s)),
                    candidates=[_summary(c) for c in report.candidates])
 
     def encode(self, limit: int = TERMINATION_LIMIT) -> str:
@@ -447,8 +454,9 @@ class CompressionTermination(Model):
             text = json.dumps(current.dump(), separators=(",", ":"))
             if len(text.encode()) <= limit:
                 return text
-            if any(c.latency_ms or c.parameters or c.note for c in current.candidates):
-                slim = [c.model_copy(update={"latency_ms": None, "size_bytes": None, "parameters": {}, "note": None})
+            if any(c.latency_ms or c.parameters or c.note or c.decode_tokens_per_s for c in current.candidates):
+                slim = [c.model_copy(update={"latency_ms": None, "size_bytes": None, "parameters": {}, "note": None,
+                                             "decode_tokens_per_s": None})
                         for c in current.candidates]
                 current = current.model_copy(update={"candidates": slim})
             elif current.candidates:

@@ -17,6 +17,7 @@ from .compression import (
     CompressionSpec,
     CompressionTermination,
     Summary,
+    Timing,
 )
 from .constants import (
     API_VERSION,
@@ -397,6 +398,9 @@ class CompressionStatus(Model):
     message: str | None = Field(default=None, description="What came of it, in a sentence.")
     report_path: str | None = Field(default=None, description="The full report, relative to the job's storage.")
     metric: str | None = Field(default=None, description="The metric the accuracy gate compared.")
+    timing: Timing | None = Field(default=None, description=(
+        "What the latencies time: forward (a forward pass of a batch) or decode (a causal LM's generation step of "
+        "every sequence of the batch; speed-ups are ratios of decode tokens/s)."))
     budget: AccuracyBudget | None = Field(default=None, description="The accuracy budget applied.")
     chosen: str | None = Field(default=None, description="The method of the published candidate.")
     baseline: Summary | None = Field(default=None, description="The trained model, measured like the candidates.")

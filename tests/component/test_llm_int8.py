@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from kubeforge_api.compression import CompressionSpec, Verdict
+from kubeforge_api.compression import CompressionSpec, CompressionTermination, Verdict
 from kubeforge_api.openai import CompletionRequest
 from kubeforge_api.server_settings import ServerSettings
 from kubeforge_api.storage import ModelFormat
@@ -52,6 +52,9 @@ def test_the_report_times_decode_steps_and_gates_on_perplexity(compressed: tuple
     assert cand.measured is not None and cand.speedup is not None
     assert report.baseline.decode_tokens_per_s == pytest.approx(1000 / report.baseline.latency_ms.batch1, rel=1e-3)
     assert cand.measured.decode_tokens_per_s == pytest.approx(1000 / cand.measured.latency_ms.batch1, rel=1e-3)
+    status = CompressionTermination.from_report(report, "compressed/report.json")  # what status.compression gets
+    assert status.timing == "decode" and status.baseline is not None and status.baseline.decode_tokens_per_s
+    assert status.candidates[0].decode_tokens_per_s == cand.measured.decode_tokens_per_s
 
 
 def greedy(loaded: Loaded, prompt: list[int]) -> list[int]:
