@@ -147,6 +147,17 @@ def test_serving_tracks_lineage_and_canary_split() -> None:
     assert serving.tracks(waiting)[0].model == "waiting for TrainingJob digits-q (best)"
 
 
+def test_the_header_shows_the_replicas_the_operator_decided_when_it_scales_on_a_metric() -> None:
+    fixed = w.serving_job()
+    assert serving.header(fixed).replicas == "2 ready of 2 (desired 2)"
+    body = fixed.model_dump(by_alias=True, exclude_none=True)
+    body["spec"] = {**body["spec"], "replicas": None,
+                    "autoscaling": {"minReplicas": 1, "maxReplicas": 4, "metric": "waitingRequests"}}
+    body["status"]["autoscaling"] = {"metric": "waitingRequests", "current": 6.0, "desiredReplicas": 3}
+    scaled = type(fixed).model_validate(body)
+    assert serving.header(scaled).replicas == "2 ready of 2 (desired 3)"
+
+
 def test_cluster_usage_counts_only_live_kubeforge_pods() -> None:
     src = w.world()
     (row,) = cluster.node_rows(src.node_list, src.pod_list)

@@ -43,7 +43,13 @@ def header(job: ServingJob) -> ServingHeader:
     conds = [(c.type, str(c.status), c.reason or "", c.message or "") for c in (st.conditions if st else [])]
     ready, existing = (st.ready_replicas, st.replicas) if st else (0, 0)
     return ServingHeader(state, reason, (st.url or "") if st else "",
-                         f"{ready} ready of {existing} (desired {job.spec.desired_replicas})", conds)
+                         f"{ready} ready of {existing} (desired {desired_replicas(job)})", conds)
+
+
+def desired_replicas(job: ServingJob) -> int:
+    """What the operator last decided when it scales on a server metric, else what the spec asks."""
+    scaled = job.status.autoscaling if job.status else None
+    return scaled.desired_replicas if scaled is not None else job.spec.desired_replicas
 
 
 def _source_text(src: ModelSource) -> str:
