@@ -7,8 +7,8 @@ error where a table should be until the page is reloaded. Chromium fails every f
 the host's network changes (each pod of an embedded cluster adds a veth), and a saturated machine
 keeps fetches in flight longer. The page reloads itself when it sees such an error
 (kubeforge_dashboard.browser): one test makes a chunk fail on purpose and sees the page recover; the
-page test must pass with CPU burners beside it (`KUBEFORGE_BROWSER_BURNERS=N`, e.g. 2 on a 2-core
-machine) while clusters come and go. Screenshots go to the ignored folder .test-artifacts/dashboard-browser/."""
+page test passes with CPU burners beside it (two by default, as many as a 2-core machine has;
+`KUBEFORGE_BROWSER_BURNERS=N` sets another number) while clusters come and go. Screenshots go to the ignored folder .test-artifacts/dashboard-browser/."""
 
 from __future__ import annotations
 
@@ -63,8 +63,9 @@ def hostile() -> dict[str, Any]:
 
 @pytest.fixture
 def burners() -> Iterator[int]:
-    """CPU burners beside the test, as many as KUBEFORGE_BROWSER_BURNERS says (none by default)."""
-    n = int(os.environ.get("KUBEFORGE_BROWSER_BURNERS", "0"))
+    """CPU burners beside the test: the page must work on a saturated machine (KUBEFORGE_BROWSER_BURNERS, 2 by
+    default)."""
+    n = int(os.environ.get("KUBEFORGE_BROWSER_BURNERS", "2"))
     procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
     yield n
     for p in procs:
