@@ -170,6 +170,34 @@ def test_servers_that_cannot_be_scheduled_are_not_ready_and_say_why() -> None:
     assert "modelz" in plan.status["conditions"][0]["message"]
 
 
+def oom_killed_pod() -> Obj:
+    return {"kind": "Pod", "metadata": {"name": "demo-abc", "uid": "p", "labels": {"kubeforge.dev/track": "main"}},
+            "status": {"phase": "Running", "containerStatuses": [{
+                "name": "server", "ready": False, "restartCount": 1,
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]}}
+
+
+def replica_failure(message: str) -> Obj:
+    return {"replicas": 0, "conditions": [{"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                                           "message": message}]}
+
+
+def test_servers_out_of_memory_or_refused_by_a_quota_are_not_ready_and_say_why_not_model_loading() -> None:
+    first = decide(World(serving(), {}, frozenset(), NOW), CFG)
+    children = observed(first)
+    children["Pod"] = [oom_killed_pod()]
+    oom = decide(World(serving(status=first.status), children, frozenset(), NOW), CFG)
+    assert conditions(oom)["Ready"] == ("False", "OOMKilled")
+    assert "spec.resources.limits.memory" in next(c["message"] for c in oom.status["conditions"]
+                                                  if c["type"] == "Ready")
+    quota = 'pods "demo-abc" is forbidden: exceeded quota: compute, requested: cpu=1, used: cpu=4, limited: cpu=4'
+    refused = observed(first, replica_failure(quota))
+    plan = decide(World(serving(status=first.status), refused, frozenset(), NOW), CFG)
+    assert conditions(plan)["Ready"][1] == "FailedCreate" and conditions(plan)["Degraded"] == ("True", "FailedCreate")
+    assert "exceeded quota" in next(c["message"] for c in plan.status["conditions"] if c["type"] == "Ready")
+
+
 def test_during_a_broken_rollout_the_status_names_the_model_still_served() -> None:
     old = {"uri": "pvc://models/old"}
     ready = {"replicas": 2, "readyReplicas": 1, "updatedReplicas": 1, "observedGeneration": 2}
