@@ -115,6 +115,7 @@ class Reason(StrEnum):
     OOM_KILLED = "OOMKilled"
     EXIT_CODE = "ExitCode"
     DISRUPTED = "Disrupted"
+    NODE_LOST = "NodeLost"
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     STARTUP_DEADLINE_EXCEEDED = "StartupDeadlineExceeded"
     BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"

@@ -4,8 +4,9 @@ it owns, let the kind probe what it needs, `decide` (pure, the kind's), and `app
 status first (guarded by resourceVersion), then deletes, creates and events. Passes for one
 object never overlap; an unchanged world gives a plan with no writes.
 
-A kind plugs in with a `Kind`: its name, the child kinds it owns, a pure `decide(world) -> Plan`
-and an optional `probe`. Nothing here knows what a TrainingJob or a ServingJob is."""
+A kind plugs in with a `Kind`: its name, the child kinds it owns, the cluster-scoped kinds it relates
+to (cached in the form the kind projects them to; a change of that form queues every object), a pure
+`decide(world) -> Plan` and an optional `probe`. Nothing here knows what a TrainingJob or a ServingJob is."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -40,6 +42,11 @@ class Kind(Protocol):
     plural: str  # e.g. "trainingjobs"
     child_kinds: tuple[str, ...]  # e.g. ("Pod", "Service")
     owner_label: str  # label naming the owner on objects it owns indirectly (a Deployment's pods); "" if none
+    related_kinds: tuple[str, ...]  # cluster-scoped kinds its decisions read, e.g. ("Node",)
+
+    def related(self, kind: str, obj: Obj) -> Obj | None:
+        """What the kind needs of a related object (None: nothing); only a change of it queues passes."""
+        ...
 
     def decide(self, world: World) -> Plan: ...
 
@@ -78,11 +85,16 @@ def owned_by(child: Obj, uid: str) -> bool:
 def slim(obj: Obj, keep_spec: bool = True) -> Obj:
     """What the cache keeps of an object: server bookkeeping nobody reads is dropped, and for a
     child its spec too (a kind decides from a child's metadata and status; what it wants of the
-    spec it rendered itself, and the spec-hash annotation says whether that changed)."""
+    spec it rendered itself, and the spec-hash annotation says whether that changed), except the node
+    a pod was bound to (which only the scheduler writes)."""
     meta = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
     if meta.get("annotations"):
         meta["annotations"] = {k: v for k, v in meta["annotations"].items() if k not in SLIM_ANNOTATIONS}
-    return {k: v for k, v in obj.items() if keep_spec or k != "spec"} | {"metadata": meta}
+    out = {k: v for k, v in obj.items() if keep_spec or k != "spec"} | {"metadata": meta}
+    node = (obj.get("spec") or {}).get("nodeName") if not keep_spec else None
+    if isinstance(node, str) and node:
+        out["spec"] = {"nodeName": node}
+    return out
 
 
 def status_patch(old: Obj, new: Obj) -> Obj:
@@ -186,6 +198,7 @@ class Controller:
         self.clock = clock
         self.objs: dict[Key, Obj] = {}
         self.children: dict[Key, dict[ChildKey, Obj]] = {}
+        self.related: dict[str, dict[str, Obj]] = {kind: {} for kind in kind.related_kinds}
         self.expectations = Expectations()
         self.queue = WorkQueue()
         self.workers = workers
@@ -237,6 +250,23 @@ class Controller:
             self.expectations.observed(key, ckey)
         self.queue.add(key)
 
+    def on_related(self, etype: str | None, obj: Obj) -> None:
+        """A cluster-scoped object the kind relates to changed: keep its projection; when that changed,
+        every object with children looks again (a Node lost concerns whoever has pods on it)."""
+        cache = self.related.get(obj.get("kind", ""))
+        if cache is None:
+            return
+        name = obj["metadata"]["name"]
+        seen = None if etype == "DELETED" else self.kind.related(obj["kind"], obj)
+        if seen == cache.get(name):
+            return
+        if seen is None:
+            cache.pop(name, None)
+        else:
+            cache[name] = seen
+        for key in self.children:
+            self.queue.add(key)
+
     def enqueue_related(self, ns: str, refers: Callable[[Obj], bool]) -> None:
         """Queue the objects of namespace `ns` that `refers` to something that just changed."""
         for key, obj in self.objs.items():
@@ -248,6 +278,14 @@ class Controller:
         for kind in self.kind.child_kinds:
             for child in await self.kube.list_children(kind, namespaces):
                 self.on_child(None, {"kind": kind, **child})
+        for kind in self.kind.related_kinds:
+            try:
+                found = await self.kube.list_cluster(kind)
+            except ApiError as e:  # e.g. namespaced RBAC without the grant: decide without them
+                log.warning("%s: cannot list %s (%s); decisions go without them", self.kind.kind, kind, e)
+                continue
+            for item in found:
+                self.on_related(None, {"kind": kind, **item})
         self.ready.set()
 
     # ----- workers -----
@@ -294,7 +332,8 @@ class Controller:
         for (kind, _), child in sorted(self.children.get(key, {}).items()):
             if owned_by(child, uid):  # not a leftover of an earlier namesake
                 children.setdefault(kind, []).append(child)
-        return World(obj, children, self.expectations.of(key), self.clock(), refusals=self.refusals.get(key, ()))
+        return World(obj, children, self.expectations.of(key), self.clock(), refusals=self.refusals.get(key, ()),
+                     related={kind: dict(objs) for kind, objs in self.related.items()})
 
     async def _report_crash(self, key: Key, error: Exception) -> None:
         """Say on the object itself that its passes crash (condition Reconciled=False), so a user learns
@@ -327,7 +366,7 @@ class Controller:
         t0 = time.perf_counter()
         probe = await self.kind.probe(world, self.kube)
         if probe is not None:
-            world = World(world.obj, world.children, world.expected, world.now, probe, world.refusals)
+            world = replace(world, probe=probe)
         plan = self.kind.decide(world)
         await self.apply(key, world.obj, plan)
         metrics.RECONCILE_SECONDS.labels(self.kind.kind).observe(time.perf_counter() - t0)
@@ -392,7 +431,7 @@ class Controller:
                 self.objs[key] = slim(updated)
             metrics.count_transition(self.kind.kind, ns, old, plan.status)
             self._log_transition(key, old, plan.status)
-        await asyncio.gather(*(self.kube.delete_child(ns, c.kind, c.name, c.uid) for c in plan.delete))
+        await asyncio.gather(*(self.kube.delete_child(ns, c.kind, c.name, c.uid, c.force) for c in plan.delete))
         # What pods depend on (a Service for their rendezvous) first: pods are created only if none was refused,
         # so a gang never starts against an object that is not its own.
         refused = len(self.refusals.get(key, ()))

@@ -37,6 +37,7 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
 }
+CLUSTER_RESOURCES: dict[str, str] = {"Node": "/api/v1/nodes"}
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,10 @@ class Kube:
             items.extend(reply["items"])
         return items
 
+    async def list_cluster(self, kind: str) -> list[Obj]:
+        """Every object of a cluster-scoped `kind` (e.g. Node)."""
+        return list((await self.request("GET", CLUSTER_RESOURCES[kind]))["items"])
+
     async def create(self, obj: Obj) -> bool:
         """Create `obj`; False when it already exists (deterministic names make that safe)."""
         try:
@@ -234,8 +239,11 @@ class Kube:
         return await self.request("PATCH", path, obj, "application/apply-patch+yaml",
                                   params={"fieldManager": MANAGED_BY, "force": "true"})
 
-    async def delete_child(self, ns: str, kind: str, name: str, uid: str) -> None:
-        body = {"preconditions": {"uid": uid}, "propagationPolicy": "Background"}
+    async def delete_child(self, ns: str, kind: str, name: str, uid: str, force: bool = False) -> None:
+        """Delete one child, pinned by uid; `force` deletes at once (gracePeriodSeconds 0)."""
+        body: Obj = {"preconditions": {"uid": uid}, "propagationPolicy": "Background"}
+        if force:
+            body["gracePeriodSeconds"] = 0
         try:
             await self.send("DELETE", self.child_path(kind, ns, name), body)
         except ApiError as e:

@@ -181,6 +181,12 @@ async def _child_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         controller.on_child(event["type"], event["object"])
 
 
+async def _related_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    for controller in memo["controllers"].values():
+        controller.on_related(event["type"], {"kind": "Node", **event["object"]})
+
+
+kopf.on.event("v1", "nodes")(_related_event)
 CHILD_RESOURCES = (("v1", "pods"), ("v1", "services"), ("apps", "v1", "deployments"),
                    ("autoscaling", "v2", "horizontalpodautoscalers"), ("policy", "v1", "poddisruptionbudgets"))
 for _resource in CHILD_RESOURCES:

@@ -53,6 +53,7 @@ class PodView:
     blocked: tuple[str, str] | None  # (reason, message) why the pod is not running yet
     ip: str = ""
     message: str = ""  # the termination message of a container that exited 0 (at most 4 KiB)
+    node: str = ""  # the node the pod is bound to ("" until scheduled)
 
     @property
     def result(self) -> TrainingResult | None:
@@ -114,6 +115,7 @@ def view(pod: Obj) -> PodView:
         phase=status.get("phase", "Pending"), created=meta.get("creationTimestamp", ""),
         deleting=bool(meta.get("deletionTimestamp")), disrupted=disrupted, failure=_failure(pod),
         blocked=_blocked(pod), ip=status.get("podIP", ""), message=_success_message(pod),
+        node=str((pod.get("spec") or {}).get("nodeName") or ""),
     )
 
 

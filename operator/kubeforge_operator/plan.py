@@ -58,6 +58,7 @@ class ChildRef:
     kind: str
     name: str
     uid: str
+    force: bool = False  # gracePeriodSeconds 0: for a pod on a lost, fenced node that nobody will stop
 
 
 @dataclass
@@ -93,7 +94,8 @@ class Refusal:
 class World:
     """Everything one pass of one object may look at: the object, the children it owns (by kind,
     newest cached version), the children created but not yet seen, the time, and whatever the
-    kind's probe learned this pass (e.g. a training job's progress)."""
+    kind's probe learned this pass (e.g. a training job's progress), and the cluster-scoped objects
+    the kind relates to (e.g. Nodes), by kind and name, in the form the kind projected them to."""
 
     obj: Obj
     children: dict[str, list[Obj]]
@@ -101,6 +103,7 @@ class World:
     now: datetime
     probe: Any = None
     refusals: tuple[Refusal, ...] = ()
+    related: dict[str, dict[str, Obj]] = field(default_factory=dict)
 
     def owned(self, kind: str) -> list[Obj]:
         return self.children.get(kind, [])

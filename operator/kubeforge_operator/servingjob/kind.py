@@ -58,7 +58,11 @@ class ServingJobKind:
     plural = SERVINGJOB_PLURAL
     child_kinds: tuple[str, ...] = ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Pod")
     owner_label = LABEL_SERVING
+    related_kinds: tuple[str, ...] = ()
     server_port = SERVER_PORT
+
+    def related(self, kind: str, obj: Obj) -> Obj | None:
+        return None
 
     def __init__(self, cfg: Config, lookup: Lookup) -> None:
         self.cfg = cfg

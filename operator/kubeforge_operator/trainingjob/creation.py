@@ -11,6 +11,7 @@ from kubeforge_api.constants import Reason, State
 from ..plan import Event, parse_ts, ts
 from ..render.trainingjob import members, pod_name, render_pod, render_service
 from .context import Config, Pass
+from .nodes import force_fenced
 
 
 def backoff(counted_failures: int, cfg: Config) -> float:
@@ -22,13 +23,15 @@ def old_attempt_gone(p: Pass) -> bool:
     if not p.stale:
         return False
     p.delete(p.stale)
+    force_fenced(p)
     p.status["state"] = State.RESTARTING
     return True
 
 
 def backoff_elapsed(p: Pass) -> bool:
-    failed_at = (p.status.get("lastFailure") or {}).get("time")
-    if not p.restarts or not failed_at:
+    last = p.status.get("lastFailure") or {}
+    failed_at = last.get("time")
+    if not p.restarts or not failed_at or last.get("reason") == Reason.NODE_LOST:  # the node, not the job, failed
         return False
     resume_at = parse_ts(failed_at) + timedelta(seconds=backoff(max(p.restarts - p.disruptions, 1), p.cfg))
     if p.now >= resume_at:

@@ -19,6 +19,7 @@ from .creation import backoff_elapsed, create_missing, old_attempt_gone
 from .deadlines import active_deadline
 from .failures import failed_or_restarting
 from .finished import finished
+from .nodes import node_lost
 from .pod_policy import pod_policy_violated
 from .progress import record_progress
 from .publish import publishing
@@ -36,6 +37,7 @@ STEPS: tuple[Step, ...] = (
     pod_policy_violated,  # pods the operator's settings forbid are never created
     create_refused,  # what the API server refused to create, it will refuse again: fail with its words
     active_deadline,  # the deadline outranks failures and progress
+    node_lost,  # a member on a lost node restarts the gang, whatever its peers report
     failed_or_restarting,  # the earliest failure decides before anything counts as success
     record_progress,  # recorded before success so a finished job keeps its last numbers
     compressing,  # training done: the compression stage runs before the job may succeed
@@ -49,7 +51,7 @@ STEPS: tuple[Step, ...] = (
 EVENTS = EventRule(
     warning_reasons=frozenset({Reason.UNSCHEDULABLE, Reason.IMAGE_PULL_BACKOFF, Reason.CRASH_LOOP_BACKOFF,
                                Reason.CONFIG_ERROR, Reason.GANG_RESTART, Reason.CREATE_REJECTED, Reason.NAME_CONFLICT,
-                               Reason.POD_POLICY_VIOLATION}),
+                               Reason.POD_POLICY_VIOLATION, Reason.NODE_LOST}),
     trouble=frozenset({ConditionType.FAILED, ConditionType.RESTARTING}),
 )
 

@@ -67,6 +67,11 @@ def failed_or_restarting(p: Pass) -> bool:
         return p.fail(Reason.BACKOFF_LIMIT_EXCEEDED,
                       f"{counted + 1} counted failures exceed backoffLimit={p.policy.backoff_limit}; last: {message}",
                       failure)
+    return restart(p, failure, cls, message)
+
+
+def restart(p: Pass, failure: Failure, cls: FailureClass, message: str) -> bool:
+    """Restart the whole gang: the next attempt number and why, recorded before any pod is deleted."""
     p.status["restartCount"] = p.restarts + 1
     if cls == FailureClass.DISRUPTION:
         p.status["disruptions"] = p.disruptions + 1

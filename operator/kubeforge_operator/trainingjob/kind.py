@@ -16,6 +16,7 @@ from ..observe import PodView, view
 from ..plan import Obj, Plan, World
 from .context import Config, ProgressProbe
 from .decide import decide
+from .nodes import project_node
 from .progress import last_step
 
 Key = tuple[str, str]
@@ -33,12 +34,16 @@ class TrainingJobKind:
     plural = TRAININGJOB_PLURAL
     child_kinds: tuple[str, ...] = ("Pod", "Service")
     owner_label = ""
+    related_kinds: tuple[str, ...] = ("Node",)
     progress_port = PROGRESS_PORT
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.polled: dict[Key, tuple[float, ProgressDoc | None]] = {}
         self.warned: dict[Key, float] = {}
+
+    def related(self, kind: str, obj: Obj) -> Obj | None:
+        return project_node(obj) if kind == "Node" else None
 
     def decide(self, world: World) -> Plan:
         return decide(world, self.cfg)
