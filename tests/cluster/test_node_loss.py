@@ -5,11 +5,15 @@ pods on the lost node are force-deleted, and the job resumes from its checkpoint
 partitioned node (its processes keep running) is recovered from the same way. Each trial prints the
 time from the node's loss to the whole gang running again (context, never asserted).
 
-The job is a command job whose rank 0 counts steps into a file on the job's claim (its checkpoint)
-and resumes from it; rank 1 waits for rank 0 to finish."""
+The job is a command job whose rank 0 counts steps and checkpoints each one through the trainer's
+checkpoint module on the job's claim, resuming from the newest it accepts; rank 1 waits for rank 0 to
+finish. In the partition the old rank 0 keeps running on the cut-off node: once the next attempt has
+recorded itself, its writes are refused (it leaves a marker and stops) and none of its checkpoints
+is accepted."""
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from collections.abc import Iterator
@@ -29,16 +33,25 @@ JOBS = f"/apis/kubeforge.dev/v1alpha1/namespaces/{NS}/trainingjobs"
 Obj = dict[str, Any]
 RECOVERIES: list[float] = []
 SCRIPT = """
-import os, pathlib, time
+import os, pathlib, time, torch
+from kubeforge_trainer import checkpoint
 d = pathlib.Path(os.environ["KUBEFORGE_STORAGE_DIR"]); attempt = os.environ["KUBEFORGE_ATTEMPT"]
+root = d / "checkpoints"
 if os.environ["KUBEFORGE_ROLE_RANK"] == "0":
-    f = d / "step"
-    step = int(f.read_text() or 0) if f.exists() else 0
+    loaded = checkpoint.latest(root)  # records this attempt in the fence first
+    step = loaded.step if loaded else 0
     print(f"attempt {attempt} resumed from step {step}", flush=True)
     while step < 60:
         time.sleep(0.5)
         step += 1
-        f.write_text(str(step))
+        try:
+            checkpoint.save(root, step, {"state": {"step": torch.tensor([step])}}, {}, keep=3)
+            print(f"checkpoint {step}", flush=True)
+        except checkpoint.Fenced:  # a newer attempt started: this one writes nothing more
+            (d / f"fenced-a{attempt}-{step}").write_text("")
+            raise SystemExit(1)
+    stamps = [checkpoint.stamp(p) for p in checkpoint.accepted(root, checkpoint.read_fence(root))]
+    print(f"accepted {stamps} fenced {sorted(p.name for p in d.glob('fenced-*'))}", flush=True)
     (d / "done").write_text(attempt)
 else:
     while not (d / "done").exists():
@@ -88,13 +101,14 @@ def gang(api: KubeClient, name: str, attempt: int) -> dict[str, Obj]:
             and p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")}
 
 
-def lose_a_node(nodes: RunningCluster, api: KubeClient, name: str, action: str) -> str:
-    """Run the job, `action` (kill or partition) the node of its rank 1 once it has made progress,
+def lose_a_node(nodes: RunningCluster, api: KubeClient, name: str, action: str, rank: int) -> str:
+    """Run the job, `action` (kill or partition) the node of its `rank` once it has made progress,
     wait for the next attempt to run everywhere; returns the lost node."""
     start_job(api, name)
     first = wait_for(lambda: len(gang(api, name, 0)) == 2 and gang(api, name, 0), 180, what="attempt 0 running")
-    time.sleep(4)  # a few steps into the claim
-    lost = first[f"{name}-node-1"]["spec"]["nodeName"]
+    wait_for(lambda: "checkpoint 3\n" in api.text(f"/api/v1/namespaces/{NS}/pods/{name}-node-0/log"), 120,
+             what="a few checkpoints")
+    lost = first[f"{name}-node-{rank}"]["spec"]["nodeName"]
     nodes.node(action, lost)
     t0 = time.monotonic()
     try:
@@ -118,7 +132,8 @@ def finished(api: KubeClient, name: str) -> Obj:
     return status
 
 
-def assert_recovered_as_node_lost(api: KubeClient, name: str, lost: str) -> None:
+def assert_recovered_as_node_lost(api: KubeClient, name: str, lost: str) -> str:
+    """Asserts the recovery; returns rank 0's log line of what was accepted and fenced."""
     status = finished(api, name)
     assert status["state"] == "Succeeded", status
     assert status["restartCount"] == 1 and status["disruptions"] == 1, status  # backoffLimit 0: not counted
@@ -128,19 +143,25 @@ def assert_recovered_as_node_lost(api: KubeClient, name: str, lost: str) -> None
     log = api.text(f"/api/v1/namespaces/{NS}/pods/{name}-node-0/log")
     resumed = int(log.split("resumed from step ")[-1].split()[0])
     assert "attempt 1 resumed" in log and resumed > 0, log  # from its checkpoint, not from scratch
+    summary = log.split("accepted ")[-1]
+    accepted = re.findall(r"\((\d+), (\d+)\)", summary.split("]")[0])
+    assert accepted and all(attempt == "1" for _, attempt in accepted), summary  # only the last attempt's
+    return summary
 
 
 def test_a_gang_member_on_a_killed_node_restarts_elsewhere_as_a_disruption(
         nodes: RunningCluster, api: KubeClient) -> None:
-    lost = lose_a_node(nodes, api, "killed", "kill")
+    lost = lose_a_node(nodes, api, "killed", "kill", rank=1)
     pods = api.get(f"/api/v1/namespaces/{NS}/pods")["items"]
     assert not [p for p in pods if p["spec"].get("nodeName") == lost and p["metadata"]["name"].startswith("killed")]
-    assert_recovered_as_node_lost(api, "killed", lost)
+    assert "fenced []" in assert_recovered_as_node_lost(api, "killed", lost)
 
 
-def test_a_partitioned_node_is_recovered_from_and_healed(nodes: RunningCluster, api: KubeClient) -> None:
-    lost = lose_a_node(nodes, api, "partitioned", "partition")
+def test_the_old_rank_on_a_partitioned_node_keeps_running_but_is_fenced(nodes: RunningCluster,
+                                                                         api: KubeClient) -> None:
+    lost = lose_a_node(nodes, api, "partitioned", "partition", rank=0)
     try:
-        assert_recovered_as_node_lost(api, "partitioned", lost)
+        summary = assert_recovered_as_node_lost(api, "partitioned", lost)
+        assert "fenced-a0-" in summary, summary  # it wrote on after the next attempt began and was refused
     finally:
         nodes.node("heal", lost)

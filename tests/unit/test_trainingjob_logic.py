@@ -108,7 +108,7 @@ def test_render_parameter_servers_and_elastic() -> None:
                                          "command": ["torchrun", "t.py"]})
     env = {e["name"]: e["value"] for e in render_pod(ObjectRef("j", "ns", "u", 1), el, members(el)[0], 0, "i",
                                                      "1Gi")["spec"]["containers"][0]["env"] if "value" in e}
-    assert env["PET_NNODES"] == "1:3" and env["PET_RDZV_BACKEND"] == "c10d" and env["PET_RDZV_ID"] == "u"
+    assert env["PET_NNODES"] == "1:3" and env["PET_RDZV_BACKEND"] == "c10d" and env["PET_RDZV_ID"] == "u-0"
 
 
 def test_headless_service_publishes_not_ready_pods() -> None:

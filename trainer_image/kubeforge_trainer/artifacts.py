@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from . import __version__
+from . import __version__, checkpoint
 from .checkpoint import sha256_file
 from .models import build
 from .variants import VariantError, fp32_structure, rebuild
@@ -57,6 +57,7 @@ def write(directory: Path, state: dict[str, torch.Tensor], card: dict[str, Any])
         "trainer": {"version": __version__, "torch": torch.__version__, "python": platform.python_version()},
         **card})
     (tmp / CARD).write_text(json.dumps(full.dump(), indent=2, sort_keys=True))
+    checkpoint.check_fence(directory.parent / "checkpoints", checkpoint.my_attempt())  # old attempts publish nothing
     if directory.exists():
         shutil.rmtree(directory)
     os.replace(tmp, directory)

@@ -1,7 +1,15 @@
 """Checkpoints without pickle: tensors in safetensors files, everything else in JSON. A checkpoint
 is a directory `step-<N>` written under a temporary name and renamed into place only when complete
 (with a `manifest.json` holding the digest of every file), so a crash mid-write leaves nothing a
-restart could mistake for a checkpoint. Loading verifies the manifest and refuses anything else."""
+restart could mistake for a checkpoint. Loading verifies the manifest and refuses anything else.
+
+Fencing: the attempt number (`KUBEFORGE_ATTEMPT`) is the token. A checkpoint is stamped with the
+attempt that wrote it (in its name, `step-<N>-a<attempt>` after attempt 0, and in its manifest).
+`fence.json` records the job (its uid) and the newest attempt that started, and the checkpoint it
+resumed from (its base); an attempt records itself there before it loads anything. Only the fenced
+attempt's own checkpoints and its base are accepted; a writer that finds a newer attempt (or another
+job) recorded stops (`Fenced`) before it commits, and whatever a stale writer commits anyway is never
+loaded and is pruned. A job created again under the same name and storage takes over the fence."""
 
 from __future__ import annotations
 
@@ -16,15 +24,90 @@ from typing import Any
 
 import numpy as np
 import torch
+from kubeforge_api.constants import Env
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 MANIFEST = "manifest.json"
 FORMAT = "kubeforge-checkpoint/v1"
+FENCE = "fence.json"
 
 
 class CheckpointError(Exception):
     """A checkpoint is corrupt, incomplete or not ours."""
+
+
+class Fenced(CheckpointError):
+    """A newer attempt has started: this process belongs to an old one and must write nothing."""
+
+
+def my_attempt() -> int:
+    """This process's attempt (the fencing token), from the pod's environment; 0 outside a pod."""
+    try:
+        return max(int(os.environ.get(Env.ATTEMPT, "0")), 0)
+    except ValueError:
+        return 0
+
+
+def my_job() -> str:
+    return os.environ.get(Env.JOB_UID, "")
+
+
+def name(step: int, attempt: int) -> str:
+    return f"step-{step:09d}" + (f"-a{attempt}" if attempt else "")
+
+
+@dataclass(frozen=True)
+class Fence:
+    """What `fence.json` records: the job, the newest attempt started, the checkpoint it resumed from."""
+
+    job: str
+    attempt: int
+    base: str | None
+
+
+def read_fence(root: Path) -> Fence | None:
+    """The recorded fence, or None before any attempt recorded one (or when it is unreadable)."""
+    try:
+        doc = json.loads((root / FENCE).read_text())
+        job, attempt, base = str(doc.get("job", "")), int(doc["attempt"]), doc.get("base")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return Fence(job, attempt, base if isinstance(base, str) and base.startswith("step-") and "/" not in base
+                 else None)
+
+
+def check_fence(root: Path, attempt: int) -> None:
+    """Raise `Fenced` when a newer attempt than `attempt`, or another job, is recorded under `root`."""
+    fence = read_fence(root)
+    if fence is not None and (fence.attempt > attempt if fence.job == my_job() else True):
+        raise Fenced(f"attempt {fence.attempt} of job {fence.job or '-'} has started; "
+                     f"attempt {attempt} writes nothing more")
+
+
+def _job(path: Path) -> str:
+    try:
+        return str(json.loads((path / MANIFEST).read_text()).get("job", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
+def stamp(path: Path) -> tuple[int, int]:
+    """(step, attempt) a complete checkpoint's manifest records (attempt 0 when it records none)."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+        return int(manifest["step"]), max(int(manifest.get("attempt", 0)), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1, -1
+
+
+def accepted(root: Path, fence: Fence | None) -> list[Path]:
+    """The complete checkpoints the fence accepts, oldest first: the fenced attempt's own and its base
+    (every complete one before any fence was recorded)."""
+    done = complete(root)
+    if fence is not None:
+        done = [p for p in done if (stamp(p)[1] == fence.attempt and _job(p) == fence.job) or p.name == fence.base]
+    return sorted(done, key=stamp)
 
 
 @dataclass(frozen=True)
@@ -60,7 +143,7 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Non
 
 def staging(root: Path, step: int, create: bool) -> Path:
     """The temporary directory checkpoint `step` is assembled in (by one rank, or by all for shards)."""
-    tmp = root / f".tmp-step-{step:09d}"
+    tmp = root / f".tmp-{name(step, my_attempt())}"
     if create:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -78,11 +161,18 @@ def commit(root: Path, tmp: Path, step: int, tensors: dict[str, dict[str, torch.
         write_tensors(tmp, stem, group)
     (tmp / "meta.json").write_text(json.dumps(meta))
     files = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
-    (tmp / MANIFEST).write_text(json.dumps({"format": FORMAT, "step": step, "files": files}))
+    attempt = my_attempt()
+    (tmp / MANIFEST).write_text(json.dumps({"format": FORMAT, "step": step, "attempt": attempt, "job": my_job(),
+                                          "files": files}))
     for f in tmp.iterdir():
         with f.open("rb") as fh:
             os.fsync(fh.fileno())
-    final = root / f"step-{step:09d}"
+    try:
+        check_fence(root, attempt)
+    except Fenced:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    final = root / name(step, attempt)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -91,8 +181,10 @@ def commit(root: Path, tmp: Path, step: int, tensors: dict[str, dict[str, torch.
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    for old in sorted(root.glob("step-*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    kept = set(accepted(root, read_fence(root))[-keep:]) | {final}
+    for old in root.glob("step-*"):
+        if old not in kept:
+            shutil.rmtree(old, ignore_errors=True)
     return final
 
 
@@ -132,7 +224,24 @@ def load(path: Path) -> Loaded:
     return Loaded(int(manifest["step"]), tensors, json.loads((path / "meta.json").read_text()))
 
 
+def resume_point(root: Path) -> Path | None:
+    """The checkpoint this attempt resumes from, after recording the attempt in the fence (every rank
+    may call it: they record the same); `Fenced` when a newer attempt has started."""
+    attempt = my_attempt()
+    fence = read_fence(root)
+    if fence is None or fence.job != my_job() or fence.attempt < attempt:  # this attempt takes over the fence
+        done = accepted(root, fence)
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / f".{FENCE}.{os.getpid()}"
+        tmp.write_text(json.dumps({"job": my_job(), "attempt": attempt, "base": done[-1].name if done else None}))
+        os.replace(tmp, root / FENCE)
+    else:
+        check_fence(root, attempt)
+        done = accepted(root, fence)
+    return done[-1] if done else None
+
+
 def latest(root: Path) -> Loaded | None:
-    """The newest complete checkpoint; a corrupt newest one is an error, never silently skipped."""
-    done = complete(root)
-    return load(done[-1]) if done else None
+    """The newest accepted checkpoint; a corrupt one is an error, never silently skipped."""
+    path = resume_point(root)
+    return load(path) if path is not None else None

@@ -117,7 +117,7 @@ def _env(job: ObjectRef, spec: TrainingJobSpec, member: Member, attempt: int) ->
     if spec.elastic:
         env[Env.RDZV_BACKEND] = "c10d"
         env[Env.RDZV_ENDPOINT] = f"{master_addr(job)}:{RENDEZVOUS_PORT}"
-        env[Env.RDZV_ID] = job.uid
+        env[Env.RDZV_ID] = f"{job.uid}-{attempt}"  # an old attempt's rank can never join this one's rendezvous
         env[Env.MAX_RESTARTS] = str(spec.elastic.max_restarts)
     if spec.command is not None and member.role == ROLE_NODE and member.rank == 0:
         env[Env.OUTPUT_DIR] = OUTPUT_DIR

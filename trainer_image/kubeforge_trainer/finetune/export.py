@@ -22,6 +22,7 @@ from kubeforge_api.storage import ModelFormat
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
+from .. import checkpoint
 from ..checkpoint import sha256_file
 from ..formats.identity import files, identify, manifest_digest
 from .model import load_base, with_method
@@ -60,6 +61,7 @@ def _staging(storage: Path, name: str) -> Path:
 
 def _publish(storage: Path, tmp: Path, name: str, lineage: dict[str, Any]) -> Path:
     (tmp / LINEAGE).write_text(json.dumps(lineage, indent=2, sort_keys=True))
+    checkpoint.check_fence(storage / "checkpoints", checkpoint.my_attempt())  # an old attempt publishes nothing
     final = storage / name
     if final.exists():
         shutil.rmtree(final)

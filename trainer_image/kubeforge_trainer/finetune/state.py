@@ -60,22 +60,24 @@ def save(root: Path, world: World, model: nn.Module, optimizer: torch.optim.Opti
     barrier(world)
 
 
-def newest_step(root: Path, world: World) -> int | None:
-    """The newest complete checkpoint's step as rank 0 sees it, the same answer on every rank."""
-    done = checkpoint.complete(root) if world.is_main else []
-    step = torch.tensor([int(done[-1].name.removeprefix("step-")) if done else -1], dtype=torch.long)
+def newest_step(root: Path, world: World) -> tuple[int, int] | None:
+    """The (step, attempt) of the checkpoint to resume from (the newest the fence accepts) as rank 0
+    sees it, the same answer on every rank."""
+    point = checkpoint.resume_point(root) if world.is_main else None
+    stamp = torch.tensor(list(checkpoint.stamp(point)) if point else [-1, -1], dtype=torch.long)
     if world.size > 1:
-        dist.broadcast(step, 0)
-    return int(step) if int(step) >= 0 else None
+        dist.broadcast(stamp, 0)
+    return (int(stamp[0]), int(stamp[1])) if int(stamp[0]) >= 0 else None
 
 
 def load(root: Path, world: World, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
          lora: bool) -> dict[str, Any] | None:
     """Restore the newest checkpoint into model, optimizer and scheduler; its meta, or None."""
-    step = newest_step(root, world)
-    if step is None:
+    found = newest_step(root, world)
+    if found is None:
         return None
-    loaded = checkpoint.load(root / f"step-{step:09d}")
+    step = found[0]
+    loaded = checkpoint.load(root / checkpoint.name(*found))
     meta = loaded.meta
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{root}: step {step} is not a fine-tune checkpoint (format {meta.get('format')!r})")
