@@ -8,7 +8,8 @@ the host's network changes (each pod of an embedded cluster adds a veth), and a 
 keeps fetches in flight longer. The page reloads itself when it sees such an error
 (kubeforge_dashboard.browser): one test makes a chunk fail on purpose and sees the page recover; the
 page test passes with CPU burners beside it (two by default, as many as a 2-core machine has;
-`KUBEFORGE_BROWSER_BURNERS=N` sets another number) while clusters come and go. Screenshots go to the ignored folder .test-artifacts/dashboard-browser/."""
+`KUBEFORGE_BROWSER_BURNERS=N` sets another number) while clusters come and go. Screenshots go to the
+ignored folder .test-artifacts/dashboard-browser/."""
 
 from __future__ import annotations
 
