@@ -28,7 +28,7 @@ from kubeforge_api.constants import GROUP, SERVINGJOB_PLURAL, TRAININGJOB_PLURAL
 from kubeforge_api.servingjob import ServingJob
 from kubeforge_api.trainingjob import TrainingJob
 
-from .source import ErrorKind, EventInfo, Listing, NodeInfo, PodInfo, Source, SourceError, Usage
+from .source import ErrorKind, EventInfo, Listing, NodeInfo, PodInfo, Queues, Source, SourceError, Usage
 
 TTL_SECONDS = 30.0
 MAX_ENTRIES = 4096
@@ -167,6 +167,7 @@ class KubernetesReviewer:
 TRAININGJOBS = (GROUP, TRAININGJOB_PLURAL)
 SERVINGJOBS = (GROUP, SERVINGJOB_PLURAL)
 PODS, EVENTS, NODES = ("", "pods"), ("", "events"), ("", "nodes")
+CLUSTERQUEUES, LOCALQUEUES = ("kueue.x-k8s.io", "clusterqueues"), ("kueue.x-k8s.io", "localqueues")
 
 
 class AuthorizedSource:
@@ -242,3 +243,15 @@ class AuthorizedSource:
         if found is None or self._may("list", PODS):
             return found
         return Usage(nodes=found.nodes, pods={k: v for k, v in found.pods.items() if self._may("list", PODS, k[0])})
+
+    def queues(self) -> Queues | None:
+        """ClusterQueues when `who` may list them; LocalQueues of the namespaces where `who` may list them.
+        Whether Kueue is installed at all is no secret (API discovery tells every signed-in user)."""
+        found = self.inner.queues()
+        if found is None:
+            return None
+        self._require("list", CLUSTERQUEUES)
+        if self._may("list", LOCALQUEUES):
+            return found
+        return Queues(found.version, found.cluster_queues,
+                      [q for q in found.local_queues if self._may("list", LOCALQUEUES, q.namespace)])

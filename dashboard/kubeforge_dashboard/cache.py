@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from kubeforge_api.servingjob import ServingJob
 from kubeforge_api.trainingjob import TrainingJob
 
-from .source import EventInfo, Listing, NodeInfo, PodInfo, Source, Usage
+from .source import EventInfo, Listing, NodeInfo, PodInfo, Queues, Source, Usage
 
 R = TypeVar("R")
 
@@ -77,3 +77,6 @@ class CachingSource:
 
     def usage(self, selector: dict[str, str]) -> Usage | None:
         return self._cached(("usage", tuple(sorted(selector.items()))), lambda: self.inner.usage(selector))
+
+    def queues(self) -> Queues | None:
+        return self._cached(("queues",), self.inner.queues)

@@ -25,12 +25,23 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from pydantic import BaseModel
 
-from .kubeobjects import Obj, event_info, node_info, parse_all, pod_info, selector_string, usage_of
+from .kubeobjects import (
+    Obj,
+    cluster_queue_info,
+    event_info,
+    local_queue_info,
+    node_info,
+    parse_all,
+    pod_info,
+    selector_string,
+    usage_of,
+)
 from .mirror import Mirror
-from .source import ErrorKind, EventInfo, Listing, NodeInfo, PodInfo, SourceError, Usage
+from .source import ErrorKind, EventInfo, Listing, NodeInfo, PodInfo, Queues, SourceError, Usage
 
 LOG_LIMIT_BYTES = 256 * 1024
 METRICS_GROUP, METRICS_VERSION = "metrics.k8s.io", "v1beta1"
+KUEUE_GROUP = "kueue.x-k8s.io"
 MAX_MIRRORS = 8
 M = TypeVar("M", bound=BaseModel)
 
@@ -221,3 +232,26 @@ class KubernetesSource:
                 return None
             raise
         return usage_of(list(nodes.get("items", [])), list(pods.get("items", [])))
+
+    def _served_version(self, group: str) -> str | None:
+        """The version of API `group` the cluster prefers, None when it serves no such group."""
+        data = self._json("discover api groups", "discover the API groups", client.ApisApi(self.api).get_api_versions)
+        for g in data.get("groups") or []:
+            if g.get("name") == group:
+                return str((g.get("preferredVersion") or {}).get("version") or g["versions"][0]["version"])
+        return None
+
+    def queues(self) -> Queues | None:
+        """Kueue's queues at the version the cluster prefers (v1beta2 from Kueue 0.15 on, else v1beta1): one
+        discovery call, then one list of ClusterQueues and one of LocalQueues in every namespace."""
+        version = self._served_version(KUEUE_GROUP)
+        if version is None:
+            return None
+        lists = {}
+        for plural in ("clusterqueues", "localqueues"):
+            data = self._json(f"list {plural}", f"list {plural}.{KUEUE_GROUP}", self.custom.list_cluster_custom_object,
+                              KUEUE_GROUP, version, plural)
+            lists[plural] = list(data.get("items", []))
+        return Queues(version=f"{KUEUE_GROUP}/{version}",
+                      cluster_queues=[cluster_queue_info(o) for o in lists["clusterqueues"]],
+                      local_queues=[local_queue_info(o) for o in lists["localqueues"]])

@@ -10,7 +10,19 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from .source import ContainerState, EventInfo, Listing, NodeInfo, PodInfo, Resources, Usage
+from .source import (
+    ClusterQueueInfo,
+    ContainerState,
+    EventInfo,
+    Listing,
+    LocalQueueInfo,
+    NodeInfo,
+    PodInfo,
+    QuotaUse,
+    Resources,
+    Taint,
+    Usage,
+)
 
 Obj = dict[str, Any]
 M = TypeVar("M", bound=BaseModel)
@@ -79,12 +91,72 @@ def event_info(ev: Obj) -> EventInfo:
                      object_name=str(obj.get("name", "")), count=int(ev.get("count") or 1))
 
 
+def _taint(t: Obj) -> Taint:
+    return Taint(key=str(t.get("key", "")), effect=str(t.get("effect", "")), value=str(t.get("value") or ""),
+                 added=str(t.get("timeAdded") or ""))
+
+
 def node_info(node: Obj) -> NodeInfo:
-    status = node.get("status", {})
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", []))
-    return NodeInfo(name=str(node.get("metadata", {}).get("name", "")), ready=ready,
+    status, spec = node.get("status") or {}, node.get("spec") or {}
+    cond: Obj = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    return NodeInfo(name=str(node.get("metadata", {}).get("name", "")), ready=cond.get("status") == "True",
                     capacity=resources(status.get("capacity")), allocatable=resources(status.get("allocatable")),
-                    labels=dict(node.get("metadata", {}).get("labels") or {}))
+                    labels=dict(node.get("metadata", {}).get("labels") or {}),
+                    ready_status=str(cond.get("status", "")), ready_since=str(cond.get("lastTransitionTime") or ""),
+                    ready_reason=str(cond.get("reason") or ""),
+                    taints=tuple(_taint(t) for t in spec.get("taints") or []),
+                    unschedulable=bool(spec.get("unschedulable")))
+
+
+def _flavor_totals(flavors: list[Obj] | None, field: str) -> dict[tuple[str, str], float]:
+    """`field` (e.g. total, borrowed) of each (flavor, resource) of a flavorsUsage/flavorsReservation list."""
+    return {(str(f.get("name", "")), str(r.get("name", ""))): quantity(r.get(field, 0))
+            for f in flavors or [] for r in f.get("resources") or []}
+
+
+def _quotas(spec: Obj, status: Obj) -> tuple[QuotaUse, ...]:
+    """Every (flavor, resource) of the spec's resource groups, in their order, then any only in use."""
+    nominal = {(str(f.get("name", "")), str(r.get("name", ""))): quantity(r.get("nominalQuota", 0))
+               for g in spec.get("resourceGroups") or [] for f in g.get("flavors") or []
+               for r in f.get("resources") or []}
+    reserved = _flavor_totals(status.get("flavorsReservation"), "total")
+    used = _flavor_totals(status.get("flavorsUsage"), "total")
+    borrowed = _flavor_totals(status.get("flavorsReservation"), "borrowed")
+    keys = list(dict.fromkeys([*nominal, *reserved, *used]))
+    return tuple(QuotaUse(f, r, nominal.get((f, r), 0.0), reserved.get((f, r), 0.0), used.get((f, r), 0.0),
+                          borrowed.get((f, r), 0.0)) for f, r in keys)
+
+
+def _count(status: Obj, field: str) -> int:
+    try:
+        return int(status.get(field) or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _active(status: Obj) -> str:
+    cond = next((c for c in status.get("conditions") or [] if c.get("type") == "Active"), None)
+    if cond is None:
+        return ""
+    return "True" if cond.get("status") == "True" else f"{cond.get('status', '')} ({cond.get('reason', '')})"
+
+
+def cluster_queue_info(cq: Obj) -> ClusterQueueInfo:
+    """A Kueue ClusterQueue (v1beta2 names its cohort spec.cohortName, v1beta1 spec.cohort)."""
+    spec, status = cq.get("spec") or {}, cq.get("status") or {}
+    cohort = spec.get("cohortName") or spec.get("cohort") or ""
+    return ClusterQueueInfo(
+        name=str(cq.get("metadata", {}).get("name", "")), cohort=str(cohort),
+        pending=_count(status, "pendingWorkloads"), reserving=_count(status, "reservingWorkloads"),
+        admitted=_count(status, "admittedWorkloads"), quotas=_quotas(spec, status), active=_active(status))
+
+
+def local_queue_info(lq: Obj) -> LocalQueueInfo:
+    meta, status = lq.get("metadata") or {}, lq.get("status") or {}
+    return LocalQueueInfo(
+        namespace=str(meta.get("namespace", "")), name=str(meta.get("name", "")),
+        cluster_queue=str((lq.get("spec") or {}).get("clusterQueue", "")), pending=_count(status, "pendingWorkloads"),
+        reserving=_count(status, "reservingWorkloads"), admitted=_count(status, "admittedWorkloads"))
 
 
 def usage_of(node_metrics: list[Obj], pod_metrics: list[Obj]) -> Usage:

@@ -19,7 +19,7 @@ from kubeforge_api.trainingjob import TrainingJob
 from pydantic import ValidationError
 
 from .kubeobjects import matches
-from .source import ErrorKind, EventInfo, Listing, NodeInfo, PodInfo, Resources, SourceError, Usage
+from .source import ErrorKind, EventInfo, Listing, NodeInfo, PodInfo, Queues, Resources, SourceError, Usage
 
 LOCAL_NAMESPACE = "local"
 LOG_TAIL_BYTES = 256 * 1024
@@ -126,3 +126,6 @@ class LocalRunsSource:
 
     def usage(self, selector: dict[str, str]) -> Usage | None:
         return None  # local processes have no resource metrics API
+
+    def queues(self) -> Queues | None:
+        return None  # local runs are not queued

@@ -11,7 +11,7 @@ from kubeforge_api.servingjob import ServingJob
 from kubeforge_api.trainingjob import TrainingJob
 
 from .kubeobjects import matches
-from .source import ErrorKind, EventInfo, Listing, NodeInfo, PodInfo, SourceError, Usage
+from .source import ErrorKind, EventInfo, Listing, NodeInfo, PodInfo, Queues, SourceError, Usage
 
 
 @dataclass
@@ -23,6 +23,7 @@ class MemorySource:
     log_text: dict[tuple[str, bool], str] = field(default_factory=dict)  # (pod, previous) -> text
     node_list: list[NodeInfo] = field(default_factory=list)
     usage_now: Usage | None = None  # None: no metrics API
+    queue_state: Queues | None = None  # None: Kueue not installed
     failures: dict[str, SourceError] = field(default_factory=dict)  # read kind -> error it raises
     problems: list[str] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
@@ -90,3 +91,7 @@ class MemorySource:
         wanted = {(p.namespace, p.name) for p in self.pod_list if matches(p.labels, selector)}
         pods = {k: v for k, v in self.usage_now.pods.items() if k in wanted}
         return Usage(nodes=dict(self.usage_now.nodes), pods=pods)
+
+    def queues(self) -> Queues | None:
+        self._read("queues")
+        return self.queue_state

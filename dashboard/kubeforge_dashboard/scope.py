@@ -2,7 +2,8 @@
 ServiceAccount holds a Role in each watched namespace and nothing cluster-wide (it may not list
 namespaces, nor any kind across all of them). "Every namespace" means the watched ones, read one by
 one and merged; a namespace outside them is forbidden without asking the API server. Nodes and
-resource metrics are cluster-scoped: they are asked as they are, and the install's RBAC decides."""
+resource metrics are cluster-scoped: they are asked as they are, and the install's RBAC decides; so are
+Kueue's queues, of which only the LocalQueues of the watched namespaces are shown."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import TypeVar
 from kubeforge_api.servingjob import ServingJob
 from kubeforge_api.trainingjob import TrainingJob
 
-from .source import ErrorKind, EventInfo, Listing, NodeInfo, PodInfo, Source, SourceError, Usage
+from .source import ErrorKind, EventInfo, Listing, NodeInfo, PodInfo, Queues, Source, SourceError, Usage
 
 T = TypeVar("T")
 
@@ -71,3 +72,9 @@ class ScopedSource:
         if found is None:
             return None
         return Usage(nodes=found.nodes, pods={k: v for k, v in found.pods.items() if k[0] in self.scope})
+
+    def queues(self) -> Queues | None:
+        found = self.inner.queues()
+        if found is None:
+            return None
+        return Queues(found.version, found.cluster_queues, [q for q in found.local_queues if q.namespace in self.scope])

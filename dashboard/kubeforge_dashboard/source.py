@@ -92,12 +92,70 @@ class EventInfo:
 
 
 @dataclass(frozen=True)
+class Taint:
+    key: str
+    effect: str  # NoSchedule | PreferNoSchedule | NoExecute
+    value: str = ""
+    added: str = ""  # timeAdded (NoExecute taints only)
+
+
+@dataclass(frozen=True)
 class NodeInfo:
     name: str
     ready: bool
     capacity: Resources
     allocatable: Resources
     labels: dict[str, str] = field(default_factory=dict)
+    ready_status: str = ""  # the Ready condition's status: True | False | Unknown ("" when it has none)
+    ready_since: str = ""  # its lastTransitionTime
+    ready_reason: str = ""  # its reason, e.g. NodeStatusUnknown or KubeletNotReady
+    taints: tuple[Taint, ...] = ()
+    unschedulable: bool = False  # cordoned
+
+
+@dataclass(frozen=True)
+class QuotaUse:
+    """One resource of one flavor of a Kueue ClusterQueue, in the resource's base unit (CPU in cores,
+    memory in bytes, others as counts): its nominal quota (spec.resourceGroups), what workloads hold
+    reserved (status.flavorsReservation), what admitted workloads use (status.flavorsUsage), and how
+    much of that is borrowed from the cohort. A resource used but not in the spec has nominal 0."""
+
+    flavor: str
+    resource: str
+    nominal: float = 0.0
+    reserved: float = 0.0
+    used: float = 0.0
+    borrowed: float = 0.0
+
+
+@dataclass(frozen=True)
+class ClusterQueueInfo:
+    name: str
+    cohort: str = ""
+    pending: int = 0
+    reserving: int = 0
+    admitted: int = 0
+    quotas: tuple[QuotaUse, ...] = ()
+    active: str = ""  # the Active condition's status, with its reason when not True
+
+
+@dataclass(frozen=True)
+class LocalQueueInfo:
+    namespace: str
+    name: str
+    cluster_queue: str
+    pending: int = 0
+    reserving: int = 0
+    admitted: int = 0
+
+
+@dataclass(frozen=True)
+class Queues:
+    """Kueue's queues (API group kueue.x-k8s.io, at the version the cluster serves)."""
+
+    version: str
+    cluster_queues: list[ClusterQueueInfo] = field(default_factory=list)
+    local_queues: list[LocalQueueInfo] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -153,4 +211,9 @@ class Source(Protocol):
     def usage(self, selector: dict[str, str]) -> Usage | None:
         """CPU and memory in use per node, and per pod of any namespace whose labels match `selector`;
         None when the source has no resource metrics (no metrics-server, or local runs)."""
+        ...
+
+    def queues(self) -> Queues | None:
+        """Kueue's ClusterQueues and LocalQueues (all namespaces); None when Kueue is not installed
+        (the cluster serves no kueue.x-k8s.io API group)."""
         ...

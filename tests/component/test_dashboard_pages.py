@@ -306,12 +306,12 @@ def test_cluster_page_shows_capacity_requests_and_use() -> None:
     assert metrics["CPU requested by Kubeforge"] == "5 of 32 cores"
     assert metrics["CPU in use"] == "7.25 of 32 cores"  # from the metrics API, beside what is requested
     assert metrics["GPUs requested by Kubeforge"] == "0 of 1"
-    nodes = at.dataframe[0].value.iloc[0]
+    nodes = at.dataframe[1].value.iloc[0]
     assert (nodes["node"], nodes["cpu_requested"], nodes["cpu_in_use"], nodes["pods"]) == ("kf-node", "5 / 32",
                                                                                            "7.25 / 32", 5)
-    config = at.dataframe[0].proto.columns
+    config = at.dataframe[1].proto.columns
     assert "CPU requested by Kubeforge" in config and "CPU in use" in config and "CPU used" not in config
-    jobs = at.dataframe[1].value.set_index("job")
+    jobs = at.dataframe[2].value.set_index("job")
     assert jobs.loc["digits-running", "pods"] == 2 and "broken" not in jobs.index
     assert (jobs.loc["digits-running", "cpu requested"], jobs.loc["digits-running", "cpu in use"]) == ("2", "3.75")
     assert jobs.loc["digits-serving", "cpu in use"] == "n/a"
@@ -325,7 +325,36 @@ def test_cluster_page_without_a_metrics_api_says_in_use_is_not_measured() -> Non
     src.usage_now = None
     at = render(src, "cluster")
     assert {m.label: m.value for m in at.metric}["CPU in use"] == "n/a"
-    assert "In use: not measured" in seen(at) and at.dataframe[0].value.iloc[0]["cpu_in_use"] == "n/a"
+    assert "In use: not measured" in seen(at) and at.dataframe[1].value.iloc[0]["cpu_in_use"] == "n/a"
+
+
+def test_cluster_page_shows_node_status_placement_and_kueue_queues() -> None:
+    from kubeforge_dashboard.source import ClusterQueueInfo, LocalQueueInfo, NodeInfo, Queues, QuotaUse, Taint
+
+    src = w.world()
+    lost = NodeInfo("kf-node-b", False, src.node_list[0].capacity, src.node_list[0].allocatable,
+                    ready_status="Unknown", ready_since="2020-01-01T00:00:00Z", ready_reason="NodeStatusUnknown",
+                    taints=(Taint("node.kubernetes.io/unreachable", "NoExecute"),))
+    src.node_list.append(lost)
+    at = render(src, "cluster")
+    assert "1 of 2 nodes NotReady: kf-node-b" in seen(at)
+    status = at.dataframe[0].value.set_index("node")
+    assert status.loc["kf-node-b", "status"] == "🔴 NotReady" and status.index[0] == "kf-node-b"
+    assert status.loc["kf-node-b", "node-loss taints"] == "node.kubernetes.io/unreachable:NoExecute"
+    assert "TrainingJob ml/digits-running: rank 0, rank 1" in status.loc["kf-node", "jobs here"]
+    assert "Kueue is not installed" in seen(at) and src.calls["queues"] == 1
+    src.queue_state = Queues("kueue.x-k8s.io/v1beta2", [ClusterQueueInfo(
+        "team-a", "research", pending=2, admitted=1, quotas=(QuotaUse("default", "cpu", 4, 3, 3),))],
+        [LocalQueueInfo("ml", "user-queue", "team-a", pending=2, admitted=1)])
+    at = render(src, "cluster")
+    assert "1 ClusterQueues (2 workloads pending, 1 admitted) and 1 LocalQueues" in seen(at)
+    cq, quota, lq = (at.dataframe[i].value.iloc[0] for i in (3, 4, 5))
+    assert (cq["cluster queue"], cq["cohort"], cq["pending"], cq["admitted"]) == ("team-a", "research", 2, 1)
+    assert (quota["nominal quota"], quota["reserved"], quota["reserved of quota"]) == ("4", "3", 0.75)
+    assert (lq["namespace"], lq["local queue"], lq["pending"]) == ("ml", "user-queue", 2)
+    src.failures["queues"] = SourceError(ErrorKind.FORBIDDEN, "forbidden: the dashboard may not list clusterqueues")
+    at = render(src, "cluster")
+    assert "may not list clusterqueues" in seen(at) and len(at.dataframe) == 3  # the nodes still show
 
 
 def test_try_it_asks_a_real_inference_server(tmp_path: Path) -> None:

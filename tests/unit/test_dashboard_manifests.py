@@ -75,7 +75,8 @@ def test_dashboard_role_reads_what_the_pages_show_and_nothing_else() -> None:
     assert granted == {("kubeforge.dev", "trainingjobs"): READ, ("kubeforge.dev", "servingjobs"): READ,
                        ("", "pods"): READ, ("", "events"): READ, ("", "nodes"): READ, ("", "namespaces"): READ,
                        ("", "pods/log"): {"get"}, ("metrics.k8s.io", "nodes"): {"get", "list"},
-                       ("metrics.k8s.io", "pods"): {"get", "list"}}
+                       ("metrics.k8s.io", "pods"): {"get", "list"}, ("kueue.x-k8s.io", "clusterqueues"): READ,
+                       ("kueue.x-k8s.io", "localqueues"): READ}
     binding = base_docs()["ClusterRoleBinding"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kubeforge-dashboard",
                                     "namespace": "kubeforge-system"}]
