@@ -17,10 +17,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-minicp:  ## build (or reuse the cached) control-plane, metrics-server and object-store (SeaweedFS) binaries
+minicp:  ## build (or reuse the cached) control-plane, metrics-server, object-store (SeaweedFS) and Kueue binaries
 	embedded-cluster/build-minicp.sh
 	embedded-cluster/build-metrics-server.sh
 	embedded-cluster/build-seaweedfs.sh
+	embedded-cluster/build-kueue.sh
 
 helm:  ## build (or reuse the cached) helm binary from its Go module; prints its path last
 	@embedded-cluster/build-helm.sh
@@ -53,8 +54,8 @@ bench: venv minicp  ## side-by-side benchmarks -> bench/results/*.json -> docs/b
 	$(PY) bench/report.py || status=1; \
 	exit $$status
 
-cluster-up: venv minicp  ## start the embedded cluster in the background (NODES=3: three node agents); prints the ClusterIP routing line first, the admin kubeconfig path last
-	@NODES="$(NODES)" embedded-cluster/cluster-up.sh "$(CLUSTER_DIR)" "$(PY)"
+cluster-up: venv minicp  ## start the embedded cluster in the background (NODES=3: three node agents; KUEUE=1: Kueue's manager too); prints the ClusterIP routing line first, the admin kubeconfig path last
+	@NODES="$(NODES)" KUEUE="$(KUEUE)" embedded-cluster/cluster-up.sh "$(CLUSTER_DIR)" "$(PY)"
 
 cluster-down:  ## stop the embedded cluster; deletes its volumes (trained models) unless KEEP_VOLUMES=1
 	@embedded-cluster/cluster-down.sh "$(CLUSTER_DIR)"

@@ -11,7 +11,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -310,3 +310,118 @@ def wait_condition(cluster: Cluster, ns: str, name: str, ctype: str, timeout: fl
         return None
 
     return dict(wait_for(check, timeout, what=f"{ctype}{'/' + reason if reason else ''} on {ns}/{name}"))
+
+
+@dataclass(frozen=True)
+class Queues:
+    """One test's Kueue queues: a ResourceFlavor, a ClusterQueue with its quotas, and a LocalQueue in
+    `namespace` that points at it (what `queue-name` labels and Workloads' `spec.queueName` name)."""
+    flavor: str
+    cluster_queue: str
+    local_queue: str
+    namespace: str
+
+
+@dataclass
+class KueueHarness:
+    """Kueue's real manager on the session cluster (`process`: None where Kueue is installed in an
+    external cluster), with helpers for queues and Workloads (API `api_version`, Kueue's storage version)."""
+    cluster: Cluster
+    process: Any  # minicluster.kueue.Kueue | None
+    api_version: str = "kueue.x-k8s.io/v1beta2"
+    created: list[str] = field(default_factory=list)  # cluster-scoped objects to delete at the end
+
+    def path(self, plural: str, namespace: str | None = None, name: str | None = None) -> str:
+        """API path of a Kueue resource (`workloads`, `clusterqueues`, ...), a collection without `name`."""
+        ns = f"/namespaces/{namespace}" if namespace else ""
+        return f"/apis/{self.api_version}{ns}/{plural}" + (f"/{name}" if name else "")
+
+    def queues(self, namespace: str, cpu: str = "1", memory: str = "1Gi", *, extra: dict[str, str] | None = None,
+               cohort: str | None = None, preemption: Obj | None = None, prefix: str = "kf") -> Queues:
+        """A fresh ResourceFlavor, a ClusterQueue with nominal quotas `cpu`, `memory` and `extra`
+        (e.g. {"nvidia.com/gpu": "1"}) in an optional `cohort`, with an optional `preemption` policy
+        (as the ClusterQueue's spec.preemption, e.g. {"withinClusterQueue": "LowerPriority"}), and a
+        LocalQueue in `namespace`; unique names per call."""
+        suffix = uuid.uuid4().hex[:6]
+        q = Queues(f"{prefix}-flavor-{suffix}", f"{prefix}-cq-{suffix}", f"{prefix}-lq-{suffix}", namespace)
+        quotas = {"cpu": cpu, "memory": memory, **(extra or {})}
+        spec: Obj = {"namespaceSelector": {}, "resourceGroups": [{
+            "coveredResources": list(quotas), "flavors": [{"name": q.flavor, "resources": [
+                {"name": k, "nominalQuota": v} for k, v in quotas.items()]}]}]}
+        spec |= {"cohortName": cohort} if cohort else {}
+        spec |= {"preemption": preemption} if preemption else {}
+        client = self.cluster.client
+        client.create(self.path("resourceflavors"), {"apiVersion": self.api_version, "kind": "ResourceFlavor",
+                                                     "metadata": {"name": q.flavor}})
+        self.created.append(self.path("resourceflavors", name=q.flavor))
+        client.create(self.path("clusterqueues"), {"apiVersion": self.api_version, "kind": "ClusterQueue",
+                                                   "metadata": {"name": q.cluster_queue}, "spec": spec})
+        self.created.append(self.path("clusterqueues", name=q.cluster_queue))
+        client.create(self.path("localqueues", namespace), {
+            "apiVersion": self.api_version, "kind": "LocalQueue", "metadata": {"name": q.local_queue},
+            "spec": {"clusterQueue": q.cluster_queue}})
+        wait_for(lambda: self.active(self.path("clusterqueues", name=q.cluster_queue)), timeout=30,
+                 what=f"ClusterQueue {q.cluster_queue} Active")
+        wait_for(lambda: self.active(self.path("localqueues", namespace, q.local_queue)), timeout=30,
+                 what=f"LocalQueue {namespace}/{q.local_queue} Active")
+        return q
+
+    def active(self, path: str) -> bool:
+        return (condition(self.cluster.client.get(path), "Active") or {}).get("status") == "True"
+
+    def workload(self, namespace: str, name: str) -> Obj:
+        return self.cluster.client.get(self.path("workloads", namespace, name))
+
+    @staticmethod
+    def admitted(workload: Obj) -> bool:
+        """Kueue admitted it: quota reserved (status.admission) and the Admitted condition True."""
+        c = condition(workload, "Admitted")
+        return bool(workload.get("status", {}).get("admission")) and c is not None and c["status"] == "True"
+
+    def wait_admitted(self, namespace: str, name: str, timeout: float = 30) -> Obj:
+        """The Workload once Kueue admitted it."""
+        def check() -> Obj | None:
+            w = self.workload(namespace, name)
+            return w if self.admitted(w) else None
+        return dict(wait_for(check, timeout, interval=0.05, what=f"Workload {namespace}/{name} Admitted"))
+
+    def wait_pending(self, namespace: str, name: str, timeout: float = 30) -> Obj:
+        """The Workload's QuotaReserved condition once Kueue set it False (why it waits: reason, message)."""
+        def check() -> Obj | None:
+            c = condition(self.workload(namespace, name), "QuotaReserved")
+            return c if c is not None and c["status"] == "False" else None
+        return dict(wait_for(check, timeout, what=f"Workload {namespace}/{name} pending"))
+
+    def cleanup(self) -> None:
+        """Delete the ClusterQueues and ResourceFlavors `queues` made (while Kueue runs: it removes
+        their finalizers)."""
+        for path in reversed(self.created):
+            with contextlib.suppress(ApiError):
+                self.cluster.client.delete(path)
+        self.created.clear()
+
+
+@pytest.fixture(scope="session")
+def kueue(cluster: Cluster) -> Iterator[KueueHarness]:
+    """Kueue's manager, started on the session cluster the first time a test asks (built from its Go
+    module once, then reused); on an external cluster, the Kueue installed there, else a skip."""
+    from minicluster.kueue import API_VERSION, Kueue, build
+
+    if cluster.info.get("external"):
+        try:
+            cluster.client.get(f"/apis/{API_VERSION}")
+        except ApiError:
+            pytest.skip(f"Kueue ({API_VERSION}) is not installed in the cluster given with --kubeconfig")
+        harness = KueueHarness(cluster, None, API_VERSION)
+        yield harness
+        harness.cleanup()
+        return
+    process = Kueue(build(), cluster.kubeconfig, cluster.root / "kueue", cluster.root / "logs")
+    try:
+        process.start()
+    except (RuntimeError, TimeoutError) as e:
+        pytest.fail(f"Kueue's manager did not start: {e}")
+    harness = KueueHarness(cluster, process, API_VERSION)
+    yield harness
+    harness.cleanup()
+    process.stop()
