@@ -1,10 +1,11 @@
 """`python -m minicluster up --dir D`: start the control plane, the node agents (one, or `--nodes
-N`), kube-proxy (when this cluster holds the host's kube-proxy lock), metrics-server and the S3
-object store, print one JSON line with the admin kubeconfig once the cluster is ready (also written
-to `D/ready.json`, with the ClusterIP routing line `make cluster-up` prints in `D/routing.txt` and
-its object-store line in `D/objectstore.txt`), and run until SIGTERM/SIGINT, answering node
-commands (`python -m minicluster node kill|partition|heal|status NAME --dir D`, see `nodes.py`);
-then stop everything and undo what it changed on the host."""
+N`), kube-proxy (when this cluster holds the host's kube-proxy lock), metrics-server, the S3 object
+store and, with `--kueue`, Kueue's manager (see `kueue.py`); print one JSON line with the admin
+kubeconfig once the cluster is ready (also written to `D/ready.json`, with the ClusterIP routing
+line `make cluster-up` prints in `D/routing.txt` and its object-store line in `D/objectstore.txt`),
+and run until SIGTERM/SIGINT, answering node commands (`python -m minicluster node
+kill|partition|heal|status NAME --dir D`, see `nodes.py`); then stop everything and undo what it
+changed on the host."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from .clusterwide import ClusterWide
 from .containers import CgroupParents, cgroup_parents, remove_cgroup_parents
 from .controlplane import ControlPlane, free_port, rss_bytes
 from .kubeapi import KubeClient
+from .kueue import Kueue
+from .kueue import build as build_kueue
 from .metricsserver import MetricsServer
 from .network import PodNetwork
 from .objectstore import ObjectStore
@@ -72,6 +75,7 @@ def up(args: argparse.Namespace) -> int:
     binary = Path(args.binary) if args.binary else build_binary()
     ms_binary = None if args.no_metrics_server else build_binary("build-metrics-server.sh")
     store_binary = None if args.no_object_store else build_binary("build-seaweedfs.sh")
+    kueue_binary = build_kueue() if args.kueue else None
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -86,6 +90,7 @@ def up(args: argparse.Namespace) -> int:
         ms_binary, cp.kubeconfig("metrics-server"), cp.identities["metrics-server"].user, cp.ca,
         root / "metrics-server", cp.logs, network.gateway, free_port())
     store = None if store_binary is None else ObjectStore(store_binary, root, cp.logs, network.gateway)
+    queues = None if kueue_binary is None else Kueue(kueue_binary, cp.kubeconfig("admin"), root / "kueue", cp.logs)
     admin: KubeClient | None = None
     try:
         network.up()
@@ -93,6 +98,7 @@ def up(args: argparse.Namespace) -> int:
         cp.start()
         admin = KubeClient.from_kubeconfig(cp.kubeconfig("admin"))
         ms_started = _Background(lambda: metrics.start(admin) if metrics and admin else None)
+        kueue_started = _Background(lambda: queues.start() if queues else None)
         cgroups = cgroup_parents(f"kubeforge-{network.bridge}")
         wide = ClusterWide(admin, network.gateway, root / "node" / "volumes")
         wide.start()
@@ -102,11 +108,14 @@ def up(args: argparse.Namespace) -> int:
             agent.set_api_endpoint(*((KUBERNETES_SERVICE_IP, 443) if proxy.enabled else (network.gateway, cp.api_port)))
         ms_started.result()
         store_started.result()
-        procs = {"kube-proxy": proxy.proc, "metrics-server": metrics.proc if metrics else None}
+        kueue_started.result()
+        procs = {"kube-proxy": proxy.proc, "metrics-server": metrics.proc if metrics else None,
+                 "kueue": queues.proc if queues else None}
         addons = {name: p.pid for name, p in procs.items() if p is not None}
         info = {"ready": True, "seconds": round(time.monotonic() - t0, 1), **cp.describe(),
                 "addonPids": addons, "bridge": network.bridge, "podCIDR": str(network.net), "gateway": network.gateway,
                 "nodeCpus": cpu, "kubeProxy": proxy.describe(), "metricsServer": metrics is not None,
+                "kueue": queues.describe() if queues else None,
                 "nodes": [{"name": s.name, "podCIDR": s.pod_cidr} for s in specs],
                 "nodeGracePeriodSeconds": beat.grace_seconds, "pid": os.getpid(),
                 "controlPlaneRssBytes": cp.rss_bytes(),
@@ -117,15 +126,17 @@ def up(args: argparse.Namespace) -> int:
             nodes.serve(root, handle)
         return 0
     finally:
-        _stop(store, lambda: metrics.stop(admin) if metrics is not None and admin is not None else None, proxy,
-              list(agents.values()), wide, network, cgroups, cp)
+        _stop(store, queues, lambda: metrics.stop(admin) if metrics is not None and admin is not None else None,
+              proxy, list(agents.values()), wide, network, cgroups, cp)
 
 
-def _stop(store: ObjectStore | None, stop_metrics: Callable[[], object], proxy: ServiceProxy, agents: list[NodeAgent],
-          wide: ClusterWide | None, network: PodNetwork, cgroups: CgroupParents | None, cp: ControlPlane) -> None:
+def _stop(store: ObjectStore | None, queues: Kueue | None, stop_metrics: Callable[[], object], proxy: ServiceProxy,
+          agents: list[NodeAgent], wide: ClusterWide | None, network: PodNetwork, cgroups: CgroupParents | None,
+          cp: ControlPlane) -> None:
     """Stop what `up` started, last started first; the object store stops beside the rest: it takes a
     few seconds, and nothing here needs it."""
     store_stopped = _Background(lambda: _timed("object store", store.stop) if store is not None else None)
+    _timed("kueue", queues.stop if queues is not None else lambda: None)
     _timed("metrics-server", stop_metrics)
     _timed("kube-proxy", proxy.stop)
     _timed("node agents", lambda: _stop_agents(agents))
@@ -253,6 +264,8 @@ def main() -> int:
     p.add_argument("--no-kube-proxy", action="store_true", help="no ClusterIP routing (leave the host alone)")
     p.add_argument("--no-metrics-server", action="store_true", help="no resource metrics (kubectl top, HPA)")
     p.add_argument("--no-object-store", action="store_true", help="no S3-compatible object store")
+    p.add_argument("--kueue", action="store_true", help=(
+        "also run Kueue's manager (built from its Go module once; its CRDs applied) for queued admission"))
     p.add_argument("--nodes", type=int, default=1, help=(
         "node agents (default 1: node kf-node; several: kf-node-1...kf-node-N, a /24 pod range each)"))
     p.add_argument("--node-cpus", action="append", default=[], metavar="NODE=CPUS",

@@ -48,15 +48,17 @@ class RunningCluster:
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def start_cluster(gpus: int = 0, timeout: float = 3600, extra: tuple[str, ...] = (), nodes: int = 1) -> RunningCluster:
+def start_cluster(gpus: int = 0, timeout: float = 3600, extra: tuple[str, ...] = (), nodes: int = 1,
+                  kueue: bool = False) -> RunningCluster:
     """`timeout` covers a cold build of the control plane. The cluster claims a free bridge and pod
     range itself; `nodes` node agents run in it (`RunningCluster.node` kills, partitions and heals
-    one); `extra` passes more `minicluster up` flags (e.g. `--no-kube-proxy`, `--node-label ...`)."""
+    one); `kueue` runs Kueue's manager in it too (`--kueue`); `extra` passes more `minicluster up`
+    flags (e.g. `--no-kube-proxy`, `--node-label ...`)."""
     root = Path(tempfile.mkdtemp(prefix="kubeforge-cluster-"))
     with (root / "minicluster.log").open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "minicluster", "up", "--dir", str(root), "--gpus", str(gpus),
-             *(["--nodes", str(nodes)] if nodes != 1 else []), *extra],
+             *(["--nodes", str(nodes)] if nodes != 1 else []), *(["--kueue"] if kueue else []), *extra],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     ready = root / "ready.json"
     deadline = time.monotonic() + timeout
