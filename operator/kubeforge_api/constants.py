@@ -23,6 +23,9 @@ LABEL_OWNER_UID: Final = "kubeforge.dev/owner-uid"  # on grandchildren (a Deploy
 ANNOTATION_SPEC_HASH: Final = "kubeforge.dev/spec-hash"  # of the rendered child: an update only when it changes
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "kubeforge-operator"
+# Kueue's job labels: the LocalQueue a job waits in, and the WorkloadPriorityClass that orders it.
+LABEL_KUEUE_QUEUE: Final = "kueue.x-k8s.io/queue-name"
+LABEL_KUEUE_PRIORITY: Final = "kueue.x-k8s.io/priority-class"
 
 ROLE_NODE: Final = "node"
 ROLE_PS: Final = "ps"
@@ -85,6 +88,7 @@ class ConditionType(StrEnum):
     SUSPENDED = "Suspended"
     COMPRESSED = "Compressed"
     PUBLISHED = "Published"
+    QUEUED = "Queued"  # waiting for Kueue to admit the job's Workload
 
 
 class State(StrEnum):
@@ -97,6 +101,7 @@ class State(StrEnum):
     COMPRESSING = "Compressing"
     PUBLISHING = "Publishing"
     SUSPENDED = "Suspended"
+    QUEUED = "Queued"  # waiting for Kueue to admit it
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     INTERRUPTED = "Interrupted"  # local runs only: stopped by Ctrl-C or SIGTERM
@@ -134,6 +139,10 @@ class Reason(StrEnum):
     NAME_CONFLICT = "NameConflict"  # a child's name is taken by an object this job does not own
     PROGRESS_ENDPOINT_MISBEHAVING = "ProgressEndpointMisbehaving"  # Warning Event only: rank 0's endpoint
     POD_POLICY_VIOLATION = "PodPolicyViolation"  # spec.podTemplate asks for what the operator's settings forbid
+    ADMITTED = "Admitted"  # Kueue admitted the job's Workload
+    EVICTED = "Evicted"  # Kueue evicted the Workload (preemption, quota reclaim...): a disruption
+    KUEUE_NOT_INSTALLED = "KueueNotInstalled"  # the job names a queue but Kueue's Workload API is not served
+    PRIORITY_CLASS_NOT_FOUND = "WorkloadPriorityClassNotFound"
     RECONCILE_ERROR = "ReconcileError"  # on the kind-neutral Reconciled condition: the operator's pass crashes
 
 

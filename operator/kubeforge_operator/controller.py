@@ -1,8 +1,9 @@
 """The one controller core, the same for every kind. Watch events only update caches and queue the
 object's key; a worker then runs one level-based pass: gather the cached object and the children
 it owns, let the kind probe what it needs, `decide` (pure, the kind's), and `apply` the plan:
-status first (guarded by resourceVersion), then deletes, creates and events. Passes for one
-object never overlap; an unchanged world gives a plan with no writes.
+status first (guarded by resourceVersion), then deletes, children's status writes (e.g. a queue's
+admission given back), creates and events. Passes for one object never overlap; an unchanged world
+gives a plan with no writes.
 
 A kind plugs in with a `Kind`: its name, the child kinds it owns, the cluster-scoped kinds it relates
 to (cached in the form the kind projects them to; a change of that form queues every object), a pure
@@ -432,6 +433,8 @@ class Controller:
             metrics.count_transition(self.kind.kind, ns, old, plan.status)
             self._log_transition(key, old, plan.status)
         await asyncio.gather(*(self.kube.delete_child(ns, c.kind, c.name, c.uid, c.force) for c in plan.delete))
+        await asyncio.gather(*(self.kube.patch_status(self.kube.child_path(w.kind, ns, w.name), w.status,
+                                                      w.resource_version) for w in plan.child_status))
         # What pods depend on (a Service for their rendezvous) first: pods are created only if none was refused,
         # so a gang never starts against an object that is not its own.
         refused = len(self.refusals.get(key, ()))

@@ -29,6 +29,7 @@ MAX_PROGRESS_BYTES = 64 * 1024
 MAX_METRICS_BYTES = 512 * 1024  # a language-model server's /metrics is about 27 KiB
 POD_TIMEOUT_S = 2.0  # a whole request to a pod (progress, metrics)
 KEEPALIVE_S = 90.0  # idle connections kept (client-go's idle timeout): a burst after a lull needs no new TLS handshakes
+KUEUE_API = "kueue.x-k8s.io/v1beta2"  # the version Kueue v0.17 serves and stores
 # kind -> (API prefix, plural) for every child kind the operator creates.
 RESOURCES: dict[str, tuple[str, str]] = {
     "Pod": ("/api/v1", "pods"),
@@ -36,8 +37,11 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "Deployment": ("/apis/apps/v1", "deployments"),
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
+    "Workload": (f"/apis/{KUEUE_API}", "workloads"),
 }
-CLUSTER_RESOURCES: dict[str, str] = {"Node": "/api/v1/nodes"}
+CLUSTER_RESOURCES: dict[str, str] = {"Node": "/api/v1/nodes",
+                                     "ResourceFlavor": f"/apis/{KUEUE_API}/resourceflavors",
+                                     "WorkloadPriorityClass": f"/apis/{KUEUE_API}/workloadpriorityclasses"}
 
 
 @dataclass(frozen=True)
@@ -218,6 +222,16 @@ class Kube:
     async def list_cluster(self, kind: str) -> list[Obj]:
         """Every object of a cluster-scoped `kind` (e.g. Node)."""
         return list((await self.request("GET", CLUSTER_RESOURCES[kind]))["items"])
+
+    async def serves(self, group_version: str, plural: str) -> bool:
+        """Whether the API server serves `plural` in `group_version` (discovery; e.g. whether Kueue is installed)."""
+        try:
+            reply = await self.request("GET", f"/apis/{group_version}")
+        except ApiError as e:
+            if e.status == 404:
+                return False
+            raise
+        return any(r.get("name") == plural for r in reply.get("resources") or [])
 
     async def create(self, obj: Obj) -> bool:
         """Create `obj`; False when it already exists (deterministic names make that safe)."""

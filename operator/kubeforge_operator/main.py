@@ -25,9 +25,10 @@ from prometheus_client import start_http_server
 
 from . import fastjson
 from .controller import Controller, PostEvent
-from .kube import Kube, kopf_session
+from .kube import KUEUE_API, Kube, kopf_session
 from .leader import LeaderElector
 from .plan import Obj
+from .render.workload import KUEUE_GROUP
 from .servingjob.kind import ServingJobKind, referenced_jobs
 from .settings import Settings
 from .trainingjob.kind import TrainingJobKind
@@ -113,7 +114,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         start_http_server(cfg.metrics_port, addr="0.0.0.0")
     kube = Kube(lambda: connect(settings))
     memo["kopf_context"] = {}
-    training = Controller(TrainingJobKind(cfg.policy()), kube, event_poster(memo), cfg.workers,
+    kueue = cfg.kueue if cfg.kueue is not None else await kube.serves(KUEUE_API, "workloads")
+    logging.getLogger("kubeforge.kueue").info("Kueue's Workload API %s is %s: queued TrainingJobs %s", KUEUE_API,
+                                              "served" if kueue else "not served", "run when admitted" if kueue
+                                              else "wait (KueueNotInstalled)")
+    training = Controller(TrainingJobKind(cfg.policy(kueue)), kube, event_poster(memo), cfg.workers,
                           denied_namespaces=frozenset(cfg.denied_namespaces))
     serving = Controller(ServingJobKind(cfg.serving_policy(), training.objs.get), kube,
                          event_poster(memo), cfg.workers, denied_namespaces=frozenset(cfg.denied_namespaces))
@@ -181,13 +186,22 @@ async def _child_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         controller.on_child(event["type"], event["object"])
 
 
-async def _related_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    for controller in memo["controllers"].values():
-        controller.on_related(event["type"], {"kind": "Node", **event["object"]})
+def _related_handler(kind: str) -> Any:
+    async def _related_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        for controller in memo["controllers"].values():
+            controller.on_related(event["type"], {"kind": kind, **event["object"]})
+
+    return _related_event
 
 
-kopf.on.event("v1", "nodes")(_related_event)
+# Kueue's kinds are watched only where its CRDs exist (kopf serves no resource the API server lacks);
+# a controller caches them only when its kind relates to them, i.e. when Kueue was detected at start.
+RELATED_RESOURCES = ((("v1", "nodes"), "Node"), ((KUEUE_GROUP, "v1beta2", "resourceflavors"), "ResourceFlavor"),
+                     ((KUEUE_GROUP, "v1beta2", "workloadpriorityclasses"), "WorkloadPriorityClass"))
+for _related, _kind in RELATED_RESOURCES:
+    kopf.on.event(*_related)(_related_handler(_kind))
 CHILD_RESOURCES = (("v1", "pods"), ("v1", "services"), ("apps", "v1", "deployments"),
-                   ("autoscaling", "v2", "horizontalpodautoscalers"), ("policy", "v1", "poddisruptionbudgets"))
+                   ("autoscaling", "v2", "horizontalpodautoscalers"), ("policy", "v1", "poddisruptionbudgets"),
+                   (KUEUE_GROUP, "v1beta2", "workloads"))
 for _resource in CHILD_RESOURCES:
     kopf.on.event(*_resource, labels=MANAGED)(_child_event)

@@ -61,6 +61,17 @@ class ChildRef:
     force: bool = False  # gracePeriodSeconds 0: for a pod on a lost, fenced node that nobody will stop
 
 
+@dataclass(frozen=True)
+class StatusWrite:
+    """A merge patch of a child's status subresource (e.g. a queue's admission given back), guarded by
+    the resourceVersion the pass saw: a child changed since is looked at again, not overwritten."""
+
+    kind: str
+    name: str
+    resource_version: str
+    status: Obj
+
+
 @dataclass
 class Plan:
     """The next status and the actions that get there; an unchanged world gives no writes."""
@@ -69,6 +80,7 @@ class Plan:
     create: list[Obj] = field(default_factory=list)
     update: list[Obj] = field(default_factory=list)  # children whose rendered form changed (applied)
     delete: list[ChildRef] = field(default_factory=list)
+    child_status: list[StatusWrite] = field(default_factory=list)  # after the deletes
     delete_self: bool = False
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None

@@ -22,6 +22,9 @@ class Settings(BaseSettings):
         "never act on objects in these namespaces, whatever a user creates there"))
     restart_backoff_seconds: float = Field(default=10.0, gt=0, description="first gang-restart delay; doubles")
     restart_backoff_max_seconds: float = Field(default=300.0, gt=0)
+    node_fence_seconds: float = Field(default=0.0, ge=0, le=3600, description=(
+        "how long a node must have been lost (NotReady or tainted unreachable) before the pods of older attempts on "
+        "it are force-deleted; 0: at once, the node lifecycle controller's grace has already passed"))
     metrics_port: int = Field(default=8080, ge=0, le=65535, description="0 disables the metrics server")
     liveness_port: int = Field(default=8081, ge=0, le=65535)
     workers: int = Field(default=32, ge=1, le=256, description=(
@@ -41,6 +44,9 @@ class Settings(BaseSettings):
     autoscaling_sync_seconds: float = Field(default=5.0, gt=0, le=600, description=(
         "how often the servers' load is read and the replica count decided while a ServingJob autoscales on a "
         "server metric (waitingRequests, kvCacheUsage)"))
+    kueue: bool | None = Field(default=None, description=(
+        "whether TrainingJobs labelled kueue.x-k8s.io/queue-name are queued by Kueue; unset = detected once at start "
+        "(the API server serves Kueue's Workload API, kueue.x-k8s.io/v1beta2)"))
     # What job authors may put into pods (kubeforge_operator.podpolicy); a violation fails the job.
     allowed_priority_classes: list[str] = Field(default_factory=list, description="PriorityClasses pods may name")
     allowed_toleration_keys: list[str] = Field(default_factory=lambda: list(DEFAULT_TOLERATION_KEYS))
@@ -49,12 +55,12 @@ class Settings(BaseSettings):
     allowed_label_keys: list[str] = Field(default_factory=list, description=(
         "pod label keys a job may set; empty = any key outside the reserved domains"))
 
-    def policy(self) -> Config:
-        """The part of the settings a TrainingJob decision depends on."""
+    def policy(self, kueue: bool = False) -> Config:
+        """The part of the settings a TrainingJob decision depends on (`kueue`: whether Kueue is installed)."""
         return Config(self.trainer_image, self.shm_size, self.restart_backoff_seconds,
                       self.restart_backoff_max_seconds, self.progress_interval_seconds,
                       progress_warning_interval_seconds=self.progress_warning_interval_seconds,
-                      pod_policy=self.pod_policy())
+                      pod_policy=self.pod_policy(), kueue=kueue)
 
     def serving_policy(self) -> ServingConfig:
         """The part of the settings a ServingJob decision (and its probe) depends on."""

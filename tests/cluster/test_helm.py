@@ -126,9 +126,10 @@ def test_a_namespaced_install_grants_roles_only_in_the_watched_namespaces(helm_b
     docs = template(helm_bin, "--set=watchNamespaces={team-a,team-b}")
     roles = [r for r in of_kind(docs, "Role") if r["metadata"]["name"] == SA]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
-    [cluster_role] = of_kind(docs, "ClusterRole")  # cluster-scoped reads only: CRDs, and Nodes for node loss
-    assert [(r["resources"], r["verbs"]) for r in cluster_role["rules"]] == [
-        (["customresourcedefinitions"], ["get", "list", "watch"]), (["nodes"], ["get", "list", "watch"])]
+    [cluster_role] = of_kind(docs, "ClusterRole")  # cluster-scoped reads only: CRDs, Nodes (node loss), Kueue's
+    assert [(r["resources"], r["verbs"]) for r in cluster_role["rules"]] == [  # flavors and priority classes
+        (["customresourcedefinitions"], ["get", "list", "watch"]), (["nodes"], ["get", "list", "watch"]),
+        (["resourceflavors", "workloadpriorityclasses"], ["get", "list", "watch"])]
     env = {e["name"]: e.get("value") for e in of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
            ["containers"][0]["env"]}
     assert json.loads(env["KUBEFORGE_NAMESPACES"]) == ["team-a", "team-b"]

@@ -33,6 +33,7 @@ class Config:
     backoff_max_seconds: float = 300.0
     progress_interval_seconds: float = 5.0
     progress_warning_interval_seconds: float = 300.0  # at most one Warning per job for a misbehaving endpoint
+    kueue: bool = False  # whether the cluster serves Kueue's Workload API (jobs may then be queued)
     node_fence_seconds: float = 0.0  # how long a node is lost before its pods of older attempts are force-deleted
     # None: no allow-lists (local runs, where pods are processes)
     pod_policy: PodPolicy | None = field(default_factory=PodPolicy)

@@ -31,7 +31,7 @@ def old_attempt_gone(p: Pass) -> bool:
 def backoff_elapsed(p: Pass) -> bool:
     last = p.status.get("lastFailure") or {}
     failed_at = last.get("time")
-    if not p.restarts or not failed_at or last.get("reason") == Reason.NODE_LOST:  # the node, not the job, failed
+    if not p.restarts or not failed_at or last.get("reason") in (Reason.NODE_LOST, Reason.EVICTED):  # not the job
         return False
     resume_at = parse_ts(failed_at) + timedelta(seconds=backoff(max(p.restarts - p.disruptions, 1), p.cfg))
     if p.now >= resume_at:

@@ -23,6 +23,7 @@ from .nodes import node_lost
 from .pod_policy import pod_policy_violated
 from .progress import record_progress
 from .publish import publishing
+from .queueing import place_admitted, queued, workload_finished
 from .refused import create_refused
 from .running import running_or_why_not
 from .success import succeeded
@@ -32,10 +33,12 @@ from .validate import invalid_spec
 Step = Callable[[Pass], bool]
 STEPS: tuple[Step, ...] = (
     invalid_spec,  # nothing else can be read from a spec the models reject
+    workload_finished,  # a queued job that ended marks its Kueue Workload Finished (quota released)
     finished,  # a terminal job only tidies up and expires; no step below may change it
     suspended,  # a suspended job holds no pods, whatever its pods say
     pod_policy_violated,  # pods the operator's settings forbid are never created
     create_refused,  # what the API server refused to create, it will refuse again: fail with its words
+    queued,  # a job in a Kueue queue runs only while its Workload is admitted; an eviction stops it
     active_deadline,  # the deadline outranks failures and progress
     node_lost,  # a member on a lost node restarts the gang, whatever its peers report
     failed_or_restarting,  # the earliest failure decides before anything counts as success
@@ -46,6 +49,7 @@ STEPS: tuple[Step, ...] = (
     old_attempt_gone,  # never two live pods for one rank: the old attempt goes first
     backoff_elapsed,  # wait out the restart back-off
     create_missing,  # create the Service and pods that are missing
+    place_admitted,  # pods of a queued job go on the ResourceFlavors Kueue admitted them to
     running_or_why_not,  # Running, or why not (and the startup deadline)
 )
 EVENTS = EventRule(

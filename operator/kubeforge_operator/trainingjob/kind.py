@@ -2,7 +2,8 @@
 progress probe (rank 0's endpoint, asked at most once per interval whatever events arrive). An
 endpoint that misbehaves (a redirect, a compressed or oversized body, not a progress document)
 gets a Warning Event at most once per job per `progress_warning_interval_seconds`; the job keeps
-reconciling, its progress just is not read from there."""
+reconciling, its progress just is not read from there. Where Kueue is installed, a job also owns its
+Workload and relates to ResourceFlavors and WorkloadPriorityClasses (trainingjob.queueing)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from kubeforge_api.contracts import ProgressDoc
 from ..kube import Kube, Misbehaved
 from ..observe import PodView, view
 from ..plan import Obj, Plan, World
+from ..render.workload import project_flavor, project_priority_class
 from .context import Config, ProgressProbe
 from .decide import decide
 from .nodes import project_node
@@ -39,11 +41,17 @@ class TrainingJobKind:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+        if cfg.kueue:  # Kueue is installed: queued jobs own a Workload and read flavors and priorities
+            self.child_kinds = (*self.child_kinds, "Workload")
+            self.related_kinds = (*self.related_kinds, "ResourceFlavor", "WorkloadPriorityClass")
         self.polled: dict[Key, tuple[float, ProgressDoc | None]] = {}
         self.warned: dict[Key, float] = {}
 
     def related(self, kind: str, obj: Obj) -> Obj | None:
-        return project_node(obj) if kind == "Node" else None
+        projections = {"Node": project_node, "ResourceFlavor": project_flavor,
+                       "WorkloadPriorityClass": project_priority_class}
+        project = projections.get(kind)
+        return project(obj) if project else None
 
     def decide(self, world: World) -> Plan:
         return decide(world, self.cfg)
