@@ -50,6 +50,8 @@ class Env(StrEnum):
     RDZV_ENDPOINT = "PET_RDZV_ENDPOINT"
     RDZV_ID = "PET_RDZV_ID"
     MAX_RESTARTS = "PET_MAX_RESTARTS"
+    RDZV_CONF = "PET_RDZV_CONF"  # elastic: c10d's timeouts and which agent hosts the store
+    LOCAL_ADDR = "PET_LOCAL_ADDR"  # elastic: the pod's DNS name, which orders agents (node rank 0 first)
     JOB_NAME = "KUBEFORGE_JOB_NAME"
     JOB_NAMESPACE = "KUBEFORGE_JOB_NAMESPACE"
     JOB_UID = "KUBEFORGE_JOB_UID"
@@ -121,6 +123,7 @@ class Reason(StrEnum):
     EXIT_CODE = "ExitCode"
     DISRUPTED = "Disrupted"
     NODE_LOST = "NodeLost"
+    RESIZED = "Resized"  # an elastic job trains on fewer workers than spec.nodes (no gang restart)
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     STARTUP_DEADLINE_EXCEEDED = "StartupDeadlineExceeded"
     BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"

@@ -43,6 +43,10 @@ PUBLISH_COMMAND = ["python", "-m", "kubeforge_trainer.publish"]
 OUTPUT_DIR = f"{STORAGE_MOUNT}/artifact"
 COMPRESS_COMMAND = ["python", "-m", "kubeforge_trainer", "compress"]
 GPU_RESOURCE = "nvidia.com/gpu"
+# Elastic rendezvous: a resize waits 1 s for late joiners (torchrun's default last call, 30 s, would add
+# half a minute to every resize); an attempt's pods have 5 minutes to reach minNodes.
+RDZV_LAST_CALL_SECONDS = 1
+RDZV_JOIN_TIMEOUT_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,15 @@ def render_service(job: ObjectRef) -> Obj:
     }
 
 
+def rendezvous_conf(member: Member) -> str:
+    """torchrun's `--rdzv-conf` for an elastic member: short last call, bounded join, and node rank 0's
+    agent hosts the c10d store at the rendezvous endpoint (its own DNS name; no hostname guessing).
+    Agents rank by their `--local-addr` (the pod's DNS name), so node rank 0 is global rank 0."""
+    host = "true" if member.role == ROLE_NODE and member.rank == 0 else "false"
+    return (f"join_timeout={RDZV_JOIN_TIMEOUT_SECONDS},last_call_timeout={RDZV_LAST_CALL_SECONDS},"
+            f"close_timeout=10,is_host={host}")
+
+
 def _env(job: ObjectRef, spec: TrainingJobSpec, member: Member, attempt: int) -> list[Obj]:
     world_nodes = spec.nodes + spec.parameter_servers
     gpu = spec.resources.gpus > 0
@@ -119,6 +132,8 @@ def _env(job: ObjectRef, spec: TrainingJobSpec, member: Member, attempt: int) ->
         env[Env.RDZV_ENDPOINT] = f"{master_addr(job)}:{RENDEZVOUS_PORT}"
         env[Env.RDZV_ID] = f"{job.uid}-{attempt}"  # an old attempt's rank can never join this one's rendezvous
         env[Env.MAX_RESTARTS] = str(spec.elastic.max_restarts)
+        env[Env.RDZV_CONF] = rendezvous_conf(member)
+        env[Env.LOCAL_ADDR] = pod_address(job, member.role, member.rank)
     if spec.command is not None and member.role == ROLE_NODE and member.rank == 0:
         env[Env.OUTPUT_DIR] = OUTPUT_DIR
     if spec.strategy == Strategy.PARAMETER_SERVER:

@@ -1,7 +1,8 @@
 """Step: the earliest failure of the current attempt decides (later ones are usually peers reacting
 to it): a permanent one fails the job, a retryable one restarts the whole gang until
 `backoffLimit` counted failures, a disruption (eviction, preemption, deletion) restarts it
-without counting. The exit-code table (kubeforge_api.exitcodes) draws the lines."""
+without counting. The exit-code table (kubeforge_api.exitcodes) draws the lines. The workers an
+elastic job rides out (elastic.py) are no failure."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ..observe import Failure
 from ..plan import ts
 from ..render.trainingjob import members, pod_name
 from .context import Pass
+from .elastic import riding_out
 
 OOM_ADVICE = "it ran out of memory: raise spec.resources.limits.memory or lower the batch size"
 
@@ -36,7 +38,8 @@ def root_failure(p: Pass) -> tuple[Failure, FailureClass] | None:
     """The earliest failure among the current attempt's pods, including pods that vanished."""
     now = ts(p.now)
     found: list[tuple[str, Failure, FailureClass]] = []
-    for v in p.current:
+    riding = riding_out(p)
+    for v in (v for v in p.current if v.name not in riding):
         if v.failure is not None:
             found.append((v.failure.time or now, v.failure, classify(v.failure.exit_code, v.failure.reason,
                                                                      v.disrupted)))
@@ -45,7 +48,7 @@ def root_failure(p: Pass) -> tuple[Failure, FailureClass] | None:
             found.append((now, Failure(v.name, "", 0, reason, "the pod was evicted, preempted or deleted", now),
                           FailureClass.DISRUPTION))
     if any(v.phase != "Pending" for v in p.current):  # once started, a missing pod is a lost pod
-        for name in sorted(_gang_names(p, p.spec) - {v.name for v in p.current} - p.expected):
+        for name in sorted(_gang_names(p, p.spec) - {v.name for v in p.current} - p.expected - riding):
             found.append((now, Failure(name, "", 0, Reason.POD_DELETED, "the pod disappeared", now),
                           FailureClass.DISRUPTION))
     if not found:

@@ -3,7 +3,9 @@ the gang as a disruption (`NodeLost`, not counted against `backoffLimit`, an Eve
 node); it outranks whatever its peers reported, as their failures follow from it. Pods of an older
 attempt on a lost node are force-deleted once the node is fenced: lost for `node_fence_seconds`
 and the newer attempt recorded in status (the core writes status before any delete). Nothing
-stops their processes then; the attempt number, the fencing token, keeps their writes out."""
+stops their processes then; the attempt number, the fencing token, keeps their writes out.
+An elastic job rides out the loss of a worker other than node rank 0 while `minNodes` still run
+(see elastic.py): that pod alone is deleted and recreated, no gang restart."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from kubeforge_api.exitcodes import FailureClass
 from ..observe import Failure, PodView
 from ..plan import ChildRef, Event, Obj, parse_ts, ts
 from .context import Pass
+from .elastic import riding_out, shrink
 from .failures import restart
 
 LOST_TAINTS = ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
@@ -69,6 +72,9 @@ def force_fenced(p: Pass) -> None:
 def node_lost(p: Pass) -> bool:
     victims = [v for v in p.current if not v.finished and lost(p, v.node)]
     if not victims:
+        return False
+    if {v.name for v in victims} <= riding_out(p):  # elastic: the survivors re-rendezvous without it
+        shrink(p, victims)
         return False
     v = victims[0]
     node = lost(p, v.node)

@@ -1,6 +1,7 @@
 """Step, the last: either every pod of the attempt runs (`Running`), or the status says why not,
 with the most actionable reason any pod gives (Unschedulable before ImagePullBackOff before ...),
-and the startup deadline is checked."""
+and the startup deadline is checked. An elastic job runs (`Resized`) on fewer workers than
+`spec.nodes` while node rank 0 and `minNodes` of them run."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from ..observe import WAITING
 from ..render.trainingjob import members
 from .context import Pass
 from .deadlines import startup_deadline
+from .elastic import running_elastic
 
 # Preference when several pods say why they are not running: the most actionable first.
 BLOCKED_ORDER = [Reason.UNSCHEDULABLE, Reason.IMAGE_PULL_BACKOFF, Reason.CONFIG_ERROR, Reason.CRASH_LOOP_BACKOFF,
@@ -33,6 +35,12 @@ def _still_true(p: Pass, reason: str, message: str, blocked: list[tuple[str, str
 
 
 def running_or_why_not(p: Pass) -> bool:
+    resized = running_elastic(p)
+    if resized is not None:  # an elastic job trains on with fewer workers while the rest wait
+        p.set(ConditionType.RUNNING, True, Reason.RESIZED, resized)
+        p.status["state"], p.status["reason"] = State.RUNNING, Reason.RESIZED
+        p.plan.requeue(p.cfg.progress_interval_seconds)
+        return True
     if _all_running(p):
         n = len(p.current)
         p.set(ConditionType.RUNNING, True, Reason.ALL_RUNNING, f"all {n} pods are running")

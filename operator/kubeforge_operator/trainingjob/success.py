@@ -9,6 +9,7 @@ from kubeforge_api.contracts import TrainingResult
 from kubeforge_api.trainingjob import Artifact
 
 from .context import Pass
+from .elastic import rank0_name
 from .progress import apply_progress
 
 
@@ -25,8 +26,12 @@ def record_result(p: Pass, result: TrainingResult) -> None:
 
 
 def workers_done(p: Pass) -> bool:
-    """Every worker pod of the current attempt succeeded."""
+    """Every worker pod of the current attempt succeeded (an elastic job: node rank 0 did, and no
+    other worker still runs; one waiting to scale out never joins a finished run)."""
     workers = [v for v in p.current if v.role == ROLE_NODE]
+    if p.spec.elastic is not None:
+        return any(v.name == rank0_name(p) and v.phase == "Succeeded" for v in workers) and \
+            not any(v.running for v in workers)
     return len(workers) == p.spec.nodes and all(v.phase == "Succeeded" for v in workers)
 
 
@@ -41,6 +46,7 @@ def succeeded(p: Pass) -> bool:
     if not workers_done(p):
         return False
     record_rank0(p)
-    p.terminal(ConditionType.SUCCEEDED, Reason.COMPLETED, f"all {p.spec.nodes} worker pods succeeded")
+    done = sum(v.role == ROLE_NODE and v.phase == "Succeeded" for v in p.current)
+    p.terminal(ConditionType.SUCCEEDED, Reason.COMPLETED, f"all {done} worker pods succeeded")
     p.cleanup(p.policy.clean_pod_policy)
     return True

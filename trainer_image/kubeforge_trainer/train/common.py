@@ -118,10 +118,14 @@ def make_optimizer(recipe: Recipe, params: Any) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=recipe.learning_rate, weight_decay=0.01)
 
 
-def steps_plan(recipe: Recipe, data: Data, world_size: int) -> tuple[int, int]:
-    """(steps per epoch, total steps); the global batch must split evenly over ranks and micro-batches."""
+def steps_plan(recipe: Recipe, data: Data, world_size: int, elastic: bool = False) -> tuple[int, int]:
+    """(steps per epoch, total steps); the global batch must split evenly over ranks and micro-batches
+    (elastic: the world size changes, so it need only give each rank a sample per micro-batch)."""
     per_rank, rem = divmod(recipe.batch_size, world_size)
-    if rem or per_rank % recipe.gradient_accumulation:
+    if elastic and per_rank < recipe.gradient_accumulation:
+        raise ConfigError(f"recipe.batchSize={recipe.batch_size} is too small for {world_size} ranks "
+                          f"x gradientAccumulation={recipe.gradient_accumulation}")
+    if not elastic and (rem or per_rank % recipe.gradient_accumulation):
         raise ConfigError(f"recipe.batchSize={recipe.batch_size} must be divisible by the {world_size} ranks "
                           f"x gradientAccumulation={recipe.gradient_accumulation}")
     steps_per_epoch = len(data.x_train) // recipe.batch_size
@@ -187,9 +191,7 @@ def evaluate(model: nn.Module, data: Data, recipe: Recipe, device: torch.device 
 
 
 def micro_batches(x: torch.Tensor, y: torch.Tensor, n: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    size = len(x) // n
-    for i in range(n):
-        yield x[i * size : (i + 1) * size], y[i * size : (i + 1) * size]
+    yield from zip(torch.tensor_split(x, n), torch.tensor_split(y, n), strict=True)
 
 
 def say(line: str) -> None:

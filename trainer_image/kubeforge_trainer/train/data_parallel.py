@@ -25,17 +25,16 @@ from .common import (
     barrier,
     evaluate,
     finish,
-    global_batch,
     make_optimizer,
     micro_batches,
     optimizer_from_tensors,
     optimizer_to_tensors,
     schedule,
     seed_all,
-    shard,
     steps_plan,
 )
 from .ring import use_rings
+from .sampler import Sampler, loss_weight, rank_slice
 from .shards import LocalShards, clip_local
 
 
@@ -113,7 +112,8 @@ def train(ctx: JobContext, world: World, reporter: ProgressReporter | None) -> d
     model = wrap_model(build(arch), strategy, world, recipe.bucket_cap_mb, device)
     shards = LocalShards(model.parameters()) if sharded else None  # the step runs on local shards
     opt = make_optimizer(recipe, shards.tensors if shards else model.parameters())
-    steps_per_epoch, total = steps_plan(recipe, data, world.size)
+    steps_per_epoch, total = steps_plan(recipe, data, world.size, elastic=ctx.spec.elastic is not None)
+    order = Sampler(recipe.seed, len(data.x_train), recipe.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(recipe, total))
     ckpt_dir = ctx.storage / "checkpoints"
     start = 0
@@ -126,14 +126,18 @@ def train(ctx: JobContext, world: World, reporter: ProgressReporter | None) -> d
         sched.load_state_dict(resumed.meta["scheduler"])
         checkpoint.set_rng_state(resumed.tensors["rng"], resumed.meta["rng"])
         start, metrics = resumed.step, resumed.meta.get("metrics", {})
+    offset = int(resumed.meta.get("sampleOffset", order.offset_at(start))) if resumed else 0
     log = StepLog(reporter, ctx, start, total, recipe.batch_size, steps_per_epoch, resumed.step if resumed else None)
     model.train()
     for step in range(start, total):
-        batch = shard(global_batch(recipe, data, step, steps_per_epoch), world.rank, world.size)
+        global_batch = order.global_batch(offset)
+        offset += len(global_batch)
+        batch = rank_slice(global_batch, world.rank, world.size)
         x, y = data.x_train[batch], data.y_train[batch]
         if device.type != "cpu":
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss = _step(model, opt, recipe, data.task, x, y, shards)
+        weight = loss_weight(len(batch), len(global_batch), world.size)
+        loss = _step(model, opt, recipe, data.task, x, y, shards, weight)
         sched.step()
         done = step + 1
         epoch_end = done % steps_per_epoch == 0 or done == total
@@ -144,7 +148,7 @@ def train(ctx: JobContext, world: World, reporter: ProgressReporter | None) -> d
                 torch.distributed.all_reduce(loss, op=torch.distributed.ReduceOp.AVG)
             log.after(done, float(loss), metrics, float(sched.get_last_lr()[0]), epoch_end)
         if done % ctx.spec.checkpoint.interval_steps == 0 and done < total:
-            _checkpoint(ctx, world, model, opt, sched, done, metrics, sharded)
+            _checkpoint(ctx, world, model, opt, sched, (done, offset), metrics, sharded)
             log.checkpointed(done)
     final = reporter.final() if reporter else {}
     state = _full_state(model, sharded)
@@ -156,15 +160,17 @@ def train(ctx: JobContext, world: World, reporter: ProgressReporter | None) -> d
 
 
 def _step(model: nn.Module, opt: torch.optim.Optimizer, recipe: Recipe, task: str, x: torch.Tensor, y: torch.Tensor,
-          shards: LocalShards | None) -> torch.Tensor:
+          shards: LocalShards | None, weight: float = 1.0) -> torch.Tensor:
     """One optimizer step over the rank's slice (in micro-batches, syncing gradients only on the
     last); returns the detached mean loss. The common single micro-batch takes the shortest path:
     at ~1 ms steps every extra tensor op is visible in throughput. FSDP's clipping and step run on
-    the local shards (see shards.py)."""
+    the local shards (see shards.py). `weight` scales a slice of uneven size (see sampler.py)."""
     n_micro = recipe.gradient_accumulation
     if n_micro == 1:
         with autocast(recipe):
             loss = loss_fn(task, model(x), y)
+            if weight != 1.0:
+                loss = loss * weight
         loss.backward()  # type: ignore[no-untyped-call]
         loss_sum = loss.detach()
     else:
@@ -175,7 +181,7 @@ def _step(model: nn.Module, opt: torch.optim.Optimizer, recipe: Recipe, task: st
             if shards:
                 model.set_requires_gradient_sync(sync)  # type: ignore[operator]
             with ctx_sync, autocast(recipe):
-                loss = loss_fn(task, model(mx), my) / n_micro
+                loss = loss_fn(task, model(mx), my) * (weight / n_micro)
             loss.backward()  # type: ignore[no-untyped-call]
             loss_sum += loss.detach()
     if shards:
@@ -189,14 +195,16 @@ def _step(model: nn.Module, opt: torch.optim.Optimizer, recipe: Recipe, task: st
     return loss_sum
 
 
-def _checkpoint(ctx: JobContext, world: World, model: nn.Module, opt: torch.optim.Optimizer, sched: Any, step: int,
-                metrics: dict[str, float], sharded: bool) -> None:
+def _checkpoint(ctx: JobContext, world: World, model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
+                position: tuple[int, int], metrics: dict[str, float], sharded: bool) -> None:
+    """Rank 0 (each rank its shards, when sharded) saves; `position` is (step, global sample offset)."""
+    step, offset = position
     ckpt_dir = ctx.storage / "checkpoints"
     model_t = _model_tensors(model, sharded)
     opt_t, opt_meta = optimizer_to_tensors(opt)
     rng_t, rng_meta = checkpoint.rng_state()
     meta = {"step": step, "optimizer": opt_meta, "scheduler": sched.state_dict(), "rng": rng_meta,
-            "metrics": metrics, "worldSize": world.size, "sharded": sharded}
+            "metrics": metrics, "worldSize": world.size, "sharded": sharded, "sampleOffset": offset}
     if not sharded:
         if world.is_main:
             checkpoint.save(ckpt_dir, step, {"model": model_t, "optim": opt_t, "rng": rng_t}, meta,
