@@ -337,13 +337,16 @@ class KueueHarness:
         return f"/apis/{self.api_version}{ns}/{plural}" + (f"/{name}" if name else "")
 
     def queues(self, namespace: str, cpu: str = "1", memory: str = "1Gi", *, extra: dict[str, str] | None = None,
-               cohort: str | None = None, preemption: Obj | None = None, prefix: str = "kf") -> Queues:
-        """A fresh ResourceFlavor, a ClusterQueue with nominal quotas `cpu`, `memory` and `extra`
-        (e.g. {"nvidia.com/gpu": "1"}) in an optional `cohort`, with an optional `preemption` policy
-        (as the ClusterQueue's spec.preemption, e.g. {"withinClusterQueue": "LowerPriority"}), and a
-        LocalQueue in `namespace`; unique names per call."""
+               cohort: str | None = None, preemption: Obj | None = None, flavor: str | None = None,
+               prefix: str = "kf") -> Queues:
+        """A fresh ResourceFlavor (or the existing `flavor`), a ClusterQueue with nominal quotas `cpu`,
+        `memory` and `extra` (e.g. {"nvidia.com/gpu": "1"}) in an optional `cohort`, with an optional
+        `preemption` policy (as the ClusterQueue's spec.preemption, e.g. {"withinClusterQueue":
+        "LowerPriority"}), and a LocalQueue in `namespace`; unique names per call. ClusterQueues of a
+        cohort lend and borrow quota of a flavor they share: pass the first one's `flavor` to the next."""
         suffix = uuid.uuid4().hex[:6]
-        q = Queues(f"{prefix}-flavor-{suffix}", f"{prefix}-cq-{suffix}", f"{prefix}-lq-{suffix}", namespace)
+        q = Queues(flavor or f"{prefix}-flavor-{suffix}", f"{prefix}-cq-{suffix}", f"{prefix}-lq-{suffix}",
+                   namespace)
         quotas = {"cpu": cpu, "memory": memory, **(extra or {})}
         spec: Obj = {"namespaceSelector": {}, "resourceGroups": [{
             "coveredResources": list(quotas), "flavors": [{"name": q.flavor, "resources": [
@@ -351,9 +354,10 @@ class KueueHarness:
         spec |= {"cohortName": cohort} if cohort else {}
         spec |= {"preemption": preemption} if preemption else {}
         client = self.cluster.client
-        client.create(self.path("resourceflavors"), {"apiVersion": self.api_version, "kind": "ResourceFlavor",
-                                                     "metadata": {"name": q.flavor}})
-        self.created.append(self.path("resourceflavors", name=q.flavor))
+        if flavor is None:
+            client.create(self.path("resourceflavors"), {"apiVersion": self.api_version, "kind": "ResourceFlavor",
+                                                         "metadata": {"name": q.flavor}})
+            self.created.append(self.path("resourceflavors", name=q.flavor))
         client.create(self.path("clusterqueues"), {"apiVersion": self.api_version, "kind": "ClusterQueue",
                                                    "metadata": {"name": q.cluster_queue}, "spec": spec})
         self.created.append(self.path("clusterqueues", name=q.cluster_queue))
@@ -380,10 +384,15 @@ class KueueHarness:
 
     def wait_admitted(self, namespace: str, name: str, timeout: float = 30) -> Obj:
         """The Workload once Kueue admitted it."""
+        last: Obj = {}
+
         def check() -> Obj | None:
-            w = self.workload(namespace, name)
-            return w if self.admitted(w) else None
-        return dict(wait_for(check, timeout, interval=0.05, what=f"Workload {namespace}/{name} Admitted"))
+            last.update(self.workload(namespace, name))
+            return last if self.admitted(last) else None
+        try:
+            return dict(wait_for(check, timeout, interval=0.05, what=f"Workload {namespace}/{name} Admitted"))
+        except AssertionError as e:
+            raise AssertionError(f"{e}; its status: {last.get('status')}") from None
 
     def wait_pending(self, namespace: str, name: str, timeout: float = 30) -> Obj:
         """The Workload's QuotaReserved condition once Kueue set it False (why it waits: reason, message)."""
@@ -392,12 +401,15 @@ class KueueHarness:
             return c if c is not None and c["status"] == "False" else None
         return dict(wait_for(check, timeout, what=f"Workload {namespace}/{name} pending"))
 
-    def cleanup(self) -> None:
-        """Delete the ClusterQueues and ResourceFlavors `queues` made (while Kueue runs: it removes
-        their finalizers)."""
+    def cleanup(self, wait: float = 0) -> None:
+        """Delete the ClusterQueues and ResourceFlavors `queues` made, and wait up to `wait` seconds until
+        they are gone (Kueue removes their finalizers once no Workload uses them)."""
         for path in reversed(self.created):
             with contextlib.suppress(ApiError):
                 self.cluster.client.delete(path)
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: all(absent(self.cluster, p) for p in self.created), wait, interval=1,
+                     what="the test queues gone")
         self.created.clear()
 
 
@@ -414,7 +426,7 @@ def kueue(cluster: Cluster) -> Iterator[KueueHarness]:
             pytest.skip(f"Kueue ({API_VERSION}) is not installed in the cluster given with --kubeconfig")
         harness = KueueHarness(cluster, None, API_VERSION)
         yield harness
-        harness.cleanup()
+        harness.cleanup(wait=60)  # a cluster that outlives the session
         return
     process = Kueue(build(), cluster.kubeconfig, cluster.root / "kueue", cluster.root / "logs")
     try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from conftest import KueueHarness, Queues, condition
+from conftest import KueueHarness, Queues, condition, wait_for
 
 Obj = dict[str, Any]
 
@@ -42,3 +42,22 @@ def test_workloads_are_admitted_within_quota_and_wait_beyond_it(kueue: KueueHarn
     client.delete(kueue.path("workloads", namespace, "first"))
     second = kueue.wait_admitted(namespace, "second")
     assert second["status"]["admission"]["clusterQueue"] == q.cluster_queue
+
+
+def test_a_cluster_queue_borrows_its_cohorts_unused_quota(kueue: KueueHarness, namespace: str) -> None:
+    cohort = f"kf-cohort-{namespace}"
+    lender = kueue.queues(namespace, cpu="1", memory="1Gi", cohort=cohort)
+    borrower = kueue.queues(namespace, cpu="1", memory="1Gi", cohort=cohort, flavor=lender.flavor,
+                            preemption={"reclaimWithinCohort": "Any", "withinClusterQueue": "LowerPriority"})
+    cq = kueue.cluster.client.get(kueue.path("clusterqueues", name=borrower.cluster_queue))
+    assert cq["spec"]["cohortName"] == cohort and cq["spec"]["preemption"]["reclaimWithinCohort"] == "Any"
+    kueue.cluster.client.create(kueue.path("workloads", namespace), workload(kueue, borrower, "big", "1500m"))
+    admission = kueue.wait_admitted(namespace, "big")["status"]["admission"]
+    assert admission["clusterQueue"] == borrower.cluster_queue  # 1.5 CPUs: 1 its own, 0.5 of the lender's
+
+    def borrowed_cpu() -> str | None:
+        cq = kueue.cluster.client.get(kueue.path("clusterqueues", name=borrower.cluster_queue))
+        usage = cq.get("status", {}).get("flavorsReservation") or [{"resources": []}]
+        cpu = next((r for r in usage[0]["resources"] if r["name"] == "cpu"), {})
+        return cpu.get("borrowed") if cpu.get("total") == "1500m" else None
+    assert wait_for(borrowed_cpu, timeout=10, what="the borrower's reservation") == "500m"
