@@ -60,7 +60,7 @@ class Settings(BaseSettings):
         return Config(self.trainer_image, self.shm_size, self.restart_backoff_seconds,
                       self.restart_backoff_max_seconds, self.progress_interval_seconds,
                       progress_warning_interval_seconds=self.progress_warning_interval_seconds,
-                      pod_policy=self.pod_policy(), kueue=kueue)
+                      node_fence_seconds=self.node_fence_seconds, pod_policy=self.pod_policy(), kueue=kueue)
 
     def serving_policy(self) -> ServingConfig:
         """The part of the settings a ServingJob decision (and its probe) depends on."""

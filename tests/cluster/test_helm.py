@@ -135,6 +135,12 @@ def test_a_namespaced_install_grants_roles_only_in_the_watched_namespaces(helm_b
     assert json.loads(env["KUBEFORGE_NAMESPACES"]) == ["team-a", "team-b"]
 
 
+def test_the_node_fence_time_reaches_the_operators_settings(helm_bin: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for args, seconds in (((), 0), (("--set=nodeFenceSeconds=30",), 30)):
+        dep = next(d for d in of_kind(template(helm_bin, *args), "Deployment") if d["metadata"]["name"] == SA)
+        assert operator_settings(dep, monkeypatch)["node_fence_seconds"] == seconds
+
+
 @pytest.mark.parametrize(("setting", "message"), [
     ("replicas=-1", "replicas"),
     ("replicas=6", "replicas"),
@@ -144,6 +150,7 @@ def test_a_namespaced_install_grants_roles_only_in_the_watched_namespaces(helm_b
     ("watchNamespaces={Team_A}", "watchNamespaces"),
     ("podPolicy.allowedPriorityClasses={System Critical}", "allowedPriorityClasses"),
     ("podPolicy.allowImagePullSecrets=maybe", "allowImagePullSecrets"),
+    ("nodeFenceSeconds=-5", "nodeFenceSeconds"),
 ])
 def test_values_schema_rejects_bad_values_naming_the_field(helm_bin: Path, setting: str, message: str) -> None:
     out = helm(helm_bin, "template", "kubeforge", str(CHART), f"--set={setting}", check=False)

@@ -8,6 +8,7 @@ never turn into a SIGABRT at interpreter exit (see `train/teardown.py`)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -17,7 +18,7 @@ from typing import NoReturn
 from kubeforge_api.constants import Env
 from kubeforge_api.exitcodes import EXIT_INVALID_CONFIG
 
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, fenced_out
 from .context import ConfigError, JobContext
 from .progress import ProgressReporter
 
@@ -64,7 +65,8 @@ def train() -> int:
     world = init_world(ctx.backend)
     threads = threads_for()
     print(f"kubeforge-trainer: rank {world.rank}/{world.size}, {threads} intra-op threads", file=sys.stderr, flush=True)
-    reporter = ProgressReporter(ctx.storage / "metrics.jsonl", ctx.progress_port) if world.is_main else None
+    fenced = functools.partial(fenced_out, ctx.storage / "checkpoints")  # the history is fenced like checkpoints
+    reporter = ProgressReporter(ctx.storage / "metrics.jsonl", ctx.progress_port, fenced) if world.is_main else None
     try:
         if ctx.spec.finetune is not None:
             from .finetune import train as run

@@ -65,6 +65,23 @@ def write(directory: Path, state: dict[str, torch.Tensor], card: dict[str, Any])
     return {"path": directory.name, "digest": digest, "sizeBytes": size}
 
 
+def check_current(directory: Path) -> None:
+    """Raise `ArtifactError` when the artifact in `directory` was written by an attempt (or job) other
+    than the one the fence of its storage records; an artifact or storage without stamps passes."""
+    fence = checkpoint.read_fence(directory.parent / "checkpoints")
+    try:
+        lineage = json.loads((directory / CARD).read_text()).get("lineage") or {}
+        attempt, job = lineage.get("attempt"), lineage.get("uid")
+    except (OSError, ValueError, AttributeError):
+        return  # not a Kubeforge card (a fine-tune's export): its writer's fence check is the gate
+    if fence is None or attempt is None:
+        return
+    if int(attempt) != fence.attempt or (job and fence.job and job != fence.job):
+        raise ArtifactError(f"{directory.name}/ was written by attempt {attempt} of job {job or '-'}, but attempt "
+                            f"{fence.attempt} of job {fence.job or '-'} is the current one: an old attempt's "
+                            f"artifact is never published")
+
+
 def read(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(model card, weights) after checking the weights' digest against the card and the card's
     implied shapes against the safetensors header."""

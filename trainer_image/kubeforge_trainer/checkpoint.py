@@ -85,6 +85,16 @@ def check_fence(root: Path, attempt: int) -> None:
                      f"attempt {attempt} writes nothing more")
 
 
+def fenced_out(root: Path, attempt: int | None = None) -> str | None:
+    """Why `attempt` (this process's by default) may write nothing more under the fence of `root`, or
+    None while it may (the check other writers, such as the metrics history, make before each write)."""
+    try:
+        check_fence(root, my_attempt() if attempt is None else attempt)
+    except Fenced as e:
+        return str(e)
+    return None
+
+
 def _job(path: Path) -> str:
     try:
         return str(json.loads((path / MANIFEST).read_text()).get("job", ""))

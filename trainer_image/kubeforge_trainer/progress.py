@@ -1,21 +1,31 @@
 """Live progress of rank 0: a JSON `/progress` endpoint and Prometheus `/metrics` (prometheus_client,
 a registry per reporter) on the progress
 port, plus an append-only metrics history (`metrics.jsonl`) under the job's storage that the
-operator and the dashboard read for loss curves."""
+operator and the dashboard read for loss curves.
+
+The history is fenced like checkpoints (see checkpoint.py): every line is stamped with the attempt
+that wrote it, lines reach the file only after a check of the fence (`fenced`: checkpoint.fenced_out
+bound to the job's checkpoint directory), and an attempt that finds a newer one recorded appends
+nothing more. `read_history` is the one reader: it drops what an older
+attempt appended after a newer one's first line (the race the check leaves open), and the older
+attempts' points that the newer one redoes (after the step it resumed from)."""
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TextIO
 
+from kubeforge_api.constants import Env
 from kubeforge_api.contracts import ProgressDoc
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -24,6 +34,14 @@ from prometheus_client.registry import Collector
 
 MAX_POINTS = 2000
 FLUSH_SECONDS = 1.0  # train points reach the history file in batches: a flush per point costs ~2% of a 1 ms step
+
+
+def attempt_of_env() -> int:
+    """This process's attempt (`KUBEFORGE_ATTEMPT`, the fencing token); 0 outside a pod."""
+    try:
+        return max(int(os.environ.get(Env.ATTEMPT, "0")), 0)
+    except ValueError:
+        return 0
 
 
 @dataclass
@@ -49,14 +67,19 @@ class Progress:
 class ProgressReporter:
     """Thread-safe holder of rank 0's progress, served over HTTP and appended to a history file."""
 
-    def __init__(self, history: Path | None, port: int | None) -> None:
-        self.progress = Progress()
+    def __init__(self, history: Path | None, port: int | None,
+                 fenced: Callable[[], str | None] | None = None) -> None:
+        """`fenced`: why this attempt may append nothing more (a newer one started), None while it may."""
+        self.progress = Progress(attempt=attempt_of_env())  # from the first poll on: the operator fences by it
         self.lock = threading.Lock()
         self.history = history
         self.started = time.monotonic()
         self.points: deque[dict[str, Any]] = deque(maxlen=MAX_POINTS)  # recent history, served to the operator
         self._file: TextIO | None = None
         self._flushed = 0.0
+        self._fenced_out, self._attempt = fenced, attempt_of_env()
+        self._pending: list[str] = []  # stamped lines not yet checked against the fence
+        self.fenced = False  # a newer attempt has started: the history gets nothing more from this one
         self.registry = CollectorRegistry(auto_describe=True)  # per reporter: never the process-global one
         self.registry.register(_ProgressCollector(self))
         self.server: ThreadingHTTPServer | None = None
@@ -84,20 +107,29 @@ class ProgressReporter:
         stamped = [{"kind": kind, "time": now, **values} for kind, values in points]
         with self.lock:
             self.points.extend(stamped)
-        if self.history is None:
+        if self.history is None or self.fenced:
             return
-        if self._file is None:  # opened once: a point costs a buffered write, not an open and a close
-            self.history.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.history.open("a")
-        self._file.write("".join(json.dumps(p) + "\n" for p in stamped))
-        mono = time.monotonic()  # train points are flushed in batches: readers lag a second at most
+        self._pending.extend(json.dumps({**p, "attempt": self._attempt}) + "\n" for p in stamped)
+        mono = time.monotonic()  # train points are written in batches: readers lag a second at most
         if any(kind != "train" for kind, _ in points) or mono - self._flushed >= FLUSH_SECONDS:
-            self._file.flush()
+            self.flush()
             self._flushed = mono
 
     def flush(self) -> None:
-        if self._file is not None:
-            self._file.flush()
+        """Append the pending lines, unless a newer attempt is fenced in (then drop them, and all later ones)."""
+        if self.history is None or not self._pending or self.fenced:
+            return
+        why = self._fenced_out() if self._fenced_out is not None else None
+        if why is not None:
+            self.fenced, self._pending = True, []
+            print(f"kubeforge-trainer: metrics history: {why}", file=sys.stderr, flush=True)
+            return
+        if self._file is None:  # opened once: a batch costs a buffered write, not an open and a close
+            self.history.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.history.open("a")
+        self._file.write("".join(self._pending))
+        self._file.flush()
+        self._pending = []
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -146,6 +178,7 @@ class ProgressReporter:
         return Handler
 
     def close(self) -> None:
+        self.flush()
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -177,3 +210,25 @@ class _ProgressCollector(Collector):
         for metric, value in p.get("eval", {}).items():
             evals.add_metric([metric], float(value))
         yield evals
+
+
+def read_history(path: Path) -> list[dict[str, Any]]:
+    """The accepted lines of a metrics history, in order: a line of an attempt older than one already
+    seen is dropped, and when a newer attempt's first line arrives, the older attempts' points after
+    the step it starts from (the step it resumed from, for its start marker) are dropped: it redoes them."""
+    kept: list[dict[str, Any]] = []
+    newest = -1
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            point = json.loads(line)
+            attempt, step = int(point.get("attempt", 0)), int(point.get("step", 0))
+        except (ValueError, TypeError, AttributeError):
+            continue  # a torn last line of a killed writer
+        if attempt < newest:
+            continue
+        if attempt > newest:
+            cut = step if point.get("kind") == "start" else step - 1
+            kept = [p for p in kept if p.get("kind") == "start" or int(p.get("step", 0)) <= cut]
+            newest = attempt
+        kept.append(point)
+    return kept

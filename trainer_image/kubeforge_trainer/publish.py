@@ -3,7 +3,8 @@ the publish stage of a TrainingJob with `spec.output`. It copies the trained art
 to `PREFIX/artifact` and the published compressed one (`DIR/PATH`) to `PREFIX/PATH` (making the
 bucket when it does not exist), then writes
 where each went as the pod's termination message (`kubeforge_api.contracts.PublishResult`). A
-failure exits with the storage exit code and one line (never a credential)."""
+failure exits with the storage exit code and one line (never a credential). An artifact that a
+fenced (older) attempt wrote is refused before anything is copied (`artifacts.check_current`)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from kubeforge_api.model import RelativePath
 from kubeforge_api.storage import split_s3
 from pydantic import TypeAdapter, ValidationError
 
+from .artifacts import ArtifactError, check_current
 from .formats.identity import FormatError
 from .storage.__main__ import fail
 from .storage.client import Credentials, make_client
@@ -76,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.compressed is not None:
             TypeAdapter(RelativePath).validate_python(args.compressed)
+        check_current(args.storage / ARTIFACT)
         result = PublishResult(
             artifact=_copy(args.storage, ARTIFACT, args.uri, args.secret_name),
             compressed=_copy(args.storage, args.compressed, args.uri, args.secret_name) if args.compressed else None)
@@ -83,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(StorageError(EXIT_USAGE, f"not a clean relative path: {args.compressed!r}"))
     except StorageError as e:
         return fail(e)
+    except ArtifactError as e:
+        return fail(StorageError(EXIT_USAGE, str(e)))
     message = result.model_dump_json(exclude_none=True)
     print(message, flush=True)
     with contextlib.suppress(OSError):

@@ -2,7 +2,12 @@
 `status.history` (loss curves, one `step:value` string per metric, see kubeforge_api.curves) and
 `status.lastCheckpoint`; an attempt that resumed from a checkpoint sets `status.resumedFrom` and
 posts a `Resumed` Event, once. Recorded before success is decided, so the last numbers of a
-finished job are kept. Pure helpers are shared with `kubeforge run`."""
+finished job are kept. Pure helpers are shared with `kubeforge run`.
+
+Fencing: a progress document is taken only from the current attempt (its `attempt` is the job's
+`status.restartCount`); one that an older attempt served (an old rank 0 still answering on a lost
+node's address, a poll that raced a restart) is ignored, so it never moves the progress, the curves or
+`status.lastCheckpoint`."""
 
 from __future__ import annotations
 
@@ -81,8 +86,13 @@ def _resumed(p: Pass, doc: ProgressDoc) -> None:
                                                              f"at step {doc.resumed_from}"))
 
 
+def from_current_attempt(p: Pass, doc: ProgressDoc) -> bool:
+    """Whether `doc` comes from the attempt that runs now; the attempt number is the fencing token."""
+    return doc.attempt == p.restarts
+
+
 def record_progress(p: Pass) -> bool:
-    if p.progress is not None:
+    if p.progress is not None and from_current_attempt(p, p.progress):
         apply_progress(p.status, p.progress)
         _resumed(p, p.progress)
     return False
