@@ -387,6 +387,7 @@ class KueueHarness:
         last: Obj = {}
 
         def check() -> Obj | None:
+            last.clear()
             last.update(self.workload(namespace, name))
             return last if self.admitted(last) else None
         try:
