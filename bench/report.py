@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run as a script: the bench.* modules resolve from the repository root
 
+from bench.cluster.goals import SECTION as NODE_LOSS  # noqa: E402
 from bench.compress.goals import SECTION as COMPRESS  # noqa: E402
 from bench.compress.goals_hf_int8 import SECTION as HF_INT8  # noqa: E402
 from bench.compress.goals_llm_int8 import SECTION as LLM_INT8  # noqa: E402
@@ -33,8 +34,8 @@ from bench.serve.goals_storage import SECTION as STORAGE  # noqa: E402
 from bench.train.goals import SECTION as TRAIN  # noqa: E402
 from bench.train.goals_finetune import SECTION as FINETUNE  # noqa: E402
 
-SECTIONS = (OPERATOR, TRAIN, FINETUNE, SERVE, SERVE_HF, LLM, STORAGE, COMPRESS, HF_INT8, LLM_INT8, DASHBOARD,
-            GPU)
+SECTIONS = (OPERATOR, NODE_LOSS, TRAIN, FINETUNE, SERVE, SERVE_HF, LLM, STORAGE, COMPRESS, HF_INT8, LLM_INT8,
+            DASHBOARD, GPU)
 BENCH = REPO / "bench"
 RESULTS = BENCH / "results"
 COLUMNS = ("what", "baseline", "ours", "ratio (median, min-max, n)", "goal", "verdict")

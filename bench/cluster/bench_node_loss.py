@@ -251,11 +251,32 @@ def history_violations(path: Path) -> int:
                and any(a > int(p["attempt"]) and int(p["step"]) > s for a, s in resumed.items()))
 
 
+def run_trials(c: RunningCluster, api: KubeClient, job: str, storage: Path, trials: list[Obj], budget: int,
+               nodes: int) -> None:
+    """Trials alternate kill and partition while at least three nodes are usable (a gang of two needs two)."""
+    live = nodes
+    while live >= 3 and budget > 0:
+        action = "kill" if len(trials) % 2 == 0 else "partition"
+        rank = (len(trials) // 2) % 2
+        try:
+            result = trial(c, api, job, storage, action, rank)
+        except (TimeoutError, RuntimeError) as e:
+            trials.append({"action": action, "rank": rank, "error": str(e)})
+            print(f"trial {len(trials)}: {e}", flush=True)
+            return
+        trials.append(result)
+        print(f"trial {len(trials)}: {result}", flush=True)
+        live -= action == "kill"
+        budget -= 1
+        time.sleep(3 * STEP_SECONDS)
+
+
 def round_(index: int, trials: list[Obj], fences: list[Obj], budget: int, nodes: int) -> None:
-    """One cluster: trials alternate kill and partition while at least three nodes are usable."""
+    """One cluster, one job, trials until the cluster runs short of nodes; the job's fencing is judged
+    even when the round is cut short (a failed trial, the benchmark stopped)."""
     c = start_cluster(nodes=nodes, extra=("--no-metrics-server", "--no-object-store", "--no-kube-proxy"))
     op: OperatorProcess | None = None
-    job = f"bench-{index}"
+    job, storage = f"bench-{index}", None
     try:
         install(c.kubeconfig)
         kubeconfig = operator_kubeconfig(c.kubeconfig, c.root / "operator.kubeconfig")
@@ -265,27 +286,13 @@ def round_(index: int, trials: list[Obj], fences: list[Obj], budget: int, nodes:
         start_job(api, job)
         storage = storage_dir(api, job)
         wait_for(f"{job} running", lambda: running_attempt(storage) >= 0, 180)
-        live = nodes
-        while live >= 3 and budget > 0:
-            action = "kill" if len(trials) % 2 == 0 else "partition"
-            rank = (len(trials) // 2) % 2
-            try:
-                result = trial(c, api, job, storage, action, rank)
-            except (TimeoutError, RuntimeError) as e:
-                result = {"action": action, "rank": rank, "error": str(e)}
-                print(f"trial {len(trials)}: {e}", flush=True)
-                trials.append(result)
-                break
-            trials.append(result)
-            print(f"trial {len(trials)}: {result}", flush=True)
-            live -= action == "kill"
-            budget -= 1
-            time.sleep(3 * STEP_SECONDS)
-        (storage / "stop").write_text("")
-        time.sleep(1)
-        fences.append({"job": job, **fencing(storage)})
-        print(f"round {index}: {fences[-1]}", flush=True)
+        run_trials(c, api, job, storage, trials, budget, nodes)
     finally:
+        if storage is not None:
+            (storage / "stop").write_text("")
+            time.sleep(1)
+            fences.append({"job": job, **fencing(storage)})
+            print(f"round {index}: {fences[-1]}", flush=True)
         if op is not None:
             op.stop()
         c.stop()
@@ -333,15 +340,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=100, help="kills and partitions, alternating (>= 40 kills)")
     parser.add_argument("--nodes", type=int, default=NODES)
+    parser.add_argument("--append", action="store_true", help="go on from the trials the results file holds")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped early: each cluster still goes
-    started, trials, fences = time.monotonic(), [], []  # type: ignore[var-annotated]
-    index = 0
-    while len(trials) < args.trials and index < args.trials:
-        round_(index, trials, fences, args.trials - len(trials), args.nodes)
-        RESULTS.write_text(json.dumps(summarize(trials, fences, started, False), indent=1) + "\n")
-        index += 1
-    RESULTS.write_text(json.dumps(summarize(trials, fences, started, True), indent=1) + "\n")
+    earlier = json.loads(RESULTS.read_text()) if args.append and RESULTS.exists() else {}
+    trials: list[Obj] = earlier.get("trials", [])
+    fences: list[Obj] = earlier.get("fencing", {}).get("jobs", [])
+    started = time.monotonic() - 60 * float(earlier.get("wall_minutes", 0))
+    index = len(fences)
+    try:
+        while len(trials) < args.trials and index < args.trials:
+            round_(index, trials, fences, args.trials - len(trials), args.nodes)
+            RESULTS.write_text(json.dumps(summarize(trials, fences, started, False), indent=1) + "\n")
+            index += 1
+    finally:  # stopped early too: what was measured is kept, marked incomplete
+        done = len([t for t in trials if "error" not in t]) >= args.trials
+        RESULTS.write_text(json.dumps(summarize(trials, fences, started, done), indent=1) + "\n")
 
 
 if __name__ == "__main__":
