@@ -47,6 +47,7 @@ from .failures import restart
 from .finished import is_finished
 
 FLAVOR_WAIT_S = 1.0  # an admitted flavor not in the cache yet: look again soon
+PRIORITY_WAIT_S = 5.0  # a missing priority class: look again (a job without children is not queued by its arrival)
 
 
 def queue_of(p: Pass) -> str:
@@ -86,6 +87,7 @@ def _priority(p: Pass) -> tuple[str, int] | str | None:
 def _create(p: Pass, queue: str) -> bool:
     priority = _priority(p)
     if isinstance(priority, str):
+        p.plan.requeue(PRIORITY_WAIT_S)
         return wait(p, Reason.PRIORITY_CLASS_NOT_FOUND, f"WorkloadPriorityClass {priority} (label "
                                                         f"{LABEL_KUEUE_PRIORITY}) does not exist")
     p.plan.create.append(render_workload(p.ref, p.spec, queue, priority, p.cfg.default_image, p.cfg.shm_size))
