@@ -155,11 +155,17 @@ def test_a_preempted_job_gives_way_then_resumes_from_its_checkpoint(
     wait_condition(cluster, namespace, "high", "Running", timeout=60)
     high_running = time.monotonic()
     wait_condition(cluster, namespace, "high", "Succeeded", timeout=60)
+    high_done = time.monotonic()
+    low_wl = workload_of(job(cluster, namespace, "low"))
+    waiting(cluster, namespace, lambda: queued.admitted(queued.workload(namespace, low_wl)), 120, "low re-admitted",
+            0.05)
+    readmitted = time.monotonic()
     waiting(cluster, namespace, lambda: job(cluster, namespace, "low")["status"].get("state") == "Running"
             and job(cluster, namespace, "low")["status"].get("restartCount") == 1, 120, "low running again", 0.1)
     back = time.monotonic()
     print(f"\nKueue preemption: high created -> low evicted {evicted - t0:.2f} s, -> high running "
-          f"{high_running - t0:.2f} s; low evicted -> running again (after high finished) {back - evicted:.2f} s")
+          f"{high_running - t0:.2f} s; low evicted -> running again {back - evicted:.2f} s (high succeeded -> low "
+          f"re-admitted {readmitted - high_done:.2f} s, -> low running {back - readmitted:.2f} s)")
 
     status = wait_condition(cluster, namespace, "low", "Succeeded", timeout=120)["status"]
     assert status["restartCount"] == 1 and status["disruptions"] == 1, status  # backoffLimit 0: not counted
