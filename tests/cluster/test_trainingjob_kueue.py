@@ -152,18 +152,22 @@ def test_a_preempted_job_gives_way_then_resumes_from_its_checkpoint(
     create(cluster, namespace, "high", SLEEP.format(2), q.local_queue, high)
     evicted = waiting(cluster, namespace, lambda: (job(cluster, namespace, "low")["status"].get("lastFailure") or {})
                       .get("reason") == "Evicted" and time.monotonic(), 60, "low evicted", interval=0.05)
+    low_wl = workload_of(job(cluster, namespace, "low"))
+    waiting(cluster, namespace, lambda: not queued.workload(namespace, low_wl)["status"].get("admission"), 60,
+            "low's admission given back", 0.05)
+    released = time.monotonic()
     wait_condition(cluster, namespace, "high", "Running", timeout=60)
     high_running = time.monotonic()
     wait_condition(cluster, namespace, "high", "Succeeded", timeout=60)
     high_done = time.monotonic()
-    low_wl = workload_of(job(cluster, namespace, "low"))
     waiting(cluster, namespace, lambda: queued.admitted(queued.workload(namespace, low_wl)), 120, "low re-admitted",
             0.05)
     readmitted = time.monotonic()
     waiting(cluster, namespace, lambda: job(cluster, namespace, "low")["status"].get("state") == "Running"
             and job(cluster, namespace, "low")["status"].get("restartCount") == 1, 120, "low running again", 0.1)
     back = time.monotonic()
-    print(f"\nKueue preemption: high created -> low evicted {evicted - t0:.2f} s, -> high running "
+    print(f"\nKueue preemption: high created -> low evicted {evicted - t0:.2f} s, -> low's pods gone and its quota "
+          f"given back {released - t0:.2f} s, -> high running "
           f"{high_running - t0:.2f} s; low evicted -> running again {back - evicted:.2f} s (high succeeded -> low "
           f"re-admitted {readmitted - high_done:.2f} s, -> low running {back - readmitted:.2f} s)")
 

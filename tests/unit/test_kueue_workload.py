@@ -168,3 +168,12 @@ def test_an_ended_job_marks_its_workload_finished() -> None:
 def test_without_kueue_a_queued_job_says_so() -> None:
     plan = decide(world(job()), Config(default_image="img"))
     assert not plan.create and plan.status["reason"] == "KueueNotInstalled"
+
+
+def test_the_priority_class_is_looked_up_and_waited_for() -> None:
+    labelled = job(labels={"kueue.x-k8s.io/queue-name": "team", "kueue.x-k8s.io/priority-class": "high"})
+    plan = decide(world(labelled), CFG)
+    assert not plan.create and plan.status["reason"] == "WorkloadPriorityClassNotFound" and plan.requeue_after
+    known = World(labelled, {"Pod": []}, frozenset(), NOW, related={"WorkloadPriorityClass": {"high": {"value": 7}}})
+    [wl] = decide(known, CFG).create
+    assert wl["spec"]["priority"] == 7 and wl["spec"]["priorityClassRef"]["name"] == "high"
