@@ -87,23 +87,7 @@ def kueue(src: Source) -> None:
         left_out(lqs.left_out, "LocalQueues")
 
 
-def main() -> None:
-    st.title("Cluster")
-    src = ui.source()
-    if src is None:
-        return
-    st.sidebar.caption(f"Source: {ui.plain(src.description)}")
-    nodes = ui.read(src.nodes)
-    if nodes is None:
-        return
-    if not nodes:
-        st.info("The cluster has no nodes.")
-        return
-    selector = {LABEL_MANAGED_BY: MANAGED_BY}
-    pods = ui.read(lambda: src.pods("", selector)) or []
-    usage = ui.read(lambda: src.usage(selector))
-    node_status(nodes, pods, datetime.now(UTC))
-    summary(nodes, usage, pods)
+def resources(nodes: list[NodeInfo], pods: list[PodInfo], usage: Usage | None) -> None:
     st.subheader("Resources by node")
     rows = cluster.node_rows(nodes, pods, usage)
     frame = pd.DataFrame([asdict(r) for r in rows[:node_view.MAX_NODES]])
@@ -118,7 +102,34 @@ def main() -> None:
         left_out(len(jobs) - MAX_JOBS, "jobs")
     else:
         st.caption("No Kubeforge pod holds resources right now.")
+
+
+def live(src: Source) -> None:
+    """Everything the page shows, read again on every refresh."""
+    nodes = ui.read(src.nodes)
+    if nodes is None:
+        return
+    if not nodes:
+        st.info("The cluster has no nodes.")
+        return
+    selector = {LABEL_MANAGED_BY: MANAGED_BY}
+    pods = ui.read(lambda: src.pods("", selector)) or []
+    usage = ui.read(lambda: src.usage(selector))
+    node_status(nodes, pods, datetime.now(UTC))
+    summary(nodes, usage, pods)
+    resources(nodes, pods, usage)
     kueue(src)
+
+
+def main() -> None:
+    st.title("Cluster")
+    src = ui.source()
+    if src is None:
+        return
+    st.sidebar.caption(f"Source: {ui.plain(src.description)}")
+    every = ui.settings().refresh_seconds
+    st.caption(f"Refreshes every {every:g} s.")
+    st.fragment(live, run_every=every)(src)
 
 
 main()

@@ -342,7 +342,7 @@ def test_cluster_page_shows_node_status_placement_and_kueue_queues() -> None:
     assert status.loc["kf-node-b", "status"] == "🔴 NotReady" and status.index[0] == "kf-node-b"
     assert status.loc["kf-node-b", "node-loss taints"] == "node.kubernetes.io/unreachable:NoExecute"
     assert "TrainingJob ml/digits-running: rank 0, rank 1" in status.loc["kf-node", "jobs here"]
-    assert "Kueue is not installed" in seen(at) and src.calls["queues"] == 1
+    assert "Kueue is not installed" in seen(at) and src.calls["queues"] == 1 and "Refreshes every" in seen(at)
     src.queue_state = Queues("kueue.x-k8s.io/v1beta2", [ClusterQueueInfo(
         "team-a", "research", pending=2, admitted=1, quotas=(QuotaUse("default", "cpu", 4, 3, 3),))],
         [LocalQueueInfo("ml", "user-queue", "team-a", pending=2, admitted=1)])
