@@ -242,7 +242,7 @@ class KubernetesSource:
         return None
 
     def queues(self) -> Queues | None:
-        """Kueue's queues at the version the cluster prefers (v1beta2 from Kueue 0.15 on, else v1beta1): one
+        """Kueue's queues at the version the cluster prefers (v1beta2 for Kueue v0.17; v1beta1 reads alike): one
         discovery call, then one list of ClusterQueues and one of LocalQueues in every namespace."""
         version = self._served_version(KUEUE_GROUP)
         if version is None:
