@@ -199,12 +199,26 @@ def _node_commands(agents: dict[str, NodeAgent]) -> Callable[[str, str], str]:
             raise LookupError(f"no node {name!r} in this cluster (nodes: {', '.join(agents)})")
         actions: dict[str, Callable[[], str]] = {
             "kill": agent.kill, "partition": agent.partition, "heal": agent.heal,
-            "status": lambda: f"{name}\t{agent.state}"}
+            "revive": lambda: _revive(agents, name), "status": lambda: f"{name}\t{agent.state}"}
         if action not in actions:
             raise ValueError(f"unknown node action {action!r}: want one of {', '.join(actions)}")
         logging.getLogger("minicluster").info("node %s: %s", name, action)
         return actions[action]()
     return handle
+
+
+def _revive(agents: dict[str, NodeAgent], name: str) -> str:
+    """A killed node comes back as a new agent of the same Node (identity, resources, pod range): it
+    posts Ready again and runs whatever is bound to it from then on (a rebooted machine rejoining)."""
+    dead = agents[name]
+    if dead.state != "Dead":
+        raise ValueError(f"{name} is {dead.state}: only a killed node is revived (heal ends a partition)")
+    dead.node.link_down.clear()
+    agent = NodeAgent(dead.node, dead.admin, dead.s, dead.network, dead.cgroups)
+    agent.base_env = dict(dead.base_env)
+    agent.start()
+    agents[name] = agent
+    return f"{name} revived: a new agent posts Ready and runs the pods bound to the node"
 
 
 def _publish(root: Path, info: dict[str, object], routing: str, store: ObjectStore | None) -> None:

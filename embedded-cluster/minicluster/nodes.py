@@ -4,10 +4,11 @@ What each node is (`NodeSpec`: name, CPUs, GPUs, labels, taints, its pod range o
 bridge), how fast node loss is noticed (`Heartbeat`: the agents' Lease schedule and the
 controller-manager's node-monitor flags), and the control channel through which a user kills,
 partitions and heals a node of a running cluster (`python -m minicluster node kill|partition|heal
-NAME --dir D`). The channel is a folder in the cluster's state directory, `D/control`: a command
-is a file `<id>.request` (JSON: node, action), written whole (rename), and the running cluster
-answers with `<id>.reply` (JSON: ok, message). Only the state directory's owner can write there,
-and it needs neither a socket (path length limits) nor a signal (which process to send it to).
+NAME --dir D`; `revive` brings a killed node back as a new agent). The channel is a folder in the
+cluster's state directory, `D/control`: a command is a file `<id>.request` (JSON: node, action),
+written whole (rename), and the running cluster answers with `<id>.reply` (JSON: ok, message).
+Only the state directory's owner can write there, and it needs neither a socket (path length
+limits) nor a signal (which process to send it to).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 NODE_NAME = "kf-node"  # the only node of a one-node cluster; nodes of a larger one are kf-node-1...
 MAX_NODES = 32
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
-ACTIONS = ("kill", "partition", "heal", "status")
+ACTIONS = ("kill", "partition", "heal", "status", "revive")  # revive: a killed node back as a new agent
 FAST_GRACE_SECONDS = 5.0  # node-monitor-grace-period of a cluster with several nodes (stock: 50 s)
 # A label key: an optional DNS-subdomain prefix and a name of at most 63 characters.
 _LABEL_KEY = re.compile(r"([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")

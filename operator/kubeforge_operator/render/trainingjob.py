@@ -47,6 +47,13 @@ GPU_RESOURCE = "nvidia.com/gpu"
 # half a minute to every resize); an attempt's pods have 5 minutes to reach minNodes.
 RDZV_LAST_CALL_SECONDS = 1
 RDZV_JOIN_TIMEOUT_SECONDS = 300
+# A dead agent stays a participant of the finished round until it misses 3 keep-alives; the survivors'
+# next round waits for that (torchrun's default 5 s interval made it 15 s).
+RDZV_KEEP_ALIVE_SECONDS = 1
+# torchrun's agents share the rendezvous TCP store with the workers by default, but a node that joins
+# a later round (a scale-out) then waits for a master address that rank 0 only wrote in its first
+# round, and the round fails: elastic workers get their own store each round instead.
+UNSHARED_RDZV_STORE = ("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
 
 
 @dataclass(frozen=True)
@@ -101,12 +108,13 @@ def render_service(job: ObjectRef) -> Obj:
 
 
 def rendezvous_conf(member: Member) -> str:
-    """torchrun's `--rdzv-conf` for an elastic member: short last call, bounded join, and node rank 0's
+    """torchrun's `--rdzv-conf` for an elastic member: short last call and keep-alive, bounded join, node rank 0's
     agent hosts the c10d store at the rendezvous endpoint (its own DNS name; no hostname guessing).
     Agents rank by their `--local-addr` (the pod's DNS name), so node rank 0 is global rank 0."""
     host = "true" if member.role == ROLE_NODE and member.rank == 0 else "false"
     return (f"join_timeout={RDZV_JOIN_TIMEOUT_SECONDS},last_call_timeout={RDZV_LAST_CALL_SECONDS},"
-            f"close_timeout=10,is_host={host}")
+            f"close_timeout=10,keep_alive_interval={RDZV_KEEP_ALIVE_SECONDS},keep_alive_max_attempt=3,"
+            f"is_host={host}")
 
 
 def _env(job: ObjectRef, spec: TrainingJobSpec, member: Member, attempt: int) -> list[Obj]:
@@ -134,6 +142,7 @@ def _env(job: ObjectRef, spec: TrainingJobSpec, member: Member, attempt: int) ->
         env[Env.MAX_RESTARTS] = str(spec.elastic.max_restarts)
         env[Env.RDZV_CONF] = rendezvous_conf(member)
         env[Env.LOCAL_ADDR] = pod_address(job, member.role, member.rank)
+        env[UNSHARED_RDZV_STORE[0]] = UNSHARED_RDZV_STORE[1]
     if spec.command is not None and member.role == ROLE_NODE and member.rank == 0:
         env[Env.OUTPUT_DIR] = OUTPUT_DIR
     if spec.strategy == Strategy.PARAMETER_SERVER:
