@@ -178,3 +178,19 @@ def test_a_preempted_job_gives_way_then_resumes_from_its_checkpoint(
     assert resumed is not None and int(resumed.group(1)) >= 3, pod_logs(cluster, namespace, "low-node-0")
     events = cluster.client.get(f"/api/v1/namespaces/{namespace}/events?fieldSelector=reason%3DEvicted")["items"]
     assert any(e["involvedObject"]["name"] == "low" and e["type"] == "Warning" for e in events), events
+
+
+def test_suspending_a_queued_job_gives_its_quota_to_the_next(queued: KueueHarness, cluster: Cluster,
+                                                              namespace: str) -> None:
+    q = queued.queues(namespace, cpu="100m", memory="1Gi")  # room for one job
+    first = create(cluster, namespace, "first", SLEEP.format(6), q.local_queue)
+    wait_condition(cluster, namespace, "first", "Running", timeout=60)
+    create(cluster, namespace, "second", SLEEP.format(1), q.local_queue)
+    waiting(cluster, namespace, lambda: queued_why(cluster, namespace, "second"), 30, "second Queued")
+    cluster.client.patch(f"{TJ.format(ns=namespace)}/first", {"spec": {"runPolicy": {"suspend": True}}})
+    wait_condition(cluster, namespace, "second", "Succeeded", timeout=60)  # first's quota went back
+    assert queued.workload(namespace, workload_of(first))["spec"]["active"] is False
+    assert job(cluster, namespace, "first")["status"]["state"] == "Suspended"
+    cluster.client.patch(f"{TJ.format(ns=namespace)}/first", {"spec": {"runPolicy": {"suspend": False}}})
+    wait_condition(cluster, namespace, "first", "Succeeded", timeout=90)
+    assert queued.workload(namespace, workload_of(first))["spec"]["active"] is True

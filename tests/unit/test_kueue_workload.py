@@ -177,3 +177,21 @@ def test_the_priority_class_is_looked_up_and_waited_for() -> None:
     known = World(labelled, {"Pod": []}, frozenset(), NOW, related={"WorkloadPriorityClass": {"high": {"value": 7}}})
     [wl] = decide(known, CFG).create
     assert wl["spec"]["priority"] == 7 and wl["spec"]["priorityClassRef"]["name"] == "high"
+
+
+def test_suspending_deactivates_the_workload_and_gives_its_quota_back() -> None:
+    suspended = job(spec={**SPEC, "runPolicy": {"backoffLimit": 0, "suspend": True}},
+                    status={"restartCount": 0, "state": "Running"})
+    plan = decide(world(suspended, workload(*ADMITTED, admitted=True), [pod(0), pod(1)]), CFG)
+    [apply] = plan.update
+    assert apply["kind"] == "Workload" and apply["spec"] == {"active": False}
+    assert {d.name for d in plan.delete} == {"demo-node-0", "demo-node-1"} and plan.status["state"] == "Suspended"
+    deactivated = workload(*ADMITTED, cond("Evicted", True, "Deactivated", "The workload is deactivated"),
+                           admitted=True)
+    deactivated["metadata"]["annotations"] = {"kubeforge.dev/active": "false"}
+    plan = decide(world(suspended, deactivated), CFG)
+    assert not plan.update  # applied already: no write
+    [write] = plan.child_status
+    assert write.status["admission"] is None and not is_true(write.status["conditions"], "Requeued")
+    resumed = decide(world(job(status=plan.status), deactivated), CFG)
+    assert [u["spec"] for u in resumed.update] == [{"active": True}] and resumed.status["state"] == "Queued"

@@ -1,8 +1,9 @@
 """Pure rendering of the Kueue side of a queued TrainingJob: the Workload that asks Kueue for quota
 (one pod set per role, with the pods' resource requests), the placement an admission grants (the
-assigned ResourceFlavors' node labels and tolerations), the pods moved there, and the status
-patches an integrator writes to the Workload (admission given back after an eviction, Finished).
-These mirror what Kueue's own job reconciler (jobframework) writes for the kinds it knows."""
+assigned ResourceFlavors' node labels and tolerations), the pods moved there, spec.active (a
+suspended job's Workload is deactivated), and the status patches an integrator writes to the
+Workload (admission given back after an eviction, Finished). These mirror what Kueue's own job
+reconciler (jobframework) writes for the kinds it knows."""
 
 from __future__ import annotations
 
@@ -74,6 +75,25 @@ def render_workload(job: ObjectRef, spec: TrainingJobSpec, queue: str, priority:
                      "ownerReferences": [owner_reference(job, "TrainingJob")]},
         "spec": wl_spec,
     }
+
+
+ANNOTATION_ACTIVE = "kubeforge.dev/active"  # what the operator last applied to spec.active ("false": suspended)
+
+
+def render_active(wl: Obj, active: bool) -> Obj:
+    """The server-side apply that sets the Workload's spec.active (a suspended job's Workload is
+    deactivated: Kueue evicts it and its quota goes back); the annotation records what was applied,
+    as a pass sees a child's metadata, not its spec."""
+    meta = wl["metadata"]
+    return {"apiVersion": WORKLOAD_API_VERSION, "kind": "Workload",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"],
+                         "annotations": {ANNOTATION_ACTIVE: str(active).lower()}},
+            "spec": {"active": active}}
+
+
+def applied_active(wl: Obj) -> bool:
+    """spec.active as the operator last applied it (true until it applied anything)."""
+    return bool((wl["metadata"].get("annotations") or {}).get(ANNOTATION_ACTIVE, "true") != "false")
 
 
 def project_flavor(flavor: Obj) -> Obj:

@@ -23,7 +23,7 @@ from .nodes import node_lost
 from .pod_policy import pod_policy_violated
 from .progress import record_progress
 from .publish import publishing
-from .queueing import place_admitted, queued, workload_finished
+from .queueing import place_admitted, queued, workload_active, workload_finished
 from .refused import create_refused
 from .running import running_or_why_not
 from .success import succeeded
@@ -35,6 +35,7 @@ STEPS: tuple[Step, ...] = (
     invalid_spec,  # nothing else can be read from a spec the models reject
     workload_finished,  # a queued job that ended marks its Kueue Workload Finished (quota released)
     finished,  # a terminal job only tidies up and expires; no step below may change it
+    workload_active,  # a suspended queued job's Kueue Workload is deactivated (its quota goes back)
     suspended,  # a suspended job holds no pods, whatever its pods say
     pod_policy_violated,  # pods the operator's settings forbid are never created
     create_refused,  # what the API server refused to create, it will refuse again: fail with its words

@@ -10,6 +10,9 @@ the Workload's integrator, doing for a TrainingJob what Kueue's job reconciler d
   and once none runs the Workload's admission is given back (status subresource) so the preemptor
   can start; the job then waits to be admitted again and resumes from its last checkpoint.
 - The job ended: the Workload is marked `Finished` (Kueue releases the quota).
+- Suspended (`spec.runPolicy.suspend`): the Workload is deactivated (`spec.active: false`, as Kueue maps
+  a Job's suspend), so Kueue evicts it and its quota goes back once the pods are gone; resuming
+  reactivates it and the job queues again.
 
 Jobs without the label never reach past the first check. Whether Kueue is installed is detected once
 at operator start (`Config.kueue`); a queued job where it is not waits with reason KueueNotInstalled."""
@@ -35,11 +38,13 @@ from ..render.workload import (
     EVICTED,
     FINISHED,
     QUOTA_RESERVED,
+    applied_active,
     assigned_flavors,
     finished_patch,
     place,
     placement,
     release_patch,
+    render_active,
     render_workload,
 )
 from .context import Pass
@@ -106,10 +111,29 @@ def _evicted(p: Pass, wl: Obj) -> bool:
                                                               f"again and resumes from its last checkpoint (a "
                                                               f"disruption, not counted against backoffLimit)"))
     wait(p, Reason.EVICTED, f"{why}; waiting to be admitted again")
+    _release(p, wl)
+    return True
+
+
+def _release(p: Pass, wl: Obj) -> None:
+    """Give an evicted Workload's quota back once none of the job's pods runs."""
     if (wl.get("status") or {}).get("admission") and not any(not v.finished for v in p.pods):
         p.plan.child_status.append(StatusWrite("Workload", wl["metadata"]["name"],
                                                wl["metadata"]["resourceVersion"], release_patch(wl, ts(p.now))))
-    return True
+
+
+def workload_active(p: Pass) -> bool:
+    """Step (before the suspended step settles): `spec.runPolicy.suspend` deactivates the Workload
+    (Kueue evicts it as Deactivated; its quota goes back once the pods are gone); resuming reactivates it."""
+    wl = workload(p) if queue_of(p) and p.cfg.kueue else None
+    if wl is None:
+        return False
+    active = not p.policy.suspend
+    if applied_active(wl) != active:
+        p.plan.update.append(render_active(wl, active))
+    if not active and is_true(_conds(wl), EVICTED):
+        _release(p, wl)
+    return False
 
 
 def queued(p: Pass) -> bool:
