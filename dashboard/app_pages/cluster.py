@@ -56,6 +56,7 @@ def quota_table(found: Queues) -> None:
     table = queue_view.quota_rows(found.cluster_queues)
     if not table.rows:
         return
+    st.markdown("**Quota by flavor and resource**")
     st.dataframe(pd.DataFrame(table.rows), hide_index=True, width="stretch", column_config={
         "reserved of quota": st.column_config.ProgressColumn(
             "reserved of quota", min_value=0.0, max_value=1.0, format="percent",
@@ -78,11 +79,13 @@ def kueue(src: Source) -> None:
                f"{len(found.local_queues)} LocalQueues, read as {found.version}.")
     cqs = queue_view.cluster_queue_rows(found.cluster_queues)
     if cqs.rows:
+        st.markdown("**ClusterQueues**")
         st.dataframe(pd.DataFrame(cqs.rows), hide_index=True, width="stretch")
         left_out(cqs.left_out, "ClusterQueues")
     quota_table(found)
     lqs = queue_view.local_queue_rows(found.local_queues)
     if lqs.rows:
+        st.markdown("**LocalQueues**")
         st.dataframe(pd.DataFrame(lqs.rows), hide_index=True, width="stretch")
         left_out(lqs.left_out, "LocalQueues")
 

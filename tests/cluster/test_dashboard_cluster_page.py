@@ -1,9 +1,10 @@
 """The dashboard's cluster page in headless Chromium on the real control plane, the dashboard running as
-its shipped ServiceAccount: the nodes table shows each node Ready with the ranks of a running
-TrainingJob placed on it; with Kueue's real manager, the queues panel shows a ClusterQueue with an
-admitted Workload's usage against its nominal quota, and the LocalQueue it came through. NotReady
-nodes, taints and the tables' bounds are covered by the unit tests of the view models
-(tests/unit/test_dashboard_cluster_view.py). Screenshots go to .test-artifacts/dashboard/."""
+its shipped ServiceAccount: the nodes table shows each node Ready, a taint of the test's own, and the
+ranks of a running TrainingJob placed on it; with Kueue's real manager, the queues panel shows a
+ClusterQueue with an admitted Workload's usage against its nominal quota, and the LocalQueue it came
+through. NotReady nodes, node-loss taints and the tables' bounds are covered by the unit tests of the
+view models (tests/unit/test_dashboard_cluster_view.py) and the page's AppTest
+(tests/component/test_dashboard_pages.py). Screenshots go to .test-artifacts/dashboard/."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from test_dashboard import CHROMIUM_ARGS, start_dashboard
 
 ARTIFACTS = REPO / ".test-artifacts" / "dashboard"
 SLEEPER = "import time; time.sleep(600)"
+TAINT = "example.com/dashboard-test=shown"
 Obj = dict[str, Any]
 
 
@@ -78,29 +80,40 @@ def running_ranks(cluster: Cluster, namespace: str, name: str) -> dict[str, str]
 @pytest.mark.embedded("builds the dashboard's kubeconfig from the embedded cluster's CA file")
 def test_nodes_table_shows_each_node_ready_with_a_running_jobs_ranks(cluster: Cluster, operator: OperatorProcess,
                                                                      namespace: str) -> None:
-    from playwright.sync_api import expect
-
     name = "placed"
     cluster.apply({"apiVersion": "kubeforge.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": name},
                    "spec": {"nodes": 2, "command": ["python", "-c", SLEEPER],
                             "resources": {"requests": {"cpu": "10m"}, "limits": {"memory": "1Gi"}}}}, namespace)
     nodes = [n["metadata"]["name"] for n in cluster.client.get("/api/v1/nodes")["items"]]
-    with cluster_page(cluster, namespace, "cluster-nodes") as page:  # starts while the pods come up
-        ranks = wait_for(lambda: (r := running_ranks(cluster, namespace, name)) and len(r) == 2 and r, 120,
-                         what="both ranks Running")
-        # node, status, since, reason, node-loss taints, other taints, cpu, memory (capacity, allocatable),
-        # kubeforge pods, jobs here: the page refreshes itself, so it shows the pods within a few seconds
-        here = {node: ", ".join(f"rank {r}" for r in sorted(ranks) if ranks[r] == node) for node in nodes}
-        expected = {node: f"TrainingJob {namespace}/{name}: {ranks_here}" if ranks_here else ""
-                    for node, ranks_here in here.items()}
+    # a taint of our own on the first node (PreferNoSchedule: nothing of the session's other tests moves)
+    cluster.kubectl("taint", "node", nodes[0], f"{TAINT}:PreferNoSchedule")
+    try:
+        with cluster_page(cluster, namespace, "cluster-nodes") as page:  # starts while the pods come up
+            ranks_placed_shown(cluster, page, namespace, name, nodes)
+    finally:
+        cluster.kubectl("taint", "node", nodes[0], f"{TAINT}:PreferNoSchedule-", check=False)
 
-        def placed(shown: list[list[str]]) -> bool:
-            table = {r[0]: r for r in shown if len(r) == 12 and r[0] in nodes}
-            return all(node in table and table[node][1].endswith("Ready") and "NotReady" not in table[node][1]
-                       and table[node][4] == "" and table[node][11] == jobs for node, jobs in expected.items())
 
-        until(page, placed, f"every node Ready with {name}'s ranks")
-        expect(page.get_by_test_id("stAlertContainer").filter(has_text="NotReady")).to_have_count(0)
+def ranks_placed_shown(cluster: Cluster, page: Any, namespace: str, name: str, nodes: list[str]) -> None:
+    """Every node Ready, with the job's ranks where they run and TAINT on the first node."""
+    from playwright.sync_api import expect
+
+    ranks = wait_for(lambda: (r := running_ranks(cluster, namespace, name)) and len(r) == 2 and r, 120,
+                     what="both ranks Running")
+    here = {node: ", ".join(f"rank {r}" for r in sorted(ranks) if ranks[r] == node) for node in nodes}
+    expected = {node: f"TrainingJob {namespace}/{name}: {ranks_here}" if ranks_here else ""
+                for node, ranks_here in here.items()}
+
+    def placed(shown: list[list[str]]) -> bool:
+        # node, status, since, reason, node-loss taints, other taints, jobs here, ... (the grid leaves out the
+        # columns beyond the window); the page refreshes itself, so it shows the pods within a few seconds
+        table = {r[0]: r for r in shown if len(r) >= 7 and r[0] in nodes and r[1].endswith("Ready")}
+        return all(node in table and "NotReady" not in table[node][1]
+                   and table[node][4] == "" and table[node][6] == jobs for node, jobs in expected.items()) \
+            and table[nodes[0]][5] == f"{TAINT}:PreferNoSchedule"
+
+    until(page, placed, f"every node Ready with {name}'s ranks")
+    expect(page.get_by_test_id("stAlertContainer").filter(has_text="NotReady")).to_have_count(0)
 
 
 def admitted_workload(kueue: KueueHarness, q: Queues, name: str, cpu: str) -> None:

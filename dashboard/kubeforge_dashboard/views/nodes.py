@@ -100,10 +100,10 @@ def row(node: NodeInfo, pods: list[PodInfo], now: datetime) -> dict[str, object]
     lost, other = taints(node, now)
     c, a = node.capacity, node.allocatable
     return {"node": node.name, "status": status(node), "since": since(node.ready_since, now),
-            "reason": node.ready_reason, "node-loss taints": lost, "other taints": other,
+            "reason": node.ready_reason, "node-loss taints": lost, "other taints": other, "jobs here": jobs_on(pods),
+            "kubeforge pods": len([p for p in pods if pod_place(p)]),
             "cpu capacity": _cores(c.cpu_m), "cpu allocatable": _cores(a.cpu_m),
-            "memory capacity": size(c.memory), "memory allocatable": size(a.memory),
-            "kubeforge pods": len([p for p in pods if pod_place(p)]), "jobs here": jobs_on(pods)}
+            "memory capacity": size(c.memory), "memory allocatable": size(a.memory)}
 
 
 def node_table(nodes: list[NodeInfo], pods: list[PodInfo], now: datetime, limit: int = MAX_NODES) -> NodeTable:
