@@ -6,7 +6,7 @@ EXTRAS ?= dev
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)-$(EXTRAS)
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 
-.PHONY: venv minicp helm generate lint test test-unit bench demo cluster-up cluster-down node-kill node-partition node-heal nodes operator-up operator-down s3-env s3-secret \
+.PHONY: venv minicp helm generate lint test test-unit bench demo cluster-up cluster-down node-kill node-partition node-heal node-revive nodes operator-up operator-down s3-env s3-secret \
 	dashboard dashboard-down kind-up kind-e2e images
 
 $(STAMP): pyproject.toml
@@ -69,6 +69,9 @@ node-partition: venv  ## a network partition: NODE stops renewing its Lease and 
 
 node-heal: venv  ## end NODE's partition: it reconnects and posts Ready again
 	@$(PY) -m minicluster node heal "$(NODE)" --dir "$(CLUSTER_DIR)"
+
+node-revive: venv  ## a killed NODE comes back as a new agent (a rebooted machine): Ready again, runs pods bound to it
+	@$(PY) -m minicluster node revive "$(NODE)" --dir "$(CLUSTER_DIR)"
 
 nodes: venv  ## each node agent of the embedded cluster and its state (Running, Partitioned, Dead)
 	@$(PY) -m minicluster node status --dir "$(CLUSTER_DIR)"
