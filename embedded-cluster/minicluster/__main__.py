@@ -109,17 +109,7 @@ def up(args: argparse.Namespace) -> int:
         ms_started.result()
         store_started.result()
         kueue_started.result()
-        procs = {"kube-proxy": proxy.proc, "metrics-server": metrics.proc if metrics else None,
-                 "kueue": queues.proc if queues else None}
-        addons = {name: p.pid for name, p in procs.items() if p is not None}
-        info = {"ready": True, "seconds": round(time.monotonic() - t0, 1), **cp.describe(),
-                "addonPids": addons, "bridge": network.bridge, "podCIDR": str(network.net), "gateway": network.gateway,
-                "nodeCpus": cpu, "kubeProxy": proxy.describe(), "metricsServer": metrics is not None,
-                "kueue": queues.describe() if queues else None,
-                "nodes": [{"name": s.name, "podCIDR": s.pod_cidr} for s in specs],
-                "nodeGracePeriodSeconds": beat.grace_seconds, "pid": os.getpid(),
-                "controlPlaneRssBytes": cp.rss_bytes(),
-                "addonsRssBytes": rss_bytes(addons.values())}
+        info = _ready_info(time.monotonic() - t0, cp, network, cpu, proxy, metrics, queues, specs, beat)
         _publish(root, info, proxy.summary(), store)
         handle = _node_commands(agents)
         while not stop.wait(0.2):
@@ -128,6 +118,23 @@ def up(args: argparse.Namespace) -> int:
     finally:
         _stop(store, queues, lambda: metrics.stop(admin) if metrics is not None and admin is not None else None,
               proxy, list(agents.values()), wide, network, cgroups, cp)
+
+
+def _ready_info(seconds: float, cp: ControlPlane, network: PodNetwork, cpu: str, proxy: ServiceProxy,
+                metrics: MetricsServer | None, queues: Kueue | None, specs: list[nodes.NodeSpec],
+                beat: nodes.Heartbeat) -> dict[str, object]:
+    """What ready.json says of a started cluster: its parts, addresses, pids and sizes."""
+    procs = {"kube-proxy": proxy.proc, "metrics-server": metrics.proc if metrics else None,
+             "kueue": queues.proc if queues else None}
+    addons = {name: p.pid for name, p in procs.items() if p is not None}
+    return {"ready": True, "seconds": round(seconds, 1), **cp.describe(),
+            "addonPids": addons, "bridge": network.bridge, "podCIDR": str(network.net), "gateway": network.gateway,
+            "nodeCpus": cpu, "kubeProxy": proxy.describe(), "metricsServer": metrics is not None,
+            "kueue": queues.describe() if queues else None,
+            "nodes": [{"name": s.name, "podCIDR": s.pod_cidr} for s in specs],
+            "nodeGracePeriodSeconds": beat.grace_seconds, "pid": os.getpid(),
+            "controlPlaneRssBytes": cp.rss_bytes(),
+            "addonsRssBytes": rss_bytes(addons.values())}
 
 
 def _stop(store: ObjectStore | None, queues: Kueue | None, stop_metrics: Callable[[], object], proxy: ServiceProxy,
