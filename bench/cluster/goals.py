@@ -59,7 +59,8 @@ def _fencing(r: Obj) -> list[Row]:
                        f"reader takes), {trials}", ours=Value(f["accepted_fenced_writes"], digits=0,
                                                              detail=f" ({f['refused']} writes refused)"),
             goal=GOALS["accepted_fenced_writes"]),
-        Row(BENCHMARK, "a cut-off old rank: from the newer attempt's start to its refused write and exit",
+        Row(BENCHMARK, "a cut-off old rank's refused write and exit, from the newer attempt's first beat (which "
+                       "follows its fence record: negative when refused before it)",
             ours=Value(lag["median"], lag["min"], lag["max"], lag["rounds"], 2, " s") if lag.get("rounds") else "-"),
     ]
 
