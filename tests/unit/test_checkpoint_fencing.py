@@ -58,6 +58,28 @@ def test_what_a_stale_writer_commits_anyway_is_never_loaded(tmp_path: Path, monk
     assert loaded is not None and loaded.step == 20
 
 
+def test_a_writer_that_raced_the_check_stops_right_after_its_commit(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    as_attempt(monkeypatch, 0)
+    checkpoint.save(tmp_path, 10, T, {}, keep=3)
+    real, calls = checkpoint.check_fence, []
+
+    def racing(root: Path, attempt: int) -> None:
+        calls.append(attempt)
+        if len(calls) == 1:  # the check passes; attempt 1 records itself before the rename
+            (root / "fence.json").write_text(json.dumps({"job": "uid", "attempt": 1, "base": "step-000000010"}))
+            return
+        real(root, attempt)
+    monkeypatch.setattr(checkpoint, "check_fence", racing)
+    with pytest.raises(Fenced):
+        checkpoint.save(tmp_path, 20, T, {}, keep=3)
+    monkeypatch.setattr(checkpoint, "check_fence", real)
+    assert calls == [0, 0] and not list(tmp_path.glob("step-000000020*"))  # removed at once
+    as_attempt(monkeypatch, 1)
+    loaded = checkpoint.latest(tmp_path)
+    assert loaded is not None and loaded.step == 10
+
+
 def test_a_job_created_again_takes_over_the_fence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     as_attempt(monkeypatch, 3, "old")
     checkpoint.save(tmp_path, 10, T, {}, keep=2)

@@ -8,8 +8,9 @@ attempt that wrote it (in its name, `step-<N>-a<attempt>` after attempt 0, and i
 `fence.json` records the job (its uid) and the newest attempt that started, and the checkpoint it
 resumed from (its base); an attempt records itself there before it loads anything. Only the fenced
 attempt's own checkpoints and its base are accepted; a writer that finds a newer attempt (or another
-job) recorded stops (`Fenced`) before it commits, and whatever a stale writer commits anyway is never
-loaded and is pruned. A job created again under the same name and storage takes over the fence."""
+job) recorded stops (`Fenced`) before it commits, a writer that finds it right after committing (it
+raced the check) removes what it committed and stops, and whatever a stale writer commits anyway is
+never loaded and is pruned. A job created again under the same name and storage takes over the fence."""
 
 from __future__ import annotations
 
@@ -191,6 +192,11 @@ def commit(root: Path, tmp: Path, step: int, tensors: dict[str, dict[str, torch.
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    try:  # a newer attempt recorded itself while this one committed (it raced the check): stop now, not a step later
+        check_fence(root, attempt)
+    except Fenced:
+        shutil.rmtree(final, ignore_errors=True)  # never accepted anyway; gone at once
+        raise
     kept = set(accepted(root, read_fence(root))[-keep:]) | {final}
     for old in root.glob("step-*"):
         if old not in kept:
