@@ -204,3 +204,32 @@ def test_parameter_server_converges_on_digits(tmp_path: Path) -> None:
     job = {**spec("parameter-server", 1, epochs=10, maxStaleness=2), "nodes": 2, "parameterServers": 1}
     result = run(job, tmp_path, procs=3)  # 2 workers + 1 server
     assert result["metrics"]["accuracy"] >= 0.9
+
+
+def test_sigterm_checkpoints_the_step_it_stops_at_and_resumes_identical(tmp_path: Path) -> None:
+    """A pod told to go (Kueue's preemption, a suspend) loses no step: every rank stops at the same
+    step boundary, that step is checkpointed (between the periodic ones), and the rerun ends where an
+    uninterrupted run does."""
+    job = spec("ddp", 2, epochs=8)
+    run(job, tmp_path / "reference", procs=2)
+    storage = tmp_path / "stopped"
+    p = launch(job, storage, procs=2)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        rows = history(storage) if (storage / "metrics.jsonl").exists() else []
+        if rows and rows[-1]["step"] >= 13:
+            break
+        time.sleep(0.02)
+    os.kill(p.pid, signal.SIGTERM)  # to torchrun's agent, which passes it to the ranks, as in a pod
+    out, _ = p.communicate(timeout=120)
+    assert re.search(r"rank 0 stopped at step \d+ on SIGTERM", out), out[-3000:]
+    stopped_at = int(re.findall(r"rank 0 stopped at step (\d+)", out)[0])
+    assert stopped_at < len(history(tmp_path / "reference")), "the run ended before the signal"
+    assert history(storage)[-1]["step"] == stopped_at  # no step trained after the last checkpoint
+    assert f"kubeforge: checkpoint at step {stopped_at}" in out
+    resumed = launch(job, storage, procs=2)
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out[-3000:]
+    assert f"resumed from the checkpoint at step {stopped_at}" in out
+    a, b = weights(tmp_path / "reference"), weights(storage)
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6

@@ -56,6 +56,7 @@ def train() -> int:
     from kubeforge_api.trainingjob import Strategy
 
     from .train.common import init_world, threads_for
+    from .train.stopping import STOPPED_EXIT_CODE, Stopped
     from .train.teardown import close_world
 
     try:
@@ -79,6 +80,10 @@ def train() -> int:
         result = run(ctx, world, reporter)
     except (ConfigError, CheckpointError) as e:
         return invalid(e)
+    except Stopped as e:  # told to go (SIGTERM): the step it stopped at is checkpointed
+        print(f"kubeforge-trainer: rank {world.rank} {e}", file=sys.stderr, flush=True)
+        close_world(world)
+        return STOPPED_EXIT_CODE
     finally:
         if reporter:
             reporter.close()

@@ -21,6 +21,7 @@ from kubeforge_api.trainingjob import Strategy
 from ..context import ConfigError, JobContext
 from ..progress import ProgressReporter
 from ..train.common import World, barrier, seed_all, termination_log
+from ..train.stopping import Stopped, StopRequest
 from . import state
 from .batches import Plan, Row, global_rows, make_rows, plan, tokens
 from .encode import Example, check_tokenizer, encode
@@ -136,6 +137,7 @@ class Progress:
 def loop(ctx: JobContext, trainer: Trainer, data: Data, log: Log, start: int, progress: Progress, lora: bool) -> None:
     ft, p = ctx.spec.finetune, trainer.plan
     assert ft is not None
+    stop = StopRequest(trainer.world)
     for step in range(start, p.total_steps):
         rows = global_rows(data.train, p, ft.seed, step)
         began = time.perf_counter()
@@ -147,12 +149,16 @@ def loop(ctx: JobContext, trainer: Trainer, data: Data, log: Log, start: int, pr
         log.stepped(done, epoch, loss, lr, sum(1 for r in rows if r), progress.tokens_per_second)
         if done % p.steps_per_epoch == 0 and done < p.total_steps:
             log.evaluated(done, epoch, trainer.evaluate(data.eval), f"epoch {epoch}")
-        if done % ctx.spec.checkpoint.interval_steps == 0 and done < p.total_steps:
+        stopping = done < p.total_steps and stop.agreed()  # on SIGTERM: checkpoint this step, then stop
+        if (done % ctx.spec.checkpoint.interval_steps == 0 or stopping) and done < p.total_steps:
             meta = {"position": position(p, data), "before": progress.before, "tokens": progress.tokens,
                     "seconds": progress.seconds}
             state.save(ctx.storage / "checkpoints", trainer.world, trainer.model, trainer.optimizer,
                        trainer.scheduler, done, meta, ctx.spec.checkpoint.keep, lora)
             log.checkpointed(done)
+        if stopping:
+            raise Stopped(done)
+    stop.settle()
 
 
 def base_digest(directory: Path) -> str | None:

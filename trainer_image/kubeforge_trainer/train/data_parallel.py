@@ -36,6 +36,7 @@ from .common import (
 from .ring import use_rings
 from .sampler import Sampler, loss_weight, rank_slice
 from .shards import LocalShards, clip_local
+from .stopping import Stopped, StopRequest
 
 
 def wrap_model(model: nn.Sequential, strategy: Strategy, world: World, bucket_mb: int,
@@ -115,20 +116,12 @@ def train(ctx: JobContext, world: World, reporter: ProgressReporter | None) -> d
     steps_per_epoch, total = steps_plan(recipe, data, world.size, elastic=ctx.spec.elastic is not None)
     order = Sampler(recipe.seed, len(data.x_train), recipe.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(recipe, total))
-    ckpt_dir = ctx.storage / "checkpoints"
-    start = 0
-    metrics: dict[str, float] = {}
-    resumed = checkpoint.latest(ckpt_dir)
-    if resumed is not None:
-        suffix = f"-rank{world.rank}" if sharded else ""
-        _load_model(model, resumed.tensors[f"model{suffix}"], sharded)
-        optimizer_from_tensors(opt, resumed.tensors.get(f"optim{suffix}", {}), resumed.meta["optimizer"])
-        sched.load_state_dict(resumed.meta["scheduler"])
-        checkpoint.set_rng_state(resumed.tensors["rng"], resumed.meta["rng"])
-        start, metrics = resumed.step, resumed.meta.get("metrics", {})
+    resumed = _resume(ctx, world, model, opt, sched, sharded)
+    start, metrics = (resumed.step, resumed.meta.get("metrics", {})) if resumed else (0, {})
     offset = int(resumed.meta.get("sampleOffset", order.offset_at(start))) if resumed else 0
     log = StepLog(reporter, ctx, start, total, recipe.batch_size, steps_per_epoch, resumed.step if resumed else None)
     model.train()
+    stop = StopRequest(world)
     for step in range(start, total):
         global_batch = order.global_batch(offset)
         offset += len(global_batch)
@@ -147,9 +140,13 @@ def train(ctx: JobContext, world: World, reporter: ProgressReporter | None) -> d
             if world.size > 1:
                 torch.distributed.all_reduce(loss, op=torch.distributed.ReduceOp.AVG)
             log.after(done, float(loss), metrics, float(sched.get_last_lr()[0]), epoch_end)
-        if done % ctx.spec.checkpoint.interval_steps == 0 and done < total:
+        stopping = done < total and stop.agreed()  # on SIGTERM: checkpoint this step, then stop
+        if (done % ctx.spec.checkpoint.interval_steps == 0 or stopping) and done < total:
             _checkpoint(ctx, world, model, opt, sched, (done, offset), metrics, sharded)
             log.checkpointed(done)
+        if stopping:
+            raise Stopped(done)
+    stop.settle()
     final = reporter.final() if reporter else {}
     state = _full_state(model, sharded)
     info = finish(ctx, world, state, arch, data, metrics, {**final, "phase": "finished"})
@@ -157,6 +154,19 @@ def train(ctx: JobContext, world: World, reporter: ProgressReporter | None) -> d
         reporter.update(phase="finished")
     barrier(world)
     return {"metrics": metrics, "artifact": info, "steps": total, "resumedFrom": resumed.step if resumed else None}
+
+
+def _resume(ctx: JobContext, world: World, model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
+            sharded: bool) -> checkpoint.Loaded | None:
+    """Load the newest accepted checkpoint into the model, optimizer, schedule and RNG, if there is one."""
+    resumed = checkpoint.latest(ctx.storage / "checkpoints")
+    if resumed is not None:
+        suffix = f"-rank{world.rank}" if sharded else ""
+        _load_model(model, resumed.tensors[f"model{suffix}"], sharded)
+        optimizer_from_tensors(opt, resumed.tensors.get(f"optim{suffix}", {}), resumed.meta["optimizer"])
+        sched.load_state_dict(resumed.meta["scheduler"])
+        checkpoint.set_rng_state(resumed.tensors["rng"], resumed.meta["rng"])
+    return resumed
 
 
 def _step(model: nn.Module, opt: torch.optim.Optimizer, recipe: Recipe, task: str, x: torch.Tensor, y: torch.Tensor,
