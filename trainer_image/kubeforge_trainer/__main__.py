@@ -28,7 +28,7 @@ def invalid(error: Exception) -> int:
     `kubectl describe` and `kubeforge run` say why), and the exit code that is never retried."""
     line = f"kubeforge-trainer: {' '.join(str(error).split())}"[:1024]
     print(line, file=sys.stderr, flush=True)
-    from .train.common import termination_log
+    from .termination import termination_log
 
     with contextlib.suppress(OSError):
         path = termination_log()

@@ -21,7 +21,7 @@ from kubeforge_api.contracts import ArtifactInfo, TrainingResult, parse_result
 from kubeforge_api.exitcodes import EXIT_INVALID_CONFIG
 
 from .formats.identity import FormatError, identify
-from .train.common import termination_log
+from .termination import termination_log
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 

@@ -26,7 +26,7 @@ from .storage.__main__ import fail
 from .storage.client import Credentials, make_client
 from .storage.errors import EXIT_IO, EXIT_USAGE, StorageError, classify
 from .storage.transfer import publish
-from .train.common import termination_log
+from .termination import termination_log
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

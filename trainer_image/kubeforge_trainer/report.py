@@ -26,7 +26,8 @@ from kubeforge_api.constants import Env
 
 from .progress import ProgressReporter
 from .rate import SmoothedRate
-from .train.common import say, termination_log, termination_message
+from .termination import termination_log
+from .train.common import say, termination_message
 
 EVAL_METRICS = ("evalLoss", "accuracy", "perplexity")  # the curves the operator keeps besides loss
 

@@ -20,7 +20,8 @@ from kubeforge_api.trainingjob import Strategy
 
 from ..context import ConfigError, JobContext
 from ..progress import ProgressReporter
-from ..train.common import World, barrier, seed_all, termination_log
+from ..termination import termination_log
+from ..train.common import World, barrier, seed_all
 from ..train.stopping import Stopped, StopRequest
 from . import state
 from .batches import Plan, Row, global_rows, make_rows, plan, tokens

@@ -13,13 +13,11 @@ import time
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from kubeforge_api.constants import TERMINATION_LOG_PATH, Env
 from kubeforge_api.contracts import MAX_HISTORY_POINTS, TrainingResult
 from kubeforge_api.model import TERMINATION_LIMIT
 from kubeforge_api.trainingjob import Recipe
@@ -31,12 +29,8 @@ from ..data import Data
 from ..models import loss_fn
 from ..progress import ProgressReporter
 from ..rate import SmoothedRate
+from ..termination import termination_log
 from .cpus import threads_per_rank
-
-
-def termination_log() -> Path:
-    """Where the kubelet reads the termination message; local runs point it into the run folder."""
-    return Path(os.environ.get(Env.TERMINATION_LOG, TERMINATION_LOG_PATH))
 
 
 @dataclass(frozen=True)
