@@ -32,9 +32,10 @@ from bench.serve.goals_llm import SECTION as LLM  # noqa: E402
 from bench.serve.goals_serve_hf import SECTION as SERVE_HF  # noqa: E402
 from bench.serve.goals_storage import SECTION as STORAGE  # noqa: E402
 from bench.train.goals import SECTION as TRAIN  # noqa: E402
+from bench.train.goals_elastic import SECTION as ELASTIC  # noqa: E402
 from bench.train.goals_finetune import SECTION as FINETUNE  # noqa: E402
 
-SECTIONS = (OPERATOR, NODE_LOSS, TRAIN, FINETUNE, SERVE, SERVE_HF, LLM, STORAGE, COMPRESS, HF_INT8, LLM_INT8,
+SECTIONS = (OPERATOR, NODE_LOSS, ELASTIC, TRAIN, FINETUNE, SERVE, SERVE_HF, LLM, STORAGE, COMPRESS, HF_INT8, LLM_INT8,
             DASHBOARD, GPU)
 BENCH = REPO / "bench"
 RESULTS = BENCH / "results"
