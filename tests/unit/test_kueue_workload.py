@@ -195,3 +195,14 @@ def test_suspending_deactivates_the_workload_and_gives_its_quota_back() -> None:
     assert write.status["admission"] is None and not is_true(write.status["conditions"], "Requeued")
     resumed = decide(world(job(status=plan.status), deactivated), CFG)
     assert [u["spec"] for u in resumed.update] == [{"active": True}] and resumed.status["state"] == "Queued"
+
+
+def test_a_partially_admitted_elastic_job_starts_only_the_admitted_workers() -> None:
+    spec = {**SPEC, "nodes": 3, "elastic": {"minNodes": 2, "maxNodes": 3}}
+    wl = workload(*ADMITTED, admitted=True)  # Kueue admitted 2 of the 3 workers asked for (minCount 2)
+    plan = decide(world(job(spec=spec), wl), CFG)
+    ranks = sorted(int(c["metadata"]["labels"]["kubeforge.dev/rank"]) for c in plan.create if c["kind"] == "Pod")
+    assert ranks == [0, 1]
+    wl["status"]["admission"]["podSetAssignments"][0]["count"] = 3
+    plan = decide(world(job(spec=spec), wl), CFG)
+    assert len([c for c in plan.create if c["kind"] == "Pod"]) == 3

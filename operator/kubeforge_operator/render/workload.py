@@ -116,6 +116,13 @@ def assigned_flavors(admission: Obj) -> dict[str, list[str]]:
     return out
 
 
+def assigned_counts(admission: Obj) -> dict[str, int]:
+    """Per pod set, how many pods the admission admitted: fewer than asked for when Kueue admitted an
+    elastic job partially (down to its minCount)."""
+    return {str(a.get("name")): a["count"] for a in admission.get("podSetAssignments") or []
+            if isinstance(a.get("count"), int) and not isinstance(a.get("count"), bool)}
+
+
 def placement(flavor_names: list[str], flavors: dict[str, Obj]) -> tuple[dict[str, str], list[Obj]] | None:
     """The node selector and tolerations of the named flavors merged; None while one is not known yet."""
     selector: dict[str, str] = {}

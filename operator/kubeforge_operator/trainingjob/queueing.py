@@ -4,7 +4,8 @@ the Workload's integrator, doing for a TrainingJob what Kueue's job reconciler d
 - No Workload: create it (owned by the job); no pods run; `Queued` says why.
 - Not admitted: no pods; `Queued=True` with Kueue's own reason and message (e.g. insufficient quota).
 - Admitted: `Queued=False Admitted`; the other steps bring the gang up, and `place_admitted` puts the
-  pods created on the admitted ResourceFlavors (their node labels and tolerations).
+  pods created on the admitted ResourceFlavors (their node labels and tolerations), no more per pod
+  set than admitted (an elastic job may be admitted partially, down to its minCount).
 - Evicted (preemption, quota reclaimed, queue stopped...): the gang restarts as a disruption (not
   counted against backoffLimit; lastFailure and an Event say why), its pods are deleted gracefully,
   and once none runs the Workload's admission is given back (status subresource) so the preemptor
@@ -23,6 +24,7 @@ from kubeforge_api.conditions import find, is_true
 from kubeforge_api.constants import (
     LABEL_KUEUE_PRIORITY,
     LABEL_KUEUE_QUEUE,
+    LABEL_RANK,
     LABEL_ROLE,
     STAGE_ROLES,
     ConditionType,
@@ -39,6 +41,7 @@ from ..render.workload import (
     FINISHED,
     QUOTA_RESERVED,
     applied_active,
+    assigned_counts,
     assigned_flavors,
     finished_patch,
     place,
@@ -161,17 +164,22 @@ def queued(p: Pass) -> bool:
 
 
 def place_admitted(p: Pass) -> bool:
-    """Step: the pods this pass creates go where the admission put their pod set."""
+    """Step: the pods this pass creates go where the admission put their pod set, and no more of them
+    than it admitted (an elastic job admitted partially starts with fewer workers)."""
     wl = workload(p) if queue_of(p) and p.cfg.kueue else None
     if wl is None or not p.plan.create:
         return False
-    flavors = assigned_flavors((wl.get("status") or {}).get("admission") or {})
+    admission = (wl.get("status") or {}).get("admission") or {}
+    flavors, counts = assigned_flavors(admission), assigned_counts(admission)
     known = p.world.related.get("ResourceFlavor") or {}
     placed: list[Obj] = []
     for child in p.plan.create:
-        role = (child["metadata"].get("labels") or {}).get(LABEL_ROLE, "")
+        labels = child["metadata"].get("labels") or {}
+        role = labels.get(LABEL_ROLE, "")
         if child["kind"] != "Pod":
             placed.append(child)
+            continue
+        if int(labels.get(LABEL_RANK, 0)) >= counts.get(role, 1 << 30):  # admitted partially: no more than that
             continue
         where = placement(flavors.get(role, []), known)
         if where is None:  # a flavor admitted before this operator saw it: create these pods a moment later
