@@ -233,3 +233,19 @@ def test_sigterm_checkpoints_the_step_it_stops_at_and_resumes_identical(tmp_path
     assert f"resumed from the checkpoint at step {stopped_at}" in out
     a, b = weights(tmp_path / "reference"), weights(storage)
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+
+
+def test_a_rank_stuck_after_sigterm_leaves_without_waiting_out_the_grace_period() -> None:
+    """A rank that cannot reach the ranks' agreement (a peer gone mid-collective) exits with 143 soon
+    after SIGTERM, as SIGTERM's default would, so a gang restart does not wait for its grace period."""
+    script = ("import os, signal, time\n"
+              "from kubeforge_trainer.train import stopping\n"
+              "from kubeforge_trainer.train.common import World\n"
+              "stopping.STOP_WAIT_S = 0.5\n"
+              "request = stopping.StopRequest(World(0, 1, 0))\n"
+              "os.kill(os.getpid(), signal.SIGTERM)\n"
+              "time.sleep(60)  # never reaches a step boundary\n")
+    began = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 143, done.stderr[-2000:]
+    assert time.monotonic() - began < 30

@@ -5,12 +5,15 @@ honours at a step boundary, so the work since the last periodic checkpoint is no
 The ranks must stop at the same step (a checkpoint is collective for sharded models), so they agree
 with one one-element all-reduce started after each step and read after the next: it overlaps a
 step and costs no wait. Every rank then checkpoints that step and the process leaves with 143
-(128 + SIGTERM). A rank that never gets to a step boundary is killed at the end of the grace period
-as before; nothing is written then."""
+(128 + SIGTERM). A rank that does not reach an agreement within `STOP_WAIT_S` (stuck in a collective
+with a peer that is gone) exits at once with the same code, as SIGTERM's default would have, so a
+gang restart never waits out the pod's grace period for it; nothing is written then."""
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
 from types import FrameType
 from typing import Any
 
@@ -20,6 +23,7 @@ import torch.distributed as dist
 from .common import World
 
 STOPPED_EXIT_CODE = 128 + signal.SIGTERM
+STOP_WAIT_S = 10.0  # from SIGTERM to the ranks' agreement; longer means a rank is stuck: leave without a checkpoint
 
 
 class Stopped(Exception):
@@ -38,20 +42,31 @@ class StopRequest:
         self.requested = False
         self.flag = torch.zeros(1)
         self.pending: Any = None
+        self.deadline: threading.Timer | None = None
         signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True
+        if not self.requested:
+            self.requested = True
+            self.deadline = threading.Timer(STOP_WAIT_S, os._exit, (STOPPED_EXIT_CODE,))
+            self.deadline.daemon = True
+            self.deadline.start()
+
+    def _agree(self) -> bool:
+        """All ranks stop here: the checkpoint that follows may take as long as the grace period allows."""
+        if self.deadline is not None:
+            self.deadline.cancel()
+        return True
 
     def agreed(self) -> bool:
         """Whether every rank stops after this step (the same answer on every rank)."""
         if self.world.size == 1:
-            return self.requested
+            return self.requested and self._agree()
         if self.pending is not None:
             self.pending.wait()
             self.pending = None
             if self.flag.item() > 0:
-                return True
+                return self._agree()
         self.flag = torch.tensor([1.0 if self.requested else 0.0])
         self.pending = dist.all_reduce(self.flag, op=dist.ReduceOp.MAX, async_op=True)
         return False
