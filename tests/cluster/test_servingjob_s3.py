@@ -113,9 +113,15 @@ def test_a_missing_object_a_refused_key_and_a_missing_secret_say_why_without_a_c
     serving_job(cluster, namespace, "denied", present, "bad-creds")
     serving_job(cluster, namespace, "nosecret", present, "no-such-secret")
 
-    logs = wait_for(lambda: (a := initializer_logs(cluster, namespace, "missing")) and
-                    (b := initializer_logs(cluster, namespace, "denied")) and (a, b), 180,
-                    what="both initializers' logs")
+    seen_logs: dict[str, str] = {}  # each server's log as first read: a stopped server's pod goes soon after
+
+    def both_logs() -> tuple[str, str] | None:
+        for name in ("missing", "denied"):
+            if name not in seen_logs and (log := initializer_logs(cluster, namespace, name)):
+                seen_logs[name] = log
+        return (seen_logs["missing"], seen_logs["denied"]) if len(seen_logs) == 2 else None
+
+    logs = wait_for(both_logs, 180, interval=0.1, what="both initializers' logs")
     assert f"{missing}: no such object" in logs[0], logs
     assert f"{present}: the credentials in Secret bad-creds were refused (SignatureDoesNotMatch)" in logs[1], logs
 
