@@ -45,6 +45,7 @@ bench: venv minicp  ## side-by-side benchmarks -> bench/results/*.json -> docs/b
 	$(PY) bench/operator/bench_operator.py || status=1; \
 	$(PY) bench/cluster/bench_node_loss.py || status=1; \
 	$(PY) bench/train/bench_elastic.py || status=1; \
+	$(PY) bench/kueue/bench_kueue.py || status=1; \
 	$(PY) bench/train/bench_train.py || status=1; \
 	$(PY) bench/compress/bench_compress.py || status=1; \
 	$(PY) bench/compress/bench_llm_int8.py || status=1; \

@@ -25,6 +25,7 @@ from bench.compress.goals_hf_int8 import SECTION as HF_INT8  # noqa: E402
 from bench.compress.goals_llm_int8 import SECTION as LLM_INT8  # noqa: E402
 from bench.dashboard.goals import SECTION as DASHBOARD  # noqa: E402
 from bench.gpu.goals import SECTION as GPU  # noqa: E402
+from bench.kueue.goals import SECTION as KUEUE  # noqa: E402
 from bench.operator.goals import SECTION as OPERATOR  # noqa: E402
 from bench.rows import Obj, Row, Section  # noqa: E402
 from bench.serve.goals import SECTION as SERVE  # noqa: E402
@@ -35,8 +36,8 @@ from bench.train.goals import SECTION as TRAIN  # noqa: E402
 from bench.train.goals_elastic import SECTION as ELASTIC  # noqa: E402
 from bench.train.goals_finetune import SECTION as FINETUNE  # noqa: E402
 
-SECTIONS = (OPERATOR, NODE_LOSS, ELASTIC, TRAIN, FINETUNE, SERVE, SERVE_HF, LLM, STORAGE, COMPRESS, HF_INT8, LLM_INT8,
-            DASHBOARD, GPU)
+SECTIONS = (OPERATOR, NODE_LOSS, ELASTIC, KUEUE, TRAIN, FINETUNE, SERVE, SERVE_HF, LLM, STORAGE, COMPRESS, HF_INT8,
+            LLM_INT8, DASHBOARD, GPU)
 BENCH = REPO / "bench"
 RESULTS = BENCH / "results"
 COLUMNS = ("what", "baseline", "ours", "ratio (median, min-max, n)", "goal", "verdict")
