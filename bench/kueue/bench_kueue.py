@@ -286,6 +286,29 @@ class Bench:
                 "victim_exit_codes": [p.exit_code for p in first], "victim_steps_per_s": round(per_s, 1),
                 "load_1m": before}
 
+    def probe_api(self, done: threading.Event, probes: list[float], loads: list[float]) -> None:
+        """Each second until `done`: the API server's latency for one GET, and the load average."""
+        while not done.wait(1.0):
+            t = time.monotonic()
+            self.api.get(f"/api/v1/namespaces/{NS}")
+            probes.append(time.monotonic() - t)
+            loads.append(load())
+
+    def create_marking_job(self, name: str, queue: str, image: str | None) -> str:
+        """Create one one-pod job in `queue` whose command leaves a mark on the queue's claim; the
+        API server's refusal in one line, or "" when created."""
+        try:
+            self.api.create(JOBS, {"apiVersion": "kubeforge.dev/v1alpha1", "kind": "TrainingJob",
+                                   "metadata": {"name": name, "labels": {"kueue.x-k8s.io/queue-name": queue}},
+                                   "spec": {"nodes": 1, "command": MARK, "runPolicy": {"backoffLimit": 0},
+                                            **({"image": image} if image else {}),
+                                            "storage": {"persistentVolumeClaim": {"claimName": f"marks-{queue}"}},
+                                            "resources": {"requests": {"cpu": "10m", "memory": "64Mi"},
+                                                          "limits": {"memory": "512Mi"}}}})
+            return ""
+        except ApiError as e:
+            return f"{name}: {str(e)[:200]}"
+
     def throughput(self, key: str, n: int, quota: int, timeout: float, image: str | None) -> None:
         """`image` None: the trainer image, whose command wrapper (a Python process) runs the command."""
         queue = self.queue(key.replace("_", "-"), f"{quota * 10}m", f"{quota * 64}Mi")
@@ -297,24 +320,9 @@ class Bench:
         loads: list[float] = []
         done = threading.Event()
 
-        def probe() -> None:
-            while not done.wait(1.0):
-                t = time.monotonic()
-                self.api.get(f"/api/v1/namespaces/{NS}")
-                probes.append(time.monotonic() - t)
-                loads.append(load())
-
         def make(name: str) -> None:
-            try:
-                self.api.create(JOBS, {"apiVersion": "kubeforge.dev/v1alpha1", "kind": "TrainingJob",
-                                       "metadata": {"name": name, "labels": {"kueue.x-k8s.io/queue-name": queue}},
-                                       "spec": {"nodes": 1, "command": MARK, "runPolicy": {"backoffLimit": 0},
-                                                **({"image": image} if image else {}),
-                                                "storage": {"persistentVolumeClaim": {"claimName": f"marks-{queue}"}},
-                                                "resources": {"requests": {"cpu": "10m", "memory": "64Mi"},
-                                                              "limits": {"memory": "512Mi"}}}})
-            except ApiError as e:
-                failed_creates.append(f"{name}: {str(e)[:200]}")
+            if error := self.create_marking_job(name, queue, image):
+                failed_creates.append(error)
 
         def summary(elapsed: float, final: bool) -> Obj:
             ended = {j: self.seen.first(j, "Succeeded") or self.seen.first(j, "Failed") for j in names}
@@ -341,7 +349,7 @@ class Bench:
                     "api_get_s": dist(probes, 4), "load_1m": dist(loads, 2),
                     "operator_peak_rss_mib": round(self.op.peak_rss() / 2**20)}
 
-        threading.Thread(target=probe, daemon=True).start()
+        threading.Thread(target=self.probe_api, args=(done, probes, loads), daemon=True).start()
         t0 = time.monotonic()
         try:
             with ThreadPoolExecutor(4) as pool:
@@ -358,12 +366,15 @@ class Bench:
         finally:
             done.set()
             time.sleep(2)  # the last watch events
-            result = summary(time.monotonic() - t0, True)
-            status = self.api.get(JOBS)["items"]
-            result["job_restart_counts"] = sum(int((j.get("status") or {}).get("restartCount") or 0) for j in status)
-            result["complete"] = result["succeeded"] + result["failed"] + len(failed_creates) >= n
-            RESULT[key] = result
-            save()
+            self.record_final(key, summary(time.monotonic() - t0, True), n, len(failed_creates))
+
+    def record_final(self, key: str, result: Obj, n: int, failed_creates: int) -> None:
+        """Save a throughput run's last summary, with the jobs' restart counts and whether all `n` ended."""
+        status = self.api.get(JOBS)["items"]
+        result["job_restart_counts"] = sum(int((j.get("status") or {}).get("restartCount") or 0) for j in status)
+        result["complete"] = result["succeeded"] + result["failed"] + failed_creates >= n
+        RESULT[key] = result
+        save()
 
 
 @contextmanager
