@@ -46,7 +46,7 @@ from kubeforge_trainer import checkpoint  # noqa: E402
 from kubeforge_trainer.progress import read_history  # noqa: E402
 from minicluster.kubeapi import KubeClient  # noqa: E402
 from minicluster.launch import RunningCluster, start_cluster  # noqa: E402
-from minicluster.operator_process import OperatorProcess, install, operator_kubeconfig  # noqa: E402
+from minicluster.operator_process import OperatorProcess, start_installed  # noqa: E402
 
 Obj = dict[str, Any]
 NS = "default"
@@ -278,10 +278,8 @@ def round_(index: int, trials: list[Obj], fences: list[Obj], budget: int, nodes:
     op: OperatorProcess | None = None
     job, storage = f"bench-{index}", None
     try:
-        install(c.kubeconfig)
-        kubeconfig = operator_kubeconfig(c.kubeconfig, c.root / "operator.kubeconfig")
-        op = OperatorProcess(kubeconfig, c.root / "operator.log", {
-            "KUBEFORGE_RESTART_BACKOFF_SECONDS": "1", "KUBEFORGE_LOG_FORMAT": "plain"}).start()
+        op = start_installed(c.kubeconfig, c.root, {
+            "KUBEFORGE_RESTART_BACKOFF_SECONDS": "1", "KUBEFORGE_LOG_FORMAT": "plain"})
         api = KubeClient.from_kubeconfig(c.kubeconfig)
         start_job(api, job)
         storage = storage_dir(api, job)

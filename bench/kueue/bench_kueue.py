@@ -49,7 +49,7 @@ from typing import Any
 
 from minicluster.kubeapi import ApiError, Informer, KubeClient
 from minicluster.launch import start_cluster
-from minicluster.operator_process import OperatorProcess, install, operator_kubeconfig
+from minicluster.operator_process import OperatorProcess, start_installed
 
 Obj = dict[str, Any]
 REPO = Path(__file__).resolve().parents[2]
@@ -385,9 +385,7 @@ def session(logs: Path | None) -> Iterator[Bench]:
     op: OperatorProcess | None = None
     informers: list[Informer] = []
     try:
-        install(cluster.kubeconfig)
-        op = OperatorProcess(operator_kubeconfig(cluster.kubeconfig, cluster.root / "operator.kubeconfig"),
-                             cluster.root / "operator.log", {"KUBEFORGE_LOG_FORMAT": "plain"}).start()
+        op = start_installed(cluster.kubeconfig, cluster.root, {"KUBEFORGE_LOG_FORMAT": "plain"})
         api = KubeClient.from_kubeconfig(cluster.kubeconfig)
         seen = Seen()
         for path, handler in ((f"{KUEUE}/namespaces/{NS}/workloads", seen.workload), (JOBS, seen.job),

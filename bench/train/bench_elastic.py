@@ -23,7 +23,7 @@ from typing import Any
 
 from minicluster.kubeapi import KubeClient, NotFound
 from minicluster.launch import RunningCluster, start_cluster
-from minicluster.operator_process import OperatorProcess, install, operator_kubeconfig
+from minicluster.operator_process import OperatorProcess, start_installed
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "results" / "elastic.json"
@@ -127,9 +127,7 @@ def main() -> None:
     cluster = start_cluster(nodes=3, extra=("--no-metrics-server", "--no-object-store", "--no-kube-proxy"))
     op: OperatorProcess | None = None
     try:
-        install(cluster.kubeconfig)
-        op = OperatorProcess(operator_kubeconfig(cluster.kubeconfig, cluster.root / "operator.kubeconfig"),
-                             cluster.root / "operator.log", {"KUBEFORGE_LOG_FORMAT": "plain"}).start()
+        op = start_installed(cluster.kubeconfig, cluster.root, {"KUBEFORGE_LOG_FORMAT": "plain"})
         api = KubeClient.from_kubeconfig(cluster.kubeconfig)
         trials = []
         for i in range(args.trials):

@@ -122,3 +122,11 @@ class OperatorProcess:
 
     def stop(self) -> None:
         self.kill(signal.SIGTERM)
+
+
+def start_installed(admin_kubeconfig: Path, root: Path, env: dict[str, str] | None = None) -> OperatorProcess:
+    """Install the operator on a cluster of one's own and start it there as its ServiceAccount (its
+    kubeconfig and log under `root`): what a test or benchmark with a cluster of its own needs."""
+    install(admin_kubeconfig)
+    kubeconfig = operator_kubeconfig(admin_kubeconfig, root / "operator.kubeconfig")
+    return OperatorProcess(kubeconfig, root / "operator.log", env).start()

@@ -20,7 +20,7 @@ from conftest import wait_for
 from kubeforge_api.curves import decode
 from minicluster.kubeapi import KubeClient
 from minicluster.launch import RunningCluster, start_cluster
-from minicluster.operator_process import OperatorProcess, install, operator_kubeconfig
+from minicluster.operator_process import start_installed
 
 pytestmark = [pytest.mark.embedded("kills and revives a node under a running elastic TrainingJob"),
               pytest.mark.own_clusters]
@@ -42,11 +42,9 @@ def nodes() -> Iterator[RunningCluster]:
 
 @pytest.fixture(scope="module")
 def api(nodes: RunningCluster) -> Iterator[KubeClient]:
-    install(nodes.kubeconfig)
-    kubeconfig = operator_kubeconfig(nodes.kubeconfig, nodes.root / "operator.kubeconfig")
-    op = OperatorProcess(kubeconfig, nodes.root / "operator.log", {
+    op = start_installed(nodes.kubeconfig, nodes.root, {
         "KUBEFORGE_RESTART_BACKOFF_SECONDS": "1", "KUBEFORGE_PROGRESS_INTERVAL_SECONDS": "1",
-        "KUBEFORGE_LOG_FORMAT": "plain"}).start()
+        "KUBEFORGE_LOG_FORMAT": "plain"})
     try:
         yield KubeClient.from_kubeconfig(nodes.kubeconfig)
     finally:

@@ -23,7 +23,7 @@ import pytest
 from conftest import wait_for
 from minicluster.kubeapi import KubeClient
 from minicluster.launch import RunningCluster, start_cluster
-from minicluster.operator_process import OperatorProcess, install, operator_kubeconfig
+from minicluster.operator_process import start_installed
 
 pytestmark = [pytest.mark.embedded("kills and partitions nodes under a running TrainingJob"),
               pytest.mark.own_clusters]
@@ -70,10 +70,8 @@ def nodes() -> Iterator[RunningCluster]:
 
 @pytest.fixture(scope="module")
 def api(nodes: RunningCluster) -> Iterator[KubeClient]:
-    install(nodes.kubeconfig)
-    kubeconfig = operator_kubeconfig(nodes.kubeconfig, nodes.root / "operator.kubeconfig")
-    op = OperatorProcess(kubeconfig, nodes.root / "operator.log", {
-        "KUBEFORGE_RESTART_BACKOFF_SECONDS": "1", "KUBEFORGE_LOG_FORMAT": "plain"}).start()
+    op = start_installed(nodes.kubeconfig, nodes.root, {
+        "KUBEFORGE_RESTART_BACKOFF_SECONDS": "1", "KUBEFORGE_LOG_FORMAT": "plain"})
     try:
         yield KubeClient.from_kubeconfig(nodes.kubeconfig)
     finally:
