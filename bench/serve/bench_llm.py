@@ -48,6 +48,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kubeforge_operator.ports import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run as a script: the tests' tiny-model builders resolve from the repository root
@@ -190,15 +192,6 @@ def serve_b0(model_dir: Path, port: int) -> None:
 
 
 # ---------------------------------------------------------------- servers
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
 
 def spawn(name: str, cmd: list[str], env: dict[str, str], url: str, model: str) -> Target:
     """Start a server pinned to the server core; ready when a completion answers."""

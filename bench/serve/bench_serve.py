@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from kubeforge_operator.ports import free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: bench.serve.*
 from bench.serve.serve_model import load, write
@@ -64,13 +64,6 @@ class Target:
     port: int
     infer_path: str
     proc: subprocess.Popen[bytes]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def start(name: str, cmd: list[str], env: dict[str, str], port: int, model: str) -> Target:

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from kubeforge_operator.ports import free_port
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
     AutoModelForSequenceClassification,
@@ -54,7 +55,6 @@ from bench.serve.bench_serve import (
     SERVER_CORE,
     Target,
     cpu_seconds,
-    free_port,
     kserve_status,
     post,
     spread,

@@ -21,11 +21,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from kubeforge_operator.ports import free_port
+
 from . import nodes
 from .agent import NODE_CPUS_ENV, AgentSettings, NodeAgent, node_cpus
 from .clusterwide import ClusterWide
 from .containers import CgroupParents, cgroup_parents, remove_cgroup_parents
-from .controlplane import ControlPlane, free_port, rss_bytes
+from .controlplane import ControlPlane, rss_bytes
 from .kubeapi import KubeClient
 from .kueue import Kueue
 from .kueue import build as build_kueue

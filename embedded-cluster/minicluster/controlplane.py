@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -20,14 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from kubeforge_operator.ports import free_port
 
 from .nodes import NODE_NAME
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from kubeforge_operator.ports import free_port
 
-from .controlplane import free_port
 from .kubeapi import ApiError, KubeClient
 
 Obj = dict[str, Any]

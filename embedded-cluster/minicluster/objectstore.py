@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .controlplane import free_port
+from kubeforge_operator.ports import free_port
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

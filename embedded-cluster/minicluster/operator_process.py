@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from kubeforge_operator.ports import free_port
 
 from . import memcap
-from .controlplane import free_port, write_kubeconfig
+from .controlplane import write_kubeconfig
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "kubeforge-system"

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,18 +34,13 @@ from kubeforge_api.contracts import ProgressDoc, RunRecord, parse_progress
 
 from .localinputs import container_env, local_mounts, localize, run_init_containers
 from .plan import Obj, Plan, World, ts
+from .ports import free_port
 from .trainingjob.context import Config
 from .trainingjob.decide import decide
 from .trainingjob.progress import last_step
 
 POLL_SECONDS = 0.2
 TERMINAL = (State.SUCCEEDED, State.FAILED)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def local_env(pod: Obj, storage: Path, master_port: int, progress_port: int, termination: Path,

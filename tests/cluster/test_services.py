@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 from conftest import Cluster, pod_logs, pod_phase, wait_for
+from kubeforge_operator.ports import free_port
 from kubeforge_trainer.data import digits
-from minicluster.controlplane import free_port
 from minicluster.operator_process import OperatorProcess
 from test_servingjob import claim_dir, close, infer_url, write_model
 

@@ -8,7 +8,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import Any
 
 import torch
 from kubeforge_api.server_settings import ServerEnv
+from kubeforge_operator.ports import free_port
 from kubeforge_trainer import artifacts
 from kubeforge_trainer.models import build
 
@@ -31,13 +31,6 @@ def write_artifact(directory: Path, arch: dict[str, Any], seed: int = 0) -> Path
     model = build(arch)
     artifacts.write(directory, model.state_dict(), {"architecture": arch, "metrics": {}})
     return directory
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

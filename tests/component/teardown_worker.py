@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -20,6 +19,7 @@ import torch._dynamo  # lazily imported by FSDP: import once here (seconds), not
 import torch.distributed as dist
 import torch.distributed.fsdp  # likewise
 from kubeforge_api.trainingjob import Strategy
+from kubeforge_operator.ports import free_port
 from kubeforge_trainer.train.common import init_world
 from kubeforge_trainer.train.data_parallel import wrap_model
 from kubeforge_trainer.train.teardown import close_world, exit_now
@@ -75,12 +75,6 @@ def wait(pid: int, deadline: float) -> int:
             os.waitpid(pid, 0)
             return -9
         time.sleep(0.01)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ import torch
 from kubeforge_api.contracts import parse_result
 from kubeforge_api.exitcodes import EXIT_INVALID_CONFIG
 from kubeforge_api.finetune import DATA_ENV, EVAL_DATA_ENV, MODEL_DIR_ENV
+from kubeforge_operator.ports import free_port
 from llm_models import chat_jsonl, prompt_completion_jsonl, tiny_llama
 from safetensors.torch import load_file
 
@@ -129,21 +130,13 @@ def test_a_killed_gang_resumes_exactly_from_its_checkpoint(inputs: Path, tmp_pat
     assert max_diff(adapter_weights(storage), adapter_weights(tmp_path / "reference")) <= 1e-6
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_a_pod_like_launch_leaves_model_adapter_and_evaluation(inputs: Path, tmp_path: Path) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     spec = job("ddp", 2, batchSize=2, maxSteps=16, evalData={"uri": "pvc://data/eval.jsonl"})
     env = {**environment(spec, tmp_path, inputs), "PET_NNODES": "1", "PET_NPROC_PER_NODE": "2", "PET_NODE_RANK": "0",
-           "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": str(_free_port()), "KUBEFORGE_JOB_NAME": "chat",
+           "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": str(free_port()), "KUBEFORGE_JOB_NAME": "chat",
            "KUBEFORGE_JOB_UID": "u-1", "KUBEFORGE_ATTEMPT": "0"}
     p = subprocess.run([sys.executable, "-m", "kubeforge_trainer", "launch"], env=env, capture_output=True, text=True,
                        timeout=300)

@@ -166,7 +166,7 @@ def test_refused_or_missing_credentials_name_the_secret_never_its_values(store: 
 
 
 def test_an_unreachable_endpoint_is_unavailable(store: Store, tmp_path: Path) -> None:
-    from minicluster.controlplane import free_port
+    from kubeforge_operator.ports import free_port
 
     endpoint = f"http://127.0.0.1:{free_port()}"
     run = storage(store, tmp_path, "fetch", "--uri", "s3://models/m", "--dest", str(tmp_path / "d"),
