@@ -57,8 +57,9 @@ NODES = 12
 STEP_SECONDS = 0.2
 SCRIPT = """
 import json, os, pathlib, sys, time, torch
-from kubeforge_trainer import checkpoint
+from kubeforge_trainer import checkpoint, fencewatch
 from kubeforge_trainer.progress import ProgressReporter
+fencewatch.enable()  # as the trainer does: a newer attempt's record stops this process within a poll
 d = pathlib.Path(os.environ["KUBEFORGE_STORAGE_DIR"]); root = d / "checkpoints"
 attempt, rank = int(os.environ["KUBEFORGE_ATTEMPT"]), int(os.environ["KUBEFORGE_ROLE_RANK"])
 (d / "beats").mkdir(parents=True, exist_ok=True)

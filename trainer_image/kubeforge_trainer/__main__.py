@@ -18,6 +18,7 @@ from typing import NoReturn
 from kubeforge_api.constants import Env
 from kubeforge_api.exitcodes import EXIT_INVALID_CONFIG
 
+from . import fencewatch
 from .checkpoint import CheckpointError, fenced_out
 from .context import ConfigError, JobContext
 from .progress import ProgressReporter
@@ -64,6 +65,7 @@ def train() -> int:
     except ConfigError as e:
         return invalid(e)
     world = init_world(ctx.backend)
+    fencewatch.enable()  # an attempt's processes stop once a newer attempt is recorded
     threads = threads_for()
     print(f"kubeforge-trainer: rank {world.rank}/{world.size}, {threads} intra-op threads", file=sys.stderr, flush=True)
     fenced = functools.partial(fenced_out, ctx.storage / "checkpoints")  # the history is fenced like checkpoints

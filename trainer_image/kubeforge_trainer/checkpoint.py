@@ -10,7 +10,8 @@ resumed from (its base); an attempt records itself there before it loads anythin
 attempt's own checkpoints and its base are accepted; a writer that finds a newer attempt (or another
 job) recorded stops (`Fenced`) before it commits, a writer that finds it right after committing (it
 raced the check) removes what it committed and stops, and whatever a stale writer commits anyway is
-never loaded and is pruned. A job created again under the same name and storage takes over the fence."""
+never loaded and is pruned. A job created again under the same name and storage takes over the fence.
+An old attempt's processes stop, and a new attempt waits for them, in fencewatch.py."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ import torch
 from kubeforge_api.constants import Env
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from . import fencewatch
 
 MANIFEST = "manifest.json"
 FORMAT = "kubeforge-checkpoint/v1"
@@ -242,7 +245,8 @@ def load(path: Path) -> Loaded:
 
 def resume_point(root: Path) -> Path | None:
     """The checkpoint this attempt resumes from, after recording the attempt in the fence (every rank
-    may call it: they record the same); `Fenced` when a newer attempt has started."""
+    may call it: they record the same), watching the fence from now on and outliving the older attempts'
+    processes (fencewatch.py); `Fenced` when a newer attempt has started."""
     attempt = my_attempt()
     fence = read_fence(root)
     if fence is None or fence.job != my_job() or fence.attempt < attempt:  # this attempt takes over the fence
@@ -254,6 +258,8 @@ def resume_point(root: Path) -> Path | None:
     else:
         check_fence(root, attempt)
         done = accepted(root, fence)
+    fencewatch.watch(root, attempt, lambda: fenced_out(root, attempt))
+    fencewatch.outlive_older(root, root / FENCE, attempt)
     return done[-1] if done else None
 
 
