@@ -272,7 +272,7 @@ def run_trials(c: RunningCluster, api: KubeClient, job: str, storage: Path, tria
         time.sleep(3 * STEP_SECONDS)
 
 
-def round_(index: int, trials: list[Obj], fences: list[Obj], budget: int, nodes: int) -> None:
+def round_(index: int, trials: list[Obj], fences: list[Obj], budget: int, nodes: int, keep: Path | None) -> None:
     """One cluster, one job, trials until the cluster runs short of nodes; the job's fencing is judged
     even when the round is cut short (a failed trial, the benchmark stopped)."""
     c = start_cluster(nodes=nodes, extra=("--no-metrics-server", "--no-object-store", "--no-kube-proxy"))
@@ -295,6 +295,9 @@ def round_(index: int, trials: list[Obj], fences: list[Obj], budget: int, nodes:
         if op is not None:
             op.stop()
         c.stop()
+        if keep is not None and trials and "error" in trials[-1]:
+            shutil.copytree(c.root, keep / job, ignore=shutil.ignore_patterns("*.sock"), dirs_exist_ok=True)
+            print(f"round {index}: kept the cluster's state, logs and the job's storage in {keep / job}", flush=True)
         shutil.rmtree(c.root, ignore_errors=True)  # the cluster's state and the jobs' storage
 
 
@@ -340,6 +343,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=100, help="kills and partitions, alternating (>= 40 kills)")
     parser.add_argument("--nodes", type=int, default=NODES)
     parser.add_argument("--append", action="store_true", help="go on from the trials the results file holds")
+    parser.add_argument("--keep-failed", type=Path, help="copy a round's cluster (logs, the job's storage) here "
+                                                          "when one of its trials fails")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped early: each cluster still goes
     earlier = json.loads(RESULTS.read_text()) if args.append and RESULTS.exists() else {}
@@ -349,7 +354,7 @@ def main() -> None:
     index = len(fences)
     try:
         while len(trials) < args.trials and index < args.trials:
-            round_(index, trials, fences, args.trials - len(trials), args.nodes)
+            round_(index, trials, fences, args.trials - len(trials), args.nodes, args.keep_failed)
             RESULTS.write_text(json.dumps(summarize(trials, fences, started, False), indent=1) + "\n")
             index += 1
     finally:  # stopped early too: what was measured is kept, marked incomplete

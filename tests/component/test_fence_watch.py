@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from kubeforge_api.exitcodes import EXIT_INVALID_CONFIG
 from kubeforge_trainer import checkpoint, fencewatch
 
@@ -83,3 +84,20 @@ def test_a_running_old_rank_stops_before_the_new_attempt_steps(tmp_path: Path,
     last_old_step = float(steps.read_text().split()[-1])
     assert last_old_step < first_new_step
     assert "attempt 1 of job uid has started" in (old.stderr.read() if old.stderr else "")
+
+
+def test_a_rank_that_waited_resumes_from_what_is_there_after_the_wait(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    as_attempt(monkeypatch, 0)
+    checkpoint.save(tmp_path, 10, {"model": {"w": torch.ones(2)}}, {}, keep=2)
+    as_attempt(monkeypatch, 1)
+    assert checkpoint.resume_point(tmp_path) == tmp_path / "step-000000010"  # rank 0 records the attempt
+
+    def peer_steps_on(root: Path, fence_file: Path, attempt: int) -> float:  # rank 0 prunes the base meanwhile
+        for step in (11, 12, 13):
+            checkpoint.save(root, step, {"model": {"w": torch.ones(2)}}, {}, keep=2)
+        return 1.0
+
+    monkeypatch.setattr(fencewatch, "outlive_older", peer_steps_on)
+    path = checkpoint.resume_point(tmp_path)  # rank 1, which had to wait
+    assert path == tmp_path / "step-000000013-a1" and checkpoint.load(path).step == 13

@@ -257,9 +257,10 @@ def resume_point(root: Path) -> Path | None:
         os.replace(tmp, root / FENCE)
     else:
         check_fence(root, attempt)
-        done = accepted(root, fence)
     fencewatch.watch(root, attempt, lambda: fenced_out(root, attempt))
     fencewatch.outlive_older(root, root / FENCE, attempt)
+    check_fence(root, attempt)  # again: a newer attempt may have started while this one waited
+    done = accepted(root, read_fence(root))  # after the wait: a peer rank may have stepped on and pruned meanwhile
     return done[-1] if done else None
 
 
