@@ -80,6 +80,27 @@ def test_a_writer_that_raced_the_check_stops_right_after_its_commit(tmp_path: Pa
     assert loaded is not None and loaded.step == 10
 
 
+def test_a_checkpoint_the_newer_attempt_took_as_its_base_is_kept(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    as_attempt(monkeypatch, 0)
+    checkpoint.save(tmp_path, 10, T, {}, keep=3)
+    real = checkpoint.check_fence
+    renamed = []
+
+    def racing(root: Path, attempt: int) -> None:
+        if (root / "step-000000020").exists() and not renamed:  # after the rename: attempt 1 lists it, records it
+            renamed.append(True)
+            (root / "fence.json").write_text(json.dumps({"job": "uid", "attempt": 1, "base": "step-000000020"}))
+        real(root, attempt)
+    monkeypatch.setattr(checkpoint, "check_fence", racing)
+    with pytest.raises(Fenced):
+        checkpoint.save(tmp_path, 20, T, {}, keep=3)
+    monkeypatch.setattr(checkpoint, "check_fence", real)
+    as_attempt(monkeypatch, 1)
+    loaded = checkpoint.latest(tmp_path)  # the base it recorded is still there: no work lost
+    assert loaded is not None and loaded.step == 20
+
+
 def test_a_job_created_again_takes_over_the_fence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     as_attempt(monkeypatch, 3, "old")
     checkpoint.save(tmp_path, 10, T, {}, keep=2)

@@ -198,7 +198,9 @@ def commit(root: Path, tmp: Path, step: int, tensors: dict[str, dict[str, torch.
     try:  # a newer attempt recorded itself while this one committed (it raced the check): stop now, not a step later
         check_fence(root, attempt)
     except Fenced:
-        shutil.rmtree(final, ignore_errors=True)  # never accepted anyway; gone at once
+        fence = read_fence(root)
+        if fence is None or fence.base != final.name:  # unless the newer attempt took it as its base: resumes from it
+            shutil.rmtree(final, ignore_errors=True)  # never accepted anyway; gone at once
         raise
     kept = set(accepted(root, read_fence(root))[-keep:]) | {final}
     for old in root.glob("step-*"):
