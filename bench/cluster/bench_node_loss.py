@@ -296,7 +296,8 @@ def round_(index: int, trials: list[Obj], fences: list[Obj], budget: int, nodes:
             op.stop()
         c.stop()
         if keep is not None and trials and "error" in trials[-1]:
-            shutil.copytree(c.root, keep / job, ignore=shutil.ignore_patterns("*.sock"), dirs_exist_ok=True)
+            no_secrets = shutil.ignore_patterns("*.sock", "*.kubeconfig", "pki")  # state and logs, never credentials
+            shutil.copytree(c.root, keep / job, ignore=no_secrets, dirs_exist_ok=True)
             print(f"round {index}: kept the cluster's state, logs and the job's storage in {keep / job}", flush=True)
         shutil.rmtree(c.root, ignore_errors=True)  # the cluster's state and the jobs' storage
 
@@ -343,8 +344,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=100, help="kills and partitions, alternating (>= 40 kills)")
     parser.add_argument("--nodes", type=int, default=NODES)
     parser.add_argument("--append", action="store_true", help="go on from the trials the results file holds")
-    parser.add_argument("--keep-failed", type=Path, help="copy a round's cluster (logs, the job's storage) here "
-                                                          "when one of its trials fails")
+    parser.add_argument("--keep-failed", type=Path, help="copy a round's cluster (logs, the job's storage; no "
+                                                          "credentials) here when one of its trials fails")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped early: each cluster still goes
     earlier = json.loads(RESULTS.read_text()) if args.append and RESULTS.exists() else {}
